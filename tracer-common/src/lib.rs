@@ -1,0 +1,269 @@
+//! Types that cross the kernel/user boundary: ring-buffer records, the
+//! counters the kernel keeps, and the configuration user space hands to the
+//! programs before they load.
+//!
+//! Every type is `#[repr(C)]` with explicit padding so both sides agree on the
+//! layout byte for byte; user space decodes records with `read_unaligned` on
+//! these exact types.
+#![no_std]
+
+/// `TASK_COMM_LEN` in include/linux/sched.h.
+pub const COMM_LEN: usize = 16;
+/// Bytes of the exec'd file name kept (the path as given to execve).
+pub const FILENAME_LEN: usize = 512;
+/// Bytes of the NUL-separated argument block kept; longer argv is truncated
+/// and flagged.
+pub const ARGV_LEN: usize = 4096;
+/// `sizeof(struct sockaddr_storage)`.
+pub const SOCKADDR_LEN: usize = 128;
+
+/// The kind of every ring-buffer record, first field of [`EventHeader`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [Self::Exec, Self::Fork, Self::Exit, Self::Connect];
+
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exit),
+            4 => Some(Self::Connect),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Fork => "fork",
+            Self::Exit => "exit",
+            Self::Connect => "connect",
+        }
+    }
+}
+
+/// Slots of the per-CPU `COUNTERS` array. Drops are indexed by event kind so
+/// user space can report exactly which records were lost.
+pub mod counter {
+    /// `COUNTERS[DROPPED_BASE + kind]`: ring buffer full, record not written.
+    pub const DROPPED_BASE: u32 = 0;
+    /// A kernel read failed (bad user pointer, vanished task); the record was
+    /// written with the field left empty, or skipped where noted.
+    pub const READ_ERRORS: u32 = 8;
+    /// sys_exit_connect without a matching sys_enter_connect (the in-flight
+    /// table was full or the tracer attached mid-call).
+    pub const CONNECT_UNMATCHED: u32 = 9;
+    /// Threads created (clone with CLONE_THREAD); counted, not reported.
+    pub const THREADS_CREATED: u32 = 10;
+    pub const COUNT: u32 = 16;
+}
+
+/// Flags in [`ExecEvent::flags`].
+pub mod exec_flags {
+    pub const ARGV_TRUNCATED: u32 = 1;
+    pub const FILENAME_TRUNCATED: u32 = 2;
+    /// argv could not be read (no mm offsets, or the read faulted).
+    pub const ARGV_UNAVAILABLE: u32 = 4;
+}
+
+/// Where a connect record came from.
+pub mod connect_source {
+    /// `connect(2)`: sys_enter_connect/sys_exit_connect, with the result.
+    pub const SYSCALL: u8 = 1;
+    /// `sock:inet_sock_set_state` CLOSE -> SYN_SENT outside `connect(2)`
+    /// (io_uring, kernel callers). The handshake has started; no result yet.
+    pub const SOCK_STATE: u8 = 2;
+}
+
+/// Common prefix of every record. 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Thread id of the task that produced the record.
+    pub pid: u32,
+    /// Process id (thread-group id).
+    pub tgid: u32,
+    /// Parent's tgid (`real_parent->tgid`), 0 when unknown.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
+    pub ktime_ns: u64,
+    /// `group_leader->start_boottime`: with tgid, the process's unique id.
+    pub start_boottime_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub flags: u32,
+    pub filename_len: u16,
+    pub argv_len: u16,
+    /// Length of the full argument block, even when truncated.
+    pub argv_full_len: u32,
+    pub old_pid: u32,
+    pub filename: [u8; FILENAME_LEN],
+    pub argv: [u8; ARGV_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// The parent, i.e. the task calling fork/clone.
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub child_tgid: u32,
+    pub child_start_boottime_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code` as wait(2) encodes it: status << 8 | signal.
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// 0 or -errno from `connect(2)`; -EINPROGRESS for SOCK_STATE records.
+    pub ret: i32,
+    pub source: u8,
+    /// IPPROTO_* when known (SOCK_STATE records), else 0.
+    pub protocol: u8,
+    pub _pad: u16,
+    /// Bytes of `addr` that are valid.
+    pub addrlen: u32,
+    /// A `struct sockaddr` (in, in6 or un) exactly as the caller passed it.
+    pub addr: [u8; SOCKADDR_LEN],
+}
+
+/// What `sys_enter_connect` keeps for `sys_exit_connect`, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectArgs {
+    pub fd: i32,
+    pub addrlen: u32,
+    pub addr: [u8; SOCKADDR_LEN],
+}
+
+/// Kernel struct field offsets, resolved from the running kernel's BTF in
+/// user space (Rust BPF has no CO-RE relocations). `NO_OFFSET` disables the
+/// enrichment that needs the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub _pad: u32,
+}
+
+pub const NO_OFFSET: u32 = u32::MAX;
+
+impl KernelOffsets {
+    pub const UNKNOWN: Self = Self {
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        task_real_parent: NO_OFFSET,
+        task_group_leader: NO_OFFSET,
+        task_start_boottime: NO_OFFSET,
+        task_mm: NO_OFFSET,
+        task_exit_code: NO_OFFSET,
+        mm_arg_start: NO_OFFSET,
+        mm_arg_end: NO_OFFSET,
+        _pad: 0,
+    };
+}
+
+/// Offsets of the fields the programs read from classic tracepoint records,
+/// parsed from tracefs `format` files in user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TracepointOffsets {
+    pub exec_filename: u32,
+    pub exec_old_pid: u32,
+    pub exit_group_dead: u32,
+    pub connect_fd: u32,
+    pub connect_uservaddr: u32,
+    pub connect_addrlen: u32,
+    pub connect_ret: u32,
+    pub sock_oldstate: u32,
+    pub sock_newstate: u32,
+    pub sock_dport: u32,
+    pub sock_family: u32,
+    pub sock_protocol: u32,
+    pub sock_daddr: u32,
+    pub sock_daddr_v6: u32,
+}
+
+/// Everything user space decides before load, as one read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Our own tgid: the tracer never reports itself.
+    pub tracer_tgid: u32,
+    /// 1: only processes in `TRACED_TGIDS` (and their descendants) are traced.
+    pub filter_tgids: u32,
+    /// Non-zero: only tasks in this cgroup v2 id are traced.
+    pub filter_cgroup_id: u64,
+    pub kernel: KernelOffsets,
+    pub tp: TracepointOffsets,
+}
+
+impl Config {
+    pub const DEFAULT: Self = Self {
+        tracer_tgid: 0,
+        filter_tgids: 0,
+        filter_cgroup_id: 0,
+        kernel: KernelOffsets::UNKNOWN,
+        tp: TracepointOffsets {
+            exec_filename: NO_OFFSET,
+            exec_old_pid: NO_OFFSET,
+            exit_group_dead: NO_OFFSET,
+            connect_fd: NO_OFFSET,
+            connect_uservaddr: NO_OFFSET,
+            connect_addrlen: NO_OFFSET,
+            connect_ret: NO_OFFSET,
+            sock_oldstate: NO_OFFSET,
+            sock_newstate: NO_OFFSET,
+            sock_dport: NO_OFFSET,
+            sock_family: NO_OFFSET,
+            sock_protocol: NO_OFFSET,
+            sock_daddr: NO_OFFSET,
+            sock_daddr_v6: NO_OFFSET,
+        },
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain `#[repr(C)]` data with explicit padding, valid for any
+    // bit pattern.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for ConnectArgs {}
+}

@@ -1,0 +1,109 @@
+//! Maps, the configuration global and helpers every program uses.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, EventHeader, EventKind, NO_OFFSET, counter};
+
+/// Discrete events. User space resizes it before load (`--ring-buffer-kib`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, see `tracer_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// With `Config::filter_tgids`, the processes traced; fork adds children so a
+/// whole tree is followed, exit removes them.
+#[map]
+pub static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Set by user space before load (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config::DEFAULT;
+
+/// Reads the configuration through a volatile load so the compiler cannot
+/// fold the compile-time default into the program.
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // SAFETY: CONFIG is a valid static; the volatile read of its address keeps
+    // LLVM from treating the fields as constants.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+}
+
+#[inline(always)]
+pub fn count(slot: u32) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *ptr += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_drop(kind: EventKind) {
+    count(counter::DROPPED_BASE + kind as u32);
+}
+
+/// Whether the current task's events should be reported, given the filters.
+#[inline(always)]
+pub fn should_trace(tgid: u32) -> bool {
+    let cfg = config();
+    if tgid == cfg.tracer_tgid {
+        return false;
+    }
+    if cfg.filter_cgroup_id != 0 {
+        // SAFETY: helper with no arguments.
+        if unsafe { bpf_get_current_cgroup_id() } != cfg.filter_cgroup_id {
+            return false;
+        }
+    }
+    if cfg.filter_tgids != 0 {
+        // SAFETY: read-only lookup of a plain value.
+        return unsafe { TRACED_TGIDS.get(&tgid) }.is_some();
+    }
+    true
+}
+
+/// Reads a kernel value at `base + offset`, or `None` when the offset is
+/// unknown on this kernel or the read faults.
+#[inline(always)]
+pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
+    if offset == NO_OFFSET || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+pub fn current_task() -> u64 {
+    // SAFETY: helper with no arguments.
+    unsafe { bpf_get_current_task() }
+}
+
+/// Fills the common header for the current task.
+#[inline(always)]
+pub fn fill_header(header: &mut EventHeader, kind: EventKind) {
+    let cfg = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let task = current_task();
+    let leader: u64 = read_field(task, cfg.kernel.task_group_leader).unwrap_or(0);
+    let parent: u64 = read_field(task, cfg.kernel.task_real_parent).unwrap_or(0);
+    header.kind = kind as u32;
+    header.pid = pid_tgid as u32;
+    header.tgid = (pid_tgid >> 32) as u32;
+    header.ppid = read_field::<i32>(parent, cfg.kernel.task_tgid).unwrap_or(0) as u32;
+    header.uid = uid_gid as u32;
+    header.gid = (uid_gid >> 32) as u32;
+    // SAFETY: helpers with no arguments.
+    header.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    header.start_boottime_ns = read_field(leader, cfg.kernel.task_start_boottime).unwrap_or(0);
+    // SAFETY: helper with no arguments.
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}

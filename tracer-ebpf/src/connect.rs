@@ -1,0 +1,170 @@
+//! Socket connects: `connect(2)` through its enter/exit tracepoints, and TCP
+//! connects that never pass through `connect(2)` (io_uring, in-kernel callers)
+//! through `sock:inet_sock_set_state`. Each connection is reported once.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    ConnectArgs, ConnectEvent, EventKind, SOCKADDR_LEN, connect_source, counter,
+};
+
+use crate::{
+    common::{EVENTS, config, count, count_drop, fill_header, should_trace},
+    process::read_tp,
+};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// include/net/tcp_states.h
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+const EINPROGRESS: i32 = 115;
+
+/// Arguments of `connect(2)` calls in flight, keyed by pid_tgid. LRU so a
+/// thread killed inside the call cannot leak an entry forever.
+#[map]
+static CONNECTS_IN_FLIGHT: LruHashMap<u64, ConnectArgs> = LruHashMap::with_max_entries(16384, 0);
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    try_enter_connect(&ctx);
+    0
+}
+
+fn try_enter_connect(ctx: &TracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let cfg = config();
+    let (Some(fd), Some(uaddr), Some(addrlen)) = (
+        read_tp::<u64>(ctx, cfg.tp.connect_fd),
+        read_tp::<u64>(ctx, cfg.tp.connect_uservaddr),
+        read_tp::<u64>(ctx, cfg.tp.connect_addrlen),
+    ) else {
+        count(counter::READ_ERRORS);
+        return;
+    };
+    let mut args = ConnectArgs { fd: fd as i32, addrlen: 0, addr: [0; SOCKADDR_LEN] };
+    let len = if addrlen as usize >= SOCKADDR_LEN { SOCKADDR_LEN as u64 - 1 } else { addrlen };
+    let len = len & (SOCKADDR_LEN as u64 - 1);
+    // SAFETY: destination has SOCKADDR_LEN bytes and len < SOCKADDR_LEN.
+    let ret = unsafe {
+        generated::bpf_probe_read_user(
+            args.addr.as_mut_ptr().cast(),
+            len as u32,
+            uaddr as *const core::ffi::c_void,
+        )
+    };
+    if ret != 0 || len < 2 {
+        // A bad pointer makes connect fail with EFAULT; nothing to report.
+        return;
+    }
+    let family = u16::from_ne_bytes([args.addr[0], args.addr[1]]);
+    if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
+        return;
+    }
+    args.addrlen = len as u32;
+    let _ = CONNECTS_IN_FLIGHT.insert(&pid_tgid, &args, 0);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    try_exit_connect(&ctx);
+    0
+}
+
+fn try_exit_connect(ctx: &TracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { CONNECTS_IN_FLIGHT.get(&pid_tgid) }).copied() else {
+        return;
+    };
+    let _ = CONNECTS_IN_FLIGHT.remove(&pid_tgid);
+    let ret = read_tp::<i64>(ctx, config().tp.connect_ret).unwrap_or(0);
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        count_drop(EventKind::Connect);
+        return;
+    };
+    // SAFETY: reservation sized for ConnectEvent; all fields written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::Connect);
+    event.fd = args.fd;
+    event.ret = ret as i32;
+    event.source = connect_source::SYSCALL;
+    event.protocol = 0;
+    event._pad = 0;
+    event.addrlen = args.addrlen;
+    event.addr = args.addr;
+    entry.submit(0);
+}
+
+/// `sock:inet_sock_set_state` CLOSE -> SYN_SENT is the start of every active
+/// TCP open (net/ipv4/tcp_ipv4.c: tcp_v4_connect). Inside `connect(2)` it is
+/// skipped: sys_exit_connect reports that one, with its result.
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    try_sock_state(&ctx);
+    0
+}
+
+fn try_sock_state(ctx: &TracePointContext) {
+    let tp = &config().tp;
+    let (Some(old), Some(new)) = (read_tp::<i32>(ctx, tp.sock_oldstate), read_tp::<i32>(ctx, tp.sock_newstate))
+    else {
+        return;
+    };
+    if old != TCP_CLOSE || new != TCP_SYN_SENT {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: presence check only.
+    if unsafe { CONNECTS_IN_FLIGHT.get(&pid_tgid) }.is_some() {
+        return;
+    }
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let (Some(family), Some(dport), Some(protocol)) = (
+        read_tp::<u16>(ctx, tp.sock_family),
+        read_tp::<u16>(ctx, tp.sock_dport),
+        read_tp::<u16>(ctx, tp.sock_protocol),
+    ) else {
+        count(counter::READ_ERRORS);
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        count_drop(EventKind::Connect);
+        return;
+    };
+    // SAFETY: reservation sized for ConnectEvent; all fields written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::Connect);
+    event.fd = -1;
+    event.ret = -EINPROGRESS;
+    event.source = connect_source::SOCK_STATE;
+    event.protocol = protocol as u8;
+    event._pad = 0;
+    // Rebuild a sockaddr_in/in6 so user space parses one format. The
+    // tracepoint's dport is in host order (TP_fast_assign: ntohs).
+    event.addr = [0; SOCKADDR_LEN];
+    event.addr[0..2].copy_from_slice(&family.to_ne_bytes());
+    event.addr[2..4].copy_from_slice(&dport.to_be_bytes());
+    if family == AF_INET {
+        if let Some(a) = read_tp::<[u8; 4]>(ctx, tp.sock_daddr) {
+            event.addr[4..8].copy_from_slice(&a);
+        }
+        event.addrlen = 16;
+    } else {
+        if let Some(a) = read_tp::<[u8; 16]>(ctx, tp.sock_daddr_v6) {
+            event.addr[8..24].copy_from_slice(&a);
+        }
+        event.addrlen = 28;
+    }
+    entry.submit(0);
+}

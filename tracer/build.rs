@@ -1,0 +1,23 @@
+//! Builds the kernel programs (tracer-ebpf) for the BPF target with the
+//! nightly toolchain and bpf-linker; the object is embedded in the binary.
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let package = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "tracer-ebpf")
+        .ok_or_else(|| anyhow!("package tracer-ebpf not found in the workspace"))?;
+    let root = package
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package { name: "tracer-ebpf", root_dir: root.as_str(), ..Default::default() }],
+        aya_build::Toolchain::default(),
+    )
+}

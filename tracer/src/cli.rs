@@ -1,0 +1,100 @@
+//! Command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Trace which processes run, exit and connect where on this host, from the kernel, as JSON lines.",
+    long_about = "Loads eBPF programs into the running kernel (root required) and writes one JSON \
+object per line for every process exec, fork and exit and every socket connect, attributed to the \
+process (unique id, parent lineage, executable, argv, user, cgroup/container). A periodic \
+tracer.health record reports events read, records dropped and which hooks are attached."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace this host live until interrupted (Ctrl-C) or --duration ends.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Stop after this long (e.g. 30s, 5m, 1h, 250ms). Default: run until SIGINT/SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Write records to this file (appended, created 0600) instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+
+    /// Trace only this process and its descendants; repeat for several.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Report only records whose thread name (comm) is this; repeat for several.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Trace only tasks in this cgroup v2: a path (absolute, or relative to
+    /// the cgroup2 mount) or a numeric cgroup id.
+    #[arg(long, value_name = "PATH|ID")]
+    pub cgroup: Option<String>,
+
+    /// Interval between tracer.health records.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
+    #[arg(long, default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, or plain seconds (`2.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 250ms"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("`{s}` is not a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

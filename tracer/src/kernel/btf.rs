@@ -1,0 +1,125 @@
+//! Kernel struct offsets from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`). Rust BPF programs carry no CO-RE relocations,
+//! so the few fields the programs read are located here and handed to them
+//! as globals. A field that cannot be found disables the enrichment that
+//! needs it and is reported; it never stops the tracer.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, BtfType as _, Type};
+use tracer_common::{KernelOffsets, NO_OFFSET};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Offsets resolved, plus the fields that were not found and why.
+pub struct ResolvedOffsets {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<String>,
+}
+
+pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
+    let btf = Btf::from_file(path).with_context(|| format!("reading BTF from {}", path.display()))?;
+    let mut missing = Vec::new();
+    let mut field = |ty: &str, path: &str| match byte_offset(&btf, ty, path) {
+        Ok(off) => off,
+        Err(e) => {
+            missing.push(format!("{ty}.{path}: {e:#}"));
+            NO_OFFSET
+        }
+    };
+    let offsets = KernelOffsets {
+        task_pid: field("task_struct", "pid"),
+        task_tgid: field("task_struct", "tgid"),
+        task_real_parent: field("task_struct", "real_parent"),
+        task_group_leader: field("task_struct", "group_leader"),
+        task_start_boottime: field("task_struct", "start_boottime"),
+        task_mm: field("task_struct", "mm"),
+        task_exit_code: field("task_struct", "exit_code"),
+        mm_arg_start: field("mm_struct", "arg_start"),
+        mm_arg_end: field("mm_struct", "arg_end"),
+        _pad: 0,
+    };
+    Ok(ResolvedOffsets { offsets, missing })
+}
+
+/// Byte offset of `field` (dotted path allowed) in `struct ty`, looking
+/// through anonymous structs and unions as C does.
+pub fn byte_offset(btf: &Btf, ty: &str, field: &str) -> Result<u32> {
+    let root = btf
+        .resolve_types_by_name(ty)
+        .with_context(|| format!("no type named {ty}"))?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+        .ok_or_else(|| anyhow!("no struct {ty} with members"))?;
+    let mut current = root;
+    let mut total_bits = 0u32;
+    for part in field.split('.') {
+        let (bits, ty) = find_member(btf, &current, part)?
+            .ok_or_else(|| anyhow!("no member {part}"))?;
+        total_bits += bits;
+        current = ty;
+    }
+    if total_bits % 8 != 0 {
+        bail!("{field} is a bitfield");
+    }
+    Ok(total_bits / 8)
+}
+
+/// Finds a member by name in a struct/union, descending into anonymous
+/// members. Returns its bit offset and its (typedef-resolved) type.
+fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+    let members = match ty {
+        Type::Struct(s) | Type::Union(s) => &s.members,
+        other => bail!("{} is not a struct or union", other.name()),
+    };
+    for member in members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_ty = strip_modifiers(btf, btf.resolve_type_by_id(member.get_type_id()?)?)?;
+        if member_name == name {
+            return Ok(Some((member.bit_offset(), member_ty)));
+        }
+        if member_name.is_empty()
+            && matches!(member_ty, Type::Struct(_) | Type::Union(_))
+            && let Some((inner, t)) = find_member(btf, &member_ty, name)?
+        {
+            return Ok(Some((member.bit_offset() + inner, t)));
+        }
+    }
+    Ok(None)
+}
+
+fn strip_modifiers(btf: &Btf, mut ty: Type) -> Result<Type> {
+    loop {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t)?,
+            Type::Const(t) => btf.resolve_chained_type(t)?,
+            Type::Volatile(t) => btf.resolve_chained_type(t)?,
+            Type::Restrict(t) => btf.resolve_chained_type(t)?,
+            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
+            _ => return Ok(ty),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against the host's BTF where it exists; the offsets the programs
+    /// need must all resolve on the kernels we support.
+    #[test]
+    fn resolves_every_field_on_this_kernel() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            eprintln!("no {VMLINUX_BTF}; skipping");
+            return;
+        }
+        let resolved = resolve(path).unwrap();
+        assert!(resolved.missing.is_empty(), "{:?}", resolved.missing);
+        let o = resolved.offsets;
+        // mm_struct keeps arg_start/arg_end inside an anonymous struct.
+        assert!(o.mm_arg_end == o.mm_arg_start + 8, "{o:?}");
+        assert_ne!(o.task_pid, o.task_tgid);
+    }
+}

@@ -1,0 +1,273 @@
+//! Everything that touches the kernel: loading and attaching the programs,
+//! resolving what they need from BTF and tracefs, reading their counters,
+//! and decoding their records.
+
+pub mod btf;
+pub mod events;
+pub mod tracefs;
+
+use std::{collections::HashMap, path::Path};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use serde::Serialize;
+use tracer_common::{Config, EventKind, NO_OFFSET, TracepointOffsets, counter};
+
+/// The programs, built for the BPF target by build.rs.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// How a program hooks into the kernel.
+#[derive(Clone, Copy)]
+enum Hook {
+    Tracepoint { category: &'static str, name: &'static str },
+    Raw { name: &'static str },
+}
+
+/// Program name in the object, and its hook.
+const PROGRAM_HOOKS: [(&str, Hook); 6] = [
+    ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
+    ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
+    ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
+    ("sys_enter_connect", Hook::Tracepoint { category: "syscalls", name: "sys_enter_connect" }),
+    ("sys_exit_connect", Hook::Tracepoint { category: "syscalls", name: "sys_exit_connect" }),
+    ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
+];
+
+impl Hook {
+    fn describe(self) -> String {
+        match self {
+            Self::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
+            Self::Raw { name } => format!("raw_tracepoint:{name}"),
+        }
+    }
+}
+
+/// The outcome of attaching one program, reported in every health record.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachStatus {
+    pub program: &'static str,
+    pub hook: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Bytes; a power of two and a multiple of the page size.
+    pub ring_buffer_bytes: u32,
+    /// Trace only these processes and their descendants (empty: all).
+    pub tgids: Vec<u32>,
+    /// Trace only this cgroup v2 id (0: all).
+    pub cgroup_id: u64,
+}
+
+/// Loaded and attached programs, with the maps user space reads.
+pub struct Kernel {
+    /// Dropping it detaches and unloads the programs.
+    ebpf: Option<Ebpf>,
+    counters: PerCpuArray<MapData, u64>,
+    pub attach: Vec<AttachStatus>,
+    /// Kernel fields or tracepoint fields not found: enrichments disabled.
+    pub missing_fields: Vec<String>,
+}
+
+/// Counters the kernel keeps, summed over CPUs.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub dropped: HashMap<&'static str, u64>,
+    pub read_errors: u64,
+    pub connect_unmatched: u64,
+    pub threads_created: u64,
+}
+
+impl KernelCounters {
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}
+
+impl Kernel {
+    /// Loads and attaches the programs; returns them with the ring buffer
+    /// their records arrive on.
+    pub fn load(opts: &LoadOptions) -> Result<(Self, RingBuf<MapData>)> {
+        if !opts.ring_buffer_bytes.is_power_of_two() || opts.ring_buffer_bytes < page_size() {
+            bail!(
+                "ring buffer size {} is not a power of two of at least one page ({} bytes)",
+                opts.ring_buffer_bytes,
+                page_size()
+            );
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let mut missing_fields = Vec::new();
+
+        let kernel_offsets = match btf::resolve(Path::new(btf::VMLINUX_BTF)) {
+            Ok(r) => {
+                missing_fields.extend(r.missing);
+                r.offsets
+            }
+            Err(e) => {
+                missing_fields.push(format!("kernel BTF unavailable: {e:#}"));
+                tracer_common::KernelOffsets::UNKNOWN
+            }
+        };
+        let tp = tracepoint_offsets(&tracefs, &mut missing_fields);
+
+        let config = Config {
+            tracer_tgid: std::process::id(),
+            filter_tgids: u32::from(!opts.tgids.is_empty()),
+            filter_cgroup_id: opts.cgroup_id,
+            kernel: kernel_offsets,
+            tp,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .load(PROGRAMS)
+            .context("loading the tracer's eBPF object")?;
+
+        if !opts.tgids.is_empty() {
+            let mut traced: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(ebpf.map_mut("TRACED_TGIDS").ok_or_else(|| anyhow!("map TRACED_TGIDS missing"))?)?;
+            for tgid in &opts.tgids {
+                traced.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the filter"))?;
+            }
+        }
+
+        let attach = PROGRAM_HOOKS
+            .iter()
+            .map(|&(program, hook)| {
+                let result = match required_missing(program, &config) {
+                    Some(why) => Err(anyhow!("not loaded: {why}")),
+                    None => attach_one(&mut ebpf, program, hook),
+                };
+                AttachStatus {
+                    program,
+                    hook: hook.describe(),
+                    attached: result.is_ok(),
+                    error: result.err().map(|e| format!("{e:#}")),
+                }
+            })
+            .collect::<Vec<_>>();
+        if attach.iter().all(|a| !a.attached) {
+            let reasons: Vec<_> = attach.iter().filter_map(|a| a.error.clone()).collect();
+            bail!("no program could be attached: {}", reasons.join("; "));
+        }
+
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?)?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?)?;
+        Ok((Self { ebpf: Some(ebpf), counters, attach, missing_fields }, events))
+    }
+
+    /// Detaches and unloads every program; the maps stay readable so what is
+    /// already in the ring buffer can be drained.
+    pub fn detach(&mut self) {
+        self.ebpf = None;
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let sum = |slot: u32| -> Result<u64> {
+            Ok(self.counters.get(&slot, 0).with_context(|| format!("reading counter {slot}"))?.iter().sum())
+        };
+        let mut dropped = HashMap::new();
+        for kind in EventKind::ALL {
+            dropped.insert(kind.name(), sum(counter::DROPPED_BASE + kind as u32)?);
+        }
+        Ok(KernelCounters {
+            dropped,
+            read_errors: sum(counter::READ_ERRORS)?,
+            connect_unmatched: sum(counter::CONNECT_UNMATCHED)?,
+            threads_created: sum(counter::THREADS_CREATED)?,
+        })
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook) -> Result<()> {
+    let prog = ebpf.program_mut(program).ok_or_else(|| anyhow!("program {program} not in the object"))?;
+    match hook {
+        Hook::Tracepoint { category, name } => {
+            let tp: &mut TracePoint = prog.try_into()?;
+            tp.load().context("load")?;
+            tp.attach(category, name).context("attach")?;
+        }
+        Hook::Raw { name } => {
+            let tp: &mut RawTracePoint = prog.try_into()?;
+            tp.load().context("load")?;
+            tp.attach(name).context("attach")?;
+        }
+    }
+    Ok(())
+}
+
+/// A program whose essential inputs are missing on this kernel is not loaded;
+/// the reason goes into the health record.
+fn required_missing(program: &str, cfg: &Config) -> Option<String> {
+    let k = &cfg.kernel;
+    let t = &cfg.tp;
+    let need: &[(u32, &str)] = match program {
+        "sched_process_fork" => &[(k.task_pid, "task_struct.pid"), (k.task_tgid, "task_struct.tgid")],
+        "sys_enter_connect" => &[
+            (t.connect_fd, "sys_enter_connect.fd"),
+            (t.connect_uservaddr, "sys_enter_connect.uservaddr"),
+            (t.connect_addrlen, "sys_enter_connect.addrlen"),
+        ],
+        "sys_exit_connect" => &[(t.connect_ret, "sys_exit_connect.ret")],
+        "inet_sock_set_state" => &[
+            (t.sock_oldstate, "inet_sock_set_state.oldstate"),
+            (t.sock_newstate, "inet_sock_set_state.newstate"),
+            (t.sock_family, "inet_sock_set_state.family"),
+            (t.sock_dport, "inet_sock_set_state.dport"),
+        ],
+        _ => &[],
+    };
+    let missing: Vec<_> = need.iter().filter(|(off, _)| *off == NO_OFFSET).map(|(_, n)| *n).collect();
+    (!missing.is_empty()).then(|| format!("missing field(s) {}", missing.join(", ")))
+}
+
+fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffsets {
+    let mut formats: HashMap<(&str, &str), HashMap<String, u32>> = HashMap::new();
+    let mut get = |category: &'static str, name: &'static str, field: &str| -> u32 {
+        let fields = formats.entry((category, name)).or_insert_with(|| {
+            tracefs::field_offsets(root, category, name).unwrap_or_else(|e| {
+                missing.push(format!("{category}:{name}: {e:#}"));
+                HashMap::new()
+            })
+        });
+        match fields.get(field) {
+            Some(&off) => off,
+            None => {
+                if !fields.is_empty() {
+                    missing.push(format!("{category}:{name}.{field}"));
+                }
+                NO_OFFSET
+            }
+        }
+    };
+    TracepointOffsets {
+        exec_filename: get("sched", "sched_process_exec", "filename"),
+        exec_old_pid: get("sched", "sched_process_exec", "old_pid"),
+        exit_group_dead: get("sched", "sched_process_exit", "group_dead"),
+        connect_fd: get("syscalls", "sys_enter_connect", "fd"),
+        connect_uservaddr: get("syscalls", "sys_enter_connect", "uservaddr"),
+        connect_addrlen: get("syscalls", "sys_enter_connect", "addrlen"),
+        connect_ret: get("syscalls", "sys_exit_connect", "ret"),
+        sock_oldstate: get("sock", "inet_sock_set_state", "oldstate"),
+        sock_newstate: get("sock", "inet_sock_set_state", "newstate"),
+        sock_dport: get("sock", "inet_sock_set_state", "dport"),
+        sock_family: get("sock", "inet_sock_set_state", "family"),
+        sock_protocol: get("sock", "inet_sock_set_state", "protocol"),
+        sock_daddr: get("sock", "inet_sock_set_state", "daddr"),
+        sock_daddr_v6: get("sock", "inet_sock_set_state", "daddr_v6"),
+    }
+}
+
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}

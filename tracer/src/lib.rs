@@ -1,0 +1,9 @@
+//! A workload tracer for Linux: eBPF programs report process lifecycle and
+//! socket connects; user space attributes them to processes and writes
+//! self-describing JSON lines.
+
+pub mod cli;
+pub mod kernel;
+pub mod output;
+pub mod pipeline;
+pub mod process;

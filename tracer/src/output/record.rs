@@ -1,0 +1,295 @@
+//! The native record schema: one JSON object per line, self-describing.
+//! Every record carries `schema`, `kind`, `host`, `time` (UTC, RFC 3339, ns)
+//! and `mono_ns` (CLOCK_MONOTONIC); process records carry `process`.
+
+use serde::Serialize;
+
+use super::escape::bytes_to_string;
+use crate::{
+    kernel::{AttachStatus, KernelCounters},
+    process::Process,
+};
+
+/// Bumped on any incompatible change to a record's fields.
+pub const SCHEMA_VERSION: &str = "tracer.v1";
+
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub schema: &'static str,
+    pub kind: &'static str,
+    pub host: &'a str,
+    pub time: String,
+    pub mono_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessView>,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    Exec(ExecView),
+    Fork(ForkView),
+    Exit(ExitView),
+    Connect(ConnectView),
+    Health(HealthView),
+}
+
+impl Body {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Exec(_) => "process.exec",
+            Self::Fork(_) => "process.fork",
+            Self::Exit(_) => "process.exit",
+            Self::Connect(_) => "network.connect",
+            Self::Health(_) => "tracer.health",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct ParentView {
+    pub entity_id: String,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct ProcessView {
+    pub entity_id: String,
+    pub pid: u32,
+    /// The thread that acted.
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    pub cgroup_id: Option<u64>,
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    pub parent: Option<ParentView>,
+    /// Entity ids from the grandparent up, as far as known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<String>,
+    /// Fields whose bytes were not UTF-8 and are written escaped (see README).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<&'static str>,
+}
+
+impl ProcessView {
+    pub fn new(p: &Process, tid: u32, parents: &[&Process], cgroup: Option<String>) -> Self {
+        let mut escaped = Vec::new();
+        let mut text = |bytes: &[u8], field: &'static str| {
+            let (s, esc) = bytes_to_string(bytes);
+            if esc && !escaped.contains(&field) {
+                escaped.push(field);
+            }
+            s.into_owned()
+        };
+        let comm = text(&p.comm, "comm");
+        let exe = p.exe.as_deref().map(|e| text(e, "exe"));
+        let argv = p.argv.iter().map(|a| text(a, "argv")).collect();
+        let parent = parents.first().map(|pp| ParentView {
+            entity_id: pp.entity_id.clone(),
+            pid: pp.tgid,
+            exe: pp.exe.as_deref().map(|e| bytes_to_string(e).0.into_owned()),
+        });
+        Self {
+            entity_id: p.entity_id.clone(),
+            pid: p.tgid,
+            tid,
+            ppid: p.ppid,
+            uid: p.uid,
+            comm,
+            exe,
+            argv,
+            argv_truncated: p.argv_truncated,
+            cgroup_id: p.cgroup_id,
+            cgroup,
+            container_id: p.container_id.clone(),
+            parent,
+            ancestors: parents.iter().skip(1).map(|a| a.entity_id.clone()).collect(),
+            escaped,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecView {
+    /// The path as given to execve (may be relative).
+    pub filename: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub filename_truncated: bool,
+    /// Bytes of the full argument block, truncated or not.
+    pub argv_bytes: u32,
+    /// The pid before exec when a non-leader thread exec'd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_pid: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForkView {
+    pub child_pid: u32,
+    pub child_entity_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExitView {
+    /// Exit status for a normal exit; null when killed by a signal.
+    pub code: Option<u32>,
+    pub signal: Option<u32>,
+    pub core_dumped: bool,
+}
+
+impl ExitView {
+    /// Decodes `task->exit_code` as wait(2) does (WIFEXITED/WTERMSIG).
+    pub fn from_raw(raw: u32) -> Self {
+        let signal = raw & 0x7f;
+        if signal == 0 {
+            Self { code: Some((raw >> 8) & 0xff), signal: None, core_dumped: false }
+        } else {
+            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0 }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectView {
+    /// inet, inet6 or unix.
+    pub family: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// tcp when the kernel told us (sock_state records), else null.
+    pub protocol: Option<&'static str>,
+    /// ok, in_progress, or the errno name (ECONNREFUSED, …).
+    pub result: String,
+    /// 0 or -errno as the kernel returned it.
+    pub ret: i32,
+    /// syscall (connect(2)) or sock_state (TCP open outside connect(2)).
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthView {
+    /// started, running or final.
+    pub status: &'static str,
+    pub uptime_s: f64,
+    pub events_read: u64,
+    pub events_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// Records the kernel could not write (ring buffer full), by kind.
+    pub dropped: std::collections::BTreeMap<&'static str, u64>,
+    pub dropped_total: u64,
+    /// Records read but not decodable (never expected; counted, not fatal).
+    pub decode_errors: u64,
+    /// Records read but left out by the --comm filter.
+    pub filtered_out: u64,
+    pub kernel_read_errors: u64,
+    pub threads_created: u64,
+    pub process_table_size: usize,
+    pub programs: Vec<AttachStatus>,
+    pub programs_attached: usize,
+    pub programs_failed: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_kernel_fields: Vec<String>,
+}
+
+impl HealthView {
+    pub fn dropped_map(c: &KernelCounters) -> std::collections::BTreeMap<&'static str, u64> {
+        c.dropped.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// errno names for the results connect(2) commonly returns.
+pub fn errno_name(ret: i32) -> String {
+    let name = match -ret {
+        0 => "ok",
+        1 => "EPERM",
+        2 => "ENOENT",
+        4 => "EINTR",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        13 => "EACCES",
+        14 => "EFAULT",
+        22 => "EINVAL",
+        88 => "ENOTSOCK",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        104 => "ECONNRESET",
+        106 => "EISCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "in_progress",
+        _ => return format!("errno {}", -ret),
+    };
+    name.to_string()
+}
+
+/// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with 9 digits.
+pub fn rfc3339_nanos(ns_since_epoch: u128) -> String {
+    let secs = (ns_since_epoch / 1_000_000_000) as i64;
+    let nanos = (ns_since_epoch % 1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        // 2000-02-29T12:34:56.000000007Z, a leap day.
+        assert_eq!(rfc3339_nanos(951_827_696_000_000_007), "2000-02-29T12:34:56.000000007Z");
+        assert_eq!(rfc3339_nanos(1_795_305_600_123_000_000), "2026-11-21T00:00:00.123000000Z");
+    }
+
+    #[test]
+    fn exit_codes_decode_like_wait() {
+        let e = ExitView::from_raw(7 << 8);
+        assert_eq!((e.code, e.signal, e.core_dumped), (Some(7), None, false));
+        let e = ExitView::from_raw(9);
+        assert_eq!((e.code, e.signal), (None, Some(9)));
+        let e = ExitView::from_raw(0x80 | 11);
+        assert_eq!((e.signal, e.core_dumped), (Some(11), true));
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(0), "ok");
+        assert_eq!(errno_name(-111), "ECONNREFUSED");
+        assert_eq!(errno_name(-115), "in_progress");
+        assert_eq!(errno_name(-4095), "errno 4095");
+    }
+}

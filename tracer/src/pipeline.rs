@@ -1,0 +1,343 @@
+//! The live pipeline: kernel records -> process table -> JSON lines, with
+//! periodic health records and a shutdown that loses nothing already read.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval_at},
+};
+
+use crate::{
+    cli::RunArgs,
+    kernel::{
+        Kernel, LoadOptions,
+        events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
+    },
+    output::{
+        JsonLines,
+        escape::bytes_to_string,
+        record::{
+            Body, ConnectView, ExecView, ExitView, ForkView, HealthView, ProcessView, Record,
+            SCHEMA_VERSION, errno_name, rfc3339_nanos,
+        },
+    },
+    process::{ProcessTable, cgroup},
+};
+
+/// Counts kept by user space, reported in every health record.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events_read: u64,
+    pub by_kind: BTreeMap<&'static str, u64>,
+    pub decode_errors: u64,
+    pub filtered_out: u64,
+}
+
+/// Converts CLOCK_MONOTONIC (what the kernel stamps) to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    realtime_minus_monotonic_ns: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self { realtime_minus_monotonic_ns: real - mono }
+    }
+
+    pub fn now_mono_ns() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC) as u64
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> String {
+        rfc3339_nanos((i128::from(mono_ns) + self.realtime_minus_monotonic_ns).max(0) as u128)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Turns decoded kernel records into output records.
+pub struct Pipeline {
+    pub table: ProcessTable,
+    cgroups: cgroup::CgroupResolver,
+    pub sink: JsonLines,
+    host: String,
+    clock: Clock,
+    comms: Vec<Vec<u8>>,
+    pub stats: Stats,
+    started: Instant,
+}
+
+impl Pipeline {
+    pub fn new(sink: JsonLines, comms: Vec<String>) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Self {
+            table: ProcessTable::new(PathBuf::from("/proc")),
+            cgroups: cgroup::CgroupResolver::new(),
+            sink,
+            host,
+            clock: Clock::new(),
+            comms: comms.into_iter().map(String::into_bytes).collect(),
+            stats: Stats::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn emit(&mut self, mono_ns: u64, process: Option<ProcessView>, body: Body) -> Result<()> {
+        let record = Record {
+            schema: SCHEMA_VERSION,
+            kind: body.kind(),
+            host: &self.host,
+            time: self.clock.wall(mono_ns),
+            mono_ns,
+            process,
+            body,
+        };
+        self.sink.write(&record)
+    }
+
+    /// The process view of a record's process, parents from the table.
+    fn view(&mut self, h: &Header) -> ProcessView {
+        let cgroup_path = self.cgroups.path(h.cgroup_id).map(str::to_owned);
+        let p = self.table.resolve(h);
+        if p.container_id.is_none() {
+            p.container_id = cgroup_path.as_deref().and_then(cgroup::container_id);
+        }
+        let p = p.clone();
+        let parents = self.table.ancestors(h.tgid);
+        ProcessView::new(&p, h.pid, &parents, cgroup_path)
+    }
+
+    /// Handles one raw ring-buffer record.
+    pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stats.events_read += 1;
+        let Ok(Event { header: h, body }) = decode(bytes) else {
+            self.stats.decode_errors += 1;
+            return Ok(());
+        };
+        *self.stats.by_kind.entry(h.kind.name()).or_default() += 1;
+        let wanted = self.comms.is_empty() || self.comms.contains(&h.comm);
+        match body {
+            EventBody::Exec(exec) => {
+                let p = self.table.resolve(&h);
+                p.comm = h.comm.clone();
+                p.exe = Some(if exec.filename.starts_with(b"/") {
+                    exec.filename.clone()
+                } else {
+                    std::fs::read_link(format!("/proc/{}/exe", h.tgid))
+                        .map(|l| std::os::unix::ffi::OsStrExt::as_bytes(l.as_os_str()).to_vec())
+                        .unwrap_or_else(|_| exec.filename.clone())
+                });
+                if let Some(argv) = exec.argv {
+                    p.argv = argv;
+                    p.argv_truncated = exec.argv_truncated;
+                }
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let body = Body::Exec(ExecView {
+                    filename: bytes_to_string(&exec.filename).0.into_owned(),
+                    filename_truncated: exec.filename_truncated,
+                    argv_bytes: exec.argv_full_len,
+                    old_pid: (exec.old_pid != h.pid && exec.old_pid != 0).then_some(exec.old_pid),
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
+            EventBody::Fork { child_pid, child_tgid, child_start_boottime_ns } => {
+                self.table.resolve(&h);
+                let child_entity_id = self.table.fork(&h, child_tgid, child_start_boottime_ns).entity_id.clone();
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                self.emit(h.ktime_ns, Some(process), Body::Fork(ForkView { child_pid, child_entity_id }))
+            }
+            EventBody::Exit { exit_code } => {
+                let result = if wanted {
+                    let process = self.view(&h);
+                    self.emit(h.ktime_ns, Some(process), Body::Exit(ExitView::from_raw(exit_code)))
+                } else {
+                    self.stats.filtered_out += 1;
+                    Ok(())
+                };
+                self.table.remove(h.tgid);
+                result
+            }
+            EventBody::Connect(c) => {
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let (family, address, port, path) = match &c.addr {
+                    SockAddr::Inet { ip, port } => {
+                        (if ip.is_ipv4() { "inet" } else { "inet6" }, Some(ip.to_string()), Some(*port), None)
+                    }
+                    SockAddr::Unix { path } => ("unix", None, None, Some(bytes_to_string(path).0.into_owned())),
+                    SockAddr::Other { .. } => ("other", None, None, None),
+                };
+                let body = Body::Connect(ConnectView {
+                    family,
+                    address,
+                    port,
+                    path,
+                    protocol: match c.protocol {
+                        6 => Some("tcp"),
+                        17 => Some("udp"),
+                        132 => Some("sctp"),
+                        _ => None,
+                    },
+                    result: errno_name(c.ret),
+                    ret: c.ret,
+                    source: match c.source {
+                        ConnectSource::Syscall => "syscall",
+                        ConnectSource::SockState => "sock_state",
+                    },
+                    fd: (c.fd >= 0).then_some(c.fd),
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
+        }
+    }
+
+    pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
+        let counters = kernel.counters()?;
+        let body = Body::Health(HealthView {
+            status,
+            uptime_s: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            events_read: self.stats.events_read,
+            events_by_kind: self.stats.by_kind.clone(),
+            dropped: HealthView::dropped_map(&counters),
+            dropped_total: counters.dropped_total(),
+            decode_errors: self.stats.decode_errors,
+            filtered_out: self.stats.filtered_out,
+            kernel_read_errors: counters.read_errors,
+            threads_created: counters.threads_created,
+            process_table_size: self.table.len(),
+            programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
+            programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
+            programs: kernel.attach.clone(),
+            missing_kernel_fields: kernel.missing_fields.clone(),
+        });
+        self.emit(Clock::now_mono_ns(), None, body)?;
+        self.sink.flush()
+    }
+
+    /// Reads everything currently in the ring buffer.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            self.handle(&item)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Resolves `--cgroup` to a cgroup v2 id.
+fn cgroup_filter(arg: &str) -> Result<u64> {
+    if let Ok(id) = arg.parse::<u64>() {
+        return Ok(id);
+    }
+    let path = Path::new(arg);
+    let path = if path.exists() {
+        path.to_path_buf()
+    } else {
+        let mount = cgroup::cgroup2_mount().ok_or_else(|| anyhow!("no cgroup2 mount on this host"))?;
+        mount.join(arg.trim_start_matches('/'))
+    };
+    cgroup::id_of_path(&path).with_context(|| format!("cgroup {arg} ({})", path.display()))
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<()> {
+    let sink = match &args.output {
+        Some(path) => JsonLines::file(path)?,
+        None => JsonLines::stdout(),
+    };
+    let opts = LoadOptions {
+        ring_buffer_bytes: args
+            .ring_buffer_kib
+            .checked_mul(1024)
+            .ok_or_else(|| anyhow!("--ring-buffer-kib {} is too large", args.ring_buffer_kib))?,
+        tgids: args.pids.clone(),
+        cgroup_id: args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or(0),
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+
+    let (mut kernel, ring) = Kernel::load(&opts)?;
+    let mut pipeline = Pipeline::new(sink, args.comms.clone());
+    // Seeded after the programs attach: a process is either in /proc now or
+    // its exec/fork arrives through the ring buffer.
+    pipeline.table.seed();
+    pipeline.emit_health(&kernel, "started")?;
+
+    // SAFETY: the ring buffer owns its fd and outlives the registration,
+    // which into_inner() ends before the map is read synchronously.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("registering the ring buffer with the event loop: {}", e.into_parts().1))?;
+    let mut health = interval_at(tokio::time::Instant::now() + args.health_interval, args.health_interval);
+    health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                pipeline.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+                pipeline.sink.flush()?;
+            }
+            _ = health.tick() => pipeline.emit_health(&kernel, "running")?,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut until_deadline => break,
+        }
+    }
+
+    // Stop the producers, then read what they left: programs still running
+    // at detach time finish within microseconds.
+    let mut ring = ring.into_inner();
+    kernel.detach();
+    pipeline.drain(&mut ring)?;
+    std::thread::sleep(Duration::from_millis(20));
+    pipeline.drain(&mut ring)?;
+    pipeline.emit_health(&kernel, "final")?;
+    pipeline.sink.flush()
+}

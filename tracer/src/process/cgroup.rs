@@ -1,0 +1,120 @@
+//! cgroup ids to paths and container ids.
+//!
+//! The kernel reports the cgroup v2 id, which is the inode number of the
+//! cgroup's directory in the cgroup2 mount; walking that mount maps ids back
+//! to paths. Container ids are the 64-hex-digit names container runtimes give
+//! their cgroups (docker-<id>.scope, cri-containerd-<id>.scope, libpod-<id>,
+//! /docker/<id>, …), found in the v2 path or in /proc/PID/cgroup (v1 hosts).
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+/// Where cgroup2 is mounted, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// The cgroup v2 id of a cgroup directory (its inode number).
+pub fn id_of_path(path: &Path) -> std::io::Result<u64> {
+    Ok(fs::metadata(path)?.ino())
+}
+
+/// The first 64-hex-digit run in `text`, the shape of container ids.
+pub fn container_id(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        if bytes[start].is_ascii_hexdigit() {
+            let end = bytes[start..].iter().position(|b| !b.is_ascii_hexdigit()).map_or(bytes.len(), |n| start + n);
+            if end - start == 64 {
+                return Some(text[start..end].to_ascii_lowercase());
+            }
+            start = end;
+        } else {
+            start += 1;
+        }
+    }
+    None
+}
+
+/// Maps cgroup ids to paths relative to the cgroup2 mount, rescanning the
+/// tree (at most once a second) when an id is not known yet.
+pub struct CgroupResolver {
+    mount: Option<PathBuf>,
+    paths: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupResolver {
+    pub fn new() -> Self {
+        let mut this = Self { mount: cgroup2_mount(), paths: HashMap::new(), last_scan: None };
+        this.rescan();
+        this
+    }
+
+    fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Some(mount) = self.mount.clone() else { return };
+        let mut stack = vec![mount.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(meta) = fs::metadata(&dir) {
+                let rel = dir.strip_prefix(&mount).map(|p| format!("/{}", p.display())).unwrap_or_default();
+                self.paths.insert(meta.ino(), rel);
+            }
+            if let Ok(entries) = fs::read_dir(&dir) {
+                stack.extend(entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+            }
+        }
+    }
+
+    pub fn path(&mut self, id: u64) -> Option<&str> {
+        if !self.paths.contains_key(&id)
+            && self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            self.rescan();
+        }
+        self.paths.get(&id).map(String::as_str)
+    }
+}
+
+impl Default for CgroupResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_from_runtime_paths() {
+        let id = "3f4e5d6c7b8a99001122334455667788990011223344556677889900aabbccdd";
+        assert_eq!(container_id(&format!("/system.slice/docker-{id}.scope")).as_deref(), Some(id));
+        assert_eq!(container_id(&format!("/kubepods/besteffort/pod1234/cri-containerd-{id}.scope")).as_deref(), Some(id));
+        assert_eq!(container_id(&format!("12:memory:/docker/{id}\n")).as_deref(), Some(id));
+        assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
+        // 65 hex digits is not a container id.
+        assert_eq!(container_id(&format!("/x/{id}a")), None);
+    }
+
+    #[test]
+    fn root_cgroup_resolves() {
+        let Some(mount) = cgroup2_mount() else { return };
+        let mut r = CgroupResolver::new();
+        let id = id_of_path(&mount).unwrap();
+        assert_eq!(r.path(id), Some("/"));
+    }
+}
