@@ -1,1 +1,100 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | run | test`.
+//!
+//! `run` and `test` first make sure the toolchain that builds the kernel
+//! programs is present (nightly with rust-src, bpf-linker built against
+//! LLVM 22) and install what is missing; a second run only checks.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Tasks for the tracer: set-up, run, test")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the kernel programs needs (idempotent).
+    Setup,
+    /// Build the tracer (release) and run it as root. Arguments after `--`
+    /// go to the tracer; with none, `run` traces the host until Ctrl-C.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the end-to-end tests that load the
+    /// real programs into this kernel (needs root). Extra arguments go to
+    /// `cargo test`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::ensure_toolchain(),
+        Task::Run { args } => {
+            setup::ensure_toolchain()?;
+            cargo(&root, &["build", "--release", "--package", "tracer"])?;
+            let mut args = args;
+            if args.is_empty() {
+                args.push("run".into());
+            }
+            require_root("the tracer loads eBPF programs")?;
+            let status = Command::new(root.join("target/release/tracer"))
+                .args(&args)
+                .status()
+                .context("starting the tracer")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::ensure_toolchain()?;
+            require_root("the end-to-end tests load eBPF programs")?;
+            let mut cmd = vec!["test", "--workspace"];
+            cmd.extend(args.iter().map(String::as_str));
+            cargo(&root, &cmd)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,0 +1,252 @@
+//! End-to-end: the real tracer binary, its programs loaded into the running
+//! kernel (root), observing real child processes. Nothing is mocked.
+
+mod support;
+
+use std::{
+    ffi::OsStr,
+    io::Write as _,
+    net::{TcpListener, UdpSocket},
+    os::unix::ffi::OsStrExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Tracer, assert_common_fields, final_health, of_kind};
+
+/// A loopback port on which nothing listens: bound, then released.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn connects_to(records: &[Value], pid: u32, port: u16) -> Vec<&Value> {
+    of_kind(records, "network.connect", pid).into_iter().filter(|r| r["connect"]["port"] == port).collect()
+}
+
+fn bash(script: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(script);
+    cmd
+}
+
+#[test]
+fn tcp_connect_over_ipv4_is_reported_once_with_the_child() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&[]);
+    eprintln!("tracer ready after {:?}", tracer.ready_after);
+
+    let mut child = bash(&format!("exec 3<>/dev/tcp/127.0.0.1/{port}")).spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    let connects = connects_to(&records, child.id(), port);
+    assert_eq!(connects.len(), 1, "exactly one record per connection: {connects:#?}");
+    let r = connects[0];
+    assert_common_fields(r);
+    assert_eq!(r["connect"]["family"], "inet");
+    assert_eq!(r["connect"]["address"], "127.0.0.1");
+    assert_eq!(r["connect"]["result"], "ok");
+    assert_eq!(r["connect"]["source"], "syscall");
+    assert_eq!(r["process"]["exe"], "/usr/bin/bash", "{r}");
+    assert_eq!(r["process"]["ppid"], std::process::id());
+    assert_eq!(r["process"]["parent"]["pid"], std::process::id());
+}
+
+#[test]
+fn tcp_connect_over_ipv6_is_reported() {
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&[]);
+
+    let mut child = bash(&format!("exec 3<>/dev/tcp/::1/{port}")).spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    let connects = connects_to(&records, child.id(), port);
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    assert_eq!(connects[0]["connect"]["family"], "inet6");
+    assert_eq!(connects[0]["connect"]["address"], "::1");
+    assert_eq!(connects[0]["connect"]["result"], "ok");
+}
+
+#[test]
+fn refused_connect_is_reported_with_its_error() {
+    let port = closed_port();
+    let tracer = Tracer::start(&[]);
+
+    let mut child = bash(&format!("exec 3<>/dev/tcp/127.0.0.1/{port}")).stderr(Stdio::null()).spawn().unwrap();
+    assert!(!child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    let connects = connects_to(&records, child.id(), port);
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    assert_eq!(connects[0]["connect"]["result"], "ECONNREFUSED");
+    assert_eq!(connects[0]["connect"]["ret"], -111);
+}
+
+#[test]
+fn exec_has_full_argv_and_exit_has_the_code() {
+    let tracer = Tracer::start(&[]);
+    let hostile = OsStr::from_bytes(b"\xff\x1b[31mred\nline");
+    let mut child = Command::new("/bin/sh").args(["-c", "exit 7", "name", "two words"]).arg(hostile).spawn().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    let long = "x".repeat(6000);
+    let mut long_child = Command::new("/bin/sh").args(["-c", "exit 0", "sh", &long]).spawn().unwrap();
+    assert!(long_child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    let execs = of_kind(&records, "process.exec", child.id());
+    assert_eq!(execs.len(), 1, "{execs:#?}");
+    let exec = execs[0];
+    assert_common_fields(exec);
+    let argv = exec["process"]["argv"].as_array().unwrap();
+    assert_eq!(argv[..4], ["/bin/sh", "-c", "exit 7", "name"].map(Value::from));
+    assert_eq!(argv[4], "two words");
+    // Invalid UTF-8 is escaped losslessly and flagged; control bytes stay
+    // inside the JSON string.
+    assert_eq!(argv[5], "\\xff\u{1b}[31mred\nline");
+    assert_eq!(exec["process"]["escaped"], serde_json::json!(["argv"]));
+    assert_eq!(exec["exec"]["filename"], "/bin/sh");
+    assert!(exec["process"].get("argv_truncated").is_none());
+
+    let exits = of_kind(&records, "process.exit", child.id());
+    assert_eq!(exits.len(), 1, "{exits:#?}");
+    assert_eq!(exits[0]["exit"]["code"], 7);
+    assert_eq!(exits[0]["process"]["entity_id"], exec["process"]["entity_id"]);
+
+    let long_exec = of_kind(&records, "process.exec", long_child.id());
+    assert_eq!(long_exec.len(), 1);
+    assert_eq!(long_exec[0]["process"]["argv_truncated"], true);
+    let full = ["/bin/sh", "-c", "exit 0", "sh", &long].iter().map(|a| a.len() + 1).sum::<usize>();
+    assert_eq!(long_exec[0]["exec"]["argv_bytes"], full);
+}
+
+#[test]
+fn process_started_before_the_tracer_is_attributed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!("read go; exec 3<>/dev/tcp/127.0.0.1/{port}");
+    let mut child = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let start_ticks = stat.rsplit(')').next().unwrap().split_whitespace().nth(19).unwrap().to_string();
+
+    let tracer = Tracer::start(&[]);
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    let connects = connects_to(&records, child.id(), port);
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    let p = &connects[0]["process"];
+    assert_eq!(p["exe"], "/usr/bin/bash");
+    assert_eq!(p["argv"], serde_json::json!(["bash", "-c", script]));
+    let id = p["entity_id"].as_str().unwrap();
+    assert!(id.ends_with(&format!(":{start_ticks}:{}", child.id())), "{id} vs start {start_ticks}");
+    assert_eq!(p["parent"]["pid"], std::process::id());
+}
+
+/// io_uring's IORING_OP_CONNECT never enters connect(2); the TCP state
+/// change still shows it.
+#[test]
+fn connect_through_io_uring_is_reported() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&[]);
+
+    // SAFETY: plain socket and io_uring calls on fds this test owns.
+    let result = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
+        let op = io_uring::opcode::Connect::new(
+            io_uring::types::Fd(fd),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+        .build();
+        ring.submission().push(&op).unwrap();
+        ring.submit_and_wait(1).unwrap();
+        let res = ring.completion().next().unwrap().result();
+        libc::close(fd);
+        res
+    };
+    assert_eq!(result, 0, "io_uring connect failed: {}", std::io::Error::from_raw_os_error(-result));
+    let records = tracer.stop();
+
+    let connects = connects_to(&records, std::process::id(), port);
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    assert_eq!(connects[0]["connect"]["source"], "sock_state");
+    assert_eq!(connects[0]["connect"]["protocol"], "tcp");
+    assert_eq!(connects[0]["connect"]["address"], "127.0.0.1");
+}
+
+/// A consumer that stalls (SIGSTOP) while a traced process bursts: the kernel
+/// drops what does not fit, counts it per kind, and the counts add up exactly.
+#[test]
+fn ring_buffer_overflow_is_counted_exactly() {
+    const CONNECTS: u64 = 3000;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let script = format!("read go; for ((i=0; i<{CONNECTS}; i++)); do exec 3<>/dev/udp/127.0.0.1/{port}; done");
+    let mut child = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    let pid = child.id().to_string();
+    // One page of ring buffer holds ~19 connect records.
+    let tracer = Tracer::start(&["--pid", &pid, "--ring-buffer-kib", "4"]);
+
+    tracer.signal(libc::SIGSTOP);
+    let burst = Instant::now();
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert!(child.wait().unwrap().success());
+    let burst = burst.elapsed();
+    tracer.signal(libc::SIGCONT);
+    let records = tracer.stop();
+
+    let received = connects_to(&records, child.id(), port).len() as u64;
+    let health = final_health(&records);
+    let dropped = health["dropped"]["connect"].as_u64().unwrap();
+    eprintln!(
+        "burst of {CONNECTS} connects in {burst:?} ({:.0}/s): received {received}, dropped {dropped}",
+        CONNECTS as f64 / burst.as_secs_f64()
+    );
+    assert!(dropped > 0, "a stalled 4 KiB ring buffer must overflow: {health}");
+    assert_eq!(received + dropped, CONNECTS, "sent = received + dropped; {health}");
+    assert_eq!(health["dropped_total"].as_u64().unwrap(), health["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>());
+}
+
+/// The same burst with nobody stalling: how fast records are read, and
+/// that a big enough buffer loses nothing at this rate.
+#[test]
+fn connect_burst_read_rate() {
+    const CONNECTS: u64 = 20_000;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let script = format!("read go; for ((i=0; i<{CONNECTS}; i++)); do exec 3<>/dev/udp/127.0.0.1/{port}; done");
+    let mut child = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut tracer = Tracer::start(&["--pid", &pid.to_string()]);
+
+    let start = Instant::now();
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let mut received = 0u64;
+    tracer.wait_for(Duration::from_secs(120), |r| {
+        r["kind"] == "process.exit" && r["process"]["pid"] == pid
+    });
+    let elapsed = start.elapsed();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+    received += connects_to(&records, pid, port).len() as u64;
+    let dropped = final_health(&records)["dropped"]["connect"].as_u64().unwrap();
+    eprintln!(
+        "read {received} connect records in {elapsed:?}: {:.0} records/s end to end, {dropped} dropped",
+        received as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(received + dropped, CONNECTS);
+}

@@ -1,0 +1,139 @@
+//! Running the real tracer binary as root and reading its records.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs into the kernel: run them as root (cargo xtask test)"
+    );
+}
+
+/// A tracer process whose stdout is parsed line by line on a thread.
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<Value>,
+    pub seen: Vec<Value>,
+    /// From spawn to the `started` health record.
+    pub ready_after: Duration,
+}
+
+impl Tracer {
+    /// Starts `tracer run <args>` and waits until its programs are attached.
+    pub fn start(args: &[&str]) -> Self {
+        require_root();
+        let spawned = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .arg("run")
+            .args(["--health-interval", "1h"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning the tracer");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("tracer wrote a line that is not JSON ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tracer = Self { child, lines: rx, seen: Vec::new(), ready_after: Duration::ZERO };
+        tracer.wait_for(READY_TIMEOUT, |r| is_health(r, "started"));
+        tracer.ready_after = spawned.elapsed();
+        tracer
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads records until one matches; panics after `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.seen.iter().find(|r| pred(r)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("no matching record within {timeout:?}; saw {:#?}", self.seen),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("tracer exited ({:?}) before a matching record; saw {:#?}", self.child.try_wait(), self.seen)
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGINT, then every record up to and including the final health record.
+    pub fn stop(mut self) -> Vec<Value> {
+        self.signal(libc::SIGINT);
+        self.wait_for(Duration::from_secs(30), |r| is_health(r, "final"));
+        let status = self.child.wait().expect("waiting for the tracer");
+        assert!(status.success(), "tracer exited with {status}");
+        // Anything after the final record would be a bug; collect it too.
+        self.seen.extend(self.lines.try_iter());
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is_health(r: &Value, status: &str) -> bool {
+    r["kind"] == "tracer.health" && r["health"]["status"] == status
+}
+
+pub fn of_kind<'a>(records: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["kind"] == kind && r["process"]["pid"] == pid).collect()
+}
+
+pub fn final_health(records: &[Value]) -> &Value {
+    &records.iter().rfind(|r| is_health(r, "final")).expect("a final health record")["health"]
+}
+
+/// Every record carries the common fields of the schema.
+pub fn assert_common_fields(r: &Value) {
+    assert_eq!(r["schema"], "tracer.v1", "{r}");
+    for key in ["kind", "host", "time", "mono_ns"] {
+        assert!(!r[key].is_null(), "missing {key} in {r}");
+    }
+    if r["kind"] != "tracer.health" {
+        for key in ["entity_id", "pid", "ppid", "uid", "comm", "argv", "cgroup_id"] {
+            assert!(r["process"].get(key).is_some(), "missing process.{key} in {r}");
+        }
+    }
+}
