@@ -89,7 +89,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(sink: JsonLines, comms: Vec<String>) -> Self {
+    /// `started`: when the tracer started, so the first health record's
+    /// `uptime_s` is the time it took to load, attach and seed.
+    pub fn new(sink: JsonLines, comms: Vec<String>, started: Instant) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -101,7 +103,7 @@ impl Pipeline {
             clock: Clock::new(),
             comms: comms.into_iter().map(String::into_bytes).collect(),
             stats: Stats::default(),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -279,6 +281,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
     let sink = match &args.output {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
@@ -295,7 +298,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
 
     let (mut kernel, ring) = Kernel::load(&opts)?;
-    let mut pipeline = Pipeline::new(sink, args.comms.clone());
+    let mut pipeline = Pipeline::new(sink, args.comms.clone(), started);
     // Seeded after the programs attach: a process is either in /proc now or
     // its exec/fork arrives through the ring buffer.
     pipeline.table.seed();

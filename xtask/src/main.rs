@@ -64,7 +64,7 @@ fn main() -> Result<()> {
             require_root("the end-to-end tests load eBPF programs")?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
-            cargo(&root, &cmd)
+            cargo_test(&root, &cmd)
         }
     }
 }
@@ -80,6 +80,43 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
         .current_dir(root)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and closes with one line that
+/// totals every test binary's result.
+fn cargo_test(root: &Path, args: &[&str]) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
