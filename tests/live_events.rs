@@ -49,6 +49,8 @@ fn tcp_connect_over_ipv4_is_reported_once_with_the_child() {
     assert_eq!(r["connect"]["address"], "127.0.0.1");
     assert_eq!(r["connect"]["result"], "ok");
     assert_eq!(r["connect"]["source"], "syscall");
+    assert_eq!(r["connect"]["protocol"], "tcp");
+    assert_eq!(r["connect"]["socket_type"], "stream");
     assert_eq!(r["process"]["exe"], "/usr/bin/bash", "{r}");
     assert_eq!(r["process"]["ppid"], std::process::id());
     assert_eq!(r["process"]["parent"]["pid"], std::process::id());
@@ -239,7 +241,9 @@ fn connect_burst_read_rate() {
     let produced = start.elapsed();
     let records = tracer.stop();
     let drained = start.elapsed();
-    let received = connects_to(&records, std::process::id(), port).len() as u64;
+    let connects = connects_to(&records, std::process::id(), port);
+    assert!(connects.iter().all(|c| c["connect"]["protocol"] == "udp" && c["connect"]["socket_type"] == "dgram"));
+    let received = connects.len() as u64;
     let dropped = final_health(&records)["dropped"]["connect"].as_u64().unwrap();
     eprintln!(
         "{CONNECTS} connects in {produced:?} ({:.0}/s); all read {drained:?} after the first: \
@@ -247,4 +251,69 @@ fn connect_burst_read_rate() {
         CONNECTS as f64 / produced.as_secs_f64()
     );
     assert_eq!(received + dropped, CONNECTS);
+}
+
+#[test]
+fn unix_socket_connect_is_reported_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("tracer-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("unix.sock");
+    let _ = std::fs::remove_file(&path);
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let tracer = Tracer::start(&[]);
+    let _stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let records = tracer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let connects: Vec<_> = of_kind(&records, "network.connect", std::process::id())
+        .into_iter()
+        .filter(|r| r["connect"]["path"] == path.to_str().unwrap())
+        .collect();
+    assert_eq!(connects.len(), 1, "{connects:#?}");
+    assert_eq!(connects[0]["connect"]["family"], "unix");
+    assert_eq!(connects[0]["connect"]["socket_type"], "stream");
+    assert_eq!(connects[0]["connect"]["result"], "ok");
+}
+
+#[test]
+fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
+    let mount = tracer::process::cgroup::cgroup2_mount().expect("a cgroup2 mount");
+    let cg = mount.join(format!("tracer-test-{}", std::process::id()));
+    std::fs::create_dir_all(&cg).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!("read go; exec 3<>/dev/tcp/127.0.0.1/{port}");
+    let mut inside = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    let mut outside = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    std::fs::write(cg.join("cgroup.procs"), inside.id().to_string()).unwrap();
+
+    let tracer = Tracer::start(&["--cgroup", cg.to_str().unwrap()]);
+    for child in [&mut inside, &mut outside] {
+        writeln!(child.stdin.take().unwrap(), "go").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let records = tracer.stop();
+    std::fs::remove_dir(&cg).unwrap();
+
+    let seen = connects_to(&records, inside.id(), port);
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&mount).unwrap());
+    assert_ne!(seen[0]["process"]["cgroup_id"], cgroup_id, "the record carries the child's own cgroup");
+    assert!(seen[0]["process"]["cgroup"].as_str().unwrap().ends_with(&format!("tracer-test-{}", std::process::id())));
+    assert!(connects_to(&records, outside.id(), port).is_empty(), "a task outside the cgroup was reported");
+}
+
+#[test]
+fn comm_filter_keeps_only_matching_threads() {
+    let tracer = Tracer::start(&["--comm", "sh"]);
+    let mut sh = Command::new("/bin/sh").args(["-c", "exit 0"]).spawn().unwrap();
+    let mut other = bash("exit 0").spawn().unwrap();
+    assert!(sh.wait().unwrap().success());
+    assert!(other.wait().unwrap().success());
+    let records = tracer.stop();
+
+    assert_eq!(of_kind(&records, "process.exec", sh.id()).len(), 1);
+    assert_eq!(of_kind(&records, "process.exit", sh.id()).len(), 1);
+    assert!(records.iter().filter(|r| r["process"]["pid"] == other.id()).count() == 0);
+    assert!(final_health(&records)["filtered_out"].as_u64().unwrap() > 0);
 }

@@ -146,9 +146,10 @@ pub struct ConnectEvent {
     /// 0 or -errno from `connect(2)`; -EINPROGRESS for SOCK_STATE records.
     pub ret: i32,
     pub source: u8,
-    /// IPPROTO_* when known (SOCK_STATE records), else 0.
-    pub protocol: u8,
-    pub _pad: u16,
+    /// SOCK_STREAM, SOCK_DGRAM, … from the socket; 0 when unknown.
+    pub sock_type: u8,
+    /// `sk->sk_protocol` (IPPROTO_*; 0 for unix sockets); 0 when unknown.
+    pub protocol: u16,
     /// Bytes of `addr` that are valid.
     pub addrlen: u32,
     /// A `struct sockaddr` (in, in6 or un) exactly as the caller passed it.
@@ -161,6 +162,9 @@ pub struct ConnectEvent {
 pub struct ConnectArgs {
     pub fd: i32,
     pub addrlen: u32,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub _pad: u32,
     pub addr: [u8; SOCKADDR_LEN],
 }
 
@@ -179,7 +183,18 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
-    pub _pad: u32,
+    /// fd -> file: task->files->fdt->fd[fd] (include/linux/fdtable.h).
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_mode: u32,
+    /// socket -> sock: socket->sk, sk->sk_type, sk->sk_protocol.
+    pub socket_sk: u32,
+    pub sock_type: u32,
+    pub sock_protocol: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -195,7 +210,16 @@ impl KernelOffsets {
         task_exit_code: NO_OFFSET,
         mm_arg_start: NO_OFFSET,
         mm_arg_end: NO_OFFSET,
-        _pad: 0,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdtable_max_fds: NO_OFFSET,
+        fdtable_fd: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        file_private_data: NO_OFFSET,
+        inode_mode: NO_OFFSET,
+        socket_sk: NO_OFFSET,
+        sock_type: NO_OFFSET,
+        sock_protocol: NO_OFFSET,
     };
 }
 

@@ -13,6 +13,7 @@ use tracer_common::{
 };
 
 use crate::{
+    files::socket_kind,
     common::{EVENTS, config, count, count_drop, fill_header, should_trace},
     process::read_tp,
 };
@@ -24,6 +25,8 @@ const AF_INET6: u16 = 10;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 const EINPROGRESS: i32 = 115;
+/// include/linux/net.h
+const SOCK_STREAM: u8 = 1;
 
 /// Arguments of `connect(2)` calls in flight, keyed by pid_tgid. LRU so a
 /// thread killed inside the call cannot leak an entry forever.
@@ -50,7 +53,8 @@ fn try_enter_connect(ctx: &TracePointContext) {
         count(counter::READ_ERRORS);
         return;
     };
-    let mut args = ConnectArgs { fd: fd as i32, addrlen: 0, addr: [0; SOCKADDR_LEN] };
+    let mut args =
+        ConnectArgs { fd: fd as i32, addrlen: 0, sock_type: 0, protocol: 0, _pad: 0, addr: [0; SOCKADDR_LEN] };
     let len = if addrlen as usize >= SOCKADDR_LEN { SOCKADDR_LEN as u64 - 1 } else { addrlen };
     let len = len & (SOCKADDR_LEN as u64 - 1);
     // SAFETY: destination has SOCKADDR_LEN bytes and len < SOCKADDR_LEN.
@@ -70,6 +74,10 @@ fn try_enter_connect(ctx: &TracePointContext) {
         return;
     }
     args.addrlen = len as u32;
+    if let Some((sock_type, protocol)) = socket_kind(fd) {
+        args.sock_type = sock_type;
+        args.protocol = protocol;
+    }
     let _ = CONNECTS_IN_FLIGHT.insert(&pid_tgid, &args, 0);
 }
 
@@ -97,8 +105,8 @@ fn try_exit_connect(ctx: &TracePointContext) {
     event.fd = args.fd;
     event.ret = ret as i32;
     event.source = connect_source::SYSCALL;
-    event.protocol = 0;
-    event._pad = 0;
+    event.sock_type = args.sock_type as u8;
+    event.protocol = args.protocol;
     event.addrlen = args.addrlen;
     event.addr = args.addr;
     entry.submit(0);
@@ -148,8 +156,8 @@ fn try_sock_state(ctx: &TracePointContext) {
     event.fd = -1;
     event.ret = -EINPROGRESS;
     event.source = connect_source::SOCK_STATE;
-    event.protocol = protocol as u8;
-    event._pad = 0;
+    event.sock_type = SOCK_STREAM;
+    event.protocol = protocol;
     // Rebuild a sockaddr_in/in6 so user space parses one format. The
     // tracepoint's dport is in host order (TP_fast_assign: ntohs).
     event.addr = [0; SOCKADDR_LEN];

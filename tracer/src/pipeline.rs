@@ -26,7 +26,7 @@ use crate::{
         escape::bytes_to_string,
         record::{
             Body, ConnectView, ExecView, ExitView, ForkView, HealthView, ProcessView, Record,
-            SCHEMA_VERSION, errno_name, rfc3339_nanos,
+            SCHEMA_VERSION, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -208,12 +208,8 @@ impl Pipeline {
                     address,
                     port,
                     path,
-                    protocol: match c.protocol {
-                        6 => Some("tcp"),
-                        17 => Some("udp"),
-                        132 => Some("sctp"),
-                        _ => None,
-                    },
+                    protocol: protocol_name(c.protocol, family != "unix"),
+                    socket_type: socket_type_name(c.sock_type),
                     result: errno_name(c.ret),
                     ret: c.ret,
                     source: match c.source {

@@ -38,7 +38,16 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         task_exit_code: field("task_struct", "exit_code"),
         mm_arg_start: field("mm_struct", "arg_start"),
         mm_arg_end: field("mm_struct", "arg_end"),
-        _pad: 0,
+        task_files: field("task_struct", "files"),
+        files_fdt: field("files_struct", "fdt"),
+        fdtable_max_fds: field("fdtable", "max_fds"),
+        fdtable_fd: field("fdtable", "fd"),
+        file_inode: field("file", "f_inode"),
+        file_private_data: field("file", "private_data"),
+        inode_mode: field("inode", "i_mode"),
+        socket_sk: field("socket", "sk"),
+        sock_type: field("sock", "sk_type"),
+        sock_protocol: field("sock", "sk_protocol"),
     };
     Ok(ResolvedOffsets { offsets, missing })
 }
@@ -77,6 +86,9 @@ fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> 
         let member_name = btf.resolve_name(member).unwrap_or_default();
         let member_ty = strip_modifiers(btf, btf.resolve_type_by_id(member.get_type_id()?)?)?;
         if member_name == name {
+            if member.bitfield_size().is_some_and(|bits| bits != 0) {
+                bail!("{name} is a bitfield");
+            }
             return Ok(Some((member.bit_offset(), member_ty)));
         }
         if member_name.is_empty()

@@ -53,8 +53,10 @@ pub struct Connect {
     pub fd: i32,
     pub ret: i32,
     pub source: ConnectSource,
-    /// IPPROTO_* when the kernel knew it, else 0.
-    pub protocol: u8,
+    /// SOCK_* type, 0 when unknown.
+    pub sock_type: u8,
+    /// `sk_protocol` (IPPROTO_*), 0 when unknown or for unix sockets.
+    pub protocol: u16,
     pub addr: SockAddr,
 }
 
@@ -181,6 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     } else {
                         ConnectSource::Syscall
                     },
+                    sock_type: raw.sock_type,
                     protocol: raw.protocol,
                     addr: parse_sockaddr(&raw.addr[..len]),
                 }),
@@ -307,8 +310,8 @@ mod tests {
             fd: 3,
             ret: -111,
             source: connect_source::SYSCALL,
-            protocol: 0,
-            _pad: 0,
+            sock_type: 1,
+            protocol: 6,
             addrlen: 16,
             addr: [0; SOCKADDR_LEN],
         };

@@ -168,8 +168,11 @@ pub struct ConnectView {
     pub port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// tcp when the kernel told us (sock_state records), else null.
-    pub protocol: Option<&'static str>,
+    /// tcp, udp, mptcp, sctp, icmp (ping sockets), … from the socket; null
+    /// for unix sockets or when unknown.
+    pub protocol: Option<String>,
+    /// stream, dgram, seqpacket, raw; null when unknown.
+    pub socket_type: Option<&'static str>,
     /// ok, in_progress, or the errno name (ECONNREFUSED, …).
     pub result: String,
     /// 0 or -errno as the kernel returned it.
@@ -207,6 +210,35 @@ pub struct HealthView {
 impl HealthView {
     pub fn dropped_map(c: &KernelCounters) -> std::collections::BTreeMap<&'static str, u64> {
         c.dropped.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// Names for `sk_protocol` (include/uapi/linux/in.h).
+pub fn protocol_name(protocol: u16, family_is_inet: bool) -> Option<String> {
+    if !family_is_inet {
+        return None;
+    }
+    Some(match protocol {
+        0 => return None,
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        262 => "mptcp".into(),
+        n => format!("ipproto {n}"),
+    })
+}
+
+/// Names for socket types (include/linux/net.h).
+pub fn socket_type_name(sock_type: u8) -> Option<&'static str> {
+    match sock_type {
+        1 => Some("stream"),
+        2 => Some("dgram"),
+        3 => Some("raw"),
+        5 => Some("seqpacket"),
+        _ => None,
     }
 }
 
