@@ -93,10 +93,12 @@ fn ensure_bpf_linker() -> Result<()> {
     ensure_on_path()
 }
 
-/// Installs Debian's llvm-22-dev if apt can. Returns whether LLVM 22 is there.
+/// Installs Debian's llvm-22-dev if apt can. Returns whether LLVM 22's
+/// development files (llvm-config and libLLVM.so) are there.
 fn ensure_llvm_dev() -> Result<bool> {
-    let llvm_config = format!("/usr/lib/llvm-{LLVM_MAJOR}/bin/llvm-config");
-    if std::path::Path::new(&llvm_config).exists() {
+    let prefix = format!("/usr/lib/llvm-{LLVM_MAJOR}");
+    let have = || ["bin/llvm-config", "lib/libLLVM.so"].iter().all(|f| std::path::Path::new(&prefix).join(f).exists());
+    if have() {
         return Ok(true);
     }
     if output("apt-get", &["--version"]).is_none() {
@@ -118,7 +120,7 @@ fn ensure_llvm_dev() -> Result<bool> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    Ok(std::path::Path::new(&llvm_config).exists())
+    Ok(have())
 }
 
 /// aya-build invokes `bpf-linker` through PATH; make sure cargo's bin
