@@ -78,7 +78,8 @@ fn refused_connect_is_reported_with_its_error() {
     let port = closed_port();
     let tracer = Tracer::start(&[]);
 
-    let mut child = bash(&format!("exec 3<>/dev/tcp/127.0.0.1/{port}")).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        bash(&format!("exec 3<>/dev/tcp/127.0.0.1/{port}")).stderr(Stdio::null()).spawn().unwrap();
     assert!(!child.wait().unwrap().success());
     let records = tracer.stop();
 
@@ -92,7 +93,8 @@ fn refused_connect_is_reported_with_its_error() {
 fn exec_has_full_argv_and_exit_has_the_code() {
     let tracer = Tracer::start(&[]);
     let hostile = OsStr::from_bytes(b"\xff\x1b[31mred\nline");
-    let mut child = Command::new("/bin/sh").args(["-c", "exit 7", "name", "two words"]).arg(hostile).spawn().unwrap();
+    let mut child =
+        Command::new("/bin/sh").args(["-c", "exit 7", "name", "two words"]).arg(hostile).spawn().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(7));
     let long = "x".repeat(6000);
     let mut long_child = Command::new("/bin/sh").args(["-c", "exit 0", "sh", &long]).spawn().unwrap();
@@ -197,7 +199,8 @@ fn ring_buffer_overflow_is_counted_exactly() {
     const CONNECTS: u64 = 3000;
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = udp.local_addr().unwrap().port();
-    let script = format!("read go; for ((i=0; i<{CONNECTS}; i++)); do exec 3<>/dev/udp/127.0.0.1/{port}; done");
+    let script =
+        format!("read go; for ((i=0; i<{CONNECTS}; i++)); do exec 3<>/dev/udp/127.0.0.1/{port}; done");
     let mut child = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
     let pid = child.id().to_string();
     // One page of ring buffer holds ~19 connect records.
@@ -220,7 +223,10 @@ fn ring_buffer_overflow_is_counted_exactly() {
     );
     assert!(dropped > 0, "a stalled 4 KiB ring buffer must overflow: {health}");
     assert_eq!(received + dropped, CONNECTS, "sent = received + dropped; {health}");
-    assert_eq!(health["dropped_total"].as_u64().unwrap(), health["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>());
+    assert_eq!(
+        health["dropped_total"].as_u64().unwrap(),
+        health["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>()
+    );
 }
 
 /// A burst from a tight loop with nobody stalling: how fast records are
@@ -242,7 +248,9 @@ fn connect_burst_read_rate() {
     let records = tracer.stop();
     let drained = start.elapsed();
     let connects = connects_to(&records, std::process::id(), port);
-    assert!(connects.iter().all(|c| c["connect"]["protocol"] == "udp" && c["connect"]["socket_type"] == "dgram"));
+    assert!(
+        connects.iter().all(|c| c["connect"]["protocol"] == "udp" && c["connect"]["socket_type"] == "dgram")
+    );
     let received = connects.len() as u64;
     let dropped = final_health(&records)["dropped"]["connect"].as_u64().unwrap();
     eprintln!(
@@ -299,7 +307,12 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
     assert_eq!(seen.len(), 1, "{seen:#?}");
     let cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&mount).unwrap());
     assert_ne!(seen[0]["process"]["cgroup_id"], cgroup_id, "the record carries the child's own cgroup");
-    assert!(seen[0]["process"]["cgroup"].as_str().unwrap().ends_with(&format!("tracer-test-{}", std::process::id())));
+    assert!(
+        seen[0]["process"]["cgroup"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("tracer-test-{}", std::process::id()))
+    );
     assert!(connects_to(&records, outside.id(), port).is_empty(), "a task outside the cgroup was reported");
 }
 

@@ -3,19 +3,14 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let package = metadata
         .packages
         .into_iter()
         .find(|p| p.name.as_str() == "tracer-ebpf")
         .ok_or_else(|| anyhow!("package tracer-ebpf not found in the workspace"))?;
-    let root = package
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    let root =
+        package.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
     aya_build::build_ebpf(
         [aya_build::Package { name: "tracer-ebpf", root_dir: root.as_str(), ..Default::default() }],
         aya_build::Toolchain::default(),

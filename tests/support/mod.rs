@@ -81,9 +81,15 @@ impl Tracer {
                         return v;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no matching record within {timeout:?}; saw {:#?}", self.seen),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no matching record within {timeout:?}; saw {:#?}", self.seen)
+                }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("tracer exited ({:?}) before a matching record; saw {:#?}", self.child.try_wait(), self.seen)
+                    panic!(
+                        "tracer exited ({:?}) before a matching record; saw {:#?}",
+                        self.child.try_wait(),
+                        self.seen
+                    )
                 }
             }
         }

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use tracer_common::{Config, EventHeader, EventKind, NO_OFFSET, counter};
 
@@ -44,9 +44,14 @@ pub fn count(slot: u32) {
     }
 }
 
+/// Reserves a record in `EVENTS`; a full buffer counts a drop of `kind`.
 #[inline(always)]
-pub fn count_drop(kind: EventKind) {
-    count(counter::DROPPED_BASE + kind as u32);
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(counter::DROPPED_BASE + kind as u32);
+    }
+    entry
 }
 
 /// Whether the current task's events should be reported, given the filters.

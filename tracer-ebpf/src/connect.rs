@@ -8,13 +8,11 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{
-    ConnectArgs, ConnectEvent, EventKind, SOCKADDR_LEN, connect_source, counter,
-};
+use tracer_common::{ConnectArgs, ConnectEvent, EventKind, SOCKADDR_LEN, connect_source, counter};
 
 use crate::{
+    common::{config, count, fill_header, reserve, should_trace},
     files::socket_kind,
-    common::{EVENTS, config, count, count_drop, fill_header, should_trace},
     process::read_tp,
 };
 
@@ -53,8 +51,14 @@ fn try_enter_connect(ctx: &TracePointContext) {
         count(counter::READ_ERRORS);
         return;
     };
-    let mut args =
-        ConnectArgs { fd: fd as i32, addrlen: 0, sock_type: 0, protocol: 0, _pad: 0, addr: [0; SOCKADDR_LEN] };
+    let mut args = ConnectArgs {
+        fd: fd as i32,
+        addrlen: 0,
+        sock_type: 0,
+        protocol: 0,
+        _pad: 0,
+        addr: [0; SOCKADDR_LEN],
+    };
     let len = if addrlen as usize >= SOCKADDR_LEN { SOCKADDR_LEN as u64 - 1 } else { addrlen };
     let len = len & (SOCKADDR_LEN as u64 - 1);
     // SAFETY: destination has SOCKADDR_LEN bytes and len < SOCKADDR_LEN.
@@ -95,10 +99,7 @@ fn try_exit_connect(ctx: &TracePointContext) {
     };
     let _ = CONNECTS_IN_FLIGHT.remove(&pid_tgid);
     let ret = read_tp::<i64>(ctx, config().tp.connect_ret).unwrap_or(0);
-    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        count_drop(EventKind::Connect);
-        return;
-    };
+    let Some(mut entry) = reserve::<ConnectEvent>(EventKind::Connect) else { return };
     // SAFETY: reservation sized for ConnectEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Connect);
@@ -123,7 +124,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 fn try_sock_state(ctx: &TracePointContext) {
     let tp = &config().tp;
-    let (Some(old), Some(new)) = (read_tp::<i32>(ctx, tp.sock_oldstate), read_tp::<i32>(ctx, tp.sock_newstate))
+    let (Some(old), Some(new)) =
+        (read_tp::<i32>(ctx, tp.sock_oldstate), read_tp::<i32>(ctx, tp.sock_newstate))
     else {
         return;
     };
@@ -146,10 +148,7 @@ fn try_sock_state(ctx: &TracePointContext) {
         count(counter::READ_ERRORS);
         return;
     };
-    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        count_drop(EventKind::Connect);
-        return;
-    };
+    let Some(mut entry) = reserve::<ConnectEvent>(EventKind::Connect) else { return };
     // SAFETY: reservation sized for ConnectEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Connect);

@@ -11,8 +11,7 @@ use tracer_common::{
 };
 
 use crate::common::{
-    EVENTS, TRACED_TGIDS, config, count, count_drop, current_task, fill_header, read_field,
-    should_trace,
+    TRACED_TGIDS, config, count, current_task, fill_header, read_field, reserve, should_trace,
 };
 
 /// `sched:sched_process_exec`, fired in the new image's context once exec has
@@ -29,10 +28,7 @@ fn try_exec(ctx: &TracePointContext) {
     if !should_trace(tgid) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_drop(EventKind::Exec);
-        return;
-    };
+    let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else { return };
     // SAFETY: the reservation is sized for ExecEvent; every field the user
     // side reads is written below before submit.
     let event = unsafe { &mut *entry.as_mut_ptr() };
@@ -107,10 +103,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 fn try_fork(ctx: &RawTracePointContext) {
     let cfg = config();
     let child: u64 = ctx.arg(1);
-    let (Some(child_pid), Some(child_tgid)) = (
-        read_field::<i32>(child, cfg.kernel.task_pid),
-        read_field::<i32>(child, cfg.kernel.task_tgid),
-    ) else {
+    let (Some(child_pid), Some(child_tgid)) =
+        (read_field::<i32>(child, cfg.kernel.task_pid), read_field::<i32>(child, cfg.kernel.task_tgid))
+    else {
         count(counter::READ_ERRORS);
         return;
     };
@@ -129,10 +124,7 @@ fn try_fork(ctx: &RawTracePointContext) {
             count(counter::READ_ERRORS);
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        count_drop(EventKind::Fork);
-        return;
-    };
+    let Some(mut entry) = reserve::<ForkEvent>(EventKind::Fork) else { return };
     // SAFETY: reservation sized for ForkEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Fork);
@@ -167,10 +159,7 @@ fn try_exit(ctx: &TracePointContext) {
     if cfg.filter_tgids != 0 {
         let _ = TRACED_TGIDS.remove(&tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        count_drop(EventKind::Exit);
-        return;
-    };
+    let Some(mut entry) = reserve::<ExitEvent>(EventKind::Exit) else { return };
     // SAFETY: reservation sized for ExitEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Exit);

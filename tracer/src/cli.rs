@@ -71,7 +71,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let value: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 250ms"))?;
+    let value: f64 =
+        num.trim().parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 250ms"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("`{s}` is not a non-negative duration"));
     }

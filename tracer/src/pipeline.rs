@@ -25,8 +25,8 @@ use crate::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ExecView, ExitView, ForkView, HealthView, ProcessView, Record,
-            SCHEMA_VERSION, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
+            Body, ConnectView, ExecView, ExitView, ForkView, HealthView, ProcessView, Record, SCHEMA_VERSION,
+            errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -171,7 +171,8 @@ impl Pipeline {
             }
             EventBody::Fork { child_pid, child_tgid, child_start_boottime_ns } => {
                 self.table.resolve(&h);
-                let child_entity_id = self.table.fork(&h, child_tgid, child_start_boottime_ns).entity_id.clone();
+                let child_entity_id =
+                    self.table.fork(&h, child_tgid, child_start_boottime_ns).entity_id.clone();
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
@@ -200,7 +201,9 @@ impl Pipeline {
                     SockAddr::Inet { ip, port } => {
                         (if ip.is_ipv4() { "inet" } else { "inet6" }, Some(ip.to_string()), Some(*port), None)
                     }
-                    SockAddr::Unix { path } => ("unix", None, None, Some(bytes_to_string(path).0.into_owned())),
+                    SockAddr::Unix { path } => {
+                        ("unix", None, None, Some(bytes_to_string(path).0.into_owned()))
+                    }
                     SockAddr::Other { .. } => ("other", None, None, None),
                 };
                 let body = Body::Connect(ConnectView {

@@ -104,7 +104,9 @@ fn cargo_test(root: &Path, args: &[&str]) -> Result<()> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(['.', ';']) {
                 let mut words = part.split_whitespace();
-                if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                if let (Some(n), Some(what)) =
+                    (words.next().and_then(|n| n.parse::<u64>().ok()), words.next())
+                {
                     match what {
                         "passed" => passed += n,
                         "failed" => failed += n,

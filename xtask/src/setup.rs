@@ -3,6 +3,7 @@
 //! - Debian's `llvm-22-dev` where apt exists;
 //! - `bpf-linker` built against it (feature `llvm-22`), or bpf-linker's
 //!   default build where LLVM 22 is not packaged.
+//!
 //! Every step checks first, so a second run takes seconds.
 
 use std::{
@@ -39,14 +40,22 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let toolchains = output("rustup", &["toolchain", "list"]).context("rustup is required (https://rustup.rs)")?;
+    let toolchains =
+        output("rustup", &["toolchain", "list"]).context("rustup is required (https://rustup.rs)")?;
     if !toolchains.lines().any(|l| l.starts_with(NIGHTLY)) {
         eprintln!("xtask: installing the {NIGHTLY} toolchain with rust-src");
         return run(Command::new("rustup").args([
-            "toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]));
     }
-    let installed = output("rustup", &["component", "list", "--toolchain", NIGHTLY, "--installed"]).unwrap_or_default();
+    let installed =
+        output("rustup", &["component", "list", "--toolchain", NIGHTLY, "--installed"]).unwrap_or_default();
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         return Ok(());
     }
@@ -78,7 +87,9 @@ fn ensure_bpf_linker() -> Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"]);
     if have_llvm {
-        eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (one time, a few minutes)");
+        eprintln!(
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (one time, a few minutes)"
+        );
         cmd.args(["--no-default-features", "--features", &format!("llvm-{LLVM_MAJOR}")]);
         cmd.env("LLVM_PREFIX", &llvm_prefix);
     } else {
@@ -97,7 +108,9 @@ fn ensure_bpf_linker() -> Result<()> {
 /// development files (llvm-config and libLLVM.so) are there.
 fn ensure_llvm_dev() -> Result<bool> {
     let prefix = format!("/usr/lib/llvm-{LLVM_MAJOR}");
-    let have = || ["bin/llvm-config", "lib/libLLVM.so"].iter().all(|f| std::path::Path::new(&prefix).join(f).exists());
+    let have = || {
+        ["bin/llvm-config", "lib/libLLVM.so"].iter().all(|f| std::path::Path::new(&prefix).join(f).exists())
+    };
     if have() {
         return Ok(true);
     }

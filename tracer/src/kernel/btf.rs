@@ -64,12 +64,11 @@ pub fn byte_offset(btf: &Btf, ty: &str, field: &str) -> Result<u32> {
     let mut current = root;
     let mut total_bits = 0u32;
     for part in field.split('.') {
-        let (bits, ty) = find_member(btf, &current, part)?
-            .ok_or_else(|| anyhow!("no member {part}"))?;
+        let (bits, ty) = find_member(btf, &current, part)?.ok_or_else(|| anyhow!("no member {part}"))?;
         total_bits += bits;
         current = ty;
     }
-    if total_bits % 8 != 0 {
+    if !total_bits.is_multiple_of(8) {
         bail!("{field} is a bitfield");
     }
     Ok(total_bits / 8)

@@ -5,8 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, connect_source,
-    exec_flags,
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +41,17 @@ pub enum ConnectSource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SockAddr {
-    Inet { ip: IpAddr, port: u16 },
+    Inet {
+        ip: IpAddr,
+        port: u16,
+    },
     /// Path bytes; abstract sockets start with NUL, shown as '@'.
-    Unix { path: Vec<u8> },
-    Other { family: u16 },
+    Unix {
+        path: Vec<u8>,
+    },
+    Other {
+        family: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +91,9 @@ pub enum DecodeError {
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Short { kind, len, want } => write!(f, "record of kind {kind} has {len} bytes, want {want}"),
+            Self::Short { kind, len, want } => {
+                write!(f, "record of kind {kind} has {len} bytes, want {want}")
+            }
             Self::UnknownKind(k) => write!(f, "unknown record kind {k}"),
         }
     }
@@ -141,8 +149,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let raw: ExecEvent = read(bytes, raw_kind)?;
             let filename_len = (raw.filename_len as usize).min(raw.filename.len());
             let argv_len = (raw.argv_len as usize).min(raw.argv.len());
-            let argv = (raw.flags & exec_flags::ARGV_UNAVAILABLE == 0)
-                .then(|| split_argv(&raw.argv[..argv_len]));
+            let argv =
+                (raw.flags & exec_flags::ARGV_UNAVAILABLE == 0).then(|| split_argv(&raw.argv[..argv_len]));
             Ok(Event {
                 header: header(&raw.header, kind),
                 body: Body::Exec(Exec {
@@ -327,7 +335,10 @@ mod tests {
         assert_eq!(parse_sockaddr(&v6), SockAddr::Inet { ip: "::1".parse().unwrap(), port: 443 });
         assert_eq!(parse_sockaddr(&v6[..20]), SockAddr::Other { family: 10 });
 
-        assert_eq!(parse_sockaddr(b"\x01\x00/run/x.sock\0junk"), SockAddr::Unix { path: b"/run/x.sock".to_vec() });
+        assert_eq!(
+            parse_sockaddr(b"\x01\x00/run/x.sock\0junk"),
+            SockAddr::Unix { path: b"/run/x.sock".to_vec() }
+        );
         assert_eq!(parse_sockaddr(b"\x01\x00\0abs\0x"), SockAddr::Unix { path: b"@abs\0x".to_vec() });
         assert_eq!(parse_sockaddr(b"\x11"), SockAddr::Other { family: 0 });
     }

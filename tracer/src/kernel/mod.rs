@@ -131,8 +131,9 @@ impl Kernel {
             .context("loading the tracer's eBPF object")?;
 
         if !opts.tgids.is_empty() {
-            let mut traced: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(ebpf.map_mut("TRACED_TGIDS").ok_or_else(|| anyhow!("map TRACED_TGIDS missing"))?)?;
+            let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+                ebpf.map_mut("TRACED_TGIDS").ok_or_else(|| anyhow!("map TRACED_TGIDS missing"))?,
+            )?;
             for tgid in &opts.tgids {
                 traced.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the filter"))?;
             }
@@ -158,7 +159,8 @@ impl Kernel {
             bail!("no program could be attached: {}", reasons.join("; "));
         }
 
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?)?;
+        let events =
+            RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?)?;
         Ok((Self { ebpf: Some(ebpf), counters, attach, missing_fields }, events))

@@ -1,7 +1,11 @@
 //! tracefs: making sure it is mounted, and reading field offsets from the
 //! `format` files of the tracepoints the programs read.
 
-use std::{collections::HashMap, fs, path::{Path, PathBuf}};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 
@@ -33,7 +37,7 @@ pub fn field_offsets(root: &Path, category: &str, name: &str) -> Result<HashMap<
     Ok(parse_format(&text))
 }
 
-/// Parses lines like `field:__u16 dport;	offset:26;	size:2;	signed:0;`.
+/// Parses lines like `field:__u16 dport; offset:26; size:2; signed:0;` (tab-separated).
 pub fn parse_format(text: &str) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     for line in text.lines() {

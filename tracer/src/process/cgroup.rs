@@ -37,7 +37,8 @@ pub fn container_id(text: &str) -> Option<String> {
     let mut start = 0;
     while start < bytes.len() {
         if bytes[start].is_ascii_hexdigit() {
-            let end = bytes[start..].iter().position(|b| !b.is_ascii_hexdigit()).map_or(bytes.len(), |n| start + n);
+            let end =
+                bytes[start..].iter().position(|b| !b.is_ascii_hexdigit()).map_or(bytes.len(), |n| start + n);
             if end - start == 64 {
                 return Some(text[start..end].to_ascii_lowercase());
             }
@@ -74,7 +75,12 @@ impl CgroupResolver {
                 self.paths.insert(meta.ino(), rel);
             }
             if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+                stack.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
             }
         }
     }
@@ -103,7 +109,10 @@ mod tests {
     fn container_ids_from_runtime_paths() {
         let id = "3f4e5d6c7b8a99001122334455667788990011223344556677889900aabbccdd";
         assert_eq!(container_id(&format!("/system.slice/docker-{id}.scope")).as_deref(), Some(id));
-        assert_eq!(container_id(&format!("/kubepods/besteffort/pod1234/cri-containerd-{id}.scope")).as_deref(), Some(id));
+        assert_eq!(
+            container_id(&format!("/kubepods/besteffort/pod1234/cri-containerd-{id}.scope")).as_deref(),
+            Some(id)
+        );
         assert_eq!(container_id(&format!("12:memory:/docker/{id}\n")).as_deref(), Some(id));
         assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
         // 65 hex digits is not a container id.

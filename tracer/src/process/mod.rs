@@ -52,7 +52,7 @@ impl ProcessTable {
         let entries = procfs::scan(&self.proc_root);
         let n = entries.len();
         for e in entries {
-            let p = self.from_proc(e);
+            let p = self.process_of(e);
             self.by_tgid.insert(p.tgid, p);
         }
         n
@@ -80,7 +80,7 @@ impl ProcessTable {
         ns / (1_000_000_000 / self.ticks_per_second)
     }
 
-    fn from_proc(&self, e: procfs::ProcEntry) -> Process {
+    fn process_of(&self, e: procfs::ProcEntry) -> Process {
         Process {
             entity_id: self.entity_id(e.start_ticks, e.tgid),
             tgid: e.tgid,
@@ -109,7 +109,7 @@ impl ProcessTable {
         if stale {
             let from_proc = procfs::read(&self.proc_root, h.tgid)
                 .filter(|e| ticks.is_none_or(|t| t == e.start_ticks))
-                .map(|e| self.from_proc(e));
+                .map(|e| self.process_of(e));
             let p = from_proc.unwrap_or_else(|| {
                 let t = ticks.unwrap_or(0);
                 Process {

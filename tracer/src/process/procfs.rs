@@ -44,7 +44,10 @@ pub fn parse_stat(raw: &[u8]) -> Option<Stat> {
 }
 
 fn parse_uid(status: &str) -> Option<u32> {
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
@@ -53,9 +56,19 @@ pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
     let stat = parse_stat(&fs::read(dir.join("stat")).ok()?)?;
     let uid = fs::read_to_string(dir.join("status")).ok().as_deref().and_then(parse_uid).unwrap_or(u32::MAX);
     let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.as_os_str().as_bytes().to_vec());
-    let argv = fs::read(dir.join("cmdline")).map(|c| crate::kernel::events::split_argv(&c)).unwrap_or_default();
+    let argv =
+        fs::read(dir.join("cmdline")).map(|c| crate::kernel::events::split_argv(&c)).unwrap_or_default();
     let cgroup_lines = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
-    Some(ProcEntry { tgid, ppid: stat.ppid, comm: stat.comm, start_ticks: stat.start_ticks, uid, exe, argv, cgroup_lines })
+    Some(ProcEntry {
+        tgid,
+        ppid: stat.ppid,
+        comm: stat.comm,
+        start_ticks: stat.start_ticks,
+        uid,
+        exe,
+        argv,
+        cgroup_lines,
+    })
 }
 
 /// Every process in /proc at this moment (threads excluded).
