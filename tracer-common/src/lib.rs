@@ -25,10 +25,11 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     Connect = 4,
+    GpuOpen = 5,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [Self::Exec, Self::Fork, Self::Exit, Self::Connect];
+    pub const ALL: [EventKind; 5] = [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
         match raw {
@@ -36,6 +37,7 @@ impl EventKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
+            5 => Some(Self::GpuOpen),
             _ => None,
         }
     }
@@ -46,6 +48,7 @@ impl EventKind {
             Self::Fork => "fork",
             Self::Exit => "exit",
             Self::Connect => "connect",
+            Self::GpuOpen => "gpu_open",
         }
     }
 }
@@ -63,6 +66,8 @@ pub mod counter {
     pub const CONNECT_UNMATCHED: u32 = 9;
     /// Threads created (clone with CLONE_THREAD); counted, not reported.
     pub const THREADS_CREATED: u32 = 10;
+    /// GPU_STATS could not take a new key; that call was not counted.
+    pub const GPU_STATS_FULL: u32 = 11;
     pub const COUNT: u32 = 16;
 }
 
@@ -195,6 +200,9 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     pub sock_type: u32,
     pub sock_protocol: u32,
+    /// inode.i_rdev: the device number of a device file.
+    pub inode_rdev: u32,
+    pub _pad: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -220,6 +228,8 @@ impl KernelOffsets {
         socket_sk: NO_OFFSET,
         sock_type: NO_OFFSET,
         sock_protocol: NO_OFFSET,
+        inode_rdev: NO_OFFSET,
+        _pad: 0,
     };
 }
 
@@ -242,6 +252,10 @@ pub struct TracepointOffsets {
     pub sock_protocol: u32,
     pub sock_daddr: u32,
     pub sock_daddr_v6: u32,
+    pub ioctl_fd: u32,
+    pub ioctl_cmd: u32,
+    pub ioctl_arg: u32,
+    pub ioctl_ret: u32,
 }
 
 /// Everything user space decides before load, as one read-only global.
@@ -279,8 +293,83 @@ impl Config {
             sock_protocol: NO_OFFSET,
             sock_daddr: NO_OFFSET,
             sock_daddr_v6: NO_OFFSET,
+            ioctl_fd: NO_OFFSET,
+            ioctl_cmd: NO_OFFSET,
+            ioctl_arg: NO_OFFSET,
+            ioctl_ret: NO_OFFSET,
         },
     };
+}
+
+/// GPU device families the kernel side decodes arguments for. User space
+/// maps device numbers to these in `GPU_DEVICES`.
+pub mod gpu_vendor {
+    /// nvidia.ko frontend: /dev/nvidiactl, /dev/nvidiaN, /dev/nvidia-modeset.
+    pub const NVIDIA: u32 = 1;
+    /// /dev/nvidia-uvm (raw-integer ioctl numbers).
+    pub const NVIDIA_UVM: u32 = 2;
+    /// /dev/kfd (ROCm).
+    pub const AMD_KFD: u32 = 3;
+    /// DRM nodes by driver.
+    pub const AMDGPU: u32 = 4;
+    pub const I915: u32 = 5;
+    pub const XE: u32 = 6;
+    /// Any other DRM or GPU-like device: counted by raw command.
+    pub const OTHER: u32 = 7;
+}
+
+/// `GPU_DEVICES` key that matches every minor of a major.
+pub const ANY_MINOR: u32 = 0xfffff;
+
+/// Encodes a device number as the kernel stores it in `inode->i_rdev`
+/// (include/linux/kdev_t.h: MINORBITS 20).
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xfffff)
+}
+
+/// Per process, device and operation: the key of `GPU_STATS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GpuStatKey {
+    pub tgid: u32,
+    /// Kernel device number (`kernel_dev`).
+    pub rdev: u32,
+    /// The ioctl command; NVIDIA's NV_ESC_IOCTL_XFER_CMD is unwrapped to the
+    /// command it carries.
+    pub cmd: u32,
+    /// What the argument says the operation is about: the RM class for
+    /// NV_ESC_RM_ALLOC, the control command for NV_ESC_RM_CONTROL, the queue
+    /// type for KFD CREATE_QUEUE; else 0.
+    pub sub: u32,
+}
+
+/// Per-CPU counters under a `GpuStatKey`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuStat {
+    pub calls: u64,
+    /// ioctl returned < 0, or the driver's own status field was non-zero.
+    pub errors: u64,
+    /// Time inside the ioctl, enter to exit.
+    pub total_ns: u64,
+    /// Bytes the argument asked to allocate or map, successful calls only.
+    pub bytes: u64,
+    /// Bytes asked for by every call, failed ones included.
+    pub bytes_requested: u64,
+}
+
+/// First ioctl of a process on a GPU device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOpenEvent {
+    pub header: EventHeader,
+    pub rdev: u32,
+    pub vendor: u32,
+    pub fd: i32,
+    pub cmd: u32,
+    /// As in `GpuStatKey::sub`.
+    pub sub: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -290,4 +379,6 @@ mod pod {
     // bit pattern.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for ConnectArgs {}
+    unsafe impl aya::Pod for GpuStatKey {}
+    unsafe impl aya::Pod for GpuStat {}
 }

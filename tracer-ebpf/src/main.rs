@@ -13,6 +13,8 @@ mod connect;
 #[cfg(target_arch = "bpf")]
 mod files;
 #[cfg(target_arch = "bpf")]
+mod gpu;
+#[cfg(target_arch = "bpf")]
 mod process;
 
 #[cfg(target_arch = "bpf")]

@@ -52,6 +52,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub health_interval: Duration,
 
+    /// Also treat this device as a GPU: MAJOR[:MINOR]=VENDOR or /dev/PATH=VENDOR,
+    /// VENDOR one of nvidia, nvidia-uvm, amd-kfd, amdgpu, i915, xe, other.
+    /// NVIDIA, nvidia-uvm, kfd and DRM nodes are found without it.
+    #[arg(long = "gpu-device", value_name = "SPEC")]
+    pub gpu_devices: Vec<String>,
+
+    /// Interval between gpu.activity records (per active process).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub activity_interval: Duration,
+
     /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
     #[arg(long, default_value_t = 4096)]
     pub ring_buffer_kib: u32,

@@ -2,7 +2,7 @@
 //! periodic health records and a shutdown that loses nothing already read.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
+    gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name},
     kernel::{
         Kernel, LoadOptions,
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
@@ -25,8 +26,8 @@ use crate::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ExecView, ExitView, ForkView, HealthView, ProcessView, Record, SCHEMA_VERSION,
-            errno_name, protocol_name, rfc3339_nanos, socket_type_name,
+            Body, ConnectView, ExecView, ExitView, ForkView, GpuBody, HealthView, ProcessView, Record,
+            SCHEMA_VERSION, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -86,12 +87,16 @@ pub struct Pipeline {
     comms: Vec<Vec<u8>>,
     pub stats: Stats,
     started: Instant,
+    pub gpu: GpuLedger,
+    /// Processes that used a GPU device and still live.
+    gpu_tgids: HashSet<u32>,
+    last_activity: Instant,
 }
 
 impl Pipeline {
     /// `started`: when the tracer started, so the first health record's
     /// `uptime_s` is the time it took to load, attach and seed.
-    pub fn new(sink: JsonLines, comms: Vec<String>, started: Instant) -> Self {
+    pub fn new(sink: JsonLines, comms: Vec<String>, started: Instant, gpu: GpuLedger) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -104,6 +109,9 @@ impl Pipeline {
             comms: comms.into_iter().map(String::into_bytes).collect(),
             stats: Stats::default(),
             started,
+            gpu,
+            gpu_tgids: HashSet::new(),
+            last_activity: Instant::now(),
         }
     }
 
@@ -132,8 +140,37 @@ impl Pipeline {
         ProcessView::new(&p, h.pid, &parents, cgroup_path)
     }
 
+    /// The process view for a tgid outside any kernel record (activity).
+    fn view_of_tgid(&mut self, tgid: u32) -> Option<ProcessView> {
+        let p = self.table.lookup(tgid)?.clone();
+        let cgroup_path = p.cgroup_id.and_then(|id| self.cgroups.path(id).map(str::to_owned));
+        let parents = self.table.ancestors(tgid);
+        Some(ProcessView::new(&p, tgid, &parents, cgroup_path))
+    }
+
+    /// gpu.activity records for every process active since the last call
+    /// (or only `tgid`, for its final account at exit).
+    pub fn emit_gpu_activity(&mut self, kernel: &mut Kernel, tgid: Option<u32>) -> Result<()> {
+        let interval_s = (self.last_activity.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        if tgid.is_none() {
+            self.last_activity = Instant::now();
+        }
+        let snapshot = kernel.gpu_snapshot()?;
+        let activity = self.gpu.activity(&snapshot, tgid, interval_s);
+        let now = Clock::now_mono_ns();
+        for (pid, view) in activity {
+            let process = self.view_of_tgid(pid);
+            self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
+        }
+        if let Some(t) = tgid {
+            kernel.forget_gpu_process(t);
+            self.gpu.forget(t);
+        }
+        Ok(())
+    }
+
     /// Handles one raw ring-buffer record.
-    pub fn handle(&mut self, bytes: &[u8]) -> Result<()> {
+    pub fn handle(&mut self, bytes: &[u8], kernel: &mut Kernel) -> Result<()> {
         self.stats.events_read += 1;
         let Ok(Event { header: h, body }) = decode(bytes) else {
             self.stats.decode_errors += 1;
@@ -188,8 +225,31 @@ impl Pipeline {
                     self.stats.filtered_out += 1;
                     Ok(())
                 };
+                // The process's last GPU activity is its final account.
+                if self.gpu_tgids.remove(&h.tgid) {
+                    self.emit_gpu_activity(kernel, Some(h.tgid))?;
+                }
                 self.table.remove(h.tgid);
                 result
+            }
+            EventBody::GpuOpen { rdev, vendor, fd, cmd, sub } => {
+                self.gpu_tgids.insert(h.tgid);
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let (major, minor) = (rdev >> 20, rdev & 0xfffff);
+                let body = Body::Gpu(GpuBody::Open(OpenView {
+                    device: self.gpu.device_path(rdev),
+                    major,
+                    minor,
+                    vendor: vendor_name(vendor),
+                    driver: self.gpu.device_for(rdev).map_or_else(|| "unknown".into(), |d| d.driver.clone()),
+                    fd,
+                    first_op: gpu_decode(vendor, cmd, sub).name,
+                }));
+                self.emit(h.ktime_ns, Some(process), body)
             }
             EventBody::Connect(c) => {
                 if !wanted {
@@ -239,6 +299,8 @@ impl Pipeline {
             filtered_out: self.stats.filtered_out,
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
+            gpu_stats_full: counters.gpu_stats_full,
+            gpu_devices: self.gpu.describe_devices(),
             process_table_size: self.table.len(),
             programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
             programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
@@ -250,10 +312,10 @@ impl Pipeline {
     }
 
     /// Reads everything currently in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize> {
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel) -> Result<usize> {
         let mut n = 0;
         while let Some(item) = ring.next() {
-            self.handle(&item)?;
+            self.handle(&item, kernel)?;
             n += 1;
         }
         Ok(n)
@@ -285,6 +347,17 @@ async fn run_async(args: RunArgs) -> Result<()> {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
     };
+    let mut gpu_devices = devices::discover();
+    let mut gpu_paths = HashMap::new();
+    for spec in &args.gpu_devices {
+        let d = devices::parse_spec(spec)?;
+        if let Some((path, _)) = spec.rsplit_once('=').filter(|(p, _)| p.starts_with('/'))
+            && let Some(minor) = d.minor
+        {
+            gpu_paths.insert((d.major, minor), path.to_string());
+        }
+        gpu_devices.push(d);
+    }
     let opts = LoadOptions {
         ring_buffer_bytes: args
             .ring_buffer_kib
@@ -292,12 +365,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--ring-buffer-kib {} is too large", args.ring_buffer_kib))?,
         tgids: args.pids.clone(),
         cgroup_id: args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or(0),
+        gpu_devices: gpu_devices.clone(),
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
     let (mut kernel, ring) = Kernel::load(&opts)?;
-    let mut pipeline = Pipeline::new(sink, args.comms.clone(), started);
+    let mut pipeline =
+        Pipeline::new(sink, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
     // Seeded after the programs attach: a process is either in /proc now or
     // its exec/fork arrives through the ring buffer.
     pipeline.table.seed();
@@ -307,6 +382,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
     // which into_inner() ends before the map is read synchronously.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("registering the ring buffer with the event loop: {}", e.into_parts().1))?;
+    let mut activity =
+        interval_at(tokio::time::Instant::now() + args.activity_interval, args.activity_interval);
+    activity.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut health = interval_at(tokio::time::Instant::now() + args.health_interval, args.health_interval);
     health.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -322,11 +400,15 @@ async fn run_async(args: RunArgs) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut())?;
+                pipeline.drain(guard.get_inner_mut(), &mut kernel)?;
                 guard.clear_ready();
                 pipeline.sink.flush()?;
             }
             _ = health.tick() => pipeline.emit_health(&kernel, "running")?,
+            _ = activity.tick() => {
+                pipeline.emit_gpu_activity(&mut kernel, None)?;
+                pipeline.sink.flush()?;
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut until_deadline => break,
@@ -337,9 +419,10 @@ async fn run_async(args: RunArgs) -> Result<()> {
     // at detach time finish within microseconds.
     let mut ring = ring.into_inner();
     kernel.detach();
-    pipeline.drain(&mut ring)?;
+    pipeline.drain(&mut ring, &mut kernel)?;
     std::thread::sleep(Duration::from_millis(20));
-    pipeline.drain(&mut ring)?;
+    pipeline.drain(&mut ring, &mut kernel)?;
+    pipeline.emit_gpu_activity(&mut kernel, None)?;
     pipeline.emit_health(&kernel, "final")?;
     pipeline.sink.flush()
 }

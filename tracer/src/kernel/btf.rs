@@ -48,6 +48,8 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         socket_sk: field("socket", "sk"),
         sock_type: field("sock", "sk_type"),
         sock_protocol: field("sock", "sk_protocol"),
+        inode_rdev: field("inode", "i_rdev"),
+        _pad: 0,
     };
     Ok(ResolvedOffsets { offsets, missing })
 }

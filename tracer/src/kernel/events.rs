@@ -5,7 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, connect_source, exec_flags,
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent, connect_source,
+    exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,9 +70,23 @@ pub struct Connect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     Exec(Exec),
-    Fork { child_pid: u32, child_tgid: u32, child_start_boottime_ns: u64 },
-    Exit { exit_code: u32 },
+    Fork {
+        child_pid: u32,
+        child_tgid: u32,
+        child_start_boottime_ns: u64,
+    },
+    Exit {
+        exit_code: u32,
+    },
     Connect(Connect),
+    /// First ioctl of the process on a GPU device.
+    GpuOpen {
+        rdev: u32,
+        vendor: u32,
+        fd: i32,
+        cmd: u32,
+        sub: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +192,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read(bytes, raw_kind)?;
             Ok(Event { header: header(&raw.header, kind), body: Body::Exit { exit_code: raw.exit_code } })
+        }
+        EventKind::GpuOpen => {
+            let raw: GpuOpenEvent = read(bytes, raw_kind)?;
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::GpuOpen {
+                    rdev: raw.rdev,
+                    vendor: raw.vendor,
+                    fd: raw.fd,
+                    cmd: raw.cmd,
+                    sub: raw.sub,
+                },
+            })
         }
         EventKind::Connect => {
             let raw: ConnectEvent = read(bytes, raw_kind)?;

@@ -11,11 +11,13 @@ use std::{collections::HashMap, path::Path};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
 use serde::Serialize;
-use tracer_common::{Config, EventKind, NO_OFFSET, TracepointOffsets, counter};
+use tracer_common::{Config, EventKind, GpuStat, GpuStatKey, NO_OFFSET, TracepointOffsets, counter};
+
+use crate::gpu::devices::GpuDevice;
 
 /// The programs, built for the BPF target by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -28,13 +30,15 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 6] = [
+const PROGRAM_HOOKS: [(&str, Hook); 8] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
     ("sys_enter_connect", Hook::Tracepoint { category: "syscalls", name: "sys_enter_connect" }),
     ("sys_exit_connect", Hook::Tracepoint { category: "syscalls", name: "sys_exit_connect" }),
     ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
+    ("sys_enter_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_enter_ioctl" }),
+    ("sys_exit_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_exit_ioctl" }),
 ];
 
 impl Hook {
@@ -64,6 +68,8 @@ pub struct LoadOptions {
     pub tgids: Vec<u32>,
     /// Trace only this cgroup v2 id (0: all).
     pub cgroup_id: u64,
+    /// Devices whose ioctls are attributed as GPU activity.
+    pub gpu_devices: Vec<GpuDevice>,
 }
 
 /// Loaded and attached programs, with the maps user space reads.
@@ -71,6 +77,8 @@ pub struct Kernel {
     /// Dropping it detaches and unloads the programs.
     ebpf: Option<Ebpf>,
     counters: PerCpuArray<MapData, u64>,
+    gpu_stats: PerCpuHashMap<MapData, GpuStatKey, GpuStat>,
+    gpu_seen: BpfHashMap<MapData, u64, u8>,
     pub attach: Vec<AttachStatus>,
     /// Kernel fields or tracepoint fields not found: enrichments disabled.
     pub missing_fields: Vec<String>,
@@ -83,6 +91,7 @@ pub struct KernelCounters {
     pub read_errors: u64,
     pub connect_unmatched: u64,
     pub threads_created: u64,
+    pub gpu_stats_full: u64,
 }
 
 impl KernelCounters {
@@ -139,6 +148,17 @@ impl Kernel {
             }
         }
 
+        {
+            let mut devices: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(
+                ebpf.map_mut("GPU_DEVICES").ok_or_else(|| anyhow!("map GPU_DEVICES missing"))?,
+            )?;
+            for d in &opts.gpu_devices {
+                devices
+                    .insert(d.key(), d.vendor, 0)
+                    .with_context(|| format!("registering GPU device {d:?}"))?;
+            }
+        }
+
         let attach = PROGRAM_HOOKS
             .iter()
             .map(|&(program, hook)| {
@@ -163,13 +183,51 @@ impl Kernel {
             RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?)?;
-        Ok((Self { ebpf: Some(ebpf), counters, attach, missing_fields }, events))
+        let gpu_stats = PerCpuHashMap::try_from(
+            ebpf.take_map("GPU_STATS").ok_or_else(|| anyhow!("map GPU_STATS missing"))?,
+        )?;
+        let gpu_seen =
+            BpfHashMap::try_from(ebpf.take_map("GPU_SEEN").ok_or_else(|| anyhow!("map GPU_SEEN missing"))?)?;
+        Ok((Self { ebpf: Some(ebpf), counters, gpu_stats, gpu_seen, attach, missing_fields }, events))
     }
 
     /// Detaches and unloads every program; the maps stay readable so what is
     /// already in the ring buffer can be drained.
     pub fn detach(&mut self) {
         self.ebpf = None;
+    }
+
+    /// Cumulative GPU ioctl counters, summed over CPUs.
+    pub fn gpu_snapshot(&self) -> Result<HashMap<GpuStatKey, GpuStat>> {
+        let mut out = HashMap::new();
+        for entry in self.gpu_stats.iter() {
+            let (key, per_cpu) = entry.context("reading GPU_STATS")?;
+            let mut total = GpuStat::default();
+            for v in per_cpu.iter() {
+                total.calls += v.calls;
+                total.errors += v.errors;
+                total.total_ns += v.total_ns;
+                total.bytes += v.bytes;
+                total.bytes_requested += v.bytes_requested;
+            }
+            out.insert(key, total);
+        }
+        Ok(out)
+    }
+
+    /// Drops a process's GPU counters and first-use marks once it has
+    /// exited and its final account is written.
+    pub fn forget_gpu_process(&mut self, tgid: u32) {
+        let keys: Vec<GpuStatKey> =
+            self.gpu_stats.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        for k in keys {
+            let _ = self.gpu_stats.remove(&k);
+        }
+        let seen: Vec<u64> =
+            self.gpu_seen.keys().filter_map(Result::ok).filter(|k| (k >> 32) as u32 == tgid).collect();
+        for k in seen {
+            let _ = self.gpu_seen.remove(&k);
+        }
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
@@ -185,6 +243,7 @@ impl Kernel {
             read_errors: sum(counter::READ_ERRORS)?,
             connect_unmatched: sum(counter::CONNECT_UNMATCHED)?,
             threads_created: sum(counter::THREADS_CREATED)?,
+            gpu_stats_full: sum(counter::GPU_STATS_FULL)?,
         })
     }
 }
@@ -219,6 +278,19 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (t.connect_addrlen, "sys_enter_connect.addrlen"),
         ],
         "sys_exit_connect" => &[(t.connect_ret, "sys_exit_connect.ret")],
+        "sys_enter_ioctl" => &[
+            (t.ioctl_fd, "sys_enter_ioctl.fd"),
+            (t.ioctl_cmd, "sys_enter_ioctl.cmd"),
+            (t.ioctl_arg, "sys_enter_ioctl.arg"),
+            (k.task_files, "task_struct.files"),
+            (k.files_fdt, "files_struct.fdt"),
+            (k.fdtable_fd, "fdtable.fd"),
+            (k.fdtable_max_fds, "fdtable.max_fds"),
+            (k.file_inode, "file.f_inode"),
+            (k.inode_mode, "inode.i_mode"),
+            (k.inode_rdev, "inode.i_rdev"),
+        ],
+        "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),
@@ -265,6 +337,10 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         sock_protocol: get("sock", "inet_sock_set_state", "protocol"),
         sock_daddr: get("sock", "inet_sock_set_state", "daddr"),
         sock_daddr_v6: get("sock", "inet_sock_set_state", "daddr_v6"),
+        ioctl_fd: get("syscalls", "sys_enter_ioctl", "fd"),
+        ioctl_cmd: get("syscalls", "sys_enter_ioctl", "cmd"),
+        ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),
+        ioctl_ret: get("syscalls", "sys_exit_ioctl", "ret"),
     }
 }
 

@@ -33,7 +33,16 @@ pub enum Body {
     Fork(ForkView),
     Exit(ExitView),
     Connect(ConnectView),
+    Gpu(GpuBody),
     Health(HealthView),
+}
+
+/// `gpu` object of gpu.open and gpu.activity records.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum GpuBody {
+    Open(crate::gpu::OpenView),
+    Activity(crate::gpu::ActivityView),
 }
 
 impl Body {
@@ -43,6 +52,8 @@ impl Body {
             Self::Fork(_) => "process.fork",
             Self::Exit(_) => "process.exit",
             Self::Connect(_) => "network.connect",
+            Self::Gpu(GpuBody::Open(_)) => "gpu.open",
+            Self::Gpu(GpuBody::Activity(_)) => "gpu.activity",
             Self::Health(_) => "tracer.health",
         }
     }
@@ -199,6 +210,10 @@ pub struct HealthView {
     pub filtered_out: u64,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
+    /// GPU ioctls not counted because the per-process table was full.
+    pub gpu_stats_full: u64,
+    /// Devices whose ioctls are attributed as GPU activity.
+    pub gpu_devices: Vec<String>,
     pub process_table_size: usize,
     pub programs: Vec<AttachStatus>,
     pub programs_attached: usize,

@@ -166,6 +166,15 @@ impl ProcessTable {
         &self.by_tgid[&child_tgid]
     }
 
+    /// The process with this tgid, read from /proc when not yet known.
+    pub fn lookup(&mut self, tgid: u32) -> Option<&Process> {
+        if !self.by_tgid.contains_key(&tgid) {
+            let p = procfs::read(&self.proc_root, tgid).map(|e| self.process_of(e))?;
+            self.by_tgid.insert(tgid, p);
+        }
+        self.by_tgid.get(&tgid)
+    }
+
     pub fn remove(&mut self, tgid: u32) -> Option<Process> {
         self.by_tgid.remove(&tgid)
     }
