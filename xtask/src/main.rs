@@ -4,6 +4,7 @@
 //! programs is present (nightly with rust-src, bpf-linker built against
 //! LLVM 22) and install what is missing; a second run only checks.
 
+mod gpu_check;
 mod setup;
 
 use std::{
@@ -38,6 +39,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// On an NVIDIA GPU host: run a short PyTorch CUDA workload under the
+    /// tracer and print the GPU driver activity attributed to it.
+    GpuCheck {
+        /// Use this tracer binary instead of building one (e.g. on a host
+        /// without the build toolchain).
+        #[arg(long)]
+        tracer: Option<PathBuf>,
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// How long the workload runs.
+        #[arg(long, default_value_t = 15)]
+        seconds: u32,
+        /// Where the tracer's records go.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -58,6 +75,18 @@ fn main() -> Result<()> {
                 .status()
                 .context("starting the tracer")?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::GpuCheck { tracer, python, seconds, output } => {
+            require_root("the tracer loads eBPF programs")?;
+            let tracer = match tracer {
+                Some(t) => t,
+                None => {
+                    setup::ensure_toolchain()?;
+                    cargo(&root, &["build", "--release", "--package", "tracer"])?;
+                    root.join("target/release/tracer")
+                }
+            };
+            gpu_check::run(&tracer, &python, seconds, &output.unwrap_or_else(gpu_check::default_output))
         }
         Task::Test { args } => {
             setup::ensure_toolchain()?;
