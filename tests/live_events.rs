@@ -9,7 +9,7 @@ use std::{
     net::{TcpListener, UdpSocket},
     os::unix::ffi::OsStrExt as _,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde_json::Value;

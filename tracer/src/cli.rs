@@ -58,6 +58,10 @@ pub struct RunArgs {
     #[arg(long = "gpu-device", value_name = "SPEC")]
     pub gpu_devices: Vec<String>,
 
+    /// Do not sample NVIDIA's management library (libnvidia-ml) even where present.
+    #[arg(long)]
+    pub no_nvml: bool,
+
     /// Interval between gpu.activity records (per active process).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub activity_interval: Duration,

@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
-    gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name},
+    gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name, nvml::Nvml},
     kernel::{
         Kernel, LoadOptions,
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
@@ -91,6 +91,8 @@ pub struct Pipeline {
     /// Processes that used a GPU device and still live.
     gpu_tgids: HashSet<u32>,
     last_activity: Instant,
+    nvml: Option<Nvml>,
+    nvml_status: String,
 }
 
 impl Pipeline {
@@ -112,6 +114,20 @@ impl Pipeline {
             gpu,
             gpu_tgids: HashSet::new(),
             last_activity: Instant::now(),
+            nvml: None,
+            nvml_status: "disabled".into(),
+        }
+    }
+
+    /// Loads NVIDIA's management library if it is installed.
+    pub fn enable_nvml(&mut self) {
+        match Nvml::open() {
+            Ok(Some(n)) => {
+                self.nvml_status = format!("loaded ({} GPUs)", n.device_count());
+                self.nvml = Some(n);
+            }
+            Ok(None) => self.nvml_status = "absent".into(),
+            Err(e) => self.nvml_status = format!("error: {e:#}"),
         }
     }
 
@@ -156,7 +172,22 @@ impl Pipeline {
             self.last_activity = Instant::now();
         }
         let snapshot = kernel.gpu_snapshot()?;
-        let activity = self.gpu.activity(&snapshot, tgid, interval_s);
+        let mut activity = self.gpu.activity(&snapshot, tgid, interval_s);
+        // NVML sees kernel launches that make no ioctl: a process busy on the
+        // GPU gets a record even when its driver calls were idle.
+        if tgid.is_none()
+            && let Some(nvml) = self.nvml.as_mut()
+        {
+            for (pid, sample) in nvml.sample() {
+                let view = activity.entry(pid).or_insert_with(|| crate::gpu::ActivityView {
+                    interval_s,
+                    summary: Default::default(),
+                    devices: Vec::new(),
+                    nvml: None,
+                });
+                view.nvml = Some(sample);
+            }
+        }
         let now = Clock::now_mono_ns();
         for (pid, view) in activity {
             let process = self.view_of_tgid(pid);
@@ -301,6 +332,7 @@ impl Pipeline {
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,
             gpu_devices: self.gpu.describe_devices(),
+            nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
             programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
             programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
@@ -373,6 +405,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
     let (mut kernel, ring) = Kernel::load(&opts)?;
     let mut pipeline =
         Pipeline::new(sink, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
+    if !args.no_nvml {
+        pipeline.enable_nvml();
+    }
     // Seeded after the programs attach: a process is either in /proc now or
     // its exec/fork arrives through the ring buffer.
     pipeline.table.seed();

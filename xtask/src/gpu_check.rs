@@ -115,7 +115,7 @@ fn summarise(out: &Path, workload_s: f64) -> Result<()> {
     }
     println!("\ntotals: {summary:?}");
     let mut by_calls: Vec<_> = ops.into_iter().collect();
-    by_calls.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    by_calls.sort_by_key(|e| std::cmp::Reverse(e.1.0));
     println!(
         "\n{:<12} {:<48} {:>8} {:>7} {:>10} {:>14}",
         "driver", "op", "calls", "errors", "time_us", "bytes"

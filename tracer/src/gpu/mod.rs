@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod devices;
+pub mod nvml;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -75,6 +76,9 @@ pub struct ActivityView {
     pub interval_s: f64,
     pub summary: Summary,
     pub devices: Vec<DeviceView>,
+    /// Utilisation and memory from NVIDIA's management library, where present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvml: Option<nvml::NvmlSample>,
 }
 
 /// Turns snapshots of `GPU_STATS` into per-process activity.
@@ -146,7 +150,7 @@ impl GpuLedger {
                     .into_iter()
                     .map(|(rdev, mut ops)| self.device_view(rdev, &mut ops, &mut summary))
                     .collect();
-                (tgid, ActivityView { interval_s, summary, devices })
+                (tgid, ActivityView { interval_s, summary, devices, nvml: None })
             })
             .collect()
     }

@@ -214,6 +214,8 @@ pub struct HealthView {
     pub gpu_stats_full: u64,
     /// Devices whose ioctls are attributed as GPU activity.
     pub gpu_devices: Vec<String>,
+    /// NVIDIA management library: absent, disabled, loaded (N GPUs) or the error.
+    pub nvml: String,
     pub process_table_size: usize,
     pub programs: Vec<AttachStatus>,
     pub programs_attached: usize,
