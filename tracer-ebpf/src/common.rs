@@ -85,6 +85,24 @@ pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
+/// Copies `min(len, N - 1)` bytes of user memory at `src` into `dst`;
+/// returns the count copied. `N` is a power of two: the mask is what proves
+/// the bound to the verifier.
+#[inline(always)]
+pub fn read_user_bounded<const N: usize>(dst: &mut [u8; N], src: u64, len: u64) -> Option<u64> {
+    let len = if len >= N as u64 { N as u64 - 1 } else { len };
+    let len = len & (N as u64 - 1);
+    // SAFETY: dst has N bytes and len < N; the helper validates src.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            dst.as_mut_ptr().cast(),
+            len as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    (ret == 0).then_some(len)
+}
+
 pub fn current_task() -> u64 {
     // SAFETY: helper with no arguments.
     unsafe { bpf_get_current_task() }

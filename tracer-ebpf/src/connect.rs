@@ -3,7 +3,7 @@
 //! through `sock:inet_sock_set_state`. Each connection is reported once.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{ConnectArgs, ConnectEvent, EventKind, SOCKADDR_LEN, connect_source, counter};
 
 use crate::{
-    common::{config, count, fill_header, reserve, should_trace},
+    common::{config, count, fill_header, read_user_bounded, reserve, should_trace},
     files::socket_kind,
     process::read_tp,
 };
@@ -59,20 +59,10 @@ fn try_enter_connect(ctx: &TracePointContext) {
         _pad: 0,
         addr: [0; SOCKADDR_LEN],
     };
-    let len = if addrlen as usize >= SOCKADDR_LEN { SOCKADDR_LEN as u64 - 1 } else { addrlen };
-    let len = len & (SOCKADDR_LEN as u64 - 1);
-    // SAFETY: destination has SOCKADDR_LEN bytes and len < SOCKADDR_LEN.
-    let ret = unsafe {
-        generated::bpf_probe_read_user(
-            args.addr.as_mut_ptr().cast(),
-            len as u32,
-            uaddr as *const core::ffi::c_void,
-        )
-    };
-    if ret != 0 || len < 2 {
-        // A bad pointer makes connect fail with EFAULT; nothing to report.
+    // A bad pointer makes connect fail with EFAULT; nothing to report.
+    let Some(len) = read_user_bounded(&mut args.addr, uaddr, addrlen).filter(|&n| n >= 2) else {
         return;
-    }
+    };
     let family = u16::from_ne_bytes([args.addr[0], args.addr[1]]);
     if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
         return;

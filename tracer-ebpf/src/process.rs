@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -11,7 +11,8 @@ use tracer_common::{
 };
 
 use crate::common::{
-    TRACED_TGIDS, config, count, current_task, fill_header, read_field, reserve, should_trace,
+    TRACED_TGIDS, config, count, current_task, fill_header, read_field, read_user_bounded, reserve,
+    should_trace,
 };
 
 /// `sched:sched_process_exec`, fired in the new image's context once exec has
@@ -63,19 +64,10 @@ fn try_exec(ctx: &TracePointContext) {
     match (start, end) {
         (Some(start), Some(end)) if end > start => {
             let full = end - start;
-            // The mask proves the bound to the verifier; a block of exactly
-            // ARGV_LEN bytes loses its last NUL and is flagged truncated.
-            let len = if full >= ARGV_LEN as u64 { ARGV_LEN as u64 - 1 } else { full };
-            let len = len & (ARGV_LEN as u64 - 1);
-            // SAFETY: the destination has ARGV_LEN bytes and len < ARGV_LEN.
-            let ret = unsafe {
-                generated::bpf_probe_read_user(
-                    event.argv.as_mut_ptr().cast(),
-                    len as u32,
-                    start as *const core::ffi::c_void,
-                )
-            };
-            if ret == 0 {
+            // A block of exactly ARGV_LEN bytes loses its last NUL and is
+            // flagged truncated.
+            let read = read_user_bounded(&mut event.argv, start, full);
+            if let Some(len) = read {
                 event.argv_len = len as u16;
                 event.argv_full_len = full.min(u32::MAX as u64) as u32;
                 if full > len {
