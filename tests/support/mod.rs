@@ -143,3 +143,42 @@ pub fn assert_common_fields(r: &Value) {
         }
     }
 }
+
+/// Forks; the child runs `f` and `_exit`s with its return value. `f` must
+/// only make syscalls (no allocation: the test process has other threads).
+pub fn fork_child(f: impl FnOnce() -> i32) -> u32 {
+    // SAFETY: the child only runs `f`, which the caller keeps to syscalls.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            libc::_exit(f());
+        }
+        pid as u32
+    }
+}
+
+/// Waits for a child; returns its exit status and the CPU time the kernel
+/// accounted to it (user + system), in milliseconds.
+pub fn wait_rusage(pid: u32) -> (i32, f64) {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 on our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid as i32, "wait4: {}", std::io::Error::last_os_error());
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    (status, ms(ru.ru_utime) + ms(ru.ru_stime))
+}
+
+/// Spins on the CPU until this thread has used `ms` of CPU time.
+pub fn burn_cpu(ms: u64) {
+    let target = ms as i64 * 1_000_000;
+    loop {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        if ts.tv_sec * 1_000_000_000 + ts.tv_nsec >= target {
+            return;
+        }
+    }
+}

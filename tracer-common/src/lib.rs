@@ -26,10 +26,13 @@ pub enum EventKind {
     Exit = 3,
     Connect = 4,
     GpuOpen = 5,
+    /// setsid(2) succeeded: the process leads a new session (tree root).
+    SetSid = 6,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen];
+    pub const ALL: [EventKind; 6] =
+        [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen, Self::SetSid];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
         match raw {
@@ -38,6 +41,7 @@ impl EventKind {
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
             5 => Some(Self::GpuOpen),
+            6 => Some(Self::SetSid),
             _ => None,
         }
     }
@@ -49,6 +53,7 @@ impl EventKind {
             Self::Exit => "exit",
             Self::Connect => "connect",
             Self::GpuOpen => "gpu_open",
+            Self::SetSid => "setsid",
         }
     }
 }
@@ -202,7 +207,6 @@ pub struct KernelOffsets {
     pub sock_protocol: u32,
     /// inode.i_rdev: the device number of a device file.
     pub inode_rdev: u32,
-    pub _pad: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -229,7 +233,6 @@ impl KernelOffsets {
         sock_type: NO_OFFSET,
         sock_protocol: NO_OFFSET,
         inode_rdev: NO_OFFSET,
-        _pad: 0,
     };
 }
 
@@ -256,6 +259,17 @@ pub struct TracepointOffsets {
     pub ioctl_cmd: u32,
     pub ioctl_arg: u32,
     pub ioctl_ret: u32,
+    pub switch_prev_pid: u32,
+    pub raw_sys_enter_id: u32,
+    pub sock_len_ret: u32,
+    pub sock_len_flags: u32,
+    pub setsid_ret: u32,
+    pub _pad: u32,
+}
+
+pub mod config_flags {
+    /// Count syscalls per process and number, not only per process.
+    pub const SYSCALL_HISTOGRAM: u32 = 1;
 }
 
 /// Everything user space decides before load, as one read-only global.
@@ -268,6 +282,9 @@ pub struct Config {
     pub filter_tgids: u32,
     /// Non-zero: only tasks in this cgroup v2 id are traced.
     pub filter_cgroup_id: u64,
+    /// `config_flags::*`.
+    pub flags: u32,
+    pub _pad: u32,
     pub kernel: KernelOffsets,
     pub tp: TracepointOffsets,
 }
@@ -277,6 +294,8 @@ impl Config {
         tracer_tgid: 0,
         filter_tgids: 0,
         filter_cgroup_id: 0,
+        flags: 0,
+        _pad: 0,
         kernel: KernelOffsets::UNKNOWN,
         tp: TracepointOffsets {
             exec_filename: NO_OFFSET,
@@ -297,8 +316,39 @@ impl Config {
             ioctl_cmd: NO_OFFSET,
             ioctl_arg: NO_OFFSET,
             ioctl_ret: NO_OFFSET,
+            switch_prev_pid: NO_OFFSET,
+            raw_sys_enter_id: NO_OFFSET,
+            sock_len_ret: NO_OFFSET,
+            sock_len_flags: NO_OFFSET,
+            setsid_ret: NO_OFFSET,
+            _pad: 0,
         },
     };
+}
+
+/// Per-process activity the kernel accumulates (per CPU); user space reads
+/// it on the activity interval.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// On-CPU time from sched_switch.
+    pub cpu_ns: u64,
+    /// System calls entered (raw_syscalls:sys_enter).
+    pub syscalls: u64,
+    /// Bytes and calls from sock:sock_send_length / sock_recv_length.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_calls: u64,
+    pub rx_calls: u64,
+}
+
+/// A setsid(2) that succeeded; the header is the caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SetSidEvent {
+    pub header: EventHeader,
+    pub sid: u32,
+    pub _pad: u32,
 }
 
 /// GPU device families the kernel side decodes arguments for. User space
@@ -372,6 +422,12 @@ pub struct GpuOpenEvent {
     pub _pad: u32,
 }
 
+// No implicit padding: these cross to the kernel byte for byte.
+const _: () =
+    assert!(size_of::<KernelOffsets>().is_multiple_of(8) && size_of::<TracepointOffsets>().is_multiple_of(8));
+const _: () =
+    assert!(size_of::<Config>() == 24 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -381,4 +437,5 @@ mod pod {
     unsafe impl aya::Pod for ConnectArgs {}
     unsafe impl aya::Pod for GpuStatKey {}
     unsafe impl aya::Pod for GpuStat {}
+    unsafe impl aya::Pod for ProcStats {}
 }

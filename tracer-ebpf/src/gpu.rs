@@ -236,11 +236,15 @@ fn try_exit_ioctl(ctx: &TracePointContext) -> Option<()> {
         Some(p) => p,
         None => {
             let zero = GpuStat { calls: 0, errors: 0, total_ns: 0, bytes: 0, bytes_requested: 0 };
-            if GPU_STATS.insert(&call.key, &zero, 0).is_err() {
-                count(counter::GPU_STATS_FULL);
-                return None;
+            // Lost a race with another CPU creating it: that is fine.
+            let _ = GPU_STATS.insert(&call.key, &zero, crate::ledger::BPF_NOEXIST);
+            match GPU_STATS.get_ptr_mut(&call.key) {
+                Some(p) => p,
+                None => {
+                    count(counter::GPU_STATS_FULL);
+                    return None;
+                }
             }
-            GPU_STATS.get_ptr_mut(&call.key)?
         }
     };
     // SAFETY: this CPU's slot of a per-CPU value.

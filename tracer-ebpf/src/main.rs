@@ -15,6 +15,8 @@ mod files;
 #[cfg(target_arch = "bpf")]
 mod gpu;
 #[cfg(target_arch = "bpf")]
+mod ledger;
+#[cfg(target_arch = "bpf")]
 mod process;
 
 #[cfg(target_arch = "bpf")]

@@ -6,9 +6,7 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{
-    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, counter, exec_flags,
-};
+use tracer_common::{EventKind, ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, counter, exec_flags};
 
 use crate::common::{
     TRACED_TGIDS, config, count, current_task, fill_header, read_field, read_user_bounded, reserve,

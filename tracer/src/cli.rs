@@ -58,11 +58,16 @@ pub struct RunArgs {
     #[arg(long = "gpu-device", value_name = "SPEC")]
     pub gpu_devices: Vec<String>,
 
+    /// Count syscalls per process only, not per process and syscall number
+    /// (one map update per syscall instead of two).
+    #[arg(long)]
+    pub no_syscall_histogram: bool,
+
     /// Do not sample NVIDIA's management library (libnvidia-ml) even where present.
     #[arg(long)]
     pub no_nvml: bool,
 
-    /// Interval between gpu.activity records (per active process).
+    /// Interval between activity records (process, tree, container, GPU).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub activity_interval: Duration,
 

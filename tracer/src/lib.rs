@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod gpu;
 pub mod kernel;
+pub mod ledger;
 pub mod output;
 pub mod pipeline;
 pub mod process;

@@ -22,12 +22,14 @@ use crate::{
         Kernel, LoadOptions,
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
     },
+    ledger::{AccountView, ActivityView as LedgerActivity, Delta, Ledger, online_cpus},
     output::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ExecView, ExitView, ForkView, GpuBody, HealthView, ProcessView, Record,
-            SCHEMA_VERSION, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
+            Body, ConnectView, ContainerView, ExecView, ExitView, ForkView, GpuBody, HealthView, ParentView,
+            ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name, protocol_name, rfc3339_nanos,
+            socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -40,6 +42,23 @@ pub struct Stats {
     pub by_kind: BTreeMap<&'static str, u64>,
     pub decode_errors: u64,
     pub filtered_out: u64,
+    /// Activity of a process that could not be identified (gone from /proc
+    /// before it was ever seen).
+    pub unattributed_activity: u64,
+}
+
+/// Sums for one tree or container over an interval.
+#[derive(Default)]
+struct Rollup {
+    delta: Delta,
+    gpu: Option<crate::gpu::Summary>,
+    processes: u32,
+    container_id: Option<String>,
+    cgroup_id: Option<u64>,
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// Converts CLOCK_MONOTONIC (what the kernel stamps) to wall-clock time.
@@ -93,6 +112,7 @@ pub struct Pipeline {
     last_activity: Instant,
     nvml: Option<Nvml>,
     nvml_status: String,
+    ledger: Ledger,
 }
 
 impl Pipeline {
@@ -116,6 +136,7 @@ impl Pipeline {
             last_activity: Instant::now(),
             nvml: None,
             nvml_status: "disabled".into(),
+            ledger: Ledger::default(),
         }
     }
 
@@ -148,8 +169,12 @@ impl Pipeline {
     fn view(&mut self, h: &Header) -> ProcessView {
         let cgroup_path = self.cgroups.path(h.cgroup_id).map(str::to_owned);
         let p = self.table.resolve(h);
-        if p.container_id.is_none() {
-            p.container_id = cgroup_path.as_deref().and_then(cgroup::container_id);
+        if let Some(path) = &cgroup_path {
+            // The kernel's view: a process moved between cgroups follows.
+            p.cgroup = Some(path.clone());
+            if let Some(id) = cgroup::container_id(path) {
+                p.container_id = Some(id);
+            }
         }
         let p = p.clone();
         let parents = self.table.ancestors(h.tgid);
@@ -164,18 +189,18 @@ impl Pipeline {
         Some(ProcessView::new(&p, tgid, &parents, cgroup_path))
     }
 
-    /// gpu.activity records for every process active since the last call
-    /// (or only `tgid`, for its final account at exit).
-    pub fn emit_gpu_activity(&mut self, kernel: &mut Kernel, tgid: Option<u32>) -> Result<()> {
-        let interval_s = (self.last_activity.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        if tgid.is_none() {
-            self.last_activity = Instant::now();
-        }
+    /// The GPU activity since the last report, NVML merged in where loaded
+    /// (NVML sees kernel launches that make no ioctl). `only`: one process's
+    /// final account.
+    fn gpu_activity(
+        &mut self,
+        kernel: &Kernel,
+        only: Option<u32>,
+        interval_s: f64,
+    ) -> Result<BTreeMap<u32, crate::gpu::ActivityView>> {
         let snapshot = kernel.gpu_snapshot()?;
-        let mut activity = self.gpu.activity(&snapshot, tgid, interval_s);
-        // NVML sees kernel launches that make no ioctl: a process busy on the
-        // GPU gets a record even when its driver calls were idle.
-        if tgid.is_none()
+        let mut activity = self.gpu.activity(&snapshot, only, interval_s);
+        if only.is_none()
             && let Some(nvml) = self.nvml.as_mut()
         {
             for (pid, sample) in nvml.sample() {
@@ -188,14 +213,96 @@ impl Pipeline {
                 view.nvml = Some(sample);
             }
         }
+        Ok(activity)
+    }
+
+    /// One exited process's last GPU activity, then its GPU keys go.
+    fn emit_final_gpu_account(&mut self, kernel: &mut Kernel, tgid: u32) -> Result<()> {
+        let interval_s = round3(self.last_activity.elapsed().as_secs_f64());
+        let activity = self.gpu_activity(kernel, Some(tgid), interval_s)?;
         let now = Clock::now_mono_ns();
         for (pid, view) in activity {
             let process = self.view_of_tgid(pid);
             self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
         }
-        if let Some(t) = tgid {
-            kernel.forget_gpu_process(t);
-            self.gpu.forget(t);
+        kernel.forget_gpu_process(tgid);
+        self.gpu.forget(tgid);
+        Ok(())
+    }
+
+    /// The activity interval: process.activity for every process that did
+    /// something, gpu.activity with the driver detail, and the roll-ups
+    /// tree.activity (per session) and container.activity (per cgroup).
+    pub fn emit_activity(&mut self, kernel: &mut Kernel) -> Result<()> {
+        let interval_s = round3(self.last_activity.elapsed().as_secs_f64());
+        self.last_activity = Instant::now();
+        let deltas = self.ledger.deltas(&kernel.proc_snapshot()?, &kernel.syscall_snapshot()?);
+        let gpu = self.gpu_activity(kernel, None, interval_s)?;
+        let now = Clock::now_mono_ns();
+        let ncpus = online_cpus();
+
+        let mut trees: BTreeMap<u32, Rollup> = BTreeMap::new();
+        let mut containers: BTreeMap<String, Rollup> = BTreeMap::new();
+        let tgids: std::collections::BTreeSet<u32> = deltas.keys().chain(gpu.keys()).copied().collect();
+        for tgid in tgids {
+            let delta = deltas.get(&tgid).cloned().unwrap_or_default();
+            let gpu_summary = gpu.get(&tgid).map(|a| a.summary.clone());
+            let Some(process) = self.view_of_tgid(tgid) else {
+                self.stats.unattributed_activity += 1;
+                continue;
+            };
+            if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_slice() == process.comm.as_bytes()) {
+                self.stats.filtered_out += 1;
+                continue;
+            }
+            let (sid, cgroup) = match self.table.get(tgid) {
+                Some(p) => (p.sid.unwrap_or(tgid), p.cgroup.clone()),
+                None => (tgid, None),
+            };
+            let cgroup = cgroup.or_else(|| process.cgroup.clone()).unwrap_or_else(|| "unknown".into());
+            for rollup in [trees.entry(sid).or_default(), containers.entry(cgroup.clone()).or_default()] {
+                rollup.delta.add(&delta);
+                rollup.processes += 1;
+                if let Some(g) = &gpu_summary {
+                    rollup.gpu.get_or_insert_with(Default::default).add(g);
+                }
+                if rollup.container_id.is_none() {
+                    rollup.container_id = process.container_id.clone();
+                    rollup.cgroup_id = process.cgroup_id;
+                }
+            }
+            let activity = LedgerActivity::new(&delta, interval_s, ncpus, gpu_summary);
+            self.emit(now, Some(process), Body::Activity(activity))?;
+        }
+        for (pid, view) in gpu {
+            let process = self.view_of_tgid(pid);
+            self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
+        }
+        for (sid, r) in trees {
+            let leader = self.table.get(sid).filter(|p| p.sid == Some(sid)).map(|p| ParentView {
+                entity_id: p.entity_id.clone(),
+                pid: p.tgid,
+                exe: p.exe.as_deref().map(|e| bytes_to_string(e).0.into_owned()),
+            });
+            let activity = LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu);
+            let body = Body::Tree(TreeView { sid, leader, active_processes: r.processes, activity });
+            self.emit(now, None, body)?;
+        }
+        for (cgroup, r) in containers {
+            let activity = LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu);
+            let body = Body::Container(ContainerView {
+                cgroup,
+                cgroup_id: r.cgroup_id,
+                container_id: r.container_id,
+                active_processes: r.processes,
+                activity,
+            });
+            self.emit(now, None, body)?;
+        }
+        // Exited processes have had their last interval: forget them.
+        for tgid in self.table.sweep_exited() {
+            kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid));
+            self.ledger.forget(tgid);
         }
         Ok(())
     }
@@ -251,17 +358,24 @@ impl Pipeline {
             EventBody::Exit { exit_code } => {
                 let result = if wanted {
                     let process = self.view(&h);
-                    self.emit(h.ktime_ns, Some(process), Body::Exit(ExitView::from_raw(exit_code)))
+                    let mut exit = ExitView::from_raw(exit_code);
+                    exit.account = kernel.proc_stats_of(h.tgid).as_ref().map(AccountView::new);
+                    self.emit(h.ktime_ns, Some(process), Body::Exit(exit))
                 } else {
                     self.stats.filtered_out += 1;
                     Ok(())
                 };
-                // The process's last GPU activity is its final account.
+                // The process's last GPU activity is its final GPU account.
                 if self.gpu_tgids.remove(&h.tgid) {
-                    self.emit_gpu_activity(kernel, Some(h.tgid))?;
+                    self.emit_final_gpu_account(kernel, h.tgid)?;
                 }
-                self.table.remove(h.tgid);
+                // Kept until the next activity report, which closes its books.
+                self.table.resolve(&h).exited = true;
                 result
+            }
+            EventBody::SetSid { sid } => {
+                self.table.resolve(&h).sid = Some(sid);
+                Ok(())
             }
             EventBody::GpuOpen { rdev, vendor, fd, cmd, sub } => {
                 self.gpu_tgids.insert(h.tgid);
@@ -328,6 +442,7 @@ impl Pipeline {
             dropped_total: counters.dropped_total(),
             decode_errors: self.stats.decode_errors,
             filtered_out: self.stats.filtered_out,
+            unattributed_activity: self.stats.unattributed_activity,
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,
@@ -398,6 +513,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         tgids: args.pids.clone(),
         cgroup_id: args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or(0),
         gpu_devices: gpu_devices.clone(),
+        syscall_histogram: !args.no_syscall_histogram,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -441,7 +557,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             }
             _ = health.tick() => pipeline.emit_health(&kernel, "running")?,
             _ = activity.tick() => {
-                pipeline.emit_gpu_activity(&mut kernel, None)?;
+                pipeline.emit_activity(&mut kernel)?;
                 pipeline.sink.flush()?;
             }
             _ = sigint.recv() => break,
@@ -457,7 +573,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
     pipeline.drain(&mut ring, &mut kernel)?;
     std::thread::sleep(Duration::from_millis(20));
     pipeline.drain(&mut ring, &mut kernel)?;
-    pipeline.emit_gpu_activity(&mut kernel, None)?;
+    pipeline.emit_activity(&mut kernel)?;
     pipeline.emit_health(&kernel, "final")?;
     pipeline.sink.flush()
 }

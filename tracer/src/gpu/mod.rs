@@ -71,6 +71,20 @@ pub struct Summary {
     pub waits: u64,
 }
 
+impl Summary {
+    pub fn add(&mut self, o: &Summary) {
+        self.calls += o.calls;
+        self.errors += o.errors;
+        self.ioctl_time_us += o.ioctl_time_us;
+        self.compute_contexts += o.compute_contexts;
+        self.memory_allocs += o.memory_allocs;
+        self.memory_allocated_bytes += o.memory_allocated_bytes;
+        self.memory_requested_bytes += o.memory_requested_bytes;
+        self.submissions += o.submissions;
+        self.waits += o.waits;
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ActivityView {
     pub interval_s: f64,

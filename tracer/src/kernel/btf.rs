@@ -49,7 +49,6 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         sock_type: field("sock", "sk_type"),
         sock_protocol: field("sock", "sk_protocol"),
         inode_rdev: field("inode", "i_rdev"),
-        _pad: 0,
     };
     Ok(ResolvedOffsets { offsets, missing })
 }

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent, connect_source,
-    exec_flags,
+    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent, SetSidEvent,
+    connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,10 @@ pub enum Body {
         fd: i32,
         cmd: u32,
         sub: u32,
+    },
+    /// The process became a session leader.
+    SetSid {
+        sid: u32,
     },
 }
 
@@ -192,6 +196,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read(bytes, raw_kind)?;
             Ok(Event { header: header(&raw.header, kind), body: Body::Exit { exit_code: raw.exit_code } })
+        }
+        EventKind::SetSid => {
+            let raw: SetSidEvent = read(bytes, raw_kind)?;
+            Ok(Event { header: header(&raw.header, kind), body: Body::SetSid { sid: raw.sid } })
         }
         EventKind::GpuOpen => {
             let raw: GpuOpenEvent = read(bytes, raw_kind)?;

@@ -15,7 +15,9 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use serde::Serialize;
-use tracer_common::{Config, EventKind, GpuStat, GpuStatKey, NO_OFFSET, TracepointOffsets, counter};
+use tracer_common::{
+    Config, EventKind, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets, config_flags, counter,
+};
 
 use crate::gpu::devices::GpuDevice;
 
@@ -30,7 +32,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 8] = [
+const PROGRAM_HOOKS: [(&str, Hook); 13] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -39,6 +41,11 @@ const PROGRAM_HOOKS: [(&str, Hook); 8] = [
     ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
     ("sys_enter_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_enter_ioctl" }),
     ("sys_exit_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_exit_ioctl" }),
+    ("sched_switch", Hook::Tracepoint { category: "sched", name: "sched_switch" }),
+    ("raw_sys_enter", Hook::Tracepoint { category: "raw_syscalls", name: "sys_enter" }),
+    ("sock_send_length", Hook::Tracepoint { category: "sock", name: "sock_send_length" }),
+    ("sock_recv_length", Hook::Tracepoint { category: "sock", name: "sock_recv_length" }),
+    ("sys_exit_setsid", Hook::Tracepoint { category: "syscalls", name: "sys_exit_setsid" }),
 ];
 
 impl Hook {
@@ -70,6 +77,8 @@ pub struct LoadOptions {
     pub cgroup_id: u64,
     /// Devices whose ioctls are attributed as GPU activity.
     pub gpu_devices: Vec<GpuDevice>,
+    /// Count syscalls per process and number (else per process only).
+    pub syscall_histogram: bool,
 }
 
 /// Loaded and attached programs, with the maps user space reads.
@@ -79,6 +88,8 @@ pub struct Kernel {
     counters: PerCpuArray<MapData, u64>,
     gpu_stats: PerCpuHashMap<MapData, GpuStatKey, GpuStat>,
     gpu_seen: BpfHashMap<MapData, u64, u8>,
+    proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
+    syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     pub attach: Vec<AttachStatus>,
     /// Kernel fields or tracepoint fields not found: enrichments disabled.
     pub missing_fields: Vec<String>,
@@ -130,6 +141,8 @@ impl Kernel {
             tracer_tgid: std::process::id(),
             filter_tgids: u32::from(!opts.tgids.is_empty()),
             filter_cgroup_id: opts.cgroup_id,
+            flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
+            _pad: 0,
             kernel: kernel_offsets,
             tp,
         };
@@ -188,13 +201,64 @@ impl Kernel {
         )?;
         let gpu_seen =
             BpfHashMap::try_from(ebpf.take_map("GPU_SEEN").ok_or_else(|| anyhow!("map GPU_SEEN missing"))?)?;
-        Ok((Self { ebpf: Some(ebpf), counters, gpu_stats, gpu_seen, attach, missing_fields }, events))
+        let proc_stats = PerCpuHashMap::try_from(
+            ebpf.take_map("PROC_STATS").ok_or_else(|| anyhow!("map PROC_STATS missing"))?,
+        )?;
+        let syscall_counts = PerCpuHashMap::try_from(
+            ebpf.take_map("SYSCALL_COUNTS").ok_or_else(|| anyhow!("map SYSCALL_COUNTS missing"))?,
+        )?;
+        Ok((
+            Self {
+                ebpf: Some(ebpf),
+                counters,
+                gpu_stats,
+                gpu_seen,
+                proc_stats,
+                syscall_counts,
+                attach,
+                missing_fields,
+            },
+            events,
+        ))
     }
 
     /// Detaches and unloads every program; the maps stay readable so what is
     /// already in the ring buffer can be drained.
     pub fn detach(&mut self) {
         self.ebpf = None;
+    }
+
+    /// Cumulative per-process counters, summed over CPUs.
+    pub fn proc_snapshot(&self) -> Result<HashMap<u32, ProcStats>> {
+        let mut out = HashMap::new();
+        for entry in self.proc_stats.iter() {
+            let (tgid, per_cpu) = entry.context("reading PROC_STATS")?;
+            out.insert(tgid, sum_proc_stats(per_cpu.iter()));
+        }
+        Ok(out)
+    }
+
+    /// One process's cumulative counters (for its final account at exit).
+    pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
+        self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter()))
+    }
+
+    /// Cumulative syscall counts per (tgid, syscall number).
+    pub fn syscall_snapshot(&self) -> Result<HashMap<(u32, u32), u64>> {
+        let mut out = HashMap::new();
+        for entry in self.syscall_counts.iter() {
+            let (key, per_cpu) = entry.context("reading SYSCALL_COUNTS")?;
+            out.insert(((key >> 32) as u32, key as u32), per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Drops an exited process's counters.
+    pub fn forget_process(&mut self, tgid: u32, syscall_numbers: impl IntoIterator<Item = u32>) {
+        let _ = self.proc_stats.remove(&tgid);
+        for nr in syscall_numbers {
+            let _ = self.syscall_counts.remove(&((u64::from(tgid) << 32) | u64::from(nr)));
+        }
     }
 
     /// Cumulative GPU ioctl counters, summed over CPUs.
@@ -248,6 +312,17 @@ impl Kernel {
     }
 }
 
+fn sum_proc_stats<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> ProcStats {
+    per_cpu.fold(ProcStats::default(), |a, v| ProcStats {
+        cpu_ns: a.cpu_ns + v.cpu_ns,
+        syscalls: a.syscalls + v.syscalls,
+        tx_bytes: a.tx_bytes + v.tx_bytes,
+        rx_bytes: a.rx_bytes + v.rx_bytes,
+        tx_calls: a.tx_calls + v.tx_calls,
+        rx_calls: a.rx_calls + v.rx_calls,
+    })
+}
+
 fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook) -> Result<()> {
     let prog = ebpf.program_mut(program).ok_or_else(|| anyhow!("program {program} not in the object"))?;
     match hook {
@@ -291,6 +366,11 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.inode_rdev, "inode.i_rdev"),
         ],
         "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
+        "raw_sys_enter" => &[(t.raw_sys_enter_id, "raw_syscalls:sys_enter.id")],
+        "sock_send_length" | "sock_recv_length" => {
+            &[(t.sock_len_ret, "sock_send_length.ret"), (t.sock_len_flags, "sock_recv_length.flags")]
+        }
+        "sys_exit_setsid" => &[(t.setsid_ret, "sys_exit_setsid.ret")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),
@@ -341,6 +421,14 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         ioctl_cmd: get("syscalls", "sys_enter_ioctl", "cmd"),
         ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),
         ioctl_ret: get("syscalls", "sys_exit_ioctl", "ret"),
+        switch_prev_pid: get("sched", "sched_switch", "prev_pid"),
+        raw_sys_enter_id: get("raw_syscalls", "sys_enter", "id"),
+        // sock_send_length and sock_recv_length share one event class
+        // (include/trace/events/sock.h: sock_msg_length).
+        sock_len_ret: get("sock", "sock_send_length", "ret"),
+        sock_len_flags: get("sock", "sock_recv_length", "flags"),
+        setsid_ret: get("syscalls", "sys_exit_setsid", "ret"),
+        _pad: 0,
     }
 }
 

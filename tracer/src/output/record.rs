@@ -34,7 +34,34 @@ pub enum Body {
     Exit(ExitView),
     Connect(ConnectView),
     Gpu(GpuBody),
+    /// process.activity
+    Activity(crate::ledger::ActivityView),
+    /// tree.activity
+    Tree(TreeView),
+    /// container.activity
+    Container(ContainerView),
     Health(HealthView),
+}
+
+/// A process tree: the processes of one session (daemons, services, login
+/// sessions and container inits start one with setsid).
+#[derive(Debug, Serialize)]
+pub struct TreeView {
+    pub sid: u32,
+    /// The session leader, when it is still known.
+    pub leader: Option<ParentView>,
+    pub active_processes: u32,
+    pub activity: crate::ledger::ActivityView,
+}
+
+/// A cgroup, and the container it belongs to when its path names one.
+#[derive(Debug, Serialize)]
+pub struct ContainerView {
+    pub cgroup: String,
+    pub cgroup_id: Option<u64>,
+    pub container_id: Option<String>,
+    pub active_processes: u32,
+    pub activity: crate::ledger::ActivityView,
 }
 
 /// `gpu` object of gpu.open and gpu.activity records.
@@ -54,6 +81,9 @@ impl Body {
             Self::Connect(_) => "network.connect",
             Self::Gpu(GpuBody::Open(_)) => "gpu.open",
             Self::Gpu(GpuBody::Activity(_)) => "gpu.activity",
+            Self::Activity(_) => "process.activity",
+            Self::Tree(_) => "tree.activity",
+            Self::Container(_) => "container.activity",
             Self::Health(_) => "tracer.health",
         }
     }
@@ -155,6 +185,9 @@ pub struct ExitView {
     pub code: Option<u32>,
     pub signal: Option<u32>,
     pub core_dumped: bool,
+    /// Lifetime totals while traced: CPU, syscalls, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::ledger::AccountView>,
 }
 
 impl ExitView {
@@ -162,9 +195,9 @@ impl ExitView {
     pub fn from_raw(raw: u32) -> Self {
         let signal = raw & 0x7f;
         if signal == 0 {
-            Self { code: Some((raw >> 8) & 0xff), signal: None, core_dumped: false }
+            Self { code: Some((raw >> 8) & 0xff), signal: None, core_dumped: false, account: None }
         } else {
-            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0 }
+            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0, account: None }
         }
     }
 }
@@ -208,6 +241,8 @@ pub struct HealthView {
     pub decode_errors: u64,
     /// Records read but left out by the --comm filter.
     pub filtered_out: u64,
+    /// Activity of processes that could not be identified.
+    pub unattributed_activity: u64,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
     /// GPU ioctls not counted because the per-process table was full.

@@ -25,7 +25,14 @@ pub struct Process {
     pub argv: Vec<Vec<u8>>,
     pub argv_truncated: bool,
     pub cgroup_id: Option<u64>,
+    /// cgroup v2 path, from /proc or resolved from the id.
+    pub cgroup: Option<String>,
     pub container_id: Option<String>,
+    /// Session id: the processes of one session form one tree.
+    pub sid: Option<u32>,
+    /// Exited; kept until the next activity report so late counters and
+    /// events still find it.
+    pub exited: bool,
 }
 
 pub struct ProcessTable {
@@ -92,7 +99,10 @@ impl ProcessTable {
             argv: e.argv,
             argv_truncated: false,
             cgroup_id: None,
+            cgroup: procfs::cgroup_v2_path(&e.cgroup_lines),
             container_id: cgroup::container_id(&e.cgroup_lines),
+            sid: Some(e.sid),
+            exited: false,
         }
     }
 
@@ -123,7 +133,10 @@ impl ProcessTable {
                     argv: Vec::new(),
                     argv_truncated: false,
                     cgroup_id: None,
+                    cgroup: None,
                     container_id: None,
+                    sid: None,
+                    exited: false,
                 }
             });
             self.by_tgid.insert(h.tgid, p);
@@ -143,10 +156,19 @@ impl ProcessTable {
 
     /// A new process: it starts as a copy of its parent's image.
     pub fn fork(&mut self, parent: &Header, child_tgid: u32, child_start_ns: u64) -> &Process {
-        let (exe, argv, argv_truncated, container_id) = self
+        let (exe, argv, argv_truncated, cgroup, container_id, sid) = self
             .by_tgid
             .get(&parent.tgid)
-            .map(|p| (p.exe.clone(), p.argv.clone(), p.argv_truncated, p.container_id.clone()))
+            .map(|p| {
+                (
+                    p.exe.clone(),
+                    p.argv.clone(),
+                    p.argv_truncated,
+                    p.cgroup.clone(),
+                    p.container_id.clone(),
+                    p.sid,
+                )
+            })
             .unwrap_or_default();
         let ticks = self.ns_to_ticks(child_start_ns);
         let child = Process {
@@ -160,7 +182,10 @@ impl ProcessTable {
             argv,
             argv_truncated,
             cgroup_id: Some(parent.cgroup_id),
+            cgroup,
             container_id,
+            sid,
+            exited: false,
         };
         self.by_tgid.insert(child_tgid, child);
         &self.by_tgid[&child_tgid]
@@ -177,6 +202,15 @@ impl ProcessTable {
 
     pub fn remove(&mut self, tgid: u32) -> Option<Process> {
         self.by_tgid.remove(&tgid)
+    }
+
+    /// Removes the processes marked exited; returns their tgids.
+    pub fn sweep_exited(&mut self) -> Vec<u32> {
+        let gone: Vec<u32> = self.by_tgid.values().filter(|p| p.exited).map(|p| p.tgid).collect();
+        for t in &gone {
+            self.by_tgid.remove(t);
+        }
+        gone
     }
 
     /// Entity ids of the parent, grandparent, … as far as the table knows.

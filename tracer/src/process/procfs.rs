@@ -16,6 +16,8 @@ pub struct ProcEntry {
     pub argv: Vec<Vec<u8>>,
     /// Lines of /proc/PID/cgroup, for container ids.
     pub cgroup_lines: String,
+    /// Session id (field 6 of stat).
+    pub sid: u32,
 }
 
 /// The fields of /proc/PID/stat the table needs.
@@ -23,6 +25,7 @@ pub struct ProcEntry {
 pub struct Stat {
     pub comm: Vec<u8>,
     pub ppid: u32,
+    pub sid: u32,
     pub start_ticks: u64,
 }
 
@@ -39,8 +42,9 @@ pub fn parse_stat(raw: &[u8]) -> Option<Stat> {
     // rest: " S ppid pgrp ... ": state is field 3, ppid 4, starttime 22.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ppid = fields.get(1)?.parse().ok()?;
+    let sid = fields.get(3)?.parse().ok()?;
     let start_ticks = fields.get(19)?.parse().ok()?;
-    Some(Stat { comm, ppid, start_ticks })
+    Some(Stat { comm, ppid, sid, start_ticks })
 }
 
 fn parse_uid(status: &str) -> Option<u32> {
@@ -68,7 +72,13 @@ pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
         exe,
         argv,
         cgroup_lines,
+        sid: stat.sid,
     })
+}
+
+/// The cgroup v2 path from /proc/PID/cgroup's `0::` line.
+pub fn cgroup_v2_path(cgroup_lines: &str) -> Option<String> {
+    cgroup_lines.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
 /// Every process in /proc at this moment (threads excluded).
@@ -95,6 +105,7 @@ mod tests {
         let s = parse_stat(raw).unwrap();
         assert_eq!(s.comm, b"a) b (c)");
         assert_eq!(s.ppid, 17);
+        assert_eq!(s.sid, 4242);
         assert_eq!(s.start_ticks, 987654);
     }
 

@@ -1,0 +1,162 @@
+//! The compute and network ledger against real processes: CPU time checked
+//! against what the kernel's own accounting (wait4 rusage) says, exact byte
+//! counts, and roll-ups per process tree (session) and per cgroup.
+
+mod support;
+
+use std::{io::Read as _, net::TcpListener};
+
+use serde_json::Value;
+use support::{Tracer, burn_cpu, fork_child, of_kind, wait_rusage};
+
+/// Sends exactly `bytes` over a fresh TCP connection to `port`, from
+/// syscalls only (safe after fork).
+fn send_tcp(port: u16, bytes: usize) -> i32 {
+    static BUF: [u8; 8192] = [7; 8192];
+    // SAFETY: plain socket calls on our own fd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            return 3;
+        }
+        let mut left = bytes;
+        while left > 0 {
+            let n = libc::send(fd, BUF.as_ptr().cast(), left.min(BUF.len()), 0);
+            if n <= 0 {
+                return 4;
+            }
+            left -= n as usize;
+        }
+        libc::close(fd);
+    }
+    0
+}
+
+fn cpu_ms(activity: &Value) -> f64 {
+    activity["cpu"]["time_ms"].as_f64().unwrap()
+}
+
+#[test]
+fn cpu_time_and_bytes_are_attributed_to_the_child() {
+    const BYTES: usize = 50_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+
+    let child = fork_child(|| {
+        burn_cpu(300);
+        send_tcp(port, BYTES)
+    });
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), BYTES);
+    let (status, kernel_cpu_ms) = wait_rusage(child);
+    assert_eq!(status, 0);
+    let records = tracer.stop();
+
+    let exits = of_kind(&records, "process.exit", child);
+    assert_eq!(exits.len(), 1);
+    let account = &exits[0]["exit"]["account"];
+    let traced_ms = account["cpu_ms"].as_f64().unwrap();
+    eprintln!("child CPU: traced {traced_ms:.1} ms, kernel rusage {kernel_cpu_ms:.1} ms");
+    assert!((traced_ms - kernel_cpu_ms).abs() <= kernel_cpu_ms * 0.10, "{traced_ms} vs {kernel_cpu_ms}");
+    assert_eq!(account["tx_bytes"], BYTES, "{account}");
+    assert_eq!(account["rx_bytes"], 0);
+
+    // The activity record of the interval carries the same figures.
+    let activity = of_kind(&records, "process.activity", child);
+    assert_eq!(activity.len(), 1, "{activity:#?}");
+    let a = &activity[0]["activity"];
+    assert_eq!(a["network"]["tx_bytes"], BYTES);
+    assert!((cpu_ms(a) - kernel_cpu_ms).abs() <= kernel_cpu_ms * 0.10);
+    let syscalls: Vec<&str> =
+        a["syscalls"]["top"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(syscalls.contains(&"sendto") || syscalls.contains(&"clock_gettime"), "{syscalls:?}");
+}
+
+#[test]
+fn a_session_rolls_up_into_one_tree_account() {
+    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+    let leader = fork_child(|| {
+        // SAFETY: syscalls only.
+        unsafe {
+            if libc::setsid() < 0 {
+                return 2;
+            }
+            let mut kids = [0; 2];
+            for k in &mut kids {
+                *k = libc::fork();
+                if *k == 0 {
+                    burn_cpu(150);
+                    libc::_exit(0);
+                }
+            }
+            burn_cpu(50);
+            for k in kids {
+                libc::waitpid(k, std::ptr::null_mut(), 0);
+            }
+        }
+        0
+    });
+    let (status, own_ms) = wait_rusage(leader);
+    assert_eq!(status, 0);
+    let records = tracer.stop();
+
+    let trees: Vec<&Value> =
+        records.iter().filter(|r| r["kind"] == "tree.activity" && r["tree"]["sid"] == leader).collect();
+    assert_eq!(trees.len(), 1, "{trees:#?}");
+    let tree = &trees[0]["tree"];
+    assert_eq!(tree["active_processes"], 3, "{tree}");
+    // rusage of the leader covers its waited-for children too.
+    let tree_ms = cpu_ms(&tree["activity"]);
+    eprintln!("tree CPU: traced {tree_ms:.1} ms, kernel rusage (leader + children) {own_ms:.1} ms");
+    assert!((tree_ms - own_ms).abs() <= own_ms * 0.10, "{tree_ms} vs {own_ms}");
+    assert!(tree_ms >= 330.0, "two children of 150 ms and a leader of 50 ms: {tree_ms}");
+}
+
+#[test]
+fn a_cgroup_rolls_up_into_one_container_account() {
+    let mount = tracer::process::cgroup::cgroup2_mount().expect("a cgroup2 mount");
+    let name = format!("tracer-ledger-{}", std::process::id());
+    let cg = mount.join(&name);
+    std::fs::create_dir_all(&cg).unwrap();
+    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+
+    let mut pipe = [0; 2];
+    // SAFETY: pipe into a valid array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let child = fork_child(|| {
+        let mut b = 0u8;
+        // SAFETY: blocking read on our pipe until the parent moved us.
+        unsafe { libc::read(pipe[0], (&raw mut b).cast(), 1) };
+        burn_cpu(200);
+        0
+    });
+    std::fs::write(cg.join("cgroup.procs"), child.to_string()).unwrap();
+    // SAFETY: write one byte to release the child.
+    unsafe { libc::write(pipe[1], b"g".as_ptr().cast(), 1) };
+    let (status, child_ms) = wait_rusage(child);
+    assert_eq!(status, 0);
+    let records = tracer.stop();
+    std::fs::remove_dir(&cg).unwrap();
+
+    let containers: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "container.activity"
+                && r["container"]["cgroup"].as_str().is_some_and(|c| c.ends_with(&name))
+        })
+        .collect();
+    assert_eq!(containers.len(), 1, "{containers:#?}");
+    let c = &containers[0]["container"];
+    assert_eq!(c["active_processes"], 1);
+    let ms = cpu_ms(&c["activity"]);
+    assert!((ms - child_ms).abs() <= child_ms * 0.10, "{ms} vs {child_ms}");
+}

@@ -1,0 +1,167 @@
+//! High-rate activity, aggregated in the kernel per process and drained by
+//! user space on an interval: CPU time (sched_switch), syscall counts by
+//! number (raw_syscalls:sys_enter), socket bytes (sock_send_length /
+//! sock_recv_length). Nothing here writes to the ring buffer but setsid.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{LruPerCpuHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use tracer_common::{EventKind, ProcStats, SetSidEvent, config_flags};
+
+use crate::{
+    common::{config, fill_header, reserve, should_trace},
+    process::read_tp,
+};
+
+#[map]
+static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// tgid << 32 | syscall number -> calls.
+#[map]
+static SYSCALL_COUNTS: LruPerCpuHashMap<u64, u64> = LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// When the task now on this CPU was switched in.
+#[map]
+static SLICE_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// include/linux/socket.h
+const MSG_PEEK: i32 = 2;
+/// include/uapi/linux/bpf.h: create only. Two CPUs creating the same key at
+/// once must not replace each other's element (that would zero its counts).
+pub const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
+    if let Some(p) = PROC_STATS.get_ptr_mut(&tgid) {
+        return Some(p);
+    }
+    let _ = PROC_STATS.insert(&tgid, &ProcStats::default(), BPF_NOEXIST);
+    PROC_STATS.get_ptr_mut(&tgid)
+}
+
+/// Fires in the context of the task being switched out (kernel/sched/core.c:
+/// __schedule calls trace_sched_switch before context_switch), so the time
+/// since the last switch on this CPU belongs to the current task.
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn sched_switch(_ctx: TracePointContext) -> u32 {
+    try_switch();
+    0
+}
+
+fn try_switch() -> Option<()> {
+    // SAFETY: helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let slot = SLICE_START.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot.
+    let start = unsafe { core::mem::replace(&mut *slot, now) };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // pid 0 is the idle task; start 0 is the first switch seen on this CPU.
+    if start == 0 || pid_tgid as u32 == 0 {
+        return None;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe { (*stats).cpu_ns += now - start };
+    Some(())
+}
+
+#[tracepoint(category = "raw_syscalls", name = "sys_enter")]
+pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
+    try_sys_enter(&ctx);
+    0
+}
+
+fn try_sys_enter(ctx: &TracePointContext) -> Option<()> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe { (*stats).syscalls += 1 };
+    let cfg = config();
+    if cfg.flags & config_flags::SYSCALL_HISTOGRAM == 0 {
+        return Some(());
+    }
+    let nr: i64 = read_tp(ctx, cfg.tp.raw_sys_enter_id)?;
+    let key = ((tgid as u64) << 32) | (nr as u32) as u64;
+    if SYSCALL_COUNTS.get_ptr_mut(&key).is_none() {
+        let _ = SYSCALL_COUNTS.insert(&key, &0, BPF_NOEXIST);
+    }
+    let count = SYSCALL_COUNTS.get_ptr_mut(&key)?;
+    // SAFETY: this CPU's copy.
+    unsafe { *count += 1 };
+    Some(())
+}
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    try_sock_length(&ctx, true);
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_recv_length")]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    try_sock_length(&ctx, false);
+    0
+}
+
+/// net/socket.c: sock_sendmsg/sock_recvmsg report the length in the
+/// caller's context; `ret` is bytes moved or -errno.
+fn try_sock_length(ctx: &TracePointContext, send: bool) -> Option<()> {
+    let tp = &config().tp;
+    let ret: i32 = read_tp(ctx, tp.sock_len_ret)?;
+    if ret <= 0 {
+        return None;
+    }
+    if !send && read_tp::<i32>(ctx, tp.sock_len_flags).unwrap_or(0) & MSG_PEEK != 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe {
+        if send {
+            (*stats).tx_bytes += ret as u64;
+            (*stats).tx_calls += 1;
+        } else {
+            (*stats).rx_bytes += ret as u64;
+            (*stats).rx_calls += 1;
+        }
+    }
+    Some(())
+}
+
+/// A new session marks the root of a process tree (daemons, services,
+/// login sessions, container inits).
+#[tracepoint(category = "syscalls", name = "sys_exit_setsid")]
+pub fn sys_exit_setsid(ctx: TracePointContext) -> u32 {
+    try_setsid(&ctx);
+    0
+}
+
+fn try_setsid(ctx: &TracePointContext) -> Option<()> {
+    let ret: i64 = read_tp(ctx, config().tp.setsid_ret)?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if ret <= 0 || !should_trace(tgid) {
+        return None;
+    }
+    let mut entry = reserve::<SetSidEvent>(EventKind::SetSid)?;
+    // SAFETY: reservation sized for SetSidEvent; all fields written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::SetSid);
+    event.sid = ret as u32;
+    event._pad = 0;
+    entry.submit(0);
+    Some(())
+}

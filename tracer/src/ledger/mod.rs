@@ -1,0 +1,232 @@
+//! The compute and network ledger: per-interval activity per process from
+//! the kernel's cumulative per-CPU counters, and roll-ups per process tree
+//! (session) and per container (cgroup).
+
+pub mod syscalls;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tracer_common::ProcStats;
+
+/// Activity of one process over one interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub stats: ProcStats,
+    /// Syscall number -> calls (empty with the histogram off).
+    pub by_syscall: BTreeMap<u32, u64>,
+}
+
+impl Delta {
+    pub fn is_idle(&self) -> bool {
+        self.stats == ProcStats::default() && self.by_syscall.is_empty()
+    }
+
+    pub fn add(&mut self, other: &Delta) {
+        let (a, b) = (&mut self.stats, &other.stats);
+        a.cpu_ns += b.cpu_ns;
+        a.syscalls += b.syscalls;
+        a.tx_bytes += b.tx_bytes;
+        a.rx_bytes += b.rx_bytes;
+        a.tx_calls += b.tx_calls;
+        a.rx_calls += b.rx_calls;
+        for (nr, n) in &other.by_syscall {
+            *self.by_syscall.entry(*nr).or_default() += n;
+        }
+    }
+}
+
+/// Keeps the cumulative values last reported, to turn snapshots into deltas.
+#[derive(Default)]
+pub struct Ledger {
+    last_proc: HashMap<u32, ProcStats>,
+    last_sys: HashMap<(u32, u32), u64>,
+}
+
+fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
+    ProcStats {
+        cpu_ns: now.cpu_ns.saturating_sub(before.cpu_ns),
+        syscalls: now.syscalls.saturating_sub(before.syscalls),
+        tx_bytes: now.tx_bytes.saturating_sub(before.tx_bytes),
+        rx_bytes: now.rx_bytes.saturating_sub(before.rx_bytes),
+        tx_calls: now.tx_calls.saturating_sub(before.tx_calls),
+        rx_calls: now.rx_calls.saturating_sub(before.rx_calls),
+    }
+}
+
+impl Ledger {
+    /// Activity since the last call, for every process that did something.
+    pub fn deltas(
+        &mut self,
+        procs: &HashMap<u32, ProcStats>,
+        syscalls: &HashMap<(u32, u32), u64>,
+    ) -> BTreeMap<u32, Delta> {
+        let mut out: BTreeMap<u32, Delta> = BTreeMap::new();
+        for (tgid, now) in procs {
+            let before = self.last_proc.insert(*tgid, *now).unwrap_or_default();
+            let d = sub(now, &before);
+            if d != ProcStats::default() {
+                out.entry(*tgid).or_default().stats = d;
+            }
+        }
+        for (key, now) in syscalls {
+            let before = self.last_sys.insert(*key, *now).unwrap_or(0);
+            if *now > before {
+                out.entry(key.0).or_default().by_syscall.insert(key.1, now - before);
+            }
+        }
+        out
+    }
+
+    pub fn forget(&mut self, tgid: u32) {
+        self.last_proc.remove(&tgid);
+        self.last_sys.retain(|k, _| k.0 != tgid);
+    }
+
+    /// Syscall numbers seen for a process (to delete its kernel keys).
+    pub fn syscall_numbers(&self, tgid: u32) -> Vec<u32> {
+        self.last_sys.keys().filter(|k| k.0 == tgid).map(|k| k.1).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuView {
+    pub time_ms: f64,
+    /// Share of the whole host's CPU capacity over the interval, percent.
+    pub host_share_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SyscallCount {
+    pub name: String,
+    pub nr: u32,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SyscallsView {
+    pub count: u64,
+    /// The most frequent, at most 10 (absent with the histogram off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<SyscallCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NetworkView {
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_calls: u64,
+    pub rx_calls: u64,
+}
+
+/// The `activity` object of process, tree and container records.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActivityView {
+    pub interval_s: f64,
+    pub cpu: CpuView,
+    pub syscalls: SyscallsView,
+    pub network: NetworkView,
+    /// GPU driver activity summary, where the process used a GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::gpu::Summary>,
+}
+
+impl ActivityView {
+    pub fn new(d: &Delta, interval_s: f64, ncpus: u32, gpu: Option<crate::gpu::Summary>) -> Self {
+        let mut top: Vec<_> = d.by_syscall.iter().map(|(nr, n)| (*nr, *n)).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let capacity_ms = interval_s * 1000.0 * f64::from(ncpus.max(1));
+        let time_ms = d.stats.cpu_ns as f64 / 1e6;
+        Self {
+            interval_s,
+            cpu: CpuView {
+                time_ms: (time_ms * 1000.0).round() / 1000.0,
+                host_share_pct: if capacity_ms > 0.0 {
+                    (time_ms / capacity_ms * 10_000.0).round() / 100.0
+                } else {
+                    0.0
+                },
+            },
+            syscalls: SyscallsView {
+                count: d.stats.syscalls,
+                top: top
+                    .into_iter()
+                    .take(10)
+                    .map(|(nr, count)| SyscallCount { name: syscalls::name(nr), nr, count })
+                    .collect(),
+            },
+            network: NetworkView {
+                tx_bytes: d.stats.tx_bytes,
+                rx_bytes: d.stats.rx_bytes,
+                tx_calls: d.stats.tx_calls,
+                rx_calls: d.stats.rx_calls,
+            },
+            gpu,
+        }
+    }
+}
+
+/// Lifetime totals of a process, in its exit record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AccountView {
+    pub cpu_ms: f64,
+    pub syscalls: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+}
+
+impl AccountView {
+    pub fn new(s: &ProcStats) -> Self {
+        Self {
+            cpu_ms: (s.cpu_ns as f64 / 1e3).round() / 1e3,
+            syscalls: s.syscalls,
+            tx_bytes: s.tx_bytes,
+            rx_bytes: s.rx_bytes,
+        }
+    }
+}
+
+pub fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_skip_idle_processes_and_sum_histograms() {
+        let mut l = Ledger::default();
+        let mut procs = HashMap::new();
+        procs.insert(1, ProcStats { cpu_ns: 5_000_000, syscalls: 10, tx_bytes: 100, ..Default::default() });
+        procs.insert(2, ProcStats { cpu_ns: 1, ..Default::default() });
+        let mut sys = HashMap::new();
+        sys.insert((1, 0), 7);
+        sys.insert((1, 1), 3);
+        let d = l.deltas(&procs, &sys);
+        assert_eq!(d[&1].stats.tx_bytes, 100);
+        assert_eq!(d[&1].by_syscall[&0], 7);
+        assert_eq!(d.len(), 2);
+
+        procs.get_mut(&1).unwrap().tx_bytes = 150;
+        let d = l.deltas(&procs, &sys);
+        assert_eq!(d.len(), 1, "process 2 was idle");
+        assert_eq!(d[&1].stats.tx_bytes, 50);
+        assert!(d[&1].by_syscall.is_empty());
+    }
+
+    #[test]
+    fn activity_view_shares_and_top() {
+        let mut d = Delta::default();
+        d.stats.cpu_ns = 1_000_000_000;
+        d.stats.syscalls = 12;
+        for nr in 0..12 {
+            d.by_syscall.insert(nr, u64::from(nr) + 1);
+        }
+        let v = ActivityView::new(&d, 2.0, 2, None);
+        assert_eq!(v.cpu.time_ms, 1000.0);
+        assert_eq!(v.cpu.host_share_pct, 25.0);
+        assert_eq!(v.syscalls.top.len(), 10);
+        assert_eq!(v.syscalls.top[0].nr, 11);
+    }
+}
