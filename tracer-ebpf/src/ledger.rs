@@ -1,13 +1,15 @@
 //! High-rate activity, aggregated in the kernel per process and drained by
 //! user space on an interval: CPU time (sched_switch), syscall counts by
-//! number (raw_syscalls:sys_enter), socket bytes (sock_send_length /
-//! sock_recv_length). Nothing here writes to the ring buffer but setsid.
+//! number (sys_enter), socket bytes (sock_send_length / sock_recv_length).
+//! These are raw tracepoints, whose arguments are the TP_PROTO arguments:
+//! they skip building a perf record per event. Nothing here writes to the
+//! ring buffer but setsid.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruPerCpuHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{EventKind, ProcStats, SetSidEvent, config_flags};
 
@@ -45,8 +47,8 @@ fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
 /// Fires in the context of the task being switched out (kernel/sched/core.c:
 /// __schedule calls trace_sched_switch before context_switch), so the time
 /// since the last switch on this CPU belongs to the current task.
-#[tracepoint(category = "sched", name = "sched_switch")]
-pub fn sched_switch(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
     try_switch();
     0
 }
@@ -72,13 +74,14 @@ fn try_switch() -> Option<()> {
     Some(())
 }
 
-#[tracepoint(category = "raw_syscalls", name = "sys_enter")]
-pub fn raw_sys_enter(ctx: TracePointContext) -> u32 {
+/// include/trace/events/syscalls.h: TP_PROTO(struct pt_regs *regs, long id).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
     try_sys_enter(&ctx);
     0
 }
 
-fn try_sys_enter(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter(ctx: &RawTracePointContext) -> Option<()> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !should_trace(tgid) {
         return None;
@@ -90,7 +93,7 @@ fn try_sys_enter(ctx: &TracePointContext) -> Option<()> {
     if cfg.flags & config_flags::SYSCALL_HISTOGRAM == 0 {
         return Some(());
     }
-    let nr: i64 = read_tp(ctx, cfg.tp.raw_sys_enter_id)?;
+    let nr: i64 = ctx.arg(1);
     let key = ((tgid as u64) << 32) | (nr as u32) as u64;
     if SYSCALL_COUNTS.get_ptr_mut(&key).is_none() {
         let _ = SYSCALL_COUNTS.insert(&key, &0, BPF_NOEXIST);
@@ -101,27 +104,27 @@ fn try_sys_enter(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-#[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     try_sock_length(&ctx, true);
     0
 }
 
-#[tracepoint(category = "sock", name = "sock_recv_length")]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     try_sock_length(&ctx, false);
     0
 }
 
 /// net/socket.c: sock_sendmsg/sock_recvmsg report the length in the
-/// caller's context; `ret` is bytes moved or -errno.
-fn try_sock_length(ctx: &TracePointContext, send: bool) -> Option<()> {
-    let tp = &config().tp;
-    let ret: i32 = read_tp(ctx, tp.sock_len_ret)?;
+/// caller's context. include/trace/events/sock.h (sock_msg_length):
+/// TP_PROTO(struct sock *sk, int ret, int flags); `ret` is bytes or -errno.
+fn try_sock_length(ctx: &RawTracePointContext, send: bool) -> Option<()> {
+    let ret = ctx.arg::<u64>(1) as i32;
     if ret <= 0 {
         return None;
     }
-    if !send && read_tp::<i32>(ctx, tp.sock_len_flags).unwrap_or(0) & MSG_PEEK != 0 {
+    if !send && ctx.arg::<u64>(2) as i32 & MSG_PEEK != 0 {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -63,6 +63,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_syscall_histogram: bool,
 
+    /// Lowest overhead: no syscall-level hooks at all. Keeps exec/fork/exit,
+    /// CPU time, socket bytes and TCP connects (from the socket state, without
+    /// the connect result); drops connect(2) records for UDP and unix sockets,
+    /// GPU ioctls, syscall counts and setsid.
+    #[arg(long)]
+    pub lite: bool,
+
     /// Do not sample NVIDIA's management library (libnvidia-ml) even where present.
     #[arg(long)]
     pub no_nvml: bool,

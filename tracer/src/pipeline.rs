@@ -514,6 +514,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         cgroup_id: args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or(0),
         gpu_devices: gpu_devices.clone(),
         syscall_histogram: !args.no_syscall_histogram,
+        lite: args.lite,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -4,6 +4,7 @@
 //! programs is present (nightly with rust-src, bpf-linker built against
 //! LLVM 22) and install what is missing; a second run only checks.
 
+mod bench;
 mod gpu_check;
 mod setup;
 
@@ -39,6 +40,20 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure what tracing costs: syscall loop vs bpftrace, nginx under
+    /// wrk, connect storms, the tracer's own CPU and memory. Prints a table
+    /// and writes target/bench/bench.md.
+    Bench {
+        /// Rounds per configuration (medians are taken over them).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// (benchmark helper) N getppid calls; prints ns per call.
+    #[command(hide = true)]
+    SyscallLoop { n: u64 },
+    /// (benchmark helper) TCP connects to a loopback listener at RATE/s.
+    #[command(hide = true)]
+    ConnectStorm { rate: u64, seconds: u64 },
     /// On an NVIDIA GPU host: run a short PyTorch CUDA workload under the
     /// tracer and print the GPU driver activity attributed to it.
     GpuCheck {
@@ -88,6 +103,21 @@ fn main() -> Result<()> {
             };
             gpu_check::run(&tracer, &python, seconds, &output.unwrap_or_else(gpu_check::default_output))
         }
+        Task::Bench { runs } => {
+            setup::ensure_toolchain()?;
+            require_root("the tracer loads eBPF programs")?;
+            cargo(&root, &["build", "--release", "--package", "tracer"])?;
+            bench::run(&bench::Options {
+                runs,
+                tracer: root.join("target/release/tracer"),
+                out_dir: root.join("target/bench"),
+            })
+        }
+        Task::SyscallLoop { n } => {
+            bench::syscall_loop(n);
+            Ok(())
+        }
+        Task::ConnectStorm { rate, seconds } => bench::storm(rate, seconds),
         Task::Test { args } => {
             setup::ensure_toolchain()?;
             require_root("the end-to-end tests load eBPF programs")?;

@@ -41,14 +41,25 @@ const PROGRAM_HOOKS: [(&str, Hook); 13] = [
     ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
     ("sys_enter_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_enter_ioctl" }),
     ("sys_exit_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_exit_ioctl" }),
-    ("sched_switch", Hook::Tracepoint { category: "sched", name: "sched_switch" }),
-    ("raw_sys_enter", Hook::Tracepoint { category: "raw_syscalls", name: "sys_enter" }),
-    ("sock_send_length", Hook::Tracepoint { category: "sock", name: "sock_send_length" }),
-    ("sock_recv_length", Hook::Tracepoint { category: "sock", name: "sock_recv_length" }),
+    // The high-rate hooks are raw tracepoints: no perf record is built per
+    // event, which is most of a classic tracepoint's cost.
+    ("sched_switch", Hook::Raw { name: "sched_switch" }),
+    ("raw_sys_enter", Hook::Raw { name: "sys_enter" }),
+    ("sock_send_length", Hook::Raw { name: "sock_send_length" }),
+    ("sock_recv_length", Hook::Raw { name: "sock_recv_length" }),
     ("sys_exit_setsid", Hook::Tracepoint { category: "syscalls", name: "sys_exit_setsid" }),
 ];
 
 impl Hook {
+    /// Hooks on the syscall entry/exit path: attaching any of them sends
+    /// every syscall of every task through the kernel's traced (slow) entry.
+    fn is_syscall_level(self) -> bool {
+        matches!(
+            self,
+            Self::Tracepoint { category: "syscalls" | "raw_syscalls", .. } | Self::Raw { name: "sys_enter" }
+        )
+    }
+
     fn describe(self) -> String {
         match self {
             Self::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
@@ -79,6 +90,8 @@ pub struct LoadOptions {
     pub gpu_devices: Vec<GpuDevice>,
     /// Count syscalls per process and number (else per process only).
     pub syscall_histogram: bool,
+    /// Skip every syscall-level hook (see `Hook::is_syscall_level`).
+    pub lite: bool,
 }
 
 /// Loaded and attached programs, with the maps user space reads.
@@ -175,9 +188,13 @@ impl Kernel {
         let attach = PROGRAM_HOOKS
             .iter()
             .map(|&(program, hook)| {
-                let result = match required_missing(program, &config) {
-                    Some(why) => Err(anyhow!("not loaded: {why}")),
-                    None => attach_one(&mut ebpf, program, hook),
+                let result = if opts.lite && hook.is_syscall_level() {
+                    Err(anyhow!("not loaded: --lite skips syscall hooks"))
+                } else {
+                    match required_missing(program, &config) {
+                        Some(why) => Err(anyhow!("not loaded: {why}")),
+                        None => attach_one(&mut ebpf, program, hook),
+                    }
                 };
                 AttachStatus {
                     program,
@@ -366,10 +383,6 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.inode_rdev, "inode.i_rdev"),
         ],
         "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
-        "raw_sys_enter" => &[(t.raw_sys_enter_id, "raw_syscalls:sys_enter.id")],
-        "sock_send_length" | "sock_recv_length" => {
-            &[(t.sock_len_ret, "sock_send_length.ret"), (t.sock_len_flags, "sock_recv_length.flags")]
-        }
         "sys_exit_setsid" => &[(t.setsid_ret, "sys_exit_setsid.ret")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
@@ -421,12 +434,6 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         ioctl_cmd: get("syscalls", "sys_enter_ioctl", "cmd"),
         ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),
         ioctl_ret: get("syscalls", "sys_exit_ioctl", "ret"),
-        switch_prev_pid: get("sched", "sched_switch", "prev_pid"),
-        raw_sys_enter_id: get("raw_syscalls", "sys_enter", "id"),
-        // sock_send_length and sock_recv_length share one event class
-        // (include/trace/events/sock.h: sock_msg_length).
-        sock_len_ret: get("sock", "sock_send_length", "ret"),
-        sock_len_flags: get("sock", "sock_recv_length", "flags"),
         setsid_ret: get("syscalls", "sys_exit_setsid", "ret"),
         _pad: 0,
     }

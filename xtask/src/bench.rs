@@ -1,0 +1,530 @@
+//! `cargo xtask bench`: what tracing costs, measured side by side in one run
+//! and reported as medians and ratios.
+//!
+//! 1. Syscall microbenchmark (a tight getppid loop): untraced, traced with
+//!    `--no-syscall-histogram`, traced with the default hook set (all hooks,
+//!    histogram on), and a bpftrace one-liner counting syscalls per process.
+//! 2. nginx on loopback under wrk: requests/s untraced vs traced.
+//! 3. Connect storm: TCP connects to a loopback listener at fixed rates;
+//!    records delivered vs connects made, drops, tracer CPU.
+//! 4. The tracer's own CPU and resident memory, idle and under each load.
+//!
+//! Runs alternate configurations (A B C D A B C D …) so drift on a noisy
+//! machine hits them all alike.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub struct Options {
+    pub runs: usize,
+    pub tracer: PathBuf,
+    pub out_dir: PathBuf,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+}
+
+fn sigint(pid: u32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(pid as i32, 2) };
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// CPU seconds (user + system) a live process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let Some(rest) = stat.rsplit(')').next() else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A running tracer writing to a file.
+struct Tracer {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Tracer {
+    fn start(bin: &Path, out: &Path, extra: &[&str]) -> Result<Self> {
+        let _ = fs::remove_file(out);
+        let child = Command::new(bin)
+            .args(["run", "--health-interval", "1h", "--activity-interval", "5s", "-o"])
+            .arg(out)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the tracer")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if fs::read_to_string(out).is_ok_and(|s| s.contains("\"status\":\"started\"")) {
+                return Ok(Self { child, out: out.to_path_buf() });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("tracer did not start")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) -> Result<PathBuf> {
+        sigint(self.child.id());
+        self.child.wait()?;
+        Ok(self.out.clone())
+    }
+}
+
+/// bpftrace counting syscalls per process: the peer on the same mechanism.
+struct Bpftrace(Child);
+
+impl Bpftrace {
+    fn start() -> Result<Self> {
+        let mut child = Command::new("bpftrace")
+            .args(["-e", "tracepoint:raw_syscalls:sys_enter { @[pid] = count(); }"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Attaching") => {}
+            other => bail!("bpftrace did not attach: {other:?}"),
+        }
+        // Keep draining so its final map dump cannot block it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self(child))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        sigint(self.0.id());
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+/// The process the syscall benchmark times: `xtask syscall-loop N` prints
+/// nanoseconds per call.
+pub fn syscall_loop(n: u64) {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        unsafe { libc_getppid() };
+    }
+    println!("{:.2}", start.elapsed().as_nanos() as f64 / n as f64);
+}
+
+unsafe extern "C" {
+    #[link_name = "getppid"]
+    fn libc_getppid() -> i32;
+}
+
+fn run_loop(xtask: &Path, n: u64) -> Result<f64> {
+    let out = Command::new(xtask).args(["syscall-loop", &n.to_string()]).output()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("syscall-loop output")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    Untraced,
+    TracedLite,
+    TracedMinimal,
+    TracedDefault,
+    Bpftrace,
+}
+
+impl Config {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::TracedLite => "tracer --lite",
+            Self::TracedMinimal => "tracer --no-syscall-histogram",
+            Self::TracedDefault => "tracer, default hooks",
+            Self::Bpftrace => "bpftrace @[pid] = count()",
+        }
+    }
+}
+
+enum Running {
+    None,
+    Tracer(Tracer),
+    Bpftrace(Bpftrace),
+}
+
+fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
+    Ok(match config {
+        Config::Untraced => Running::None,
+        Config::TracedLite => Running::Tracer(Tracer::start(&opts.tracer, out, &["--lite"])?),
+        Config::TracedMinimal => {
+            Running::Tracer(Tracer::start(&opts.tracer, out, &["--no-syscall-histogram"])?)
+        }
+        Config::TracedDefault => Running::Tracer(Tracer::start(&opts.tracer, out, &[])?),
+        Config::Bpftrace => Running::Bpftrace(Bpftrace::start()?),
+    })
+}
+
+fn stop(r: Running) -> Result<()> {
+    match r {
+        Running::None => Ok(()),
+        Running::Tracer(t) => t.stop().map(|_| ()),
+        Running::Bpftrace(b) => b.stop(),
+    }
+}
+
+fn tracer_pid(r: &Running) -> Option<u32> {
+    match r {
+        Running::Tracer(t) => Some(t.pid()),
+        _ => None,
+    }
+}
+
+/// Per-load tracer resource figures: CPU percent of one core, RSS MiB.
+#[derive(Default)]
+struct Cost {
+    cpu_pct: Vec<f64>,
+    rss_mib: Vec<f64>,
+}
+
+impl Cost {
+    fn sample(&mut self, pid: u32, cpu_before: f64, wall: f64) {
+        self.cpu_pct.push((cpu_seconds(pid) - cpu_before) / wall * 100.0);
+        self.rss_mib.push(rss_mib(pid));
+    }
+}
+
+fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {} with apt-get", missing.join(" "));
+    let ok = Command::new("apt-get").args(["update", "-q"]).status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("could not install {}", missing.join(" "));
+    }
+    Ok(())
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    ensure_packages(&["bpftrace", "nginx", "wrk"])?;
+    fs::create_dir_all(&opts.out_dir)?;
+    let xtask = std::env::current_exe()?;
+    let out = opts.out_dir.join("bench-records.jsonl");
+    let mut report = String::new();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    writeln!(
+        report,
+        "machine: {ncpu} CPUs, kernel {}",
+        fs::read_to_string("/proc/sys/kernel/osrelease")?.trim()
+    )?;
+    writeln!(
+        report,
+        "runs per configuration: {} (medians; ratios are medians of per-round ratios)\n",
+        opts.runs
+    )?;
+
+    // 0. Idle cost.
+    let idle_wall = 5.0;
+    let t = Tracer::start(&opts.tracer, &out, &[])?;
+    let before = cpu_seconds(t.pid());
+    std::thread::sleep(Duration::from_secs_f64(idle_wall));
+    let mut idle = Cost::default();
+    idle.sample(t.pid(), before, idle_wall);
+    t.stop()?;
+
+    // 1. Syscall microbenchmark.
+    const CALLS: u64 = 3_000_000;
+    let configs = [Config::Untraced, Config::TracedMinimal, Config::TracedDefault, Config::Bpftrace];
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut loop_cost = Cost::default();
+    for round in 0..opts.runs {
+        let mut this_round = vec![0.0; configs.len()];
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let running = start(configs[i], opts, &out)?;
+            let pid = tracer_pid(&running);
+            let before = pid.map(cpu_seconds).unwrap_or(0.0);
+            let t0 = Instant::now();
+            let v = run_loop(&xtask, CALLS)?;
+            if let (Some(pid), Config::TracedDefault) = (pid, configs[i]) {
+                loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+            }
+            stop(running)?;
+            ns[i].push(v);
+            this_round[i] = v;
+        }
+        for i in 0..configs.len() {
+            ratios[i].push(this_round[i] / this_round[0]);
+        }
+    }
+    writeln!(report, "1. syscall loop ({CALLS} getppid calls)\n")?;
+    writeln!(report, "| configuration | ns per syscall (median) | vs untraced |")?;
+    writeln!(report, "|---|---|---|")?;
+    for (i, c) in configs.iter().enumerate() {
+        writeln!(report, "| {} | {:.1} | {:.3} |", c.label(), median(&mut ns[i]), median(&mut ratios[i]))?;
+    }
+    let ours_vs_bpftrace: Vec<f64> = ns[2].iter().zip(&ns[3]).map(|(a, b)| a / b).collect();
+    writeln!(
+        report,
+        "\ntracer default / bpftrace, per round: median {:.3}\n",
+        median(&mut ours_vs_bpftrace.clone())
+    )?;
+
+    // 2. nginx + wrk.
+    let nginx = Nginx::start(&opts.out_dir)?;
+    let web = [Config::Untraced, Config::TracedLite, Config::TracedMinimal, Config::TracedDefault];
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
+    let mut cost_ratio: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
+    let mut nginx_cost = Cost::default();
+    for round in 0..opts.runs {
+        let mut this_round = vec![0.0; web.len()];
+        for k in 0..web.len() {
+            let i = (k + round) % web.len();
+            let running = start(web[i], opts, &out)?;
+            let pid = tracer_pid(&running);
+            let before = pid.map(cpu_seconds).unwrap_or(0.0);
+            let t0 = Instant::now();
+            let v = nginx.wrk(5)?;
+            if let (Some(pid), Config::TracedDefault) = (pid, web[i]) {
+                nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+            }
+            stop(running)?;
+            rps[i].push(v);
+            this_round[i] = v;
+        }
+        for i in 0..web.len() {
+            cost_ratio[i].push(this_round[0] / this_round[i]);
+        }
+    }
+    drop(nginx);
+    writeln!(report, "2. nginx (1 worker) under wrk (1 thread, 16 connections, 5 s) on loopback\n")?;
+    writeln!(report, "| configuration | requests/s (median) | cost: untraced rps / traced rps |")?;
+    writeln!(report, "|---|---|---|")?;
+    for (i, c) in web.iter().enumerate() {
+        writeln!(
+            report,
+            "| {} | {:.0} | {:.3} |",
+            c.label(),
+            median(&mut rps[i]),
+            median(&mut cost_ratio[i])
+        )?;
+    }
+    writeln!(report)?;
+
+    // 3. Connect storm.
+    writeln!(report, "3. connect storm: TCP connects to a loopback listener for 3 s\n")?;
+    writeln!(report, "| target rate | achieved connects/s | records delivered | dropped | tracer CPU % |")?;
+    writeln!(report, "|---|---|---|---|---|")?;
+    let mut storm_cost = Cost::default();
+    for rate in [10_000u64, 25_000, 50_000] {
+        let t = Tracer::start(&opts.tracer, &out, &[])?;
+        let before = cpu_seconds(t.pid());
+        let t0 = Instant::now();
+        let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3)?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_pct = (cpu_seconds(t.pid()) - before) / wall * 100.0;
+        storm_cost.sample(t.pid(), before, wall);
+        let records = t.stop()?;
+        let (delivered, dropped) = count_connects(&records, pid, port)?;
+        writeln!(report, "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |")?;
+    }
+
+    writeln!(report, "\n4. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
+    writeln!(report, "| load | CPU % | RSS MiB |")?;
+    writeln!(report, "|---|---|---|")?;
+    for (name, c) in [
+        ("idle", &mut idle),
+        ("syscall loop", &mut loop_cost),
+        ("nginx + wrk", &mut nginx_cost),
+        ("connect storm", &mut storm_cost),
+    ] {
+        writeln!(report, "| {name} | {:.1} | {:.1} |", median(&mut c.cpu_pct), median(&mut c.rss_mib))?;
+    }
+    print!("{report}");
+    let path = opts.out_dir.join("bench.md");
+    fs::write(&path, &report)?;
+    eprintln!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+/// Counts the connect records of `pid` to `port`, and the final drop count.
+fn count_connects(records: &Path, pid: u32, port: u16) -> Result<(u64, u64)> {
+    let mut delivered = 0;
+    let mut dropped = 0;
+    for line in BufReader::new(fs::File::open(records)?).lines() {
+        let r: serde_json::Value = serde_json::from_str(&line?)?;
+        if r["kind"] == "network.connect" && r["process"]["pid"] == pid && r["connect"]["port"] == port {
+            delivered += 1;
+        }
+        if r["kind"] == "tracer.health" && r["health"]["status"] == "final" {
+            dropped = r["health"]["dropped"]["connect"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok((delivered, dropped))
+}
+
+/// Runs `xtask connect-storm` as its own process; returns (connects made,
+/// its pid, the port, achieved rate).
+fn connect_storm(xtask: &Path, rate: u64, seconds: u64) -> Result<(u64, u32, u16, f64)> {
+    let child = Command::new(xtask)
+        .args(["connect-storm", &rate.to_string(), &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [made, port, achieved] = v[..] else { bail!("connect-storm printed {text}") };
+    Ok((made as u64, pid, port as u16, achieved))
+}
+
+/// The storm itself: a listener thread accepts and closes; the main thread
+/// connects and closes at `rate` per second. Prints "made port achieved".
+pub fn storm(rate: u64, seconds: u64) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let acceptor = std::thread::spawn(move || {
+        listener.set_nonblocking(true).ok();
+        while !stop2.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => std::thread::sleep(Duration::from_micros(50)),
+            }
+        }
+    });
+    let start = Instant::now();
+    let total = rate * seconds;
+    let mut made = 0u64;
+    while made < total {
+        let due = Duration::from_secs_f64(made as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        // Every attempt is a connect(2) the tracer must report, refused or not.
+        let _ = TcpStream::connect(("127.0.0.1", port));
+        made += 1;
+        if start.elapsed() > Duration::from_secs(seconds * 3) {
+            break;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().ok();
+    println!("{made} {port} {:.0}", made as f64 / elapsed);
+    Ok(())
+}
+
+/// nginx serving a fixed 200 on loopback, for wrk.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path) -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let prefix = dir.join("nginx");
+        fs::create_dir_all(prefix.join("logs"))?;
+        let conf = prefix.join("nginx.conf");
+        fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+                p = prefix.display()
+            ),
+        )?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .context("starting nginx")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, port })
+    }
+
+    fn wrk(&self, seconds: u32) -> Result<f64> {
+        let out = Command::new("wrk")
+            .args(["-t1", "-c16", &format!("-d{seconds}s"), &format!("http://127.0.0.1:{}/", self.port)])
+            .output()
+            .context("running wrk")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("wrk output: {text}"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        sigint(self.child.id());
+        let _ = self.child.wait();
+    }
+}
