@@ -75,6 +75,13 @@ fn cpu_time_and_bytes_are_attributed_to_the_child() {
     assert_eq!(activity.len(), 1, "{activity:#?}");
     let a = &activity[0]["activity"];
     assert_eq!(a["network"]["tx_bytes"], BYTES);
+    // ... and the remote endpoint it went to.
+    assert_eq!(a["network"]["distinct_peers"], 1, "{}", a["network"]);
+    assert_eq!(a["network"]["tcp_peers"], 1);
+    let peer = &a["network"]["peers"][0];
+    assert_eq!((peer["address"].as_str(), peer["port"].as_u64()), (Some("127.0.0.1"), Some(u64::from(port))));
+    assert_eq!(peer["protocol"], "tcp");
+    assert_eq!(peer["tx_bytes"], BYTES);
     assert!((cpu_ms(a) - kernel_cpu_ms).abs() <= kernel_cpu_ms * 0.10);
     let syscalls: Vec<&str> =
         a["syscalls"]["top"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();

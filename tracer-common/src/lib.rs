@@ -207,6 +207,11 @@ pub struct KernelOffsets {
     pub sock_protocol: u32,
     /// inode.i_rdev: the device number of a device file.
     pub inode_rdev: u32,
+    /// The peer of a socket: sock.__sk_common.skc_{family,dport,daddr,v6_daddr}.
+    pub sk_family: u32,
+    pub sk_dport: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_daddr: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -233,6 +238,10 @@ impl KernelOffsets {
         sock_type: NO_OFFSET,
         sock_protocol: NO_OFFSET,
         inode_rdev: NO_OFFSET,
+        sk_family: NO_OFFSET,
+        sk_dport: NO_OFFSET,
+        sk_daddr: NO_OFFSET,
+        sk_v6_daddr: NO_OFFSET,
     };
 }
 
@@ -328,6 +337,32 @@ pub struct ProcStats {
     /// System calls entered (raw_syscalls:sys_enter).
     pub syscalls: u64,
     /// Bytes and calls from sock:sock_send_length / sock_recv_length.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_calls: u64,
+    pub rx_calls: u64,
+}
+
+/// Per process and remote endpoint: the key of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub tgid: u32,
+    /// AF_INET or AF_INET6; 0 for a socket with no peer (unconnected UDP).
+    pub family: u16,
+    /// IPPROTO_*.
+    pub protocol: u16,
+    /// Remote port, host order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Remote address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    pub _pad2: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub tx_calls: u64,
@@ -430,4 +465,6 @@ mod pod {
     unsafe impl aya::Pod for GpuStatKey {}
     unsafe impl aya::Pod for GpuStat {}
     unsafe impl aya::Pod for ProcStats {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
 }

@@ -11,12 +11,16 @@ use aya_ebpf::{
     maps::{LruPerCpuHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{EventKind, ProcStats, SetSidEvent, config_flags};
+use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags};
 
 use crate::{
-    common::{config, fill_header, reserve, should_trace},
+    common::{config, fill_header, read_field, reserve, should_trace},
     process::read_tp,
 };
+
+/// Bytes per process and remote endpoint.
+#[map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(32768, 0);
 
 #[map]
 static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(16384, 0);
@@ -142,7 +146,51 @@ fn try_sock_length(ctx: &RawTracePointContext, send: bool) -> Option<()> {
             (*stats).rx_calls += 1;
         }
     }
+    let sk: u64 = ctx.arg(0);
+    let key = flow_key(tgid, sk)?;
+    if FLOWS.get_ptr_mut(&key).is_none() {
+        let _ = FLOWS.insert(&key, &FlowStats::default(), BPF_NOEXIST);
+    }
+    let flow = FLOWS.get_ptr_mut(&key)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe {
+        if send {
+            (*flow).tx_bytes += ret as u64;
+            (*flow).tx_calls += 1;
+        } else {
+            (*flow).rx_bytes += ret as u64;
+            (*flow).rx_calls += 1;
+        }
+    }
     Some(())
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The remote endpoint of an inet socket (include/net/sock.h: sock_common).
+#[inline(always)]
+fn flow_key(tgid: u32, sk: u64) -> Option<FlowKey> {
+    let k = &config().kernel;
+    let family: u16 = read_field(sk, k.sk_family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let mut key = FlowKey { tgid, family, protocol: 0, port: 0, _pad: 0, addr: [0; 16], _pad2: 0 };
+    key.protocol = read_field(sk, k.sock_protocol).unwrap_or(0);
+    key.port = u16::from_be(read_field(sk, k.sk_dport).unwrap_or(0));
+    if family == AF_INET {
+        let a: [u8; 4] = read_field(sk, k.sk_daddr).unwrap_or([0; 4]);
+        key.addr[..4].copy_from_slice(&a);
+    } else {
+        key.addr = read_field(sk, k.sk_v6_daddr).unwrap_or([0; 16]);
+    }
+    // An unconnected socket has no peer: keep it as one "no peer" flow.
+    if key.port == 0 {
+        key.family = 0;
+        key.addr = [0; 16];
+    }
+    Some(key)
 }
 
 /// A new session marks the root of a process tree (daemons, services,

@@ -236,7 +236,11 @@ impl Pipeline {
     pub fn emit_activity(&mut self, kernel: &mut Kernel) -> Result<()> {
         let interval_s = round3(self.last_activity.elapsed().as_secs_f64());
         self.last_activity = Instant::now();
-        let deltas = self.ledger.deltas(&kernel.proc_snapshot()?, &kernel.syscall_snapshot()?);
+        let deltas = self.ledger.deltas(
+            &kernel.proc_snapshot()?,
+            &kernel.syscall_snapshot()?,
+            &kernel.flow_snapshot()?,
+        );
         let gpu = self.gpu_activity(kernel, None, interval_s)?;
         let now = Clock::now_mono_ns();
         let ncpus = online_cpus();
@@ -301,7 +305,7 @@ impl Pipeline {
         }
         // Exited processes have had their last interval: forget them.
         for tgid in self.table.sweep_exited() {
-            kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid));
+            kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid), self.ledger.flow_keys(tgid));
             self.ledger.forget(tgid);
         }
         Ok(())

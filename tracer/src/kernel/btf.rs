@@ -49,6 +49,10 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         sock_type: field("sock", "sk_type"),
         sock_protocol: field("sock", "sk_protocol"),
         inode_rdev: field("inode", "i_rdev"),
+        sk_family: field("sock", "__sk_common.skc_family"),
+        sk_dport: field("sock", "__sk_common.skc_dport"),
+        sk_daddr: field("sock", "__sk_common.skc_daddr"),
+        sk_v6_daddr: field("sock", "__sk_common.skc_v6_daddr"),
     };
     Ok(ResolvedOffsets { offsets, missing })
 }

@@ -16,7 +16,8 @@ use aya::{
 };
 use serde::Serialize;
 use tracer_common::{
-    Config, EventKind, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets, config_flags, counter,
+    Config, EventKind, FlowKey, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
+    config_flags, counter,
 };
 
 use crate::gpu::devices::GpuDevice;
@@ -103,6 +104,7 @@ pub struct Kernel {
     gpu_seen: BpfHashMap<MapData, u64, u8>,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
+    flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     pub attach: Vec<AttachStatus>,
     /// Kernel fields or tracepoint fields not found: enrichments disabled.
     pub missing_fields: Vec<String>,
@@ -209,34 +211,19 @@ impl Kernel {
             bail!("no program could be attached: {}", reasons.join("; "));
         }
 
-        let events =
-            RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing"))?)?;
-        let counters =
-            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?)?;
-        let gpu_stats = PerCpuHashMap::try_from(
-            ebpf.take_map("GPU_STATS").ok_or_else(|| anyhow!("map GPU_STATS missing"))?,
-        )?;
-        let gpu_seen =
-            BpfHashMap::try_from(ebpf.take_map("GPU_SEEN").ok_or_else(|| anyhow!("map GPU_SEEN missing"))?)?;
-        let proc_stats = PerCpuHashMap::try_from(
-            ebpf.take_map("PROC_STATS").ok_or_else(|| anyhow!("map PROC_STATS missing"))?,
-        )?;
-        let syscall_counts = PerCpuHashMap::try_from(
-            ebpf.take_map("SYSCALL_COUNTS").ok_or_else(|| anyhow!("map SYSCALL_COUNTS missing"))?,
-        )?;
-        Ok((
-            Self {
-                ebpf: Some(ebpf),
-                counters,
-                gpu_stats,
-                gpu_seen,
-                proc_stats,
-                syscall_counts,
-                attach,
-                missing_fields,
-            },
-            events,
-        ))
+        let events = take_map(&mut ebpf, "EVENTS")?;
+        let kernel = Self {
+            counters: take_map(&mut ebpf, "COUNTERS")?,
+            gpu_stats: take_map(&mut ebpf, "GPU_STATS")?,
+            gpu_seen: take_map(&mut ebpf, "GPU_SEEN")?,
+            proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
+            syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
+            flows: take_map(&mut ebpf, "FLOWS")?,
+            ebpf: Some(ebpf),
+            attach,
+            missing_fields,
+        };
+        Ok((kernel, events))
     }
 
     /// Detaches and unloads every program; the maps stay readable so what is
@@ -270,11 +257,35 @@ impl Kernel {
         Ok(out)
     }
 
+    /// Cumulative bytes per (process, remote endpoint).
+    pub fn flow_snapshot(&self) -> Result<HashMap<FlowKey, FlowStats>> {
+        let mut out = HashMap::new();
+        for entry in self.flows.iter() {
+            let (key, per_cpu) = entry.context("reading FLOWS")?;
+            let total = per_cpu.iter().fold(FlowStats::default(), |a, v| FlowStats {
+                tx_bytes: a.tx_bytes + v.tx_bytes,
+                rx_bytes: a.rx_bytes + v.rx_bytes,
+                tx_calls: a.tx_calls + v.tx_calls,
+                rx_calls: a.rx_calls + v.rx_calls,
+            });
+            out.insert(key, total);
+        }
+        Ok(out)
+    }
+
     /// Drops an exited process's counters.
-    pub fn forget_process(&mut self, tgid: u32, syscall_numbers: impl IntoIterator<Item = u32>) {
+    pub fn forget_process(
+        &mut self,
+        tgid: u32,
+        syscall_numbers: impl IntoIterator<Item = u32>,
+        flows: impl IntoIterator<Item = FlowKey>,
+    ) {
         let _ = self.proc_stats.remove(&tgid);
         for nr in syscall_numbers {
             let _ = self.syscall_counts.remove(&((u64::from(tgid) << 32) | u64::from(nr)));
+        }
+        for key in flows {
+            let _ = self.flows.remove(&key);
         }
     }
 
@@ -327,6 +338,15 @@ impl Kernel {
             gpu_stats_full: sum(counter::GPU_STATS_FULL)?,
         })
     }
+}
+
+/// Takes a map out of the object, typed; it outlives the programs.
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
 }
 
 fn sum_proc_stats<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> ProcStats {

@@ -6,8 +6,10 @@ pub mod syscalls;
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use serde::Serialize;
-use tracer_common::ProcStats;
+use tracer_common::{FlowKey, FlowStats, ProcStats};
 
 /// Activity of one process over one interval.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +17,28 @@ pub struct Delta {
     pub stats: ProcStats,
     /// Syscall number -> calls (empty with the histogram off).
     pub by_syscall: BTreeMap<u32, u64>,
+    /// Remote endpoint -> bytes and calls.
+    pub flows: BTreeMap<Peer, FlowStats>,
+}
+
+/// A remote endpoint, decoded from a `FlowKey`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Peer {
+    /// None for sockets with no peer (unconnected UDP).
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    pub protocol: u16,
+}
+
+impl Peer {
+    pub fn of(key: &FlowKey) -> Self {
+        let addr = match key.family {
+            2 => Some(IpAddr::V4(Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]))),
+            10 => Some(IpAddr::V6(Ipv6Addr::from(key.addr))),
+            _ => None,
+        };
+        Self { addr, port: key.port, protocol: key.protocol }
+    }
 }
 
 impl Delta {
@@ -33,6 +57,13 @@ impl Delta {
         for (nr, n) in &other.by_syscall {
             *self.by_syscall.entry(*nr).or_default() += n;
         }
+        for (peer, f) in &other.flows {
+            let e = self.flows.entry(peer.clone()).or_default();
+            e.tx_bytes += f.tx_bytes;
+            e.rx_bytes += f.rx_bytes;
+            e.tx_calls += f.tx_calls;
+            e.rx_calls += f.rx_calls;
+        }
     }
 }
 
@@ -41,6 +72,7 @@ impl Delta {
 pub struct Ledger {
     last_proc: HashMap<u32, ProcStats>,
     last_sys: HashMap<(u32, u32), u64>,
+    last_flows: HashMap<FlowKey, FlowStats>,
 }
 
 fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
@@ -60,6 +92,7 @@ impl Ledger {
         &mut self,
         procs: &HashMap<u32, ProcStats>,
         syscalls: &HashMap<(u32, u32), u64>,
+        flows: &HashMap<FlowKey, FlowStats>,
     ) -> BTreeMap<u32, Delta> {
         let mut out: BTreeMap<u32, Delta> = BTreeMap::new();
         for (tgid, now) in procs {
@@ -75,12 +108,30 @@ impl Ledger {
                 out.entry(key.0).or_default().by_syscall.insert(key.1, now - before);
             }
         }
+        for (key, now) in flows {
+            let before = self.last_flows.insert(*key, *now).unwrap_or_default();
+            let d = FlowStats {
+                tx_bytes: now.tx_bytes.saturating_sub(before.tx_bytes),
+                rx_bytes: now.rx_bytes.saturating_sub(before.rx_bytes),
+                tx_calls: now.tx_calls.saturating_sub(before.tx_calls),
+                rx_calls: now.rx_calls.saturating_sub(before.rx_calls),
+            };
+            if d != FlowStats::default() {
+                out.entry(key.tgid).or_default().flows.insert(Peer::of(key), d);
+            }
+        }
         out
+    }
+
+    /// Flow keys seen for a process (to delete its kernel keys).
+    pub fn flow_keys(&self, tgid: u32) -> Vec<FlowKey> {
+        self.last_flows.keys().filter(|k| k.tgid == tgid).copied().collect()
     }
 
     pub fn forget(&mut self, tgid: u32) {
         self.last_proc.remove(&tgid);
         self.last_sys.retain(|k, _| k.0 != tgid);
+        self.last_flows.retain(|k, _| k.tgid != tgid);
     }
 
     /// Syscall numbers seen for a process (to delete its kernel keys).
@@ -117,6 +168,26 @@ pub struct NetworkView {
     pub rx_bytes: u64,
     pub tx_calls: u64,
     pub rx_calls: u64,
+    /// Remote endpoints talked to in the interval.
+    pub distinct_peers: usize,
+    pub tcp_peers: usize,
+    pub udp_peers: usize,
+    /// The busiest endpoints by bytes, at most 10. Sockets without a peer
+    /// (unconnected UDP) appear once with a null address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PeerView {
+    pub address: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+    /// The name this process looked up that resolved to the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
 }
 
 /// The `activity` object of process, tree and container records.
@@ -133,6 +204,35 @@ pub struct ActivityView {
 
 impl ActivityView {
     pub fn new(d: &Delta, interval_s: f64, ncpus: u32, gpu: Option<crate::gpu::Summary>) -> Self {
+        Self::with_names(d, interval_s, ncpus, gpu, |_| None)
+    }
+
+    /// `name_of` gives the DNS name an address was resolved from.
+    pub fn with_names(
+        d: &Delta,
+        interval_s: f64,
+        ncpus: u32,
+        gpu: Option<crate::gpu::Summary>,
+        name_of: impl Fn(&IpAddr) -> Option<String>,
+    ) -> Self {
+        let with_peer = || d.flows.keys().filter(|p| p.addr.is_some());
+        let mut peers: Vec<(&Peer, &FlowStats)> = d.flows.iter().collect();
+        peers.sort_by(|a, b| {
+            (b.1.tx_bytes + b.1.rx_bytes).cmp(&(a.1.tx_bytes + a.1.rx_bytes)).then(a.0.cmp(b.0))
+        });
+        let peers = peers
+            .into_iter()
+            .take(10)
+            .map(|(p, f)| PeerView {
+                address: p.addr.map(|a| a.to_string()),
+                port: p.port,
+                protocol: crate::output::record::protocol_name(p.protocol, true)
+                    .unwrap_or_else(|| "unknown".into()),
+                name: p.addr.as_ref().and_then(&name_of),
+                tx_bytes: f.tx_bytes,
+                rx_bytes: f.rx_bytes,
+            })
+            .collect();
         let mut top: Vec<_> = d.by_syscall.iter().map(|(nr, n)| (*nr, *n)).collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let capacity_ms = interval_s * 1000.0 * f64::from(ncpus.max(1));
@@ -160,6 +260,10 @@ impl ActivityView {
                 rx_bytes: d.stats.rx_bytes,
                 tx_calls: d.stats.tx_calls,
                 rx_calls: d.stats.rx_calls,
+                distinct_peers: with_peer().count(),
+                tcp_peers: with_peer().filter(|p| p.protocol == 6).count(),
+                udp_peers: with_peer().filter(|p| p.protocol == 17).count(),
+                peers,
             },
             gpu,
         }
@@ -203,13 +307,13 @@ mod tests {
         let mut sys = HashMap::new();
         sys.insert((1, 0), 7);
         sys.insert((1, 1), 3);
-        let d = l.deltas(&procs, &sys);
+        let d = l.deltas(&procs, &sys, &HashMap::new());
         assert_eq!(d[&1].stats.tx_bytes, 100);
         assert_eq!(d[&1].by_syscall[&0], 7);
         assert_eq!(d.len(), 2);
 
         procs.get_mut(&1).unwrap().tx_bytes = 150;
-        let d = l.deltas(&procs, &sys);
+        let d = l.deltas(&procs, &sys, &HashMap::new());
         assert_eq!(d.len(), 1, "process 2 was idle");
         assert_eq!(d[&1].stats.tx_bytes, 50);
         assert!(d[&1].by_syscall.is_empty());
