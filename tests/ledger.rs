@@ -167,3 +167,98 @@ fn a_cgroup_rolls_up_into_one_container_account() {
     let ms = cpu_ms(&c["activity"]);
     assert!((ms - child_ms).abs() <= child_ms * 0.10, "{ms} vs {child_ms}");
 }
+
+/// A DNS query for `name`, type A, id 0x4242 (RFC 1035 §4.1).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut b = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        b.push(label.len() as u8);
+        b.extend_from_slice(label.as_bytes());
+    }
+    b.extend_from_slice(&[0, 0, 1, 0, 1]);
+    b
+}
+
+#[test]
+fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
+    const NAME: &str = "svc.tracer.test";
+    // A resolver of our own on a loopback address nothing else uses.
+    let resolver = std::net::UdpSocket::bind("127.0.0.153:53").expect("bind 127.0.0.153:53");
+    let responder = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, from) = resolver.recv_from(&mut buf).unwrap();
+        let mut answer = buf[..n].to_vec();
+        answer[2] = 0x81;
+        answer[3] = 0x80;
+        answer[7] = 1;
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+        resolver.send_to(&answer, from).unwrap();
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+
+    let query = dns_query(NAME);
+    let child = fork_child(|| {
+        let mut answer = [0u8; 512];
+        // SAFETY: syscalls only, on our own fds and buffers.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let server = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 53u16.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 153]) },
+                sin_zero: [0; 8],
+            };
+            // As glibc's resolver does: connect, send, recvfrom.
+            if libc::connect(fd, (&raw const server).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+                return 2;
+            }
+            if libc::send(fd, query.as_ptr().cast(), query.len(), 0) != query.len() as isize {
+                return 3;
+            }
+            let n = libc::recvfrom(
+                fd,
+                answer.as_mut_ptr().cast(),
+                answer.len(),
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            if n < 28 {
+                return 4;
+            }
+        }
+        // The answer says 127.0.0.1: connect there.
+        send_tcp(port, 1000)
+    });
+    let (mut peer, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    responder.join().unwrap();
+    assert_eq!(wait_rusage(child).0, 0);
+    let records = tracer.stop();
+
+    let dns = of_kind(&records, "network.dns", child);
+    assert_eq!(dns.len(), 2, "a query and its response: {dns:#?}");
+    let q = dns.iter().find(|r| r["dns"]["direction"] == "query").unwrap();
+    assert_eq!(q["dns"]["questions"][0]["name"], NAME);
+    assert_eq!(q["dns"]["server"], "127.0.0.153");
+    assert_eq!(q["dns"]["port"], 53);
+    let r = dns.iter().find(|r| r["dns"]["direction"] == "response").unwrap();
+    assert_eq!(r["dns"]["answers"][0]["data"], "127.0.0.1");
+    assert_eq!(r["dns"]["rcode"], "NOERROR");
+
+    let connects: Vec<&Value> = of_kind(&records, "network.connect", child)
+        .into_iter()
+        .filter(|c| c["connect"]["port"] == port)
+        .collect();
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0]["connect"]["dns_name"], NAME);
+    let activity = of_kind(&records, "process.activity", child);
+    let peers = activity[0]["activity"]["network"]["peers"].as_array().unwrap();
+    let tcp_peer = peers.iter().find(|p| p["port"] == port).unwrap();
+    assert_eq!(tcp_peer["name"], NAME);
+    assert_eq!(tcp_peer["tx_bytes"], 1000);
+    assert_eq!(activity[0]["activity"]["network"]["udp_peers"], 1, "the resolver is a UDP peer");
+}

@@ -28,11 +28,13 @@ pub enum EventKind {
     GpuOpen = 5,
     /// setsid(2) succeeded: the process leads a new session (tree root).
     SetSid = 6,
+    /// A DNS query or response (first bytes).
+    Dns = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] =
-        [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen, Self::SetSid];
+    pub const ALL: [EventKind; 7] =
+        [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen, Self::SetSid, Self::Dns];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
         match raw {
@@ -42,6 +44,7 @@ impl EventKind {
             4 => Some(Self::Connect),
             5 => Some(Self::GpuOpen),
             6 => Some(Self::SetSid),
+            7 => Some(Self::Dns),
             _ => None,
         }
     }
@@ -54,6 +57,7 @@ impl EventKind {
             Self::Connect => "connect",
             Self::GpuOpen => "gpu_open",
             Self::SetSid => "setsid",
+            Self::Dns => "dns",
         }
     }
 }
@@ -269,6 +273,12 @@ pub struct TracepointOffsets {
     pub ioctl_arg: u32,
     pub ioctl_ret: u32,
     pub setsid_ret: u32,
+    /// Syscall tracepoint records keep their arguments as `unsigned long
+    /// args[6]` (kernel/trace/trace.h: syscall_trace_enter); argument i is at
+    /// `syscall_arg0 + 8 * i`, and the exit record's return value at
+    /// `syscall_ret`.
+    pub syscall_arg0: u32,
+    pub syscall_ret: u32,
     pub _pad: u32,
 }
 
@@ -322,6 +332,8 @@ impl Config {
             ioctl_arg: NO_OFFSET,
             ioctl_ret: NO_OFFSET,
             setsid_ret: NO_OFFSET,
+            syscall_arg0: NO_OFFSET,
+            syscall_ret: NO_OFFSET,
             _pad: 0,
         },
     };
@@ -341,6 +353,34 @@ pub struct ProcStats {
     pub rx_bytes: u64,
     pub tx_calls: u64,
     pub rx_calls: u64,
+}
+
+pub const DNS_CAPTURE: usize = 512;
+
+/// DNS message direction in [`DnsEvent`].
+pub mod dns_direction {
+    pub const QUERY: u8 = 1;
+    pub const RESPONSE: u8 = 2;
+}
+
+/// The first bytes of a message sent to or received from port 53.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    pub direction: u8,
+    pub _pad: u8,
+    /// AF_INET / AF_INET6 of the server.
+    pub family: u16,
+    /// The server's port (53), host order.
+    pub port: u16,
+    pub _pad2: u16,
+    /// Bytes of the whole message (may exceed what was captured).
+    pub len: u32,
+    /// Bytes in `payload`.
+    pub captured: u32,
+    pub addr: [u8; 16],
+    pub payload: [u8; DNS_CAPTURE],
 }
 
 /// Per process and remote endpoint: the key of `FLOWS`.

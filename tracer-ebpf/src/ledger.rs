@@ -57,6 +57,13 @@ pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Charges the running slice to the current task now (at exit, so the
+/// process's final account includes its last slice) and restarts it.
+#[inline(always)]
+pub fn charge_current_slice() -> Option<()> {
+    try_switch()
+}
+
 fn try_switch() -> Option<()> {
     // SAFETY: helper with no arguments.
     let now = unsafe { bpf_ktime_get_ns() };

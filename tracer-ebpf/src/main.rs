@@ -11,6 +11,8 @@ mod common;
 #[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
+mod dns;
+#[cfg(target_arch = "bpf")]
 mod files;
 #[cfg(target_arch = "bpf")]
 mod gpu;

@@ -134,6 +134,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exit(ctx: &TracePointContext) {
+    // Whatever CPU this thread used since it was switched in is charged now,
+    // before user space reads the account.
+    let _ = crate::ledger::charge_current_slice();
     let cfg = config();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;

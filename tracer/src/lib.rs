@@ -3,6 +3,7 @@
 //! self-describing JSON lines.
 
 pub mod cli;
+pub mod dns;
 pub mod gpu;
 pub mod kernel;
 pub mod ledger;

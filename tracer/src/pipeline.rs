@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     cli::RunArgs,
+    dns::NameCache,
     gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name, nvml::Nvml},
     kernel::{
         Kernel, LoadOptions,
@@ -27,9 +28,9 @@ use crate::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ContainerView, ExecView, ExitView, ForkView, GpuBody, HealthView, ParentView,
-            ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name, protocol_name, rfc3339_nanos,
-            socket_type_name,
+            Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, ForkView, GpuBody, HealthView,
+            ParentView, ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name, protocol_name,
+            rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -45,6 +46,7 @@ pub struct Stats {
     /// Activity of a process that could not be identified (gone from /proc
     /// before it was ever seen).
     pub unattributed_activity: u64,
+    pub dns_parse_errors: u64,
 }
 
 /// Sums for one tree or container over an interval.
@@ -113,6 +115,7 @@ pub struct Pipeline {
     nvml: Option<Nvml>,
     nvml_status: String,
     ledger: Ledger,
+    names: NameCache,
 }
 
 impl Pipeline {
@@ -137,6 +140,7 @@ impl Pipeline {
             nvml: None,
             nvml_status: "disabled".into(),
             ledger: Ledger::default(),
+            names: NameCache::default(),
         }
     }
 
@@ -275,7 +279,9 @@ impl Pipeline {
                     rollup.cgroup_id = process.cgroup_id;
                 }
             }
-            let activity = LedgerActivity::new(&delta, interval_s, ncpus, gpu_summary);
+            let names = &self.names;
+            let activity =
+                LedgerActivity::with_names(&delta, interval_s, ncpus, gpu_summary, |ip| names.name(tgid, ip));
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
         for (pid, view) in gpu {
@@ -306,6 +312,7 @@ impl Pipeline {
         // Exited processes have had their last interval: forget them.
         for tgid in self.table.sweep_exited() {
             kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid), self.ledger.flow_keys(tgid));
+            self.names.forget(tgid);
             self.ledger.forget(tgid);
         }
         Ok(())
@@ -377,6 +384,33 @@ impl Pipeline {
                 self.table.resolve(&h).exited = true;
                 result
             }
+            EventBody::Dns { response, server, port, len, payload } => {
+                let (message, error) = match crate::dns::parse(&payload) {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => {
+                        self.stats.dns_parse_errors += 1;
+                        (None, Some(e.to_string()))
+                    }
+                };
+                if let Some(m) = message.as_ref().filter(|m| m.response) {
+                    self.names.learn(h.tgid, m);
+                }
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let body = Body::Dns(DnsView {
+                    direction: if response { "response" } else { "query" },
+                    server: server.map(|s| s.to_string()),
+                    port,
+                    bytes: len,
+                    captured: payload.len() as u32,
+                    message,
+                    error,
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
             EventBody::SetSid { sid } => {
                 self.table.resolve(&h).sid = Some(sid);
                 Ok(())
@@ -428,6 +462,10 @@ impl Pipeline {
                         ConnectSource::Syscall => "syscall",
                         ConnectSource::SockState => "sock_state",
                     },
+                    dns_name: match &c.addr {
+                        SockAddr::Inet { ip, .. } => self.names.name(h.tgid, ip),
+                        _ => None,
+                    },
                     fd: (c.fd >= 0).then_some(c.fd),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
@@ -447,6 +485,8 @@ impl Pipeline {
             decode_errors: self.stats.decode_errors,
             filtered_out: self.stats.filtered_out,
             unattributed_activity: self.stats.unattributed_activity,
+            dns_parse_errors: self.stats.dns_parse_errors,
+            dns_names_evicted: self.names.evicted,
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,

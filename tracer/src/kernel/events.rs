@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent, SetSidEvent,
-    connect_source, exec_flags,
+    ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent,
+    SetSidEvent, connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,14 @@ pub enum Body {
     /// The process became a session leader.
     SetSid {
         sid: u32,
+    },
+    /// A DNS message to or from a server on port 53.
+    Dns {
+        response: bool,
+        server: Option<IpAddr>,
+        port: u16,
+        len: u32,
+        payload: Vec<u8>,
     },
 }
 
@@ -196,6 +204,25 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let raw: ExitEvent = read(bytes, raw_kind)?;
             Ok(Event { header: header(&raw.header, kind), body: Body::Exit { exit_code: raw.exit_code } })
+        }
+        EventKind::Dns => {
+            let raw: DnsEvent = read(bytes, raw_kind)?;
+            let captured = (raw.captured as usize).min(raw.payload.len());
+            let server = match raw.family {
+                2 => Some(IpAddr::V4(Ipv4Addr::new(raw.addr[0], raw.addr[1], raw.addr[2], raw.addr[3]))),
+                10 => Some(IpAddr::V6(Ipv6Addr::from(raw.addr))),
+                _ => None,
+            };
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::Dns {
+                    response: raw.direction == tracer_common::dns_direction::RESPONSE,
+                    server,
+                    port: raw.port,
+                    len: raw.len,
+                    payload: raw.payload[..captured].to_vec(),
+                },
+            })
         }
         EventKind::SetSid => {
             let raw: SetSidEvent = read(bytes, raw_kind)?;

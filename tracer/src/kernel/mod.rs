@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 13] = [
+const PROGRAM_HOOKS: [(&str, Hook); 18] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -49,6 +49,11 @@ const PROGRAM_HOOKS: [(&str, Hook); 13] = [
     ("sock_send_length", Hook::Raw { name: "sock_send_length" }),
     ("sock_recv_length", Hook::Raw { name: "sock_recv_length" }),
     ("sys_exit_setsid", Hook::Tracepoint { category: "syscalls", name: "sys_exit_setsid" }),
+    ("sys_enter_sendto", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendto" }),
+    ("sys_enter_sendmsg", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendmsg" }),
+    ("sys_enter_sendmmsg", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendmmsg" }),
+    ("sys_enter_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_enter_recvfrom" }),
+    ("sys_exit_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_exit_recvfrom" }),
 ];
 
 impl Hook {
@@ -404,6 +409,15 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
         ],
         "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
         "sys_exit_setsid" => &[(t.setsid_ret, "sys_exit_setsid.ret")],
+        "sys_enter_sendto" | "sys_enter_sendmsg" | "sys_enter_sendmmsg" | "sys_enter_recvfrom" => &[
+            (t.syscall_arg0, "sys_enter_sendto.fd"),
+            (k.task_files, "task_struct.files"),
+            (k.file_private_data, "file.private_data"),
+            (k.socket_sk, "socket.sk"),
+            (k.sk_family, "sock_common.skc_family"),
+            (k.sk_dport, "sock_common.skc_dport"),
+        ],
+        "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),
@@ -455,6 +469,8 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),
         ioctl_ret: get("syscalls", "sys_exit_ioctl", "ret"),
         setsid_ret: get("syscalls", "sys_exit_setsid", "ret"),
+        syscall_arg0: get("syscalls", "sys_enter_sendto", "fd"),
+        syscall_ret: get("syscalls", "sys_exit_recvfrom", "ret"),
         _pad: 0,
     }
 }

@@ -34,6 +34,8 @@ pub enum Body {
     Exit(ExitView),
     Connect(ConnectView),
     Gpu(GpuBody),
+    /// network.dns
+    Dns(DnsView),
     /// process.activity
     Activity(crate::ledger::ActivityView),
     /// tree.activity
@@ -41,6 +43,23 @@ pub enum Body {
     /// container.activity
     Container(ContainerView),
     Health(HealthView),
+}
+
+/// A DNS query or response seen on the wire.
+#[derive(Debug, Serialize)]
+pub struct DnsView {
+    /// query or response.
+    pub direction: &'static str,
+    pub server: Option<String>,
+    pub port: u16,
+    /// Bytes of the message; `captured` of them were parsed.
+    pub bytes: u32,
+    pub captured: u32,
+    #[serde(flatten)]
+    pub message: Option<crate::dns::Message>,
+    /// Why the message could not be parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A process tree: the processes of one session (daemons, services, login
@@ -81,6 +100,7 @@ impl Body {
             Self::Connect(_) => "network.connect",
             Self::Gpu(GpuBody::Open(_)) => "gpu.open",
             Self::Gpu(GpuBody::Activity(_)) => "gpu.activity",
+            Self::Dns(_) => "network.dns",
             Self::Activity(_) => "process.activity",
             Self::Tree(_) => "tree.activity",
             Self::Container(_) => "container.activity",
@@ -223,6 +243,9 @@ pub struct ConnectView {
     pub ret: i32,
     /// syscall (connect(2)) or sock_state (TCP open outside connect(2)).
     pub source: &'static str,
+    /// The name this process looked up that resolved to the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
 }
@@ -243,6 +266,10 @@ pub struct HealthView {
     pub filtered_out: u64,
     /// Activity of processes that could not be identified.
     pub unattributed_activity: u64,
+    /// DNS messages that could not be parsed (recorded with their error).
+    pub dns_parse_errors: u64,
+    /// Address-to-name entries evicted from the bounded DNS cache.
+    pub dns_names_evicted: u64,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
     /// GPU ioctls not counted because the per-process table was full.

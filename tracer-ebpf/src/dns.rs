@@ -1,0 +1,260 @@
+//! DNS: the first bytes of every message a process sends to, or receives
+//! from, port 53 over sendto/sendmsg/sendmmsg/recvfrom. The kernel only
+//! finds the messages and copies them; user space parses them (hostile input
+//! is its problem, with bounds checks, not the verifier's).
+//!
+//! glibc's resolver (resolv/res_send.c: send_dg) connects a UDP socket to the
+//! server, sends with sendmmsg or send, and reads with recvfrom: the server
+//! port comes from the connected socket, or from the address argument.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{DnsEvent, EventKind, NO_OFFSET, dns_direction};
+
+use crate::{
+    common::{config, fill_header, read_field, read_user_bounded, reserve, should_trace},
+    files::file_of_fd,
+    process::read_tp,
+};
+
+const DNS_PORT: u16 = 53;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// A server endpoint: family, port (host order), address.
+#[derive(Clone, Copy)]
+struct Server {
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+/// A recvfrom in flight on a DNS socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingRecv {
+    buf: u64,
+    /// Non-zero: the socket has no peer; check the source address at exit.
+    src_addr: u64,
+    server_family: u16,
+    server_port: u16,
+    _pad: u32,
+    server_addr: [u8; 16],
+}
+
+#[map]
+static DNS_RECV: LruHashMap<u64, PendingRecv> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
+    let base = config().tp.syscall_arg0;
+    if base == NO_OFFSET {
+        return None;
+    }
+    read_tp(ctx, base + 8 * i)
+}
+
+#[inline(always)]
+fn user<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user validates the address.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// The endpoint in a user `struct sockaddr` (in.h / in6.h).
+#[inline(always)]
+fn server_of_sockaddr(uaddr: u64) -> Option<Server> {
+    let family: u16 = user(uaddr)?;
+    let port = u16::from_be(user(uaddr + 2)?);
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => addr[..4].copy_from_slice(&user::<[u8; 4]>(uaddr + 4)?),
+        AF_INET6 => addr = user(uaddr + 8)?,
+        _ => return None,
+    }
+    Some(Server { family, port, addr })
+}
+
+/// The sock of a socket fd, and its protocol.
+#[inline(always)]
+fn sock_of_fd(fd: u64) -> Option<u64> {
+    let k = &config().kernel;
+    let file = file_of_fd(fd)?;
+    let inode: u64 = read_field(file, k.file_inode)?;
+    let mode: u16 = read_field(inode, k.inode_mode)?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: u64 = read_field(file, k.file_private_data)?;
+    read_field(socket, k.socket_sk)
+}
+
+/// The peer of a connected socket (include/net/sock.h: sock_common).
+#[inline(always)]
+fn server_of_sock(sk: u64) -> Option<Server> {
+    let k = &config().kernel;
+    let family: u16 = read_field(sk, k.sk_family)?;
+    let port = u16::from_be(read_field(sk, k.sk_dport)?);
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => addr[..4].copy_from_slice(&read_field::<[u8; 4]>(sk, k.sk_daddr)?),
+        AF_INET6 => addr = read_field(sk, k.sk_v6_daddr)?,
+        _ => return None,
+    }
+    Some(Server { family, port, addr })
+}
+
+/// Where a send goes: the address argument if given, else the socket's peer.
+#[inline(always)]
+fn send_target(fd: u64, uaddr: u64) -> Option<Server> {
+    let server = if uaddr != 0 { server_of_sockaddr(uaddr)? } else { server_of_sock(sock_of_fd(fd)?)? };
+    (server.port == DNS_PORT).then_some(server)
+}
+
+#[inline(always)]
+fn emit(direction: u8, server: &Server, buf: u64, len: u64) -> Option<()> {
+    let mut entry = reserve::<DnsEvent>(EventKind::Dns)?;
+    // SAFETY: reservation sized for DnsEvent; every field written below.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::Dns);
+    event.direction = direction;
+    event._pad = 0;
+    event.family = server.family;
+    event.port = server.port;
+    event._pad2 = 0;
+    event.len = len.min(u32::MAX as u64) as u32;
+    event.addr = server.addr;
+    // At most DNS_CAPTURE - 1 bytes are copied; len > captured marks a
+    // longer message.
+    event.captured = read_user_bounded(&mut event.payload, buf, len).unwrap_or(0) as u32;
+    entry.submit(0);
+    Some(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    try_sendto(&ctx);
+    0
+}
+
+fn try_sendto(ctx: &TracePointContext) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    let (fd, buf, len, uaddr) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?, arg(ctx, 4)?);
+    let server = send_target(fd, uaddr)?;
+    emit(dns_direction::QUERY, &server, buf, len)
+}
+
+/// `struct user_msghdr` (include/linux/socket.h): msg_name @0, msg_iov @16,
+/// msg_iovlen @24; `struct iovec`: base @0, len @8.
+#[inline(always)]
+fn emit_msghdr(fd: u64, msg: u64) -> Option<()> {
+    let name: u64 = user(msg)?;
+    let server = send_target(fd, name)?;
+    let iov: u64 = user(msg + 16)?;
+    let iovlen: u64 = user(msg + 24)?;
+    if iovlen == 0 {
+        return None;
+    }
+    let base: u64 = user(iov)?;
+    let len: u64 = user(iov + 8)?;
+    emit(dns_direction::QUERY, &server, base, len)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    try_sendmsg(&ctx);
+    0
+}
+
+fn try_sendmsg(ctx: &TracePointContext) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    emit_msghdr(arg(ctx, 0)?, arg(ctx, 1)?)
+}
+
+/// glibc sends the A and AAAA queries together: the first two messages of
+/// the vector (`struct mmsghdr` is a msghdr of 56 bytes and a length, 64).
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    try_sendmmsg(&ctx);
+    0
+}
+
+fn try_sendmmsg(ctx: &TracePointContext) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    let (fd, vec, vlen) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?);
+    emit_msghdr(fd, vec)?;
+    if vlen > 1 {
+        emit_msghdr(fd, vec + 64)?;
+    }
+    Some(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_recvfrom")]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    try_enter_recvfrom(&ctx);
+    0
+}
+
+fn try_enter_recvfrom(ctx: &TracePointContext) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return None;
+    }
+    let (fd, buf, src) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 4)?);
+    let sk = sock_of_fd(fd)?;
+    let mut pending =
+        PendingRecv { buf, src_addr: 0, server_family: 0, server_port: 0, _pad: 0, server_addr: [0; 16] };
+    match server_of_sock(sk) {
+        Some(s) if s.port == DNS_PORT => {
+            pending.server_family = s.family;
+            pending.server_port = s.port;
+            pending.server_addr = s.addr;
+        }
+        // No peer: decided at exit from the source address the kernel fills.
+        Some(s) if s.port == 0 && src != 0 => pending.src_addr = src,
+        _ => return None,
+    }
+    let _ = DNS_RECV.insert(&pid_tgid, &pending, 0);
+    Some(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    try_exit_recvfrom(&ctx);
+    0
+}
+
+fn try_exit_recvfrom(ctx: &TracePointContext) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let pending = unsafe { DNS_RECV.get(&pid_tgid) }.copied()?;
+    let _ = DNS_RECV.remove(&pid_tgid);
+    let ret: i64 = read_tp(ctx, config().tp.syscall_ret)?;
+    if ret <= 0 {
+        return None;
+    }
+    let server = if pending.src_addr != 0 {
+        let s = server_of_sockaddr(pending.src_addr)?;
+        if s.port != DNS_PORT {
+            return None;
+        }
+        s
+    } else {
+        Server { family: pending.server_family, port: pending.server_port, addr: pending.server_addr }
+    };
+    emit(dns_direction::RESPONSE, &server, pending.buf, ret as u64)
+}
