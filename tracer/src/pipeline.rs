@@ -47,6 +47,8 @@ pub struct Stats {
     /// before it was ever seen).
     pub unattributed_activity: u64,
     pub dns_parse_errors: u64,
+    /// Process-table entries dropped because the process vanished unseen.
+    pub table_pruned: u64,
 }
 
 /// Sums for one tree or container over an interval.
@@ -116,6 +118,7 @@ pub struct Pipeline {
     nvml_status: String,
     ledger: Ledger,
     names: NameCache,
+    reports: u64,
 }
 
 impl Pipeline {
@@ -141,6 +144,7 @@ impl Pipeline {
             nvml_status: "disabled".into(),
             ledger: Ledger::default(),
             names: NameCache::default(),
+            reports: 0,
         }
     }
 
@@ -308,6 +312,11 @@ impl Pipeline {
                 activity,
             });
             self.emit(now, None, body)?;
+        }
+        // Every twelfth report, drop entries whose exit was never seen.
+        self.reports += 1;
+        if self.reports % 12 == 0 {
+            self.stats.table_pruned += self.table.prune_vanished() as u64;
         }
         // Exited processes have had their last interval: forget them.
         for tgid in self.table.sweep_exited() {
@@ -487,6 +496,8 @@ impl Pipeline {
             unattributed_activity: self.stats.unattributed_activity,
             dns_parse_errors: self.stats.dns_parse_errors,
             dns_names_evicted: self.names.evicted,
+            ledger_keys_evicted: self.ledger.evicted,
+            process_table_pruned: self.stats.table_pruned,
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,

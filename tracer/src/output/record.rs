@@ -270,6 +270,10 @@ pub struct HealthView {
     pub dns_parse_errors: u64,
     /// Address-to-name entries evicted from the bounded DNS cache.
     pub dns_names_evicted: u64,
+    /// Per-process kernel counters evicted by the maps' LRU before a report.
+    pub ledger_keys_evicted: u64,
+    /// Process-table entries dropped because the process vanished unseen.
+    pub process_table_pruned: u64,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
     /// GPU ioctls not counted because the per-process table was full.

@@ -204,6 +204,19 @@ impl ProcessTable {
         self.by_tgid.remove(&tgid)
     }
 
+    /// Drops live-looking entries whose process is gone from /proc (its exit
+    /// was never seen, e.g. dropped); returns how many.
+    pub fn prune_vanished(&mut self) -> usize {
+        let root = self.proc_root.clone();
+        let before = self.by_tgid.len();
+        self.by_tgid.retain(|tgid, p| {
+            p.exited
+                || procfs::read(&root, *tgid)
+                    .is_some_and(|e| e.start_ticks == p.start_ticks || p.start_ticks == 0)
+        });
+        before - self.by_tgid.len()
+    }
+
     /// Removes the processes marked exited; returns their tgids.
     pub fn sweep_exited(&mut self) -> Vec<u32> {
         let gone: Vec<u32> = self.by_tgid.values().filter(|p| p.exited).map(|p| p.tgid).collect();
