@@ -68,6 +68,9 @@ fn try_enter_connect(ctx: &TracePointContext) {
         return;
     }
     args.addrlen = len as u32;
+    if family == AF_INET || family == AF_INET6 {
+        crate::dns::note_connect(fd, u16::from_be_bytes([args.addr[2], args.addr[3]]));
+    }
     if let Some((sock_type, protocol)) = socket_kind(fd) {
         args.sock_type = sock_type;
         args.protocol = protocol;

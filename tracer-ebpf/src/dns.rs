@@ -51,6 +51,35 @@ struct PendingRecv {
 #[map]
 static DNS_RECV: LruHashMap<u64, PendingRecv> = LruHashMap::with_max_entries(4096, 0);
 
+/// (tgid << 32 | fd) of sockets connect(2)ed to port 53: sends and receives
+/// without an address are checked against it with one lookup, instead of
+/// walking the fd of every send(2) and recv(2) on the host.
+#[map]
+pub static DNS_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(8192, 0);
+
+#[inline(always)]
+fn dns_socket_key(fd: u64) -> u64 {
+    (bpf_get_current_pid_tgid() & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff)
+}
+
+/// Called from sys_enter_connect for inet connects.
+#[inline(always)]
+pub fn note_connect(fd: u64, port: u16) {
+    if port == DNS_PORT {
+        let _ = DNS_SOCKETS.insert(&dns_socket_key(fd), &1, 0);
+    }
+}
+
+/// Whether `fd` was connected to a DNS server (and still is: the fd may
+/// have been closed and reused since, so the socket's peer is checked).
+#[inline(always)]
+fn connected_dns_server(fd: u64) -> Option<Server> {
+    // SAFETY: presence check only.
+    unsafe { DNS_SOCKETS.get(&dns_socket_key(fd)) }?;
+    let server = server_of_sock(sock_of_fd(fd)?)?;
+    (server.port == DNS_PORT).then_some(server)
+}
+
 #[inline(always)]
 fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
     let base = config().tp.syscall_arg0;
@@ -112,10 +141,14 @@ fn server_of_sock(sk: u64) -> Option<Server> {
     Some(Server { family, port, addr })
 }
 
-/// Where a send goes: the address argument if given, else the socket's peer.
+/// Where a send goes: the address argument if given, else the peer of a
+/// socket connected to port 53.
 #[inline(always)]
 fn send_target(fd: u64, uaddr: u64) -> Option<Server> {
-    let server = if uaddr != 0 { server_of_sockaddr(uaddr)? } else { server_of_sock(sock_of_fd(fd)?)? };
+    if uaddr == 0 {
+        return connected_dns_server(fd);
+    }
+    let server = server_of_sockaddr(uaddr)?;
     (server.port == DNS_PORT).then_some(server)
 }
 
