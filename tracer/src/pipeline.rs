@@ -315,7 +315,7 @@ impl Pipeline {
         }
         // Every twelfth report, drop entries whose exit was never seen.
         self.reports += 1;
-        if self.reports % 12 == 0 {
+        if self.reports.is_multiple_of(12) {
             self.stats.table_pruned += self.table.prune_vanished() as u64;
         }
         // Exited processes have had their last interval: forget them.
