@@ -330,3 +330,59 @@ fn comm_filter_keeps_only_matching_threads() {
     assert!(records.iter().filter(|r| r["process"]["pid"] == other.id()).count() == 0);
     assert!(final_health(&records)["filtered_out"].as_u64().unwrap() > 0);
 }
+
+/// What a client says first on a new connection is captured once (write(2)
+/// from a forked child) and recognised: a Stratum subscribe to a "pool" on a
+/// non-mining port, with an innocuous agent name.
+#[test]
+fn first_bytes_of_a_new_connection_are_recognised() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut all).unwrap();
+        all
+    });
+    let tracer = Tracer::start(&[]);
+    let first = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"backup-agent/1.0\"]}\n";
+    let second = b"{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"w\",\"x\"]}\n";
+    let child = support::fork_child(|| {
+        // SAFETY: syscalls only, on our own socket.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+                sin_zero: [0; 8],
+            };
+            if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+                return 2;
+            }
+            // From a buffer the child has written, as a real client's is: the
+            // kernel side cannot fault in pages at syscall entry.
+            let mut buf = [0u8; 128];
+            buf[..first.len()].copy_from_slice(first);
+            libc::write(fd, buf.as_ptr().cast(), first.len());
+            buf[..second.len()].copy_from_slice(second);
+            libc::write(fd, buf.as_ptr().cast(), second.len());
+            libc::close(fd);
+        }
+        0
+    });
+    assert_eq!(support::wait_rusage(child).0, 0);
+    let sent = reader.join().unwrap();
+    assert_eq!(sent.len(), first.len() + second.len());
+    let records = tracer.stop();
+
+    let found = of_kind(&records, "network.first_bytes", child);
+    assert_eq!(found.len(), 1, "only the first write of the connection: {found:#?}");
+    let f = &found[0]["first_bytes"];
+    assert_eq!(f["protocol"], "stratum", "{f}");
+    assert_eq!(f["mining"], true);
+    assert_eq!(f["detail"], "mining.subscribe");
+    assert_eq!(f["agent"], "backup-agent/1.0");
+    assert_eq!(f["port"], port);
+    assert_eq!(f["bytes"], first.len());
+}

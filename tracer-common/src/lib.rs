@@ -30,11 +30,24 @@ pub enum EventKind {
     SetSid = 6,
     /// A DNS query or response (first bytes).
     Dns = 7,
+    /// The first bytes a process sends on a new TCP connection.
+    FirstBytes = 8,
+    /// A TCP socket started listening.
+    Listen = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] =
-        [Self::Exec, Self::Fork, Self::Exit, Self::Connect, Self::GpuOpen, Self::SetSid, Self::Dns];
+    pub const ALL: [EventKind; 9] = [
+        Self::Exec,
+        Self::Fork,
+        Self::Exit,
+        Self::Connect,
+        Self::GpuOpen,
+        Self::SetSid,
+        Self::Dns,
+        Self::FirstBytes,
+        Self::Listen,
+    ];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
         match raw {
@@ -45,6 +58,8 @@ impl EventKind {
             5 => Some(Self::GpuOpen),
             6 => Some(Self::SetSid),
             7 => Some(Self::Dns),
+            8 => Some(Self::FirstBytes),
+            9 => Some(Self::Listen),
             _ => None,
         }
     }
@@ -58,6 +73,8 @@ impl EventKind {
             Self::GpuOpen => "gpu_open",
             Self::SetSid => "setsid",
             Self::Dns => "dns",
+            Self::FirstBytes => "first_bytes",
+            Self::Listen => "listen",
         }
     }
 }
@@ -69,15 +86,15 @@ pub mod counter {
     pub const DROPPED_BASE: u32 = 0;
     /// A kernel read failed (bad user pointer, vanished task); the record was
     /// written with the field left empty, or skipped where noted.
-    pub const READ_ERRORS: u32 = 8;
+    pub const READ_ERRORS: u32 = 16;
     /// sys_exit_connect without a matching sys_enter_connect (the in-flight
     /// table was full or the tracer attached mid-call).
-    pub const CONNECT_UNMATCHED: u32 = 9;
+    pub const CONNECT_UNMATCHED: u32 = 17;
     /// Threads created (clone with CLONE_THREAD); counted, not reported.
-    pub const THREADS_CREATED: u32 = 10;
+    pub const THREADS_CREATED: u32 = 18;
     /// GPU_STATS could not take a new key; that call was not counted.
-    pub const GPU_STATS_FULL: u32 = 11;
-    pub const COUNT: u32 = 16;
+    pub const GPU_STATS_FULL: u32 = 19;
+    pub const COUNT: u32 = 24;
 }
 
 /// Flags in [`ExecEvent::flags`].
@@ -268,6 +285,10 @@ pub struct TracepointOffsets {
     pub sock_protocol: u32,
     pub sock_daddr: u32,
     pub sock_daddr_v6: u32,
+    pub sock_sport: u32,
+    pub sock_saddr: u32,
+    pub sock_saddr_v6: u32,
+    pub _pad0: u32,
     pub ioctl_fd: u32,
     pub ioctl_cmd: u32,
     pub ioctl_arg: u32,
@@ -327,6 +348,10 @@ impl Config {
             sock_protocol: NO_OFFSET,
             sock_daddr: NO_OFFSET,
             sock_daddr_v6: NO_OFFSET,
+            sock_sport: NO_OFFSET,
+            sock_saddr: NO_OFFSET,
+            sock_saddr_v6: NO_OFFSET,
+            _pad0: 0,
             ioctl_fd: NO_OFFSET,
             ioctl_cmd: NO_OFFSET,
             ioctl_arg: NO_OFFSET,
@@ -356,6 +381,43 @@ pub struct ProcStats {
 }
 
 pub const DNS_CAPTURE: usize = 512;
+/// Bytes kept of the first message on a new TCP connection.
+pub const FIRST_BYTES: usize = 256;
+
+/// The peer of a connection, as the kernel knows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Endpoint {
+    /// AF_INET / AF_INET6.
+    pub family: u16,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u32,
+    /// 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+}
+
+/// The first bytes written to a TCP connection this process opened.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FirstBytesEvent {
+    pub header: EventHeader,
+    pub peer: Endpoint,
+    pub fd: i32,
+    /// Bytes of the first write (may exceed what was captured).
+    pub len: u32,
+    pub captured: u32,
+    pub _pad: u32,
+    pub payload: [u8; FIRST_BYTES],
+}
+
+/// A TCP socket entering LISTEN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ListenEvent {
+    pub header: EventHeader,
+    pub local: Endpoint,
+}
 
 /// DNS message direction in [`DnsEvent`].
 pub mod dns_direction {

@@ -8,7 +8,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{ConnectArgs, ConnectEvent, EventKind, SOCKADDR_LEN, connect_source, counter};
+use tracer_common::{
+    ConnectArgs, ConnectEvent, Endpoint, EventKind, ListenEvent, SOCKADDR_LEN, connect_source, counter,
+};
 
 use crate::{
     common::{config, count, fill_header, read_user_bounded, reserve, should_trace},
@@ -22,6 +24,7 @@ const AF_INET6: u16 = 10;
 /// include/net/tcp_states.h
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
 const EINPROGRESS: i32 = 115;
 /// include/linux/net.h
 const SOCK_STREAM: u8 = 1;
@@ -104,6 +107,26 @@ fn try_exit_connect(ctx: &TracePointContext) {
     event.addrlen = args.addrlen;
     event.addr = args.addr;
     entry.submit(0);
+    // A TCP connection that is (being) established: its first write is
+    // evidence of the protocol spoken.
+    if (ret == 0 || ret == -(EINPROGRESS as i64)) && args.sock_type == SOCK_STREAM as u16 {
+        if let Some(peer) = endpoint_of(&args.addr) {
+            crate::payload::mark_fresh(args.fd as u64, &peer);
+        }
+    }
+}
+
+/// The peer in a sockaddr_in/in6 as the caller passed it.
+#[inline(always)]
+fn endpoint_of(addr: &[u8; SOCKADDR_LEN]) -> Option<Endpoint> {
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    let mut peer = Endpoint { family, port: u16::from_be_bytes([addr[2], addr[3]]), _pad: 0, addr: [0; 16] };
+    match family {
+        AF_INET => peer.addr[..4].copy_from_slice(&addr[4..8]),
+        AF_INET6 => peer.addr.copy_from_slice(&addr[8..24]),
+        _ => return None,
+    }
+    Some(peer)
 }
 
 /// `sock:inet_sock_set_state` CLOSE -> SYN_SENT is the start of every active
@@ -122,6 +145,10 @@ fn try_sock_state(ctx: &TracePointContext) {
     else {
         return;
     };
+    if new == TCP_LISTEN {
+        report_listen(ctx, tp);
+        return;
+    }
     if old != TCP_CLOSE || new != TCP_SYN_SENT {
         return;
     }
@@ -167,4 +194,27 @@ fn try_sock_state(ctx: &TracePointContext) {
         event.addrlen = 28;
     }
     entry.submit(0);
+}
+
+/// A socket entering LISTEN (net/ipv4/inet_connection_sock.c:
+/// inet_csk_listen_start), in the listening process's context.
+fn report_listen(ctx: &TracePointContext, tp: &tracer_common::TracepointOffsets) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    let family: u16 = read_tp(ctx, tp.sock_family)?;
+    let port: u16 = read_tp(ctx, tp.sock_sport)?;
+    let mut local = Endpoint { family, port, _pad: 0, addr: [0; 16] };
+    if family == AF_INET {
+        local.addr[..4].copy_from_slice(&read_tp::<[u8; 4]>(ctx, tp.sock_saddr)?);
+    } else {
+        local.addr = read_tp(ctx, tp.sock_saddr_v6)?;
+    }
+    let mut entry = reserve::<ListenEvent>(EventKind::Listen)?;
+    // SAFETY: reservation sized for ListenEvent; all fields written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::Listen);
+    event.local = local;
+    entry.submit(0);
+    Some(())
 }

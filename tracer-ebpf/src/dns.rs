@@ -183,6 +183,7 @@ fn try_sendto(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let (fd, buf, len, uaddr) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?, arg(ctx, 4)?);
+    crate::payload::on_sendto(fd, buf, len);
     let server = send_target(fd, uaddr)?;
     emit(dns_direction::QUERY, &server, buf, len)
 }
@@ -213,7 +214,11 @@ fn try_sendmsg(ctx: &TracePointContext) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    emit_msghdr(arg(ctx, 0)?, arg(ctx, 1)?)
+    let (fd, msg) = (arg(ctx, 0)?, arg(ctx, 1)?);
+    if let (Some(iov), Some(iovlen)) = (user::<u64>(msg + 16), user::<u64>(msg + 24)) {
+        crate::payload::on_iovec(fd, iov, iovlen);
+    }
+    emit_msghdr(fd, msg)
 }
 
 /// glibc sends the A and AAAA queries together: the first two messages of

@@ -19,6 +19,8 @@ mod gpu;
 #[cfg(target_arch = "bpf")]
 mod ledger;
 #[cfg(target_arch = "bpf")]
+mod payload;
+#[cfg(target_arch = "bpf")]
 mod process;
 
 #[cfg(target_arch = "bpf")]

@@ -10,3 +10,4 @@ pub mod ledger;
 pub mod output;
 pub mod pipeline;
 pub mod process;
+pub mod protocols;

@@ -28,9 +28,9 @@ use crate::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, ForkView, GpuBody, HealthView,
-            ParentView, ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name, protocol_name,
-            rfc3339_nanos, socket_type_name,
+            Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, FirstBytesView, ForkView, GpuBody,
+            HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name,
+            protocol_name, rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -49,6 +49,8 @@ pub struct Stats {
     pub dns_parse_errors: u64,
     /// Process-table entries dropped because the process vanished unseen.
     pub table_pruned: u64,
+    /// First writes whose buffer could not be read at syscall entry.
+    pub first_bytes_unreadable: u64,
 }
 
 /// Sums for one tree or container over an interval.
@@ -420,6 +422,42 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
+            EventBody::FirstBytes { peer, fd, len, payload } => {
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                if payload.is_empty() && len > 0 {
+                    // The buffer was not resident at syscall entry; the
+                    // record says captured 0, and health counts it.
+                    self.stats.first_bytes_unreadable += 1;
+                }
+                let process = self.view(&h);
+                let preview = &payload[..payload.len().min(96)];
+                let body = Body::FirstBytes(FirstBytesView {
+                    address: peer.map(|(ip, _)| ip.to_string()),
+                    port: peer.map(|(_, port)| port),
+                    dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
+                    fd,
+                    bytes: len,
+                    captured: payload.len() as u32,
+                    recognised: crate::protocols::recognise(&payload),
+                    preview: bytes_to_string(preview).0.into_owned(),
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
+            EventBody::Listen { local } => {
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let body = Body::Listen(ListenView {
+                    address: local.map(|(ip, _)| ip.to_string()),
+                    port: local.map(|(_, port)| port),
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
             EventBody::SetSid { sid } => {
                 self.table.resolve(&h).sid = Some(sid);
                 Ok(())
@@ -498,6 +536,7 @@ impl Pipeline {
             dns_names_evicted: self.names.evicted,
             ledger_keys_evicted: self.ledger.evicted,
             process_table_pruned: self.stats.table_pruned,
+            first_bytes_unreadable: self.stats.first_bytes_unreadable,
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,

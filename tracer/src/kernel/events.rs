@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, GpuOpenEvent,
-    SetSidEvent, connect_source, exec_flags,
+    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FirstBytesEvent,
+    ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,17 @@ pub enum Body {
     /// The process became a session leader.
     SetSid {
         sid: u32,
+    },
+    /// The first bytes written to a new TCP connection.
+    FirstBytes {
+        peer: Option<(IpAddr, u16)>,
+        fd: i32,
+        len: u32,
+        payload: Vec<u8>,
+    },
+    /// A TCP socket started listening.
+    Listen {
+        local: Option<(IpAddr, u16)>,
     },
     /// A DNS message to or from a server on port 53.
     Dns {
@@ -224,6 +235,26 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 },
             })
         }
+        EventKind::FirstBytes => {
+            let raw: FirstBytesEvent = read(bytes, raw_kind)?;
+            let captured = (raw.captured as usize).min(raw.payload.len());
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::FirstBytes {
+                    peer: endpoint(&raw.peer),
+                    fd: raw.fd,
+                    len: raw.len,
+                    payload: raw.payload[..captured].to_vec(),
+                },
+            })
+        }
+        EventKind::Listen => {
+            let raw: ListenEvent = read(bytes, raw_kind)?;
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::Listen { local: endpoint(&raw.local) },
+            })
+        }
         EventKind::SetSid => {
             let raw: SetSidEvent = read(bytes, raw_kind)?;
             Ok(Event { header: header(&raw.header, kind), body: Body::SetSid { sid: raw.sid } })
@@ -261,6 +292,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             })
         }
     }
+}
+
+fn endpoint(e: &Endpoint) -> Option<(IpAddr, u16)> {
+    let ip = match e.family {
+        2 => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
+        10 => IpAddr::V6(Ipv6Addr::from(e.addr)),
+        _ => return None,
+    };
+    Some((ip, e.port))
 }
 
 /// Parses a `struct sockaddr` as the caller passed it (include/uapi/linux/in.h,

@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 18] = [
+const PROGRAM_HOOKS: [(&str, Hook); 20] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -54,6 +54,8 @@ const PROGRAM_HOOKS: [(&str, Hook); 18] = [
     ("sys_enter_sendmmsg", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendmmsg" }),
     ("sys_enter_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_enter_recvfrom" }),
     ("sys_exit_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_exit_recvfrom" }),
+    ("sys_enter_write", Hook::Tracepoint { category: "syscalls", name: "sys_enter_write" }),
+    ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
 ];
 
 impl Hook {
@@ -418,6 +420,7 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
+        "sys_enter_write" | "sys_enter_writev" => &[(t.syscall_arg0, "sys_enter_sendto.fd")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),
@@ -464,6 +467,10 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         sock_protocol: get("sock", "inet_sock_set_state", "protocol"),
         sock_daddr: get("sock", "inet_sock_set_state", "daddr"),
         sock_daddr_v6: get("sock", "inet_sock_set_state", "daddr_v6"),
+        sock_sport: get("sock", "inet_sock_set_state", "sport"),
+        sock_saddr: get("sock", "inet_sock_set_state", "saddr"),
+        sock_saddr_v6: get("sock", "inet_sock_set_state", "saddr_v6"),
+        _pad0: 0,
         ioctl_fd: get("syscalls", "sys_enter_ioctl", "fd"),
         ioctl_cmd: get("syscalls", "sys_enter_ioctl", "cmd"),
         ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),

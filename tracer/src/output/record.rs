@@ -36,6 +36,10 @@ pub enum Body {
     Gpu(GpuBody),
     /// network.dns
     Dns(DnsView),
+    /// network.first_bytes
+    FirstBytes(FirstBytesView),
+    /// network.listen
+    Listen(ListenView),
     /// process.activity
     Activity(crate::ledger::ActivityView),
     /// tree.activity
@@ -60,6 +64,31 @@ pub struct DnsView {
     /// Why the message could not be parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// What a process said first on a TCP connection it opened.
+#[derive(Debug, Serialize)]
+pub struct FirstBytesView {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// The name this process looked up that resolved to the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    pub fd: i32,
+    /// Bytes of the first write; `captured` of them are kept.
+    pub bytes: u32,
+    pub captured: u32,
+    #[serde(flatten)]
+    pub recognised: crate::protocols::Recognised,
+    /// The captured bytes as text (non-UTF-8 bytes as \xNN), at most 96.
+    pub preview: String,
+}
+
+/// A TCP socket this process started listening on.
+#[derive(Debug, Serialize)]
+pub struct ListenView {
+    pub address: Option<String>,
+    pub port: Option<u16>,
 }
 
 /// A process tree: the processes of one session (daemons, services, login
@@ -101,6 +130,8 @@ impl Body {
             Self::Gpu(GpuBody::Open(_)) => "gpu.open",
             Self::Gpu(GpuBody::Activity(_)) => "gpu.activity",
             Self::Dns(_) => "network.dns",
+            Self::FirstBytes(_) => "network.first_bytes",
+            Self::Listen(_) => "network.listen",
             Self::Activity(_) => "process.activity",
             Self::Tree(_) => "tree.activity",
             Self::Container(_) => "container.activity",
@@ -274,6 +305,9 @@ pub struct HealthView {
     pub ledger_keys_evicted: u64,
     /// Process-table entries dropped because the process vanished unseen.
     pub process_table_pruned: u64,
+    /// First writes on new connections whose buffer was not resident at
+    /// syscall entry (recorded with captured 0).
+    pub first_bytes_unreadable: u64,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
     /// GPU ioctls not counted because the per-process table was full.

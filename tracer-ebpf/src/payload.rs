@@ -1,0 +1,112 @@
+//! The first bytes a process sends on each TCP connection it opens: what a
+//! mining client says to its pool (Stratum's `mining.subscribe`, XMRig's
+//! `login`), an HTTP request line, a TLS ClientHello. A successful connect(2)
+//! marks the (process, fd) as fresh; the first write/send/sendto/sendmsg/
+//! writev on it copies up to FIRST_BYTES and unmarks it. Every other write on
+//! the host costs one map lookup.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{Endpoint, EventKind, FirstBytesEvent, NO_OFFSET};
+
+use crate::{
+    common::{config, fill_header, read_user_bounded, reserve},
+    process::read_tp,
+};
+
+/// (tgid << 32 | fd) -> the peer, for TCP sockets connected and not yet
+/// written to.
+#[map]
+static FRESH_SOCKETS: LruHashMap<u64, Endpoint> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn key(fd: u64) -> u64 {
+    (bpf_get_current_pid_tgid() & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff)
+}
+
+/// Called by sys_exit_connect for a TCP connect that succeeded or is in
+/// progress (the socket's filter was applied at enter).
+#[inline(always)]
+pub fn mark_fresh(fd: u64, peer: &Endpoint) {
+    let _ = FRESH_SOCKETS.insert(&key(fd), peer, 0);
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
+    let base = config().tp.syscall_arg0;
+    if base == NO_OFFSET {
+        return None;
+    }
+    read_tp(ctx, base + 8 * i)
+}
+
+#[inline(always)]
+fn user<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user validates the address.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+/// If `fd` is fresh: unmark it and report `len` bytes at `buf`.
+#[inline(always)]
+fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
+    let k = key(fd);
+    // SAFETY: copied out before removal.
+    let peer = unsafe { FRESH_SOCKETS.get(&k) }.copied()?;
+    let _ = FRESH_SOCKETS.remove(&k);
+    let mut entry = reserve::<FirstBytesEvent>(EventKind::FirstBytes)?;
+    // SAFETY: reservation sized for FirstBytesEvent; every field written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::FirstBytes);
+    event.peer = peer;
+    event.fd = fd as i32;
+    event.len = len.min(u32::MAX as u64) as u32;
+    event._pad = 0;
+    event.captured = read_user_bounded(&mut event.payload, buf, len).unwrap_or(0) as u32;
+    entry.submit(0);
+    Some(())
+}
+
+/// write(fd, buf, count) and send/sendto(fd, buf, len, …).
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    if let (Some(fd), Some(buf), Some(len)) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)) {
+        let _ = first_write(fd, buf, len);
+    }
+    0
+}
+
+/// Called from the DNS sendto program, which owns that tracepoint.
+#[inline(always)]
+pub fn on_sendto(fd: u64, buf: u64, len: u64) {
+    let _ = first_write(fd, buf, len);
+}
+
+/// writev(fd, iov, vlen) and sendmsg's msg_iov: the first iovec.
+#[inline(always)]
+pub fn on_iovec(fd: u64, iov: u64, vlen: u64) {
+    if vlen == 0 {
+        return;
+    }
+    // Presence first: most fds are not fresh. SAFETY: presence check only.
+    if unsafe { FRESH_SOCKETS.get(&key(fd)) }.is_none() {
+        return;
+    }
+    if let (Some(base), Some(len)) = (user::<u64>(iov), user::<u64>(iov + 8)) {
+        let _ = first_write(fd, base, len);
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    if let (Some(fd), Some(iov), Some(vlen)) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)) {
+        on_iovec(fd, iov, vlen);
+    }
+    0
+}

@@ -1,0 +1,288 @@
+//! Recognising what a client says first on a new TCP connection: mining
+//! protocols (Stratum v1, XMRig/CryptoNote, EthereumStratum, eth-proxy), an
+//! HTTP request, a TLS ClientHello (with its SNI name). Input is hostile:
+//! every parser bounds-checks and gives up quietly on garbage.
+//!
+//! Sources: Stratum v1 and EthereumStratum/1.0.0 (NiceHash specification),
+//! XMRig `src/base/net/stratum/Client.cpp` (login/submit/keepalived), eth-proxy
+//! methods (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`), RFC 8446 §4.1.2
+//! and RFC 6066 §3 for the ClientHello and server_name extension.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recognised {
+    /// stratum, xmrig-stratum, ethereum-stratum, eth-proxy, json-rpc, http,
+    /// tls, or unknown.
+    pub protocol: &'static str,
+    /// The JSON-RPC method, HTTP Host, or TLS SNI name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The client's self-description (XMRig `agent`, Stratum subscribe's
+    /// first parameter, HTTP User-Agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Whether the protocol is a mining protocol.
+    pub mining: bool,
+}
+
+fn unknown() -> Recognised {
+    Recognised { protocol: "unknown", detail: None, agent: None, mining: false }
+}
+
+const STRATUM_METHODS: &[&str] = &[
+    "mining.subscribe",
+    "mining.authorize",
+    "mining.submit",
+    "mining.configure",
+    "mining.extranonce.subscribe",
+    "mining.suggest_difficulty",
+    "mining.notify",
+    "mining.set_difficulty",
+];
+const ETH_PROXY_METHODS: &[&str] =
+    &["eth_submitLogin", "eth_getWork", "eth_submitWork", "eth_submitHashrate"];
+const XMRIG_METHODS: &[&str] = &["login", "submit", "keepalived", "getjob"];
+
+/// Names are capped so a hostile peer cannot make records huge.
+fn cap(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+pub fn recognise(payload: &[u8]) -> Recognised {
+    if payload.first() == Some(&0x16) {
+        return tls(payload).unwrap_or_else(unknown);
+    }
+    let trimmed = payload.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &payload[i..]);
+    if trimmed.first() == Some(&b'{') {
+        return json_rpc(trimmed);
+    }
+    http(payload).unwrap_or_else(unknown)
+}
+
+/// One JSON-RPC object per line. The capture may cut it short, so the
+/// method is also found by scanning when the object does not parse.
+fn json_rpc(b: &[u8]) -> Recognised {
+    let line = b.split(|&c| c == b'\n').next().unwrap_or(b);
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+    let method = match &parsed {
+        Some(v) => v.get("method").and_then(|m| m.as_str()).map(str::to_string),
+        None => scan_method(line),
+    };
+    let Some(method) = method else {
+        return Recognised { protocol: "json-rpc", detail: None, agent: None, mining: false };
+    };
+    let params = parsed.as_ref().and_then(|v| v.get("params"));
+    let (protocol, mining, agent) = if STRATUM_METHODS.contains(&method.as_str()) {
+        let first = params.and_then(|p| p.get(0)).and_then(|a| a.as_str()).map(cap);
+        let eth = params
+            .and_then(|p| p.get(1))
+            .and_then(|a| a.as_str())
+            .is_some_and(|s| s.starts_with("EthereumStratum"));
+        (if eth { "ethereum-stratum" } else { "stratum" }, true, first)
+    } else if ETH_PROXY_METHODS.contains(&method.as_str()) {
+        ("eth-proxy", true, None)
+    } else if XMRIG_METHODS.contains(&method.as_str()) {
+        let agent = params.and_then(|p| p.get("agent")).and_then(|a| a.as_str()).map(cap);
+        // `login` with a wallet-like `login` parameter is CryptoNote stratum.
+        let looks_like_pool = method != "login" || params.and_then(|p| p.get("login")).is_some();
+        ("xmrig-stratum", looks_like_pool, agent)
+    } else {
+        ("json-rpc", false, None)
+    };
+    Recognised { protocol, detail: Some(cap(&method)), agent, mining }
+}
+
+/// `"method"` then `:` then a quoted string, in a truncated object.
+fn scan_method(b: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(b);
+    let at = text.find("\"method\"")? + 8;
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(cap(&rest[..end]))
+}
+
+const HTTP_METHODS: &[&str] =
+    &["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT "];
+
+fn http(b: &[u8]) -> Option<Recognised> {
+    let text = std::str::from_utf8(b).ok().or_else(|| std::str::from_utf8(&b[..b.len().min(200)]).ok())?;
+    if !HTTP_METHODS.iter().any(|m| text.starts_with(m)) {
+        return None;
+    }
+    let header = |name: &str| {
+        text.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| cap(v.trim()))
+        })
+    };
+    Some(Recognised { protocol: "http", detail: header("host"), agent: header("user-agent"), mining: false })
+}
+
+/// A TLS ClientHello's server_name (RFC 8446 §4.1.2, RFC 6066 §3).
+fn tls(b: &[u8]) -> Option<Recognised> {
+    let mut r = Reader { b, at: 0 };
+    // Record header: type 22, version, length; handshake type 1.
+    if r.u8()? != 0x16 {
+        return None;
+    }
+    r.skip(4)?;
+    if r.u8()? != 1 {
+        return None;
+    }
+    r.skip(3 + 2 + 32)?; // length, legacy_version, random
+    let sid = r.u8()? as usize;
+    r.skip(sid)?;
+    let suites = r.u16()? as usize;
+    r.skip(suites)?;
+    let comp = r.u8()? as usize;
+    r.skip(comp)?;
+    let ext_len = r.u16()? as usize;
+    let end = r.at + ext_len;
+    let mut sni = None;
+    while r.at + 4 <= end {
+        let ty = r.u16()?;
+        let len = r.u16()? as usize;
+        if ty == 0 {
+            // server_name_list: length, then (type 0, length, name).
+            let mut s = Reader { b: r.take(len)?, at: 0 };
+            s.skip(2)?;
+            if s.u8()? == 0 {
+                let n = s.u16()? as usize;
+                sni = Some(cap(&String::from_utf8_lossy(s.take(n)?)));
+            }
+            break;
+        }
+        r.skip(len)?;
+    }
+    Some(Recognised { protocol: "tls", detail: sni, agent: None, mining: false })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratum_v1_subscribe_and_authorize() {
+        let r =
+            recognise(b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer/2.5.1\"]}\n");
+        assert_eq!((r.protocol, r.mining), ("stratum", true));
+        assert_eq!(r.detail.as_deref(), Some("mining.subscribe"));
+        assert_eq!(r.agent.as_deref(), Some("cpuminer/2.5.1"));
+        let r = recognise(b"{\"params\":[\"wallet.rig\",\"x\"],\"id\":2,\"method\":\"mining.authorize\"}\n");
+        assert_eq!(r.detail.as_deref(), Some("mining.authorize"));
+    }
+
+    #[test]
+    fn ethereum_stratum_eth_proxy_and_xmrig() {
+        let r = recognise(
+            br#"{"id":1,"method":"mining.subscribe","params":["MinerName/1.0.0","EthereumStratum/1.0.0"]}"#,
+        );
+        assert_eq!(r.protocol, "ethereum-stratum");
+        let r = recognise(br#"{"id":1,"jsonrpc":"2.0","method":"eth_submitLogin","params":["0xabc"]}"#);
+        assert_eq!((r.protocol, r.mining), ("eth-proxy", true));
+        let r = recognise(
+            br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"4Abc","pass":"x","agent":"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2","rigid":""}}"#,
+        );
+        assert_eq!((r.protocol, r.mining), ("xmrig-stratum", true));
+        assert_eq!(r.agent.as_deref(), Some("XMRig/6.21.0 (Linux x86_64) libuv/1.44.2"));
+        // Ordinary JSON-RPC is not mining.
+        let r = recognise(br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
+        assert_eq!((r.protocol, r.mining), ("json-rpc", false));
+    }
+
+    #[test]
+    fn truncated_json_still_names_the_method() {
+        let full = br#"{"id":1,"method":"mining.subscribe","params":["x"#;
+        let r = recognise(full);
+        assert_eq!((r.protocol, r.mining), ("stratum", true));
+        assert_eq!(recognise(b"{\"id\":1,\"meth").protocol, "json-rpc");
+    }
+
+    #[test]
+    fn http_host_and_agent() {
+        let r = recognise(b"GET /jobs HTTP/1.1\r\nHost: pool.example:443\r\nUser-Agent: curl/8.0\r\n\r\n");
+        assert_eq!(
+            (r.protocol, r.detail.as_deref(), r.agent.as_deref()),
+            ("http", Some("pool.example:443"), Some("curl/8.0"))
+        );
+    }
+
+    /// A minimal ClientHello with server_name "pool.example".
+    fn client_hello(name: &str) -> Vec<u8> {
+        let mut ext = vec![0, 0];
+        let list_len = (name.len() + 3) as u16;
+        let ext_len = list_len + 2;
+        ext.extend_from_slice(&ext_len.to_be_bytes());
+        ext.extend_from_slice(&list_len.to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name.as_bytes());
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[7; 32]);
+        hello.push(0);
+        hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&ext);
+        let mut hs = vec![1, 0];
+        hs.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&hello);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn tls_sni() {
+        let r = recognise(&client_hello("pool.example"));
+        assert_eq!((r.protocol, r.detail.as_deref()), ("tls", Some("pool.example")));
+        // Cut anywhere: never a panic; a cut before the name loses only it.
+        let full = client_hello("pool.example");
+        for n in 0..full.len() {
+            let _ = recognise(&full[..n]);
+        }
+    }
+
+    #[test]
+    fn garbage_is_unknown() {
+        assert_eq!(recognise(b"").protocol, "unknown");
+        assert_eq!(recognise(b"\x00\x01\x02binary").protocol, "unknown");
+        assert_eq!(recognise(&[0x16; 300]).protocol, "unknown");
+        let mut seed = 0x2545f4914f6cdd1du64;
+        for _ in 0..20_000 {
+            let len = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = recognise(&bytes);
+        }
+    }
+}
