@@ -23,6 +23,21 @@ pub struct Cli {
 pub enum Command {
     /// Trace this host live until interrupted (Ctrl-C) or --duration ends.
     Run(RunArgs),
+    /// Like run, writing a forensic capture to --output (gzip-compressed when
+    /// the name ends in .gz), headed by a tracer.capture record.
+    Record(RunArgs),
+    /// Run the classifier offline over a capture; prints its classification
+    /// records, the same as live.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// The capture (JSON lines, optionally .gz).
+    pub capture: PathBuf,
+    /// Extra rules, as for run.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -77,6 +92,15 @@ pub struct RunArgs {
     /// Interval between activity records (process, tree, container, GPU).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub activity_interval: Duration,
+
+    /// Extra classification rules (TOML) added to the shipped ones; see
+    /// rules/default.toml for the format.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+
+    /// Do not classify workloads (no classification records).
+    #[arg(long)]
+    pub no_classify: bool,
 
     /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
     #[arg(long, default_value_t = 4096)]

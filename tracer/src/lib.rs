@@ -2,6 +2,7 @@
 //! socket connects; user space attributes them to processes and writes
 //! self-describing JSON lines.
 
+pub mod classify;
 pub mod cli;
 pub mod dns;
 pub mod gpu;
@@ -11,3 +12,4 @@ pub mod output;
 pub mod pipeline;
 pub mod process;
 pub mod protocols;
+pub mod replay;

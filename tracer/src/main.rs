@@ -4,7 +4,9 @@ use tracer::cli::{Cli, Command};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => tracer::pipeline::run(args),
+        Command::Run(args) => tracer::pipeline::run(args, false),
+        Command::Record(args) => tracer::pipeline::run(args, true),
+        Command::Replay(args) => tracer::replay::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

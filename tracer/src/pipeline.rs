@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    classify::{Classifier, rules::Rules},
     cli::RunArgs,
     dns::NameCache,
     gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name, nvml::Nvml},
@@ -51,6 +52,7 @@ pub struct Stats {
     pub table_pruned: u64,
     /// First writes whose buffer could not be read at syscall entry.
     pub first_bytes_unreadable: u64,
+    pub classifications: u64,
 }
 
 /// Sums for one tree or container over an interval.
@@ -121,6 +123,7 @@ pub struct Pipeline {
     ledger: Ledger,
     names: NameCache,
     reports: u64,
+    pub classifier: Option<Classifier>,
 }
 
 impl Pipeline {
@@ -147,7 +150,29 @@ impl Pipeline {
             ledger: Ledger::default(),
             names: NameCache::default(),
             reports: 0,
+            classifier: None,
         }
+    }
+
+    /// The first record of a capture: what it was taken on and with.
+    pub fn write_capture_header(&mut self) -> Result<()> {
+        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).ok();
+        let mono_ns = Clock::now_mono_ns();
+        let header = serde_json::json!({
+            "schema": SCHEMA_VERSION,
+            "kind": "tracer.capture",
+            "host": self.host,
+            "time": self.clock.wall(mono_ns),
+            "mono_ns": mono_ns,
+            "capture": {
+                "tracer_version": env!("CARGO_PKG_VERSION"),
+                "kernel": read("/proc/sys/kernel/osrelease"),
+                "boot_id": read("/proc/sys/kernel/random/boot_id"),
+                "cpus": online_cpus(),
+                "argv": std::env::args().collect::<Vec<_>>(),
+            },
+        });
+        self.sink.write(&header)
     }
 
     /// Loads NVIDIA's management library if it is installed.
@@ -172,7 +197,17 @@ impl Pipeline {
             process,
             body,
         };
-        self.sink.write(&record)
+        self.sink.write(&record)?;
+        // The classifier reads the record as written, exactly as replay
+        // will read it from a capture.
+        if let Some(classifier) = self.classifier.as_mut() {
+            let value = serde_json::to_value(&record)?;
+            for verdict in classifier.observe(&value) {
+                self.sink.write(&verdict)?;
+                self.stats.classifications += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The process view of a record's process, parents from the table.
@@ -578,16 +613,21 @@ fn cgroup_filter(arg: &str) -> Result<u64> {
     cgroup::id_of_path(&path).with_context(|| format!("cgroup {arg} ({})", path.display()))
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run_async(args))
+/// `record`: the same as run, to a file, headed by a capture record.
+pub fn run(args: RunArgs, record: bool) -> Result<()> {
+    if record && args.output.is_none() {
+        anyhow::bail!("record needs --output FILE (add .gz to compress)");
+    }
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run_async(args, record))
 }
 
-async fn run_async(args: RunArgs) -> Result<()> {
+async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let started = Instant::now();
     let sink = match &args.output {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
     };
+    let rules = if args.no_classify { None } else { Some(Rules::load(args.rules.as_deref())?) };
     let mut gpu_devices = devices::discover();
     let mut gpu_paths = HashMap::new();
     for spec in &args.gpu_devices {
@@ -618,6 +658,10 @@ async fn run_async(args: RunArgs) -> Result<()> {
         Pipeline::new(sink, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
     if !args.no_nvml {
         pipeline.enable_nvml();
+    }
+    pipeline.classifier = rules.map(Classifier::new);
+    if record {
+        pipeline.write_capture_header()?;
     }
     // Seeded after the programs attach: a process is either in /proc now or
     // its exec/fork arrives through the ring buffer.
@@ -670,5 +714,5 @@ async fn run_async(args: RunArgs) -> Result<()> {
     pipeline.drain(&mut ring, &mut kernel)?;
     pipeline.emit_activity(&mut kernel)?;
     pipeline.emit_health(&kernel, "final")?;
-    pipeline.sink.flush()
+    pipeline.sink.finish()
 }

@@ -164,6 +164,8 @@ pub struct ProcessView {
     pub cgroup_id: Option<u64>,
     pub cgroup: Option<String>,
     pub container_id: Option<String>,
+    /// Session id: the process tree this process belongs to.
+    pub session: Option<u32>,
     pub parent: Option<ParentView>,
     /// Entity ids from the grandparent up, as far as known.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -204,6 +206,7 @@ impl ProcessView {
             cgroup_id: p.cgroup_id,
             cgroup,
             container_id: p.container_id.clone(),
+            session: p.sid,
             parent,
             ancestors: parents.iter().skip(1).map(|a| a.entity_id.clone()).collect(),
             escaped,

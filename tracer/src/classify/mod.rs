@@ -1,0 +1,534 @@
+//! The classifier: turns the record stream into a verdict per process tree
+//! (session) and per container, with a confidence and the evidence behind it.
+//!
+//! It reads records — the same JSON the tracer writes — so a saved capture
+//! replayed offline gives the same verdicts as live: it keeps no clock of its
+//! own (times come from the records) and reads nothing from the host.
+
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use self::rules::{Indicator, Rules, glob};
+
+/// One piece of evidence: which indicator, from which record and process.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Evidence {
+    pub indicator: String,
+    pub category: String,
+    pub weight: f64,
+    pub what: String,
+    /// What in the record matched (a method, a name, a port, …).
+    pub seen: String,
+    /// The matching record's kind and time.
+    pub record: String,
+    pub time: String,
+    pub entity_id: Option<String>,
+    pub pid: Option<u64>,
+    pub comm: Option<String>,
+}
+
+/// The `classification` object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    /// tree (a session) or container.
+    pub scope: &'static str,
+    /// Session id, or the container id.
+    pub key: String,
+    /// crypto_mining, blockchain_node, ai_training, ai_inference,
+    /// distributed_storage, or ordinary.
+    pub category: String,
+    pub confidence: f64,
+    /// Per category, the summed weight of its evidence.
+    pub scores: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Allowlist entry that matched this workload, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlisted: Option<String>,
+    /// Whether this verdict calls for attention (not ordinary, not allowlisted).
+    pub alert: bool,
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Default)]
+struct Scope {
+    evidence: Vec<Evidence>,
+    seen: BTreeSet<String>,
+    category: Option<String>,
+    allowlisted: Option<String>,
+    reported: Option<(String, usize, Option<String>)>,
+}
+
+/// Per process, state that spans records (behaviour over intervals,
+/// cumulative GPU use).
+#[derive(Default)]
+struct ProcessState {
+    /// Consecutive reports in which a behaviour indicator held, by id.
+    streaks: HashMap<String, u32>,
+    gpu_contexts: u64,
+    gpu_bytes: u64,
+}
+
+pub struct Classifier {
+    rules: Rules,
+    scopes: HashMap<(&'static str, String), Scope>,
+    processes: HashMap<String, ProcessState>,
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn u(v: &Value, path: &[&str]) -> Option<u64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
+}
+
+fn f(v: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_f64()
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl Classifier {
+    pub fn new(rules: Rules) -> Self {
+        Self { rules, scopes: HashMap::new(), processes: HashMap::new() }
+    }
+
+    /// Feeds one record; returns the classification records it caused, as
+    /// complete records (same host and time as the record that caused them).
+    pub fn observe(&mut self, record: &Value) -> Vec<Value> {
+        let kind = s(record, &["kind"]).unwrap_or_default();
+        if kind == "classification" || kind == "tracer.health" || kind == "tracer.capture" {
+            return Vec::new();
+        }
+        let Some(process) = record.get("process").filter(|p| p.is_object()) else { return Vec::new() };
+        let entity = s(process, &["entity_id"]).unwrap_or_default().to_string();
+        let mut matched: Vec<(usize, String)> = Vec::new();
+        let state = self.processes.entry(entity.clone()).or_default();
+        Self::update_state(state, kind, record);
+        let state = self.processes.get_mut(&entity).expect("inserted above");
+        for (i, ind) in self.rules.indicators.iter().enumerate() {
+            if let Some(seen) = matches(ind, kind, record, state) {
+                matched.push((i, seen));
+            }
+        }
+        if kind == "process.exit" {
+            self.processes.remove(&entity);
+        }
+
+        let scopes = scope_keys(process);
+        let allow = self.allowlisted(process);
+        let mut out = Vec::new();
+        for key in scopes {
+            let scope = self.scopes.entry(key.clone()).or_default();
+            if scope.allowlisted.is_none() {
+                scope.allowlisted = allow.clone();
+            }
+            for (i, seen) in &matched {
+                let ind = &self.rules.indicators[*i];
+                if scope.seen.insert(ind.id.clone()) {
+                    scope.evidence.push(Evidence {
+                        indicator: ind.id.clone(),
+                        category: ind.category.clone(),
+                        weight: ind.weight,
+                        what: ind.what.clone(),
+                        seen: seen.clone(),
+                        record: kind.to_string(),
+                        time: s(record, &["time"]).unwrap_or_default().to_string(),
+                        entity_id: Some(entity.clone()).filter(|e| !e.is_empty()),
+                        pid: u(process, &["pid"]),
+                        comm: s(process, &["comm"]).map(str::to_string),
+                    });
+                }
+            }
+            if matched.is_empty() && scope.reported.is_none() {
+                continue;
+            }
+            if let Some(v) = Self::decide(&self.rules, key.0, &key.1, scope) {
+                out.push(serde_json::json!({
+                    "schema": crate::output::record::SCHEMA_VERSION,
+                    "kind": "classification",
+                    "host": record.get("host").cloned().unwrap_or(Value::Null),
+                    "time": record.get("time").cloned().unwrap_or(Value::Null),
+                    "mono_ns": record.get("mono_ns").cloned().unwrap_or(Value::Null),
+                    "classification": v,
+                }));
+            }
+        }
+        out
+    }
+
+    fn update_state(state: &mut ProcessState, kind: &str, record: &Value) {
+        if kind != "process.activity" {
+            return;
+        }
+        let a = &record["activity"];
+        state.gpu_contexts += u(a, &["gpu", "compute_contexts"]).unwrap_or(0);
+        state.gpu_bytes += u(a, &["gpu", "memory_allocated_bytes"]).unwrap_or(0);
+    }
+
+    fn allowlisted(&self, process: &Value) -> Option<String> {
+        let exe = s(process, &["exe"]).unwrap_or_default();
+        let cgroup = s(process, &["cgroup"]).unwrap_or_default();
+        let container = s(process, &["container_id"]).unwrap_or_default();
+        self.rules
+            .allow
+            .iter()
+            .find(|a| {
+                a.exe.iter().any(|e| e == exe)
+                    || a.exe_name.iter().any(|n| n == basename(exe))
+                    || (!container.is_empty() && a.container_id.iter().any(|c| c == container))
+                    || a.cgroup_prefix.iter().any(|p| cgroup.starts_with(p.as_str()))
+            })
+            .map(|a| a.id.clone())
+    }
+
+    /// The scope's verdict, if it changed since last reported.
+    fn decide(rules: &Rules, scope_kind: &'static str, key: &str, scope: &mut Scope) -> Option<Verdict> {
+        let mut scores: BTreeMap<String, f64> = BTreeMap::new();
+        for e in &scope.evidence {
+            *scores.entry(e.category.clone()).or_default() += e.weight;
+        }
+        let (best, best_score) = scores
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(c, v)| (c.clone(), *v))
+            .unwrap_or_else(|| ("ordinary".into(), 0.0));
+        let current = scope.category.clone();
+        let category = if best_score < rules.verdict_score {
+            current.clone().unwrap_or_else(|| "ordinary".into())
+        } else {
+            match &current {
+                // Stable: another category must lead the current one clearly.
+                Some(cur) if cur != &best && cur != "ordinary" => {
+                    let cur_score = scores.get(cur).copied().unwrap_or(0.0);
+                    if best_score >= cur_score + rules.stable_margin { best.clone() } else { cur.clone() }
+                }
+                _ => best.clone(),
+            }
+        };
+        scope.category = Some(category.clone());
+        let state = (category.clone(), scope.evidence.len(), scope.allowlisted.clone());
+        if category == "ordinary" || scope.reported.as_ref() == Some(&state) {
+            return None;
+        }
+        let previous = scope.reported.as_ref().map(|r| r.0.clone()).filter(|p| p != &category);
+        scope.reported = Some(state);
+        let score = scores.get(&category).copied().unwrap_or(0.0);
+        // 0.5 at the verdict threshold, approaching 1 with more evidence.
+        let confidence = 1.0 - 0.5f64.powf(score / rules.verdict_score);
+        Some(Verdict {
+            scope: scope_kind,
+            key: key.to_string(),
+            category,
+            confidence: (confidence * 1000.0).round() / 1000.0,
+            scores: scores.into_iter().map(|(k, v)| (k, (v * 1000.0).round() / 1000.0)).collect(),
+            previous,
+            allowlisted: scope.allowlisted.clone(),
+            alert: scope.allowlisted.is_none(),
+            evidence: scope.evidence.clone(),
+        })
+    }
+}
+
+/// The tree (session) and, when it has one, the container of a process.
+fn scope_keys(process: &Value) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    let session = u(process, &["session"]).or_else(|| u(process, &["pid"]));
+    if let Some(sid) = session {
+        keys.push(("tree", sid.to_string()));
+    }
+    if let Some(c) = s(process, &["container_id"]) {
+        keys.push(("container", c.to_string()));
+    }
+    keys
+}
+
+fn any_port(list: &Option<Vec<u16>>, port: Option<u64>) -> Option<String> {
+    let (list, port) = (list.as_ref()?, port?);
+    list.iter().any(|p| u64::from(*p) == port).then(|| format!("port {port}"))
+}
+
+fn any_glob(list: &Option<Vec<String>>, names: &[&str]) -> Option<String> {
+    let list = list.as_ref()?;
+    names.iter().find(|n| list.iter().any(|p| glob(p, n))).map(|n| (*n).to_string())
+}
+
+/// Whether `ind` matches this record: every key it names must apply to the
+/// record's kind and hold. Returns what matched, for the evidence.
+fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> Option<String> {
+    let m = &ind.when;
+    let mut seen = Vec::new();
+    let fb = &r["first_bytes"];
+    if let Some(protocols) = &m.first_bytes_protocol {
+        let p = (kind == "network.first_bytes").then(|| s(fb, &["protocol"])).flatten()?;
+        protocols.iter().any(|x| x == p).then_some(())?;
+        seen.push(format!("protocol {p}"));
+    }
+    if let Some(want) = m.first_bytes_mining {
+        (kind == "network.first_bytes" && fb["mining"].as_bool() == Some(want)).then_some(())?;
+        seen.push(format!(
+            "{} {} to {}:{}",
+            s(fb, &["protocol"]).unwrap_or("?"),
+            s(fb, &["detail"]).unwrap_or(""),
+            s(fb, &["address"]).unwrap_or("?"),
+            u(fb, &["port"]).unwrap_or(0)
+        ));
+    }
+    if let Some(needles) = &m.agent_contains {
+        let agent = (kind == "network.first_bytes").then(|| s(fb, &["agent"])).flatten()?;
+        let n = needles.iter().find(|n| agent.contains(n.as_str()))?;
+        seen.push(format!("agent {agent:?} ({n})"));
+    }
+    if m.tls_sni.is_some() {
+        let sni = (kind == "network.first_bytes" && s(fb, &["protocol"]) == Some("tls"))
+            .then(|| s(fb, &["detail"]))
+            .flatten()?;
+        seen.push(format!("SNI {}", any_glob(&m.tls_sni, &[sni])?));
+    }
+    if m.dns_name.is_some() {
+        let names: Vec<&str> = match kind {
+            "network.dns" => r["dns"]["questions"]
+                .as_array()
+                .map(|q| q.iter().filter_map(|q| q["name"].as_str()).collect())
+                .unwrap_or_default(),
+            "network.connect" => s(r, &["connect", "dns_name"]).into_iter().collect(),
+            "network.first_bytes" => s(fb, &["dns_name"]).into_iter().collect(),
+            _ => Vec::new(),
+        };
+        seen.push(format!("name {}", any_glob(&m.dns_name, &names)?));
+    }
+    if m.remote_port.is_some() {
+        let port = match kind {
+            "network.connect" => u(r, &["connect", "port"]),
+            "network.first_bytes" => u(fb, &["port"]),
+            _ => None,
+        };
+        seen.push(format!("connect to {}", any_port(&m.remote_port, port)?));
+    }
+    if m.listen_port.is_some() {
+        let port = (kind == "network.listen").then(|| u(r, &["listen", "port"])).flatten();
+        seen.push(format!("listens on {}", any_port(&m.listen_port, port)?));
+    }
+    if let Some(names) = &m.exe_name {
+        let exe = (kind == "process.exec").then(|| s(r, &["process", "exe"])).flatten()?;
+        let base = basename(exe);
+        names.iter().any(|n| n == base).then_some(())?;
+        seen.push(format!("exe {exe}"));
+    }
+    if let Some(needles) = &m.argv_contains {
+        let argv = (kind == "process.exec").then(|| r["process"]["argv"].as_array()).flatten()?;
+        let line = argv.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
+        let n = needles.iter().find(|n| line.contains(n.as_str()))?;
+        seen.push(format!("argv contains {n:?}"));
+    }
+    if let Some(min) = m.gpu_compute_contexts {
+        (kind == "process.activity" && state.gpu_contexts >= min.max(1)).then_some(())?;
+        seen.push(format!("{} GPU compute contexts", state.gpu_contexts));
+    }
+    if let Some(min) = m.gpu_memory_bytes {
+        (kind == "process.activity" && state.gpu_bytes >= min.max(1)).then_some(())?;
+        seen.push(format!("{} MiB of GPU memory", state.gpu_bytes >> 20));
+    }
+    if let Some(min_share) = m.cpu_share_pct {
+        if kind != "process.activity" {
+            return None;
+        }
+        let a = &r["activity"];
+        let share = f(a, &["cpu", "host_share_pct"]).unwrap_or(0.0);
+        let cpu_s = f(a, &["cpu", "time_ms"]).unwrap_or(0.0) / 1000.0;
+        let rate = if cpu_s > 0.0 {
+            u(a, &["syscalls", "count"]).unwrap_or(0) as f64 / cpu_s
+        } else {
+            f64::INFINITY
+        };
+        let max_rate = m.syscalls_per_cpu_second.unwrap_or(f64::INFINITY);
+        let needed = m.intervals.unwrap_or(1);
+        let streak = state.streaks.entry(ind.id.clone()).or_default();
+        *streak = if share >= min_share && rate <= max_rate { *streak + 1 } else { 0 };
+        if *streak < needed {
+            return None;
+        }
+        seen.push(format!(
+            "{share:.0} % of host CPU at {rate:.0} syscalls per CPU-second for {needed} reports"
+        ));
+    }
+    if let Some(min) = m.distinct_peers {
+        let peers =
+            (kind == "process.activity").then(|| r["activity"]["network"]["peers"].as_array()).flatten()?;
+        let ports = m.peer_ports.as_deref().unwrap_or(&[]);
+        let n = peers
+            .iter()
+            .filter(|p| p["address"].is_string())
+            .filter(|p| {
+                ports.is_empty()
+                    || p["port"].as_u64().is_some_and(|x| ports.iter().any(|q| u64::from(*q) == x))
+            })
+            .count();
+        (n >= min).then_some(())?;
+        seen.push(format!("{n} peers on peer-to-peer ports"));
+    }
+    (!seen.is_empty()).then(|| seen.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn proc(pid: u64, session: u64) -> Value {
+        json!({"entity_id": format!("b:1:{pid}"), "pid": pid, "comm": "backup", "exe": "/usr/bin/backup",
+               "session": session, "cgroup": "/", "container_id": null})
+    }
+
+    fn rec(kind: &str, pid: u64, session: u64, time: &str, body: (&str, Value)) -> Value {
+        let mut r = json!({"schema": "tracer.v1", "kind": kind, "host": "h", "time": time, "mono_ns": 1,
+                           "process": proc(pid, session)});
+        r[body.0] = body.1;
+        r
+    }
+
+    fn classifier() -> Classifier {
+        Classifier::new(Rules::load(None).unwrap())
+    }
+
+    #[test]
+    fn a_mining_protocol_is_a_verdict_with_its_evidence() {
+        let mut c = classifier();
+        let out = c.observe(&rec(
+            "network.first_bytes",
+            10,
+            10,
+            "t1",
+            (
+                "first_bytes",
+                json!({"protocol": "stratum", "mining": true, "detail": "mining.subscribe",
+                                   "address": "10.0.0.1", "port": 443}),
+            ),
+        ));
+        assert_eq!(out.len(), 1);
+        let v = &out[0]["classification"];
+        assert_eq!(v["category"], "crypto_mining");
+        assert_eq!(v["scope"], "tree");
+        assert_eq!(v["key"], "10");
+        assert!(v["confidence"].as_f64().unwrap() > 0.9);
+        assert_eq!(v["evidence"][0]["indicator"], "mining-protocol");
+        assert_eq!(v["evidence"][0]["seen"], "stratum mining.subscribe to 10.0.0.1:443");
+        assert_eq!(out[0]["time"], "t1", "a verdict carries the time of the record that caused it");
+        // The same evidence again changes nothing: no new record.
+        let again = c.observe(&rec(
+            "network.first_bytes",
+            11,
+            10,
+            "t2",
+            (
+                "first_bytes",
+                json!({"protocol": "stratum", "mining": true, "detail": "mining.submit", "port": 443}),
+            ),
+        ));
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn names_and_ports_alone_are_not_a_verdict() {
+        let mut c = classifier();
+        let exec = rec("process.exec", 20, 20, "t", ("exec", json!({})));
+        let mut exec = exec;
+        exec["process"]["exe"] = json!("/tmp/xmrig");
+        assert!(c.observe(&exec).is_empty());
+        assert!(
+            c.observe(&rec("network.connect", 20, 20, "t", ("connect", json!({"port": 3333})))).is_empty()
+        );
+        // Behaviour alone (a benchmark) is not either, however long it lasts.
+        for _ in 0..10 {
+            let a = rec(
+                "process.activity",
+                21,
+                21,
+                "t",
+                (
+                    "activity",
+                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0}, "syscalls": {"count": 3}}),
+                ),
+            );
+            assert!(c.observe(&a).is_empty());
+        }
+        // Weak name plus behaviour plus a pool port: now it is.
+        let mut verdicts = Vec::new();
+        for _ in 0..3 {
+            verdicts.extend(c.observe(&rec(
+                "process.activity",
+                20,
+                20,
+                "t",
+                (
+                    "activity",
+                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0}, "syscalls": {"count": 3}}),
+                ),
+            )));
+        }
+        assert_eq!(verdicts.len(), 1, "{verdicts:#?}");
+        assert_eq!(verdicts[0]["classification"]["category"], "crypto_mining");
+    }
+
+    #[test]
+    fn allowlisted_workloads_keep_their_verdict_without_alert() {
+        let mut rules = Rules::load(None).unwrap();
+        rules.allow.push(rules::Allow {
+            id: "backups".into(),
+            exe_name: vec!["backup".into()],
+            ..Default::default()
+        });
+        let mut c = Classifier::new(rules);
+        let out = c.observe(&rec(
+            "network.first_bytes",
+            30,
+            30,
+            "t",
+            ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333})),
+        ));
+        let v = &out[0]["classification"];
+        assert_eq!(v["allowlisted"], "backups");
+        assert_eq!(v["alert"], false);
+    }
+
+    #[test]
+    fn verdicts_are_stable_against_a_weaker_category() {
+        let mut c = classifier();
+        c.observe(&rec(
+            "network.first_bytes",
+            40,
+            40,
+            "t",
+            ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333})),
+        ));
+        // AI-looking evidence afterwards does not flip the verdict.
+        let out = c.observe(&rec("network.listen", 40, 40, "t", ("listen", json!({"port": 29500}))));
+        let cat: Vec<_> = out.iter().map(|v| v["classification"]["category"].clone()).collect();
+        assert!(cat.iter().all(|c| c == "crypto_mining"), "{cat:?}");
+    }
+
+    #[test]
+    fn containers_get_their_own_verdict() {
+        let mut c = classifier();
+        let mut r = rec(
+            "network.first_bytes",
+            50,
+            50,
+            "t",
+            ("first_bytes", json!({"protocol": "xmrig-stratum", "mining": true, "port": 443})),
+        );
+        r["process"]["container_id"] = json!("c0ffee");
+        let out = c.observe(&r);
+        let scopes: Vec<_> =
+            out.iter().map(|v| v["classification"]["scope"].as_str().unwrap().to_string()).collect();
+        assert_eq!(scopes, ["tree", "container"]);
+    }
+}

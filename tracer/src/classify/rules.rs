@@ -1,0 +1,220 @@
+//! The rules file: indicators (what to match, the category it points to, its
+//! weight) and allowlist entries, as data. The shipped defaults are
+//! `rules/default.toml`; an operator's file adds to them.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
+
+pub const CATEGORIES: &[&str] =
+    &["crypto_mining", "blockchain_node", "ai_training", "ai_inference", "distributed_storage"];
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub first_bytes_protocol: Option<Vec<String>>,
+    pub first_bytes_mining: Option<bool>,
+    pub agent_contains: Option<Vec<String>>,
+    pub dns_name: Option<Vec<String>>,
+    pub tls_sni: Option<Vec<String>>,
+    pub remote_port: Option<Vec<u16>>,
+    pub listen_port: Option<Vec<u16>>,
+    pub exe_name: Option<Vec<String>>,
+    pub argv_contains: Option<Vec<String>>,
+    pub gpu_compute_contexts: Option<u64>,
+    pub gpu_memory_bytes: Option<u64>,
+    pub cpu_share_pct: Option<f64>,
+    pub syscalls_per_cpu_second: Option<f64>,
+    pub intervals: Option<u32>,
+    pub distinct_peers: Option<usize>,
+    pub peer_ports: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Indicator {
+    pub id: String,
+    pub category: String,
+    pub weight: f64,
+    pub what: String,
+    #[serde(rename = "match")]
+    pub when: Match,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    pub id: String,
+    #[serde(default)]
+    pub exe_name: Vec<String>,
+    #[serde(default)]
+    pub exe: Vec<String>,
+    #[serde(default)]
+    pub container_id: Vec<String>,
+    #[serde(default)]
+    pub cgroup_prefix: Vec<String>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default = "one")]
+    pub verdict_score: f64,
+    #[serde(default = "half")]
+    pub stable_margin: f64,
+    #[serde(default, rename = "indicator")]
+    pub indicators: Vec<Indicator>,
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+
+impl Rules {
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let rules: Rules = toml::from_str(text).with_context(|| format!("rules {origin}"))?;
+        rules.check(origin)?;
+        Ok(rules)
+    }
+
+    fn check(&self, origin: &str) -> Result<()> {
+        for i in &self.indicators {
+            if !CATEGORIES.contains(&i.category.as_str()) {
+                bail!(
+                    "rules {origin}: indicator {} has unknown category {} (one of {})",
+                    i.id,
+                    i.category,
+                    CATEGORIES.join(", ")
+                );
+            }
+            if !(i.weight.is_finite() && i.weight > 0.0) {
+                bail!("rules {origin}: indicator {} needs a positive weight", i.id);
+            }
+            if i.when == Match::default() {
+                bail!("rules {origin}: indicator {} matches nothing", i.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shipped rules, plus an operator's file: its indicators replace
+    /// those with the same id or are added; its allow entries are added.
+    pub fn load(extra: Option<&Path>) -> Result<Self> {
+        let mut rules = Self::parse(DEFAULT_RULES, "rules/default.toml")?;
+        if let Some(path) = extra {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let more = Self::parse(&text, &path.display().to_string())?;
+            for ind in more.indicators {
+                rules.indicators.retain(|i| i.id != ind.id);
+                rules.indicators.push(ind);
+            }
+            rules.allow.extend(more.allow);
+            if text.contains("verdict_score") {
+                rules.verdict_score = more.verdict_score;
+            }
+            if text.contains("stable_margin") {
+                rules.stable_margin = more.stable_margin;
+            }
+        }
+        Ok(rules)
+    }
+}
+
+/// `*` matches any run of characters; matching ignores ASCII case.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.to_ascii_lowercase(), text.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == t;
+    }
+    let mut rest = t.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else { return false };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else { return false };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_rules_parse() {
+        let r = Rules::load(None).unwrap();
+        assert!(r.indicators.iter().any(|i| i.id == "mining-protocol"));
+        // Weak evidence alone never reaches a verdict.
+        for i in &r.indicators {
+            let strong = ["mining-protocol", "miner-agent", "p2p-node-fanout", "storage-fanout"];
+            assert!(
+                strong.contains(&i.id.as_str()) || i.weight < r.verdict_score,
+                "{} is weak but weighs {}",
+                i.id,
+                i.weight
+            );
+        }
+    }
+
+    #[test]
+    fn bad_rules_are_clear_errors() {
+        let e = Rules::parse(
+            "[[indicator]]\nid='x'\ncategory='fishing'\nweight=1\nwhat='w'\nmatch={remote_port=[1]}",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown category fishing"));
+        let e = Rules::parse(
+            "[[indicator]]\nid='x'\ncategory='crypto_mining'\nweight=1\nwhat='w'\nmatch={colour='red'}",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("colour"), "{e:#}");
+        assert!(Rules::parse("verdict_score = [", "t").is_err());
+    }
+
+    #[test]
+    fn operator_file_extends_and_overrides() {
+        let dir = std::env::temp_dir().join(format!("rules-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("site.toml");
+        std::fs::write(
+            &f,
+            "[[indicator]]\nid='miner-port'\ncategory='crypto_mining'\nweight=0.1\nwhat='w'\nmatch={remote_port=[1]}\n\
+             [[indicator]]\nid='our-pool'\ncategory='crypto_mining'\nweight=2\nwhat='our pool'\nmatch={dns_name=['pool.corp']}\n\
+             [[allow]]\nid='lab'\nexe_name=['trainer']\n",
+        )
+        .unwrap();
+        let r = Rules::load(Some(&f)).unwrap();
+        assert_eq!(r.indicators.iter().find(|i| i.id == "miner-port").unwrap().weight, 0.1);
+        assert!(r.indicators.iter().any(|i| i.id == "our-pool"));
+        assert_eq!(r.allow[0].id, "lab");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("*.nanopool.org", "xmr-eu1.nanopool.org"));
+        assert!(!glob("*.nanopool.org", "nanopool.org.evil"));
+        assert!(glob("*antpool.com", "stratum.antpool.com"));
+        assert!(glob("pool.*.example", "POOL.a.EXAMPLE"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+    }
+}
