@@ -1,0 +1,147 @@
+//! Forensic record and replay: a live capture of a process speaking a mining
+//! protocol holds the live verdict; replaying it offline gives the same
+//! classification records, byte for byte. Committed captures replay to their
+//! committed verdicts; damaged captures are read up to the damage.
+
+mod support;
+
+use std::{io::Read as _, net::TcpListener, path::PathBuf, process::Command};
+
+use support::{fork_child, wait_rusage};
+
+fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures")
+}
+
+fn replay(capture: &std::path::Path) -> (bool, String, String) {
+    let out = tracer().arg("replay").arg(capture).output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn classification_lines(text: &str) -> Vec<String> {
+    text.lines().filter(|l| l.contains("\"kind\":\"classification\"")).map(str::to_string).collect()
+}
+
+#[test]
+fn a_live_capture_replays_to_the_same_verdicts() {
+    support::require_root();
+    let dir = std::env::temp_dir().join(format!("tracer-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("capture.jsonl.gz");
+    let pool = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = pool.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = pool.accept().unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).unwrap();
+    });
+
+    let mut rec = tracer()
+        .args(["record", "--health-interval", "1h", "--activity-interval", "1h", "-o"])
+        .arg(&capture)
+        .spawn()
+        .unwrap();
+    // Wait for the capture header and the started record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::metadata(&capture).is_ok_and(|m| m.len() > 0) {
+        assert!(std::time::Instant::now() < deadline, "recorder did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    let login = b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{\"login\":\"44AF\",\"pass\":\"x\",\"agent\":\"XMRig/6.21.0\"}}\n";
+    let child = fork_child(|| {
+        let mut buf = [0u8; 256];
+        buf[..login.len()].copy_from_slice(login);
+        // SAFETY: syscalls only.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+                sin_zero: [0; 8],
+            };
+            if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+                return 2;
+            }
+            libc::write(fd, buf.as_ptr().cast(), login.len());
+            libc::close(fd);
+        }
+        0
+    });
+    assert_eq!(wait_rusage(child).0, 0);
+    server.join().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    assert!(rec.wait().unwrap().success());
+
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&capture).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "tracer.capture");
+    let live = classification_lines(&text);
+    let mining: Vec<&String> = live.iter().filter(|l| l.contains(&format!("\"pid\":{child}"))).collect();
+    assert!(!mining.is_empty(), "the live stream classified the child: {live:#?}");
+    assert!(mining[0].contains("\"category\":\"crypto_mining\""));
+
+    let (ok, replayed, err) = replay(&capture);
+    assert!(ok, "{err}");
+    assert_eq!(classification_lines(&replayed), live, "replay gives the live verdicts");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Each committed capture replays to its committed verdicts.
+#[test]
+fn committed_captures_replay_to_their_verdicts() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".capture.jsonl") {
+            continue;
+        }
+        let expected =
+            std::fs::read_to_string(path.with_file_name(name.replace(".capture.jsonl", ".verdicts.jsonl")))
+                .unwrap();
+        let (ok, replayed, err) = replay(&path);
+        assert!(ok, "{name}: {err}");
+        assert_eq!(replayed, expected, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 2, "fixtures missing");
+}
+
+/// A capture cut mid-line, or with a corrupt line, is read up to the damage:
+/// the verdicts from before it come out, and the error names the line.
+#[test]
+fn damaged_captures_are_read_up_to_the_damage() {
+    let good = std::fs::read_to_string(fixtures().join("mining-xmrig-login.capture.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(fixtures().join("mining-xmrig-login.verdicts.jsonl")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let dir = std::env::temp_dir().join(format!("tracer-damaged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Garbage after all the records: every verdict, then the error.
+    let corrupt = dir.join("corrupt.jsonl");
+    std::fs::write(&corrupt, format!("{}\n{{\"kind\": oops\n", lines.join("\n"))).unwrap();
+    let (ok, out, err) = replay(&corrupt);
+    assert!(!ok);
+    assert_eq!(out, expected, "nothing before the damage is lost");
+    assert!(err.contains(&format!("capture line {}", lines.len() + 1)), "{err}");
+
+    // Cut mid-line.
+    let cut = dir.join("cut.jsonl");
+    let text = lines.join("\n");
+    std::fs::write(&cut, &text[..text.len() - 7]).unwrap();
+    let (ok, _, err) = replay(&cut);
+    assert!(!ok);
+    assert!(err.contains(&format!("capture line {}", lines.len())), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
