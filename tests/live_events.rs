@@ -386,3 +386,34 @@ fn first_bytes_of_a_new_connection_are_recognised() {
     assert_eq!(f["port"], port);
     assert_eq!(f["bytes"], first.len());
 }
+
+/// Watched files (model weights here) are reported with the access mode;
+/// ordinary opens are not.
+#[test]
+fn watched_file_opens_are_reported() {
+    let dir = std::env::temp_dir().join(format!("tracer-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.safetensors");
+    let other = dir.join("notes.txt");
+    let tracer = Tracer::start(&[]);
+    let script =
+        format!("echo w > {m}; cat {m} > /dev/null; echo x > {o}", m = model.display(), o = other.display());
+    let mut child = bash(&script).spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let opens: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "file.open"
+                && r["file"]["path"].as_str().is_some_and(|p| p.starts_with(dir.to_str().unwrap()))
+        })
+        .collect();
+    let seen: Vec<(String, bool)> = opens
+        .iter()
+        .map(|r| (r["file"]["path"].as_str().unwrap().to_string(), r["file"]["write"].as_bool().unwrap()))
+        .collect();
+    let m = model.to_str().unwrap().to_string();
+    assert_eq!(seen, vec![(m.clone(), true), (m, false)], "the .txt open is not reported");
+}

@@ -34,10 +34,12 @@ pub enum EventKind {
     FirstBytes = 8,
     /// A TCP socket started listening.
     Listen = 9,
+    /// A file of interest was opened (model files, MSRs, huge-page knobs).
+    FileOpen = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::Exec,
         Self::Fork,
         Self::Exit,
@@ -47,6 +49,7 @@ impl EventKind {
         Self::Dns,
         Self::FirstBytes,
         Self::Listen,
+        Self::FileOpen,
     ];
 
     pub fn from_u32(raw: u32) -> Option<Self> {
@@ -60,6 +63,7 @@ impl EventKind {
             7 => Some(Self::Dns),
             8 => Some(Self::FirstBytes),
             9 => Some(Self::Listen),
+            10 => Some(Self::FileOpen),
             _ => None,
         }
     }
@@ -75,6 +79,7 @@ impl EventKind {
             Self::Dns => "dns",
             Self::FirstBytes => "first_bytes",
             Self::Listen => "listen",
+            Self::FileOpen => "file_open",
         }
     }
 }
@@ -373,6 +378,8 @@ pub struct ProcStats {
     pub cpu_ns: u64,
     /// System calls entered (raw_syscalls:sys_enter).
     pub syscalls: u64,
+    /// mmap calls asking for huge pages (MAP_HUGETLB).
+    pub hugetlb_mmaps: u64,
     /// Bytes and calls from sock:sock_send_length / sock_recv_length.
     pub tx_bytes: u64,
     pub rx_bytes: u64,
@@ -409,6 +416,20 @@ pub struct FirstBytesEvent {
     pub captured: u32,
     pub _pad: u32,
     pub payload: [u8; FIRST_BYTES],
+}
+
+pub const PATH_LEN: usize = 256;
+
+/// An open of a file whose name ends in one of the watched suffixes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileOpenEvent {
+    pub header: EventHeader,
+    /// open(2) flags.
+    pub flags: u32,
+    /// Bytes of `path` (without the NUL).
+    pub path_len: u32,
+    pub path: [u8; PATH_LEN],
 }
 
 /// A TCP socket entering LISTEN.

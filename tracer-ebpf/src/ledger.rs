@@ -57,6 +57,19 @@ pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// An mmap asking for huge pages, by the current process.
+#[inline(always)]
+pub fn count_hugetlb_mmap() -> Option<()> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe { (*stats).hugetlb_mmaps += 1 };
+    Some(())
+}
+
 /// Charges the running slice to the current task now (at exit, so the
 /// process's final account includes its last slice) and restarts it.
 #[inline(always)]

@@ -15,6 +15,8 @@ mod dns;
 #[cfg(target_arch = "bpf")]
 mod files;
 #[cfg(target_arch = "bpf")]
+mod files_watch;
+#[cfg(target_arch = "bpf")]
 mod gpu;
 #[cfg(target_arch = "bpf")]
 mod ledger;

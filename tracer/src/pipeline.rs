@@ -29,9 +29,9 @@ use crate::{
         JsonLines,
         escape::bytes_to_string,
         record::{
-            Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, FirstBytesView, ForkView, GpuBody,
-            HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION, TreeView, errno_name,
-            protocol_name, rfc3339_nanos, socket_type_name,
+            Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, FileOpenView, FirstBytesView,
+            ForkView, GpuBody, HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION,
+            TreeView, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
     },
     process::{ProcessTable, cgroup},
@@ -124,6 +124,7 @@ pub struct Pipeline {
     names: NameCache,
     reports: u64,
     pub classifier: Option<Classifier>,
+    libraries_checked: HashSet<u32>,
 }
 
 impl Pipeline {
@@ -151,6 +152,7 @@ impl Pipeline {
             names: NameCache::default(),
             reports: 0,
             classifier: None,
+            libraries_checked: HashSet::new(),
         }
     }
 
@@ -321,8 +323,13 @@ impl Pipeline {
                 }
             }
             let names = &self.names;
-            let activity =
+            let busy = gpu_summary.is_some() || delta.stats.cpu_ns > 100_000_000;
+            let mut activity =
                 LedgerActivity::with_names(&delta, interval_s, ncpus, gpu_summary, |ip| names.name(tgid, ip));
+            // Busy processes are looked at once for ML runtimes they mapped.
+            if busy && self.libraries_checked.insert(tgid) {
+                activity.ml_libraries = crate::ledger::ml_libraries(tgid);
+            }
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
         for (pid, view) in gpu {
@@ -359,6 +366,7 @@ impl Pipeline {
         for tgid in self.table.sweep_exited() {
             kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid), self.ledger.flow_keys(tgid));
             self.names.forget(tgid);
+            self.libraries_checked.remove(&tgid);
             self.ledger.forget(tgid);
         }
         Ok(())
@@ -478,6 +486,19 @@ impl Pipeline {
                     captured: payload.len() as u32,
                     recognised: crate::protocols::recognise(&payload),
                     preview: bytes_to_string(preview).0.into_owned(),
+                });
+                self.emit(h.ktime_ns, Some(process), body)
+            }
+            EventBody::FileOpen { flags, path } => {
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                let body = Body::FileOpen(FileOpenView {
+                    path: bytes_to_string(&path).0.into_owned(),
+                    write: flags & 3 != 0,
+                    flags,
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }

@@ -374,6 +374,28 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         (n >= min).then_some(())?;
         seen.push(format!("{n} peers on peer-to-peer ports"));
     }
+    if let Some(suffixes) = &m.file_suffix {
+        let path = (kind == "file.open").then(|| s(r, &["file", "path"])).flatten()?;
+        let suffix = suffixes.iter().find(|x| path.ends_with(x.as_str()))?;
+        seen.push(format!("opened {path} ({suffix})"));
+    }
+    if let Some(write) = m.file_write {
+        (kind == "file.open" && r["file"]["write"].as_bool() == Some(write)).then_some(())?;
+    }
+    if let Some(min) = m.hugetlb_mmaps {
+        let n = (kind == "process.activity").then(|| u(r, &["activity", "hugetlb_mmaps"])).flatten()?;
+        (n >= min.max(1)).then_some(())?;
+        seen.push(format!("{n} huge-page mmaps"));
+    }
+    if let Some(prefixes) = &m.library {
+        let libs =
+            (kind == "process.activity").then(|| r["activity"]["ml_libraries"].as_array()).flatten()?;
+        let lib = libs
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|l| prefixes.iter().any(|p| l.starts_with(p.as_str())))?;
+        seen.push(format!("maps {lib}"));
+    }
     (!seen.is_empty()).then(|| seen.join("; "))
 }
 

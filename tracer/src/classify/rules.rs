@@ -31,6 +31,10 @@ pub struct Match {
     pub intervals: Option<u32>,
     pub distinct_peers: Option<usize>,
     pub peer_ports: Option<Vec<u16>>,
+    pub file_suffix: Option<Vec<String>>,
+    pub file_write: Option<bool>,
+    pub hugetlb_mmaps: Option<u64>,
+    pub library: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -163,7 +167,7 @@ mod tests {
         assert!(r.indicators.iter().any(|i| i.id == "mining-protocol"));
         // Weak evidence alone never reaches a verdict.
         for i in &r.indicators {
-            let strong = ["mining-protocol", "miner-agent", "p2p-node-fanout", "storage-fanout"];
+            let strong = ["mining-protocol", "miner-agent", "p2p-node-fanout", "storage-fanout", "msr-write"];
             assert!(
                 strong.contains(&i.id.as_str()) || i.weight < r.verdict_score,
                 "{} is weak but weighs {}",

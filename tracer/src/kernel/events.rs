@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FirstBytesEvent,
-    ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
+    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
+    FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,11 @@ pub enum Body {
         fd: i32,
         len: u32,
         payload: Vec<u8>,
+    },
+    /// A watched file was opened.
+    FileOpen {
+        flags: u32,
+        path: Vec<u8>,
     },
     /// A TCP socket started listening.
     Listen {
@@ -246,6 +251,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     len: raw.len,
                     payload: raw.payload[..captured].to_vec(),
                 },
+            })
+        }
+        EventKind::FileOpen => {
+            let raw: FileOpenEvent = read(bytes, raw_kind)?;
+            let n = (raw.path_len as usize).min(raw.path.len());
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::FileOpen { flags: raw.flags, path: cstr(&raw.path[..n]) },
             })
         }
         EventKind::Listen => {

@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 20] = [
+const PROGRAM_HOOKS: [(&str, Hook); 22] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -56,6 +56,8 @@ const PROGRAM_HOOKS: [(&str, Hook); 20] = [
     ("sys_exit_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_exit_recvfrom" }),
     ("sys_enter_write", Hook::Tracepoint { category: "syscalls", name: "sys_enter_write" }),
     ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
+    ("sys_enter_openat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat" }),
+    ("sys_enter_mmap", Hook::Tracepoint { category: "syscalls", name: "sys_enter_mmap" }),
 ];
 
 impl Hook {
@@ -360,6 +362,7 @@ fn sum_proc_stats<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> ProcStats
     per_cpu.fold(ProcStats::default(), |a, v| ProcStats {
         cpu_ns: a.cpu_ns + v.cpu_ns,
         syscalls: a.syscalls + v.syscalls,
+        hugetlb_mmaps: a.hugetlb_mmaps + v.hugetlb_mmaps,
         tx_bytes: a.tx_bytes + v.tx_bytes,
         rx_bytes: a.rx_bytes + v.rx_bytes,
         tx_calls: a.tx_calls + v.tx_calls,
@@ -420,7 +423,9 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
-        "sys_enter_write" | "sys_enter_writev" => &[(t.syscall_arg0, "sys_enter_sendto.fd")],
+        "sys_enter_write" | "sys_enter_writev" | "sys_enter_openat" | "sys_enter_mmap" => {
+            &[(t.syscall_arg0, "sys_enter_sendto.fd")]
+        }
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),

@@ -50,6 +50,7 @@ impl Delta {
         let (a, b) = (&mut self.stats, &other.stats);
         a.cpu_ns += b.cpu_ns;
         a.syscalls += b.syscalls;
+        a.hugetlb_mmaps += b.hugetlb_mmaps;
         a.tx_bytes += b.tx_bytes;
         a.rx_bytes += b.rx_bytes;
         a.tx_calls += b.tx_calls;
@@ -83,6 +84,7 @@ fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
     ProcStats {
         cpu_ns: now.cpu_ns.saturating_sub(before.cpu_ns),
         syscalls: now.syscalls.saturating_sub(before.syscalls),
+        hugetlb_mmaps: now.hugetlb_mmaps.saturating_sub(before.hugetlb_mmaps),
         tx_bytes: now.tx_bytes.saturating_sub(before.tx_bytes),
         rx_bytes: now.rx_bytes.saturating_sub(before.rx_bytes),
         tx_calls: now.tx_calls.saturating_sub(before.tx_calls),
@@ -210,6 +212,17 @@ pub struct ActivityView {
     /// GPU driver activity summary, where the process used a GPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu: Option<crate::gpu::Summary>,
+    /// mmap calls asking for huge pages (MAP_HUGETLB).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hugetlb_mmaps: u64,
+    /// Machine-learning runtimes mapped into the process (libtorch,
+    /// libcudart, libnccl, …), reported once, the first time seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ml_libraries: Vec<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ActivityView {
@@ -276,6 +289,8 @@ impl ActivityView {
                 peers,
             },
             gpu,
+            hugetlb_mmaps: d.stats.hugetlb_mmaps,
+            ml_libraries: Vec::new(),
         }
     }
 }
@@ -298,6 +313,36 @@ impl AccountView {
             rx_bytes: s.rx_bytes,
         }
     }
+}
+
+/// Libraries that mark a machine-learning runtime.
+const ML_LIBRARIES: &[&str] = &[
+    "libtorch",
+    "libcudart",
+    "libnccl",
+    "libcublas",
+    "libcudnn",
+    "libggml",
+    "libllama",
+    "libonnxruntime",
+    "libtensorflow",
+    "libjax",
+    "libxla",
+];
+
+/// The ML runtime libraries mapped into a process, from /proc/PID/maps.
+pub fn ml_libraries(pid: u32) -> Vec<String> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
+    let mut found: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(|p| p.rsplit('/').next())
+        .filter(|name| ML_LIBRARIES.iter().any(|m| name.starts_with(m)))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 pub fn online_cpus() -> u32 {

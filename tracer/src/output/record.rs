@@ -40,6 +40,9 @@ pub enum Body {
     FirstBytes(FirstBytesView),
     /// network.listen
     Listen(ListenView),
+    /// file.open
+    #[serde(rename = "file")]
+    FileOpen(FileOpenView),
     /// process.activity
     Activity(crate::ledger::ActivityView),
     /// tree.activity
@@ -82,6 +85,14 @@ pub struct FirstBytesView {
     pub recognised: crate::protocols::Recognised,
     /// The captured bytes as text (non-UTF-8 bytes as \xNN), at most 96.
     pub preview: String,
+}
+
+/// A watched file opened: model weights, MSRs, the huge-page knob.
+#[derive(Debug, Serialize)]
+pub struct FileOpenView {
+    pub path: String,
+    pub write: bool,
+    pub flags: u32,
 }
 
 /// A TCP socket this process started listening on.
@@ -132,6 +143,7 @@ impl Body {
             Self::Dns(_) => "network.dns",
             Self::FirstBytes(_) => "network.first_bytes",
             Self::Listen(_) => "network.listen",
+            Self::FileOpen(_) => "file.open",
             Self::Activity(_) => "process.activity",
             Self::Tree(_) => "tree.activity",
             Self::Container(_) => "container.activity",

@@ -1,0 +1,105 @@
+//! Opens of files that tell what a process is doing: model weights
+//! (.safetensors, .gguf, .pt, .pth, .onnx, .ckpt), CPU model-specific
+//! registers opened for writing (XMRig's MSR mod: /dev/cpu/N/msr), and the
+//! huge-page knob (…/nr_hugepages). The path is matched by suffix in the
+//! kernel so ordinary opens leave no record; mmap with MAP_HUGETLB is
+//! counted per process.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes},
+    macros::{map, tracepoint},
+    maps::PerCpuArray,
+    programs::TracePointContext,
+};
+use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, PATH_LEN};
+
+use crate::{
+    common::{config, fill_header, reserve, should_trace},
+    process::read_tp,
+};
+
+/// Scratch for the path: too big for the BPF stack.
+#[map]
+static PATH_SCRATCH: PerCpuArray<[u8; PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+const O_ACCMODE: u64 = 3;
+/// include/uapi/asm-generic/mman-common.h
+const MAP_HUGETLB: u64 = 0x40000;
+
+/// (suffix, only when opened for writing)
+const WATCHED: [(&[u8], bool); 8] = [
+    (b".safetensors", false),
+    (b".gguf", false),
+    (b".pt", false),
+    (b".pth", false),
+    (b".onnx", false),
+    (b".ckpt", false),
+    (b"/msr", true),
+    (b"nr_hugepages", true),
+];
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
+    let base = config().tp.syscall_arg0;
+    if base == NO_OFFSET {
+        return None;
+    }
+    read_tp(ctx, base + 8 * i)
+}
+
+/// Whether the `n`-byte string in `buf` ends with `suffix`.
+#[inline(always)]
+fn ends_with(buf: &[u8; PATH_LEN], n: usize, suffix: &[u8]) -> bool {
+    if n < suffix.len() || n > PATH_LEN {
+        return false;
+    }
+    let start = n - suffix.len();
+    for (i, &c) in suffix.iter().enumerate() {
+        // The mask keeps the index provably inside the buffer.
+        if buf[(start + i) & (PATH_LEN - 1)] != c {
+            return false;
+        }
+    }
+    true
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    try_openat(&ctx);
+    0
+}
+
+fn try_openat(ctx: &TracePointContext) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    let (path_ptr, flags) = (arg(ctx, 1)?, arg(ctx, 2)?);
+    let buf = PATH_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot; the helper bounds the copy.
+    let buf = unsafe { &mut *buf };
+    // SAFETY: bpf_probe_read_user_str validates the address.
+    let n = unsafe { bpf_probe_read_user_str_bytes(path_ptr as *const u8, buf) }.ok()?.len();
+    let writing = flags & O_ACCMODE != 0;
+    let wanted =
+        WATCHED.iter().any(|(suffix, needs_write)| (!needs_write || writing) && ends_with(buf, n, suffix));
+    if !wanted {
+        return None;
+    }
+    let mut entry = reserve::<FileOpenEvent>(EventKind::FileOpen)?;
+    // SAFETY: reservation sized for FileOpenEvent; all fields written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::FileOpen);
+    event.flags = flags as u32;
+    event.path_len = n as u32;
+    event.path = *buf;
+    entry.submit(0);
+    Some(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 3).is_some_and(|flags| flags & MAP_HUGETLB != 0) {
+        crate::ledger::count_hugetlb_mmap();
+    }
+    0
+}
