@@ -26,12 +26,12 @@ const O_ACCMODE: u64 = 3;
 /// include/uapi/asm-generic/mman-common.h
 const MAP_HUGETLB: u64 = 0x40000;
 
-/// (suffix, only when opened for writing)
-const WATCHED: [(&[u8], bool); 8] = [
+/// (suffix, only when opened for writing). Not `.pth`: Python's site
+/// module reads `*.pth` path files at every start.
+const WATCHED: [(&[u8], bool); 7] = [
     (b".safetensors", false),
     (b".gguf", false),
     (b".pt", false),
-    (b".pth", false),
     (b".onnx", false),
     (b".ckpt", false),
     (b"/msr", true),
@@ -70,10 +70,15 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 }
 
 fn try_openat(ctx: &TracePointContext) -> Option<()> {
+    let (path_ptr, flags) = (arg(ctx, 1)?, arg(ctx, 2)?);
+    report_if_watched(path_ptr, flags)
+}
+
+#[inline(always)]
+fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    let (path_ptr, flags) = (arg(ctx, 1)?, arg(ctx, 2)?);
     let buf = PATH_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; the helper bounds the copy.
     let buf = unsafe { &mut *buf };
@@ -94,6 +99,34 @@ fn try_openat(ctx: &TracePointContext) -> Option<()> {
     event.path = *buf;
     entry.submit(0);
     Some(())
+}
+
+/// Set in `FileOpenEvent::flags` for a file renamed into place (atomic
+/// saves write a temporary file and rename it: safetensors, most trainers).
+const RENAMED: u64 = 1 << 31;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    if let Some(new) = arg(&ctx, 3) {
+        let _ = report_if_watched(new, RENAMED | 1);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    if let Some(new) = arg(&ctx, 3) {
+        let _ = report_if_watched(new, RENAMED | 1);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    if let Some(new) = arg(&ctx, 1) {
+        let _ = report_if_watched(new, RENAMED | 1);
+    }
+    0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]

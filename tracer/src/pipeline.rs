@@ -498,7 +498,8 @@ impl Pipeline {
                 let body = Body::FileOpen(FileOpenView {
                     path: bytes_to_string(&path).0.into_owned(),
                     write: flags & 3 != 0,
-                    flags,
+                    renamed: flags & (1 << 31) != 0,
+                    flags: flags & !(1 << 31),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }

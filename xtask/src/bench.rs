@@ -229,7 +229,7 @@ impl Cost {
     }
 }
 
-fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = pkgs
         .iter()
         .copied()
@@ -472,13 +472,13 @@ pub fn storm(rate: u64, seconds: u64) -> Result<()> {
 }
 
 /// nginx serving a fixed 200 on loopback, for wrk.
-struct Nginx {
+pub struct Nginx {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Nginx {
-    fn start(dir: &Path) -> Result<Self> {
+    pub fn start(dir: &Path) -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let prefix = dir.join("nginx");
         fs::create_dir_all(prefix.join("logs"))?;

@@ -5,6 +5,7 @@
 //! LLVM 22) and install what is missing; a second run only checks.
 
 mod bench;
+mod eval;
 mod gpu_check;
 mod setup;
 
@@ -48,6 +49,10 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Run labelled real workloads under the tracer (mining against a local
+    /// pool simulator, ML training and inference, heavy ordinary work) and
+    /// print the confusion matrix, precision, recall and time to verdict.
+    Eval,
     /// (benchmark helper) N getppid calls; prints ns per call.
     #[command(hide = true)]
     SyscallLoop { n: u64 },
@@ -112,6 +117,12 @@ fn main() -> Result<()> {
                 tracer: root.join("target/release/tracer"),
                 out_dir: root.join("target/bench"),
             })
+        }
+        Task::Eval => {
+            setup::ensure_toolchain()?;
+            require_root("the tracer loads eBPF programs")?;
+            cargo(&root, &["build", "--release", "--package", "tracer"])?;
+            eval::run(&eval::Options { tracer: root.join("target/release/tracer"), root: root.clone() })
         }
         Task::SyscallLoop { n } => {
             bench::syscall_loop(n);

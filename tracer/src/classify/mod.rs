@@ -316,6 +316,10 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         let port = (kind == "network.listen").then(|| u(r, &["listen", "port"])).flatten();
         seen.push(format!("listens on {}", any_port(&m.listen_port, port)?));
     }
+    if m.listens == Some(true) {
+        let port = (kind == "network.listen").then(|| u(r, &["listen", "port"])).flatten()?;
+        seen.push(format!("listens on port {port}"));
+    }
     if let Some(names) = &m.exe_name {
         let exe = (kind == "process.exec").then(|| s(r, &["process", "exe"])).flatten()?;
         let base = basename(exe);

@@ -22,6 +22,7 @@ pub struct Match {
     pub tls_sni: Option<Vec<String>>,
     pub remote_port: Option<Vec<u16>>,
     pub listen_port: Option<Vec<u16>>,
+    pub listens: Option<bool>,
     pub exe_name: Option<Vec<String>>,
     pub argv_contains: Option<Vec<String>>,
     pub gpu_compute_contexts: Option<u64>,
@@ -167,7 +168,14 @@ mod tests {
         assert!(r.indicators.iter().any(|i| i.id == "mining-protocol"));
         // Weak evidence alone never reaches a verdict.
         for i in &r.indicators {
-            let strong = ["mining-protocol", "miner-agent", "p2p-node-fanout", "storage-fanout", "msr-write"];
+            let strong = [
+                "mining-protocol",
+                "miner-agent",
+                "p2p-node-fanout",
+                "storage-fanout",
+                "msr-write",
+                "checkpoint-write",
+            ];
             assert!(
                 strong.contains(&i.id.as_str()) || i.weight < r.verdict_score,
                 "{} is weak but weighs {}",

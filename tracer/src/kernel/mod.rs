@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 22] = [
+const PROGRAM_HOOKS: [(&str, Hook); 25] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -58,6 +58,9 @@ const PROGRAM_HOOKS: [(&str, Hook); 22] = [
     ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
     ("sys_enter_openat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat" }),
     ("sys_enter_mmap", Hook::Tracepoint { category: "syscalls", name: "sys_enter_mmap" }),
+    ("sys_enter_renameat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat2" }),
+    ("sys_enter_renameat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat" }),
+    ("sys_enter_rename", Hook::Tracepoint { category: "syscalls", name: "sys_enter_rename" }),
 ];
 
 impl Hook {
@@ -423,9 +426,13 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
-        "sys_enter_write" | "sys_enter_writev" | "sys_enter_openat" | "sys_enter_mmap" => {
-            &[(t.syscall_arg0, "sys_enter_sendto.fd")]
-        }
+        "sys_enter_write"
+        | "sys_enter_writev"
+        | "sys_enter_openat"
+        | "sys_enter_mmap"
+        | "sys_enter_renameat2"
+        | "sys_enter_renameat"
+        | "sys_enter_rename" => &[(t.syscall_arg0, "sys_enter_sendto.fd")],
         "inet_sock_set_state" => &[
             (t.sock_oldstate, "inet_sock_set_state.oldstate"),
             (t.sock_newstate, "inet_sock_set_state.newstate"),

@@ -92,6 +92,10 @@ pub struct FirstBytesView {
 pub struct FileOpenView {
     pub path: String,
     pub write: bool,
+    /// Written elsewhere and renamed into place (an atomic save).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renamed: bool,
+    /// open(2) flags (without the rename marker).
     pub flags: u32,
 }
 
