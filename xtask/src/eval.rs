@@ -161,7 +161,10 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
             o.first_mining_message = o.first_mining_message.or(mono);
         }
         let c = &r["classification"];
-        if r["kind"] == "classification" && c["scope"] == "tree" && c["key"] == sid.to_string() {
+        if r["kind"] == "classification"
+            && c["scope"] == "tree"
+            && c["key"].as_str() == Some(sid.to_string().as_str())
+        {
             o.category = c["category"].as_str().unwrap_or("?").to_string();
             o.confidence = c["confidence"].as_f64().unwrap_or(0.0);
             o.first_verdict = o.first_verdict.or(mono);
