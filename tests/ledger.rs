@@ -15,14 +15,8 @@ fn send_tcp(port: u16, bytes: usize) -> i32 {
     static BUF: [u8; 8192] = [7; 8192];
     // SAFETY: plain socket calls on our own fd.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
-            sin_zero: [0; 8],
-        };
-        if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+        let fd = support::connect_loopback(port);
+        if fd < 0 {
             return 3;
         }
         let mut left = bytes;

@@ -350,14 +350,8 @@ fn first_bytes_of_a_new_connection_are_recognised() {
     let child = support::fork_child(|| {
         // SAFETY: syscalls only, on our own socket.
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
-                sin_zero: [0; 8],
-            };
-            if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            let fd = support::connect_loopback(port);
+            if fd < 0 {
                 return 2;
             }
             // From a buffer the child has written, as a real client's is: the

@@ -182,3 +182,23 @@ pub fn burn_cpu(ms: u64) {
         }
     }
 }
+
+/// A TCP socket connected to 127.0.0.1:`port`, from syscalls only (safe in a
+/// forked child); -1 on failure.
+pub fn connect_loopback(port: u16) -> i32 {
+    // SAFETY: plain socket calls on our own fd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
+            sin_zero: [0; 8],
+        };
+        if libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            libc::close(fd);
+            return -1;
+        }
+        fd
+    }
+}

@@ -103,6 +103,27 @@ pub fn read_user_bounded<const N: usize>(dst: &mut [u8; N], src: u64, len: u64) 
     (ret == 0).then_some(len)
 }
 
+/// Argument `i` of a syscall tracepoint record: they are kept as
+/// `unsigned long args[6]` (kernel/trace/trace.h: syscall_trace_enter).
+#[inline(always)]
+pub fn syscall_arg(ctx: &aya_ebpf::programs::TracePointContext, i: u32) -> Option<u64> {
+    let base = config().tp.syscall_arg0;
+    if base == NO_OFFSET {
+        return None;
+    }
+    crate::process::read_tp(ctx, base + 8 * i)
+}
+
+/// Reads a `T` from user memory; `None` for a null or unreadable address.
+#[inline(always)]
+pub fn read_user<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_user validates the address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }.ok()
+}
+
 pub fn current_task() -> u64 {
     // SAFETY: helper with no arguments.
     unsafe { bpf_get_current_task() }

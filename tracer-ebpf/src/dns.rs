@@ -8,15 +8,17 @@
 //! port comes from the connected socket, or from the address argument.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{DnsEvent, EventKind, NO_OFFSET, dns_direction};
+use tracer_common::{DnsEvent, EventKind, dns_direction};
 
 use crate::{
-    common::{config, fill_header, read_field, read_user_bounded, reserve, should_trace},
+    common::{
+        config, fill_header, read_field, read_user, read_user_bounded, reserve, should_trace, syscall_arg,
+    },
     files::file_of_fd,
     process::read_tp,
 };
@@ -80,33 +82,15 @@ fn connected_dns_server(fd: u64) -> Option<Server> {
     (server.port == DNS_PORT).then_some(server)
 }
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
-    let base = config().tp.syscall_arg0;
-    if base == NO_OFFSET {
-        return None;
-    }
-    read_tp(ctx, base + 8 * i)
-}
-
-#[inline(always)]
-fn user<T: Copy>(addr: u64) -> Option<T> {
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_user validates the address.
-    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
-}
-
 /// The endpoint in a user `struct sockaddr` (in.h / in6.h).
 #[inline(always)]
 fn server_of_sockaddr(uaddr: u64) -> Option<Server> {
-    let family: u16 = user(uaddr)?;
-    let port = u16::from_be(user(uaddr + 2)?);
+    let family: u16 = read_user(uaddr)?;
+    let port = u16::from_be(read_user(uaddr + 2)?);
     let mut addr = [0u8; 16];
     match family {
-        AF_INET => addr[..4].copy_from_slice(&user::<[u8; 4]>(uaddr + 4)?),
-        AF_INET6 => addr = user(uaddr + 8)?,
+        AF_INET => addr[..4].copy_from_slice(&read_user::<[u8; 4]>(uaddr + 4)?),
+        AF_INET6 => addr = read_user(uaddr + 8)?,
         _ => return None,
     }
     Some(Server { family, port, addr })
@@ -182,7 +166,8 @@ fn try_sendto(ctx: &TracePointContext) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    let (fd, buf, len, uaddr) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?, arg(ctx, 4)?);
+    let (fd, buf, len, uaddr) =
+        (syscall_arg(ctx, 0)?, syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?, syscall_arg(ctx, 4)?);
     crate::payload::on_sendto(fd, buf, len);
     let server = send_target(fd, uaddr)?;
     emit(dns_direction::QUERY, &server, buf, len)
@@ -192,15 +177,15 @@ fn try_sendto(ctx: &TracePointContext) -> Option<()> {
 /// msg_iovlen @24; `struct iovec`: base @0, len @8.
 #[inline(always)]
 fn emit_msghdr(fd: u64, msg: u64) -> Option<()> {
-    let name: u64 = user(msg)?;
+    let name: u64 = read_user(msg)?;
     let server = send_target(fd, name)?;
-    let iov: u64 = user(msg + 16)?;
-    let iovlen: u64 = user(msg + 24)?;
+    let iov: u64 = read_user(msg + 16)?;
+    let iovlen: u64 = read_user(msg + 24)?;
     if iovlen == 0 {
         return None;
     }
-    let base: u64 = user(iov)?;
-    let len: u64 = user(iov + 8)?;
+    let base: u64 = read_user(iov)?;
+    let len: u64 = read_user(iov + 8)?;
     emit(dns_direction::QUERY, &server, base, len)
 }
 
@@ -214,8 +199,8 @@ fn try_sendmsg(ctx: &TracePointContext) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    let (fd, msg) = (arg(ctx, 0)?, arg(ctx, 1)?);
-    if let (Some(iov), Some(iovlen)) = (user::<u64>(msg + 16), user::<u64>(msg + 24)) {
+    let (fd, msg) = (syscall_arg(ctx, 0)?, syscall_arg(ctx, 1)?);
+    if let (Some(iov), Some(iovlen)) = (read_user::<u64>(msg + 16), read_user::<u64>(msg + 24)) {
         crate::payload::on_iovec(fd, iov, iovlen);
     }
     emit_msghdr(fd, msg)
@@ -233,7 +218,7 @@ fn try_sendmmsg(ctx: &TracePointContext) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    let (fd, vec, vlen) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?);
+    let (fd, vec, vlen) = (syscall_arg(ctx, 0)?, syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?);
     emit_msghdr(fd, vec)?;
     if vlen > 1 {
         emit_msghdr(fd, vec + 64)?;
@@ -252,7 +237,7 @@ fn try_enter_recvfrom(ctx: &TracePointContext) -> Option<()> {
     if !should_trace((pid_tgid >> 32) as u32) {
         return None;
     }
-    let (fd, buf, src) = (arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 4)?);
+    let (fd, buf, src) = (syscall_arg(ctx, 0)?, syscall_arg(ctx, 1)?, syscall_arg(ctx, 4)?);
     let sk = sock_of_fd(fd)?;
     let mut pending =
         PendingRecv { buf, src_addr: 0, server_family: 0, server_port: 0, _pad: 0, server_addr: [0; 16] };

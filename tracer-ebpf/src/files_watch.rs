@@ -11,12 +11,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TracePointContext,
 };
-use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, PATH_LEN};
+use tracer_common::{EventKind, FileOpenEvent, PATH_LEN};
 
-use crate::{
-    common::{config, fill_header, reserve, should_trace},
-    process::read_tp,
-};
+use crate::common::{fill_header, reserve, should_trace, syscall_arg};
 
 /// Scratch for the path: too big for the BPF stack.
 #[map]
@@ -37,15 +34,6 @@ const WATCHED: [(&[u8], bool); 7] = [
     (b"/msr", true),
     (b"nr_hugepages", true),
 ];
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
-    let base = config().tp.syscall_arg0;
-    if base == NO_OFFSET {
-        return None;
-    }
-    read_tp(ctx, base + 8 * i)
-}
 
 /// Whether the `n`-byte string in `buf` ends with `suffix`.
 #[inline(always)]
@@ -70,7 +58,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 }
 
 fn try_openat(ctx: &TracePointContext) -> Option<()> {
-    let (path_ptr, flags) = (arg(ctx, 1)?, arg(ctx, 2)?);
+    let (path_ptr, flags) = (syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?);
     report_if_watched(path_ptr, flags)
 }
 
@@ -107,7 +95,7 @@ const RENAMED: u64 = 1 << 31;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
 pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    if let Some(new) = arg(&ctx, 3) {
+    if let Some(new) = syscall_arg(&ctx, 3) {
         let _ = report_if_watched(new, RENAMED | 1);
     }
     0
@@ -115,7 +103,7 @@ pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
 pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    if let Some(new) = arg(&ctx, 3) {
+    if let Some(new) = syscall_arg(&ctx, 3) {
         let _ = report_if_watched(new, RENAMED | 1);
     }
     0
@@ -123,7 +111,7 @@ pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    if let Some(new) = arg(&ctx, 1) {
+    if let Some(new) = syscall_arg(&ctx, 1) {
         let _ = report_if_watched(new, RENAMED | 1);
     }
     0
@@ -131,7 +119,7 @@ pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 3).is_some_and(|flags| flags & MAP_HUGETLB != 0) {
+    if syscall_arg(&ctx, 3).is_some_and(|flags| flags & MAP_HUGETLB != 0) {
         crate::ledger::count_hugetlb_mmap();
     }
     0

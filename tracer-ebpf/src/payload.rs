@@ -6,17 +6,14 @@
 //! the host costs one map lookup.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{Endpoint, EventKind, FirstBytesEvent, NO_OFFSET};
+use tracer_common::{Endpoint, EventKind, FirstBytesEvent};
 
-use crate::{
-    common::{config, fill_header, read_user_bounded, reserve},
-    process::read_tp,
-};
+use crate::common::{fill_header, read_user, read_user_bounded, reserve, syscall_arg};
 
 /// (tgid << 32 | fd) -> the peer, for TCP sockets connected and not yet
 /// written to.
@@ -33,24 +30,6 @@ fn key(fd: u64) -> u64 {
 #[inline(always)]
 pub fn mark_fresh(fd: u64, peer: &Endpoint) {
     let _ = FRESH_SOCKETS.insert(&key(fd), peer, 0);
-}
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: u32) -> Option<u64> {
-    let base = config().tp.syscall_arg0;
-    if base == NO_OFFSET {
-        return None;
-    }
-    read_tp(ctx, base + 8 * i)
-}
-
-#[inline(always)]
-fn user<T: Copy>(addr: u64) -> Option<T> {
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_user validates the address.
-    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
 }
 
 /// If `fd` is fresh: unmark it and report `len` bytes at `buf`.
@@ -76,7 +55,9 @@ fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
 /// write(fd, buf, count) and send/sendto(fd, buf, len, …).
 #[tracepoint(category = "syscalls", name = "sys_enter_write")]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    if let (Some(fd), Some(buf), Some(len)) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)) {
+    if let (Some(fd), Some(buf), Some(len)) =
+        (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), syscall_arg(&ctx, 2))
+    {
         let _ = first_write(fd, buf, len);
     }
     0
@@ -98,14 +79,16 @@ pub fn on_iovec(fd: u64, iov: u64, vlen: u64) {
     if unsafe { FRESH_SOCKETS.get(&key(fd)) }.is_none() {
         return;
     }
-    if let (Some(base), Some(len)) = (user::<u64>(iov), user::<u64>(iov + 8)) {
+    if let (Some(base), Some(len)) = (read_user::<u64>(iov), read_user::<u64>(iov + 8)) {
         let _ = first_write(fd, base, len);
     }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_writev")]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    if let (Some(fd), Some(iov), Some(vlen)) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)) {
+    if let (Some(fd), Some(iov), Some(vlen)) =
+        (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1), syscall_arg(&ctx, 2))
+    {
         on_iovec(fd, iov, vlen);
     }
     0

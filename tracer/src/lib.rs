@@ -13,3 +13,5 @@ pub mod pipeline;
 pub mod process;
 pub mod protocols;
 pub mod replay;
+#[cfg(test)]
+mod testing;

@@ -291,17 +291,7 @@ pub mod tests {
         let long = vec!["a".repeat(63); 5].join(".");
         assert_eq!(parse(&query(&long)), Err(ParseError::BadName));
         // Random bytes never panic.
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        for _ in 0..20_000 {
-            let len = (seed % 96) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+        for bytes in crate::testing::random_inputs(0x9e3779b97f4a7c15u64, 96, 20_000) {
             let _ = parse(&bytes);
         }
     }

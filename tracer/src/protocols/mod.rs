@@ -271,17 +271,7 @@ mod tests {
         assert_eq!(recognise(b"").protocol, "unknown");
         assert_eq!(recognise(b"\x00\x01\x02binary").protocol, "unknown");
         assert_eq!(recognise(&[0x16; 300]).protocol, "unknown");
-        let mut seed = 0x2545f4914f6cdd1du64;
-        for _ in 0..20_000 {
-            let len = (seed % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+        for bytes in crate::testing::random_inputs(0x2545f4914f6cdd1du64, 300, 20_000) {
             let _ = recognise(&bytes);
         }
     }
