@@ -19,15 +19,13 @@ use crate::{
     common::{
         config, fill_header, read_field, read_user, read_user_bounded, reserve, should_trace, syscall_arg,
     },
-    files::file_of_fd,
+    files::sock_of_fd,
     process::read_tp,
 };
 
 const DNS_PORT: u16 = 53;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const S_IFMT: u16 = 0o170000;
-const S_IFSOCK: u16 = 0o140000;
 
 /// A server endpoint: family, port (host order), address.
 #[derive(Clone, Copy)]
@@ -94,20 +92,6 @@ fn server_of_sockaddr(uaddr: u64) -> Option<Server> {
         _ => return None,
     }
     Some(Server { family, port, addr })
-}
-
-/// The sock of a socket fd, and its protocol.
-#[inline(always)]
-fn sock_of_fd(fd: u64) -> Option<u64> {
-    let k = &config().kernel;
-    let file = file_of_fd(fd)?;
-    let inode: u64 = read_field(file, k.file_inode)?;
-    let mode: u16 = read_field(inode, k.inode_mode)?;
-    if mode & S_IFMT != S_IFSOCK {
-        return None;
-    }
-    let socket: u64 = read_field(file, k.file_private_data)?;
-    read_field(socket, k.socket_sk)
 }
 
 /// The peer of a connected socket (include/net/sock.h: sock_common).

@@ -24,9 +24,9 @@ pub fn file_of_fd(fd: u64) -> Option<u64> {
     (file != 0).then_some(file)
 }
 
-/// `(sk_type, sk_protocol)` of the socket behind `fd`, if it is one.
+/// The `struct sock` behind `fd`, if it is a socket.
 #[inline(always)]
-pub fn socket_kind(fd: u64) -> Option<(u16, u16)> {
+pub fn sock_of_fd(fd: u64) -> Option<u64> {
     let k = &config().kernel;
     let file = file_of_fd(fd)?;
     let inode: u64 = read_field(file, k.file_inode)?;
@@ -36,6 +36,13 @@ pub fn socket_kind(fd: u64) -> Option<(u16, u16)> {
     }
     // net/socket.c: sock_alloc_file stores the struct socket in private_data.
     let socket: u64 = read_field(file, k.file_private_data)?;
-    let sk: u64 = read_field(socket, k.socket_sk)?;
+    read_field(socket, k.socket_sk)
+}
+
+/// `(sk_type, sk_protocol)` of the socket behind `fd`, if it is one.
+#[inline(always)]
+pub fn socket_kind(fd: u64) -> Option<(u16, u16)> {
+    let k = &config().kernel;
+    let sk = sock_of_fd(fd)?;
     Some((read_field(sk, k.sock_type)?, read_field(sk, k.sock_protocol)?))
 }
