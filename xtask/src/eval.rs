@@ -4,8 +4,9 @@
 //! Every workload runs in its own session (so it is one process tree to the
 //! classifier), on loopback only, with software from the registries this
 //! machine reaches: py-scrypt's scrypt for proof-of-work, numpy and
-//! safetensors for the ML cases, Debian's gzip, coreutils, OpenSSL, nginx
-//! and wrk, cargo for a build. The pool and the scripts that drive them are
+//! safetensors for the ML cases, hsd (Handshake's full node, npm) with four
+//! local peers, Debian's gzip, coreutils, OpenSSL, nginx and wrk, cargo for
+//! a build. The pool and the scripts that drive them are
 //! in xtask/eval/.
 
 use std::{
@@ -63,6 +64,18 @@ const CASES: &[Case] = &[
         name: "inference-server",
         label: "ai_inference",
         argv: &["{py}", "{eval}/infer.py", "{dir}", "8"],
+    },
+    Case {
+        name: "handshake-node",
+        label: "blockchain_node",
+        argv: &[
+            "sh",
+            "-c",
+            "timeout 10 node {work}/node/node_modules/.bin/hsd --network=regtest --memory=true --listen=true \
+             --host=127.0.0.2 --port=14038 --http-host=127.0.0.2 --ns-host=127.0.0.2 --rs-host=127.0.0.2 \
+             --no-wallet --prefix={dir}/hsd --log-level=warning \
+             --nodes=127.0.0.3:14038,127.0.0.4:14038,127.0.0.5:14038,127.0.0.6:14038; [ $? -eq 124 ]",
+        ],
     },
     Case {
         name: "sha256sum-large-file",
@@ -193,6 +206,20 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             bail!("could not prepare the Python environment in {}", venv.display());
         }
     }
+    let hsd = work.join("node/node_modules/.bin/hsd");
+    if !hsd.exists() {
+        eprintln!("eval: installing hsd (Handshake's full node) from npm");
+        fs::create_dir_all(work.join("node"))?;
+        let ok = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(work.join("node"))
+            .arg("hsd")
+            .status()?
+            .success();
+        if !ok {
+            bail!("could not install hsd with npm");
+        }
+    }
     let blob = work.join("blob");
     if !blob.exists() {
         // 256 MiB of incompressible-ish data, made once.
@@ -231,8 +258,29 @@ pub fn run(opts: &Options) -> Result<()> {
                 .context("starting the pool simulator")?,
         );
     }
+    // Four Handshake peers (regtest, in memory) on their own loopback
+    // addresses, for the node case to connect to.
+    let hsd = work.join("node/node_modules/.bin/hsd");
+    for i in 3..=6 {
+        let host = format!("127.0.0.{i}");
+        pools.push(
+            Command::new("node")
+                .arg(&hsd)
+                .args(["--network=regtest", "--memory=true", "--listen=true", "--port=14038", "--no-wallet"])
+                .args(["--log-level=warning"])
+                .arg(format!("--host={host}"))
+                .arg(format!("--http-host={host}"))
+                .arg(format!("--ns-host={host}"))
+                .arg(format!("--rs-host={host}"))
+                .arg(format!("--prefix={}", work.join(format!("peer{i}")).display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting a Handshake peer")?,
+        );
+    }
     let nginx = crate::bench::Nginx::start(&work)?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(5));
 
     let mut rows = Vec::new();
     for case in CASES {
