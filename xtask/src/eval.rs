@@ -3,7 +3,8 @@
 //!
 //! Every workload runs in its own session (so it is one process tree to the
 //! classifier), on loopback only, with software from the registries this
-//! machine reaches: py-scrypt's scrypt for proof-of-work, numpy and
+//! machine reaches: py-scrypt's scrypt for proof-of-work, PyTorch (CPU
+//! training, and a two-rank torch.distributed gloo job), numpy and
 //! safetensors for the ML cases, hsd (Handshake's full node, npm) with four
 //! local peers, Debian's gzip, coreutils, OpenSSL, nginx and wrk, cargo for
 //! a build. The pool and the scripts that drive them are
@@ -59,6 +60,16 @@ const CASES: &[Case] = &[
         name: "numpy-training-safetensors",
         label: "ai_training",
         argv: &["{py}", "{eval}/train.py", "{dir}", "8"],
+    },
+    Case {
+        name: "pytorch-training",
+        label: "ai_training",
+        argv: &["{py}", "{eval}/torch_train.py", "{dir}", "8"],
+    },
+    Case {
+        name: "pytorch-ddp-gloo-2-ranks",
+        label: "ai_training",
+        argv: &["{py}", "{eval}/torch_ddp.py", "{dir}", "8"],
     },
     Case {
         name: "inference-server",
@@ -195,15 +206,24 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
 fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
     let venv = work.join("venv");
     let py = venv.join("bin/python");
-    if !py.exists() {
-        eprintln!("eval: creating a Python venv with scrypt, numpy, safetensors");
-        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?.success()
-            && Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "scrypt", "numpy", "safetensors"])
-                .status()?
-                .success();
+    if !py.exists() && !Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?.success() {
+        bail!("could not create a Python venv in {}", venv.display());
+    }
+    let have = |modules: &str| {
+        Command::new(&py)
+            .args(["-c", &format!("import {modules}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("scrypt, numpy, safetensors, torch") {
+        eprintln!("eval: installing scrypt, numpy, safetensors, torch into the venv (a few GB, once)");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "scrypt", "numpy", "safetensors", "torch"])
+            .status()?
+            .success();
         if !ok {
-            bail!("could not prepare the Python environment in {}", venv.display());
+            bail!("could not install the Python packages into {}", venv.display());
         }
     }
     let hsd = work.join("node/node_modules/.bin/hsd");
@@ -237,7 +257,7 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::bench::ensure_packages(&["nginx", "wrk", "openssl"])?;
+    crate::bench::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv"])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
     let py = prepare(&opts.root, &work)?;
