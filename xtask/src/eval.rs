@@ -111,15 +111,11 @@ const CASES: &[Case] = &[
     Case {
         name: "cargo-build",
         label: "ordinary",
+        // From a clean target directory, so it really compiles.
         argv: &[
-            "cargo",
-            "build",
-            "--offline",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--target-dir",
-            "{dir}/target",
+            "sh",
+            "-c",
+            "rm -rf {dir}/target && cargo build --offline --quiet -p xtask --target-dir {dir}/target",
         ],
     },
 ];
