@@ -6,8 +6,8 @@
 //! machine reaches: py-scrypt's scrypt for proof-of-work, PyTorch (CPU
 //! training, and a two-rank torch.distributed gloo job), numpy and
 //! safetensors for the ML cases, hsd (Handshake's full node, npm) with four
-//! local peers, Debian's gzip, coreutils, OpenSSL, nginx and wrk, cargo for
-//! a build. The pool and the scripts that drive them are
+//! local peers, Debian's gzip, coreutils, OpenSSL, nginx and wrk,
+//! PostgreSQL and pgbench, cargo for a build. The pool and the scripts that drive them are
 //! in xtask/eval/.
 
 use std::{
@@ -35,7 +35,8 @@ struct Case {
     name: &'static str,
     label: &'static str,
     /// argv; `{py}` is the eval venv's python, `{dir}` the case's work dir,
-    /// `{work}` the eval's (with `blob`, 256 MiB of random bytes),
+    /// `{work}` the eval's (with `blob`, 256 MiB of random bytes), `{pg}` a
+    /// free port for PostgreSQL,
     /// `{eval}` xtask/eval, `{pool}` the pool's port, `{web}` nginx's port.
     argv: &'static [&'static str],
 }
@@ -107,6 +108,11 @@ const CASES: &[Case] = &[
         name: "nginx-under-wrk",
         label: "ordinary",
         argv: &["sh", "-c", "wrk -t1 -c16 -d6s http://127.0.0.1:{web}/ >/dev/null"],
+    },
+    Case {
+        name: "postgres-under-pgbench",
+        label: "ordinary",
+        argv: &["sh", "{eval}/pgbench.sh", "{dir}/pg", "{pg}", "6"],
     },
     Case {
         name: "cargo-build",
@@ -253,7 +259,7 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::bench::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv"])?;
+    crate::bench::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql"])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
     let py = prepare(&opts.root, &work)?;
@@ -261,6 +267,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port()));
     let pool_port = free_port()??;
+    let pg_port = free_port()??;
     // A second pool on 443 when it is free: a miner on a non-mining port.
     let pool443 = if std::net::TcpListener::bind("127.0.0.1:443").is_ok() { 443 } else { free_port()?? };
     let mut pools = Vec::new();
@@ -313,6 +320,7 @@ pub fn run(opts: &Options) -> Result<()> {
                     .replace("{pool443}", &pool443.to_string())
                     .replace("{pool}", &pool_port.to_string())
                     .replace("{web}", &nginx.port.to_string())
+                    .replace("{pg}", &pg_port.to_string())
             })
             .collect();
         let capture = work.join(format!("{}.jsonl", case.name));
