@@ -62,6 +62,12 @@ fn dns_socket_key(fd: u64) -> u64 {
     (bpf_get_current_pid_tgid() & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff)
 }
 
+/// Called from sys_enter_close with the same (tgid << 32 | fd) key.
+#[inline(always)]
+pub fn forget_socket(key: u64) {
+    let _ = DNS_SOCKETS.remove(&key);
+}
+
 /// Called from sys_enter_connect for inet connects.
 #[inline(always)]
 pub fn note_connect(fd: u64, port: u16) {

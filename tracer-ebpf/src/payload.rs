@@ -84,6 +84,19 @@ pub fn on_iovec(fd: u64, iov: u64, vlen: u64) {
     }
 }
 
+/// close(fd): a connection closed before its first write (health checks,
+/// port scans, connect storms) must not stay in the table, or a full LRU
+/// table makes every later connect pay for evictions.
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    if let Some(fd) = syscall_arg(&ctx, 0) {
+        let k = key(fd);
+        let _ = FRESH_SOCKETS.remove(&k);
+        crate::dns::forget_socket(k);
+    }
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_writev")]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
     if let (Some(fd), Some(iov), Some(vlen)) =

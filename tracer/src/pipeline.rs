@@ -202,7 +202,12 @@ impl Pipeline {
         self.sink.write(&record)?;
         // The classifier reads the record as written, exactly as replay
         // will read it from a capture.
-        if let Some(classifier) = self.classifier.as_mut() {
+        let wanted = match (&record.body, self.classifier.as_ref()) {
+            (Body::Connect(c), Some(cl)) => cl.wants_connect(c.port, c.dns_name.is_some()),
+            (Body::Health(_), _) => false,
+            _ => true,
+        };
+        if let Some(classifier) = self.classifier.as_mut().filter(|_| wanted) {
             let value = serde_json::to_value(&record)?;
             for verdict in classifier.observe(&value) {
                 self.sink.write(&verdict)?;

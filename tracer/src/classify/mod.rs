@@ -77,6 +77,7 @@ pub struct Classifier {
     rules: Rules,
     scopes: HashMap<(&'static str, String), Scope>,
     processes: HashMap<String, ProcessState>,
+    connect_ports: std::collections::HashSet<u16>,
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -97,7 +98,17 @@ fn basename(path: &str) -> &str {
 
 impl Classifier {
     pub fn new(rules: Rules) -> Self {
-        Self { rules, scopes: HashMap::new(), processes: HashMap::new() }
+        let connect_ports =
+            rules.indicators.iter().filter_map(|i| i.when.remote_port.as_ref()).flatten().copied().collect();
+        Self { rules, scopes: HashMap::new(), processes: HashMap::new(), connect_ports }
+    }
+
+    /// Whether a connect record could match any indicator: only its port and
+    /// the name it was resolved from are ever matched. Live, the pipeline
+    /// skips the others (connect storms are the hottest record stream);
+    /// replay feeding them changes nothing, as they match nothing.
+    pub fn wants_connect(&self, port: Option<u16>, named: bool) -> bool {
+        named || port.is_some_and(|p| self.connect_ports.contains(&p))
     }
 
     /// Feeds one record; returns the classification records it caused, as

@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 25] = [
+const PROGRAM_HOOKS: [(&str, Hook); 26] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -56,6 +56,7 @@ const PROGRAM_HOOKS: [(&str, Hook); 25] = [
     ("sys_exit_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_exit_recvfrom" }),
     ("sys_enter_write", Hook::Tracepoint { category: "syscalls", name: "sys_enter_write" }),
     ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
+    ("sys_enter_close", Hook::Tracepoint { category: "syscalls", name: "sys_enter_close" }),
     ("sys_enter_openat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat" }),
     ("sys_enter_mmap", Hook::Tracepoint { category: "syscalls", name: "sys_enter_mmap" }),
     ("sys_enter_renameat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat2" }),
