@@ -126,6 +126,19 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// Helper processes (pools, peers) that must not outlive the run, even
+/// when a case fails.
+struct Helpers(Vec<Child>);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
 pub struct Options {
     pub tracer: PathBuf,
     pub root: PathBuf,
@@ -270,9 +283,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let pg_port = free_port()??;
     // A second pool on 443 when it is free: a miner on a non-mining port.
     let pool443 = if std::net::TcpListener::bind("127.0.0.1:443").is_ok() { 443 } else { free_port()?? };
-    let mut pools = Vec::new();
+    let mut pools = Helpers(Vec::new());
     for port in [pool_port, pool443] {
-        pools.push(
+        pools.0.push(
             Command::new(&py)
                 .arg(eval_dir.join("pool.py"))
                 .arg(port.to_string())
@@ -286,7 +299,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let hsd = work.join("node/node_modules/.bin/hsd");
     for i in 3..=6 {
         let host = format!("127.0.0.{i}");
-        pools.push(
+        pools.0.push(
             Command::new("node")
                 .arg(&hsd)
                 .args(["--network=regtest", "--memory=true", "--listen=true", "--port=14038", "--no-wallet"])
@@ -358,10 +371,7 @@ pub fn run(opts: &Options) -> Result<()> {
         rows.push((case, o));
     }
     drop(nginx);
-    for mut p in pools {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    drop(pools);
     report(&rows, &work)
 }
 
