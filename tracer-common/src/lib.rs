@@ -92,9 +92,6 @@ pub mod counter {
     /// A kernel read failed (bad user pointer, vanished task); the record was
     /// written with the field left empty, or skipped where noted.
     pub const READ_ERRORS: u32 = 16;
-    /// sys_exit_connect without a matching sys_enter_connect (the in-flight
-    /// table was full or the tracer attached mid-call).
-    pub const CONNECT_UNMATCHED: u32 = 17;
     /// Threads created (clone with CLONE_THREAD); counted, not reported.
     pub const THREADS_CREATED: u32 = 18;
     /// GPU_STATS could not take a new key; that call was not counted.
@@ -238,6 +235,10 @@ pub struct KernelOffsets {
     pub sk_dport: u32,
     pub sk_daddr: u32,
     pub sk_v6_daddr: u32,
+    /// task_struct.se.sum_exec_runtime (ns on CPU) and task_struct.start_time
+    /// (CLOCK_MONOTONIC at fork).
+    pub task_sum_exec_runtime: u32,
+    pub task_start_time: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -268,6 +269,8 @@ impl KernelOffsets {
         sk_dport: NO_OFFSET,
         sk_daddr: NO_OFFSET,
         sk_v6_daddr: NO_OFFSET,
+        task_sum_exec_runtime: NO_OFFSET,
+        task_start_time: NO_OFFSET,
     };
 }
 
@@ -311,6 +314,9 @@ pub struct TracepointOffsets {
 pub mod config_flags {
     /// Count syscalls per process and number, not only per process.
     pub const SYSCALL_HISTOGRAM: u32 = 1;
+    /// Some device is registered in GPU_DEVICES: without any, ioctls return
+    /// before walking the fd.
+    pub const GPU_DEVICES: u32 = 2;
 }
 
 /// Everything user space decides before load, as one read-only global.
@@ -326,6 +332,9 @@ pub struct Config {
     /// `config_flags::*`.
     pub flags: u32,
     pub _pad: u32,
+    /// CLOCK_MONOTONIC when the tracer started: threads born later are
+    /// charged their whole CPU time.
+    pub started_ns: u64,
     pub kernel: KernelOffsets,
     pub tp: TracepointOffsets,
 }
@@ -337,6 +346,7 @@ impl Config {
         filter_cgroup_id: 0,
         flags: 0,
         _pad: 0,
+        started_ns: 0,
         kernel: KernelOffsets::UNKNOWN,
         tp: TracepointOffsets {
             exec_filename: NO_OFFSET,
@@ -576,7 +586,7 @@ pub struct GpuOpenEvent {
 const _: () =
     assert!(size_of::<KernelOffsets>().is_multiple_of(8) && size_of::<TracepointOffsets>().is_multiple_of(8));
 const _: () =
-    assert!(size_of::<Config>() == 24 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
+    assert!(size_of::<Config>() == 32 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,7 +13,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
-use tracer_common::{ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, counter, gpu_vendor};
+use tracer_common::{
+    ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, config_flags, counter, gpu_vendor,
+};
 
 use crate::{
     common::{config, count, fill_header, read_field, reserve, should_trace},
@@ -101,6 +103,9 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
 
 fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
     let cfg = config();
+    if cfg.flags & config_flags::GPU_DEVICES == 0 {
+        return None;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let fd: u64 = read_tp(ctx, cfg.tp.ioctl_fd)?;

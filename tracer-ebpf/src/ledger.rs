@@ -6,15 +6,15 @@
 //! ring buffer but setsid.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::{LruHashMap, LruPerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags};
 
 use crate::{
-    common::{config, fill_header, read_field, reserve, should_trace},
+    common::{config, current_task, fill_header, read_field, reserve, should_trace},
     process::read_tp,
 };
 
@@ -29,9 +29,9 @@ static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max
 #[map]
 static SYSCALL_COUNTS: LruPerCpuHashMap<u64, u64> = LruPerCpuHashMap::with_max_entries(65536, 0);
 
-/// When the task now on this CPU was switched in.
+/// Per thread, its `se.sum_exec_runtime` when last charged.
 #[map]
-static SLICE_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LAST_RUNTIME: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// include/linux/socket.h
 const MSG_PEEK: i32 = 2;
@@ -49,8 +49,8 @@ fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
 }
 
 /// Fires in the context of the task being switched out (kernel/sched/core.c:
-/// __schedule calls trace_sched_switch before context_switch), so the time
-/// since the last switch on this CPU belongs to the current task.
+/// __schedule calls trace_sched_switch before context_switch, after
+/// pick_next_task has updated the task's runtime).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
     try_switch();
@@ -70,31 +70,48 @@ pub fn count_hugetlb_mmap() -> Option<()> {
     Some(())
 }
 
-/// Charges the running slice to the current task now (at exit, so the
-/// process's final account includes its last slice) and restarts it.
+/// Charges the current thread's CPU time now (at exit, so the process's
+/// final account includes its last run; the scheduler's figure may lag by
+/// up to a tick, which the thread's last switch then adds).
 #[inline(always)]
 pub fn charge_current_slice() -> Option<()> {
     try_switch()
 }
 
+/// Charges the current thread's CPU time since it was last charged, from the
+/// scheduler's own account (`se.sum_exec_runtime`, include/linux/sched.h),
+/// which, unlike a clock, leaves out time stolen by the hypervisor and
+/// spent in interrupts, as /proc and getrusage do.
 fn try_switch() -> Option<()> {
-    // SAFETY: helper with no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let slot = SLICE_START.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot.
-    let start = unsafe { core::mem::replace(&mut *slot, now) };
     let pid_tgid = bpf_get_current_pid_tgid();
-    // pid 0 is the idle task; start 0 is the first switch seen on this CPU.
-    if start == 0 || pid_tgid as u32 == 0 {
+    let tid = pid_tgid as u32;
+    // tid 0 is the idle task.
+    if tid == 0 {
         return None;
     }
     let tgid = (pid_tgid >> 32) as u32;
     if !should_trace(tgid) {
         return None;
     }
-    let stats = stats_of(tgid)?;
-    // SAFETY: this CPU's copy of a per-CPU value.
-    unsafe { (*stats).cpu_ns += now - start };
+    let k = &config().kernel;
+    let task = current_task();
+    let runtime: u64 = read_field(task, k.task_sum_exec_runtime)?;
+    // SAFETY: copied out.
+    let last = match unsafe { LAST_RUNTIME.get(&tid) }.copied() {
+        Some(last) => last,
+        // First seen: a thread born after the tracer started is charged its
+        // whole runtime; an older one from now on.
+        None => {
+            let started: u64 = read_field(task, k.task_start_time).unwrap_or(0);
+            if started >= config().started_ns { 0 } else { runtime }
+        }
+    };
+    let _ = LAST_RUNTIME.insert(&tid, &runtime, 0);
+    if runtime > last {
+        let stats = stats_of(tgid)?;
+        // SAFETY: this CPU's copy of a per-CPU value.
+        unsafe { (*stats).cpu_ns += runtime - last };
+    }
     Some(())
 }
 

@@ -3,7 +3,7 @@
 //! (major 226) with their driver from sysfs, and what the operator adds with
 //! `--gpu-device`.
 
-use std::{collections::HashMap, fs, os::unix::fs::FileTypeExt as _, path::Path};
+use std::{collections::HashMap, fs, os::unix::fs::FileTypeExt as _};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tracer_common::{ANY_MINOR, gpu_vendor, kernel_dev};
@@ -171,11 +171,6 @@ pub fn device_paths() -> HashMap<(u32, u32), String> {
         }
     }
     out
-}
-
-pub fn path_major_minor(path: &Path) -> Option<(u32, u32)> {
-    let rdev = std::os::unix::fs::MetadataExt::rdev(&fs::metadata(path).ok()?);
-    Some((libc::major(rdev), libc::minor(rdev)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod nvml;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use tracer_common::{ANY_MINOR, GpuStat, GpuStatKey, kernel_dev};
+use tracer_common::{ANY_MINOR, GpuStat, GpuStatKey};
 
 use self::{
     decode::{OpClass, decode},
@@ -237,10 +237,6 @@ pub struct OpenView {
     pub first_op: String,
 }
 
-pub fn dev_key(major: u32, minor: u32) -> u32 {
-    kernel_dev(major, minor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,7 +248,7 @@ mod tests {
     }
 
     fn key(tgid: u32, cmd: u32, sub: u32) -> GpuStatKey {
-        GpuStatKey { tgid, rdev: dev_key(195, 255), cmd, sub }
+        GpuStatKey { tgid, rdev: tracer_common::kernel_dev(195, 255), cmd, sub }
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         sk_dport: field("sock", "__sk_common.skc_dport"),
         sk_daddr: field("sock", "__sk_common.skc_daddr"),
         sk_v6_daddr: field("sock", "__sk_common.skc_v6_daddr"),
+        task_sum_exec_runtime: field("task_struct", "se.sum_exec_runtime"),
+        task_start_time: field("task_struct", "start_time"),
     };
     Ok(ResolvedOffsets { offsets, missing })
 }

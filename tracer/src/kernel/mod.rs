@@ -128,7 +128,6 @@ pub struct Kernel {
 pub struct KernelCounters {
     pub dropped: HashMap<&'static str, u64>,
     pub read_errors: u64,
-    pub connect_unmatched: u64,
     pub threads_created: u64,
     pub gpu_stats_full: u64,
 }
@@ -169,8 +168,10 @@ impl Kernel {
             tracer_tgid: std::process::id(),
             filter_tgids: u32::from(!opts.tgids.is_empty()),
             filter_cgroup_id: opts.cgroup_id,
-            flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
+            flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 }
+                | if opts.gpu_devices.is_empty() { 0 } else { config_flags::GPU_DEVICES },
             _pad: 0,
+            started_ns: monotonic_ns(),
             kernel: kernel_offsets,
             tp,
         };
@@ -346,7 +347,6 @@ impl Kernel {
         Ok(KernelCounters {
             dropped,
             read_errors: sum(counter::READ_ERRORS)?,
-            connect_unmatched: sum(counter::CONNECT_UNMATCHED)?,
             threads_created: sum(counter::THREADS_CREATED)?,
             gpu_stats_full: sum(counter::GPU_STATS_FULL)?,
         })
@@ -493,6 +493,13 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         syscall_ret: get("syscalls", "sys_exit_recvfrom", "ret"),
         _pad: 0,
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn page_size() -> u32 {

@@ -38,7 +38,6 @@ impl Write for Output {
 /// pipeline reads and at shutdown.
 pub struct JsonLines {
     out: BufWriter<Output>,
-    pub records_written: u64,
 }
 
 impl JsonLines {
@@ -58,16 +57,13 @@ impl JsonLines {
             .with_context(|| format!("opening output file {}", path.display()))?;
         if path.extension().is_some_and(|e| e == "gz") {
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            return Ok(Self {
-                out: BufWriter::with_capacity(64 * 1024, Output::Gzip(gz)),
-                records_written: 0,
-            });
+            return Ok(Self { out: BufWriter::with_capacity(64 * 1024, Output::Gzip(gz)) });
         }
         Ok(Self::new(Box::new(file)))
     }
 
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out: BufWriter::with_capacity(64 * 1024, Output::Plain(out)), records_written: 0 }
+        Self { out: BufWriter::with_capacity(64 * 1024, Output::Plain(out)) }
     }
 
     /// Flushes, and completes a gzip stream (its trailer), at shutdown.
@@ -82,7 +78,6 @@ impl JsonLines {
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
         serde_json::to_writer(&mut self.out, record).context("writing a record")?;
         self.out.write_all(b"\n").context("writing a record")?;
-        self.records_written += 1;
         Ok(())
     }
 
