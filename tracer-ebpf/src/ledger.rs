@@ -96,17 +96,19 @@ fn try_switch() -> Option<()> {
     let k = &config().kernel;
     let task = current_task();
     let runtime: u64 = read_field(task, k.task_sum_exec_runtime)?;
-    // SAFETY: copied out.
-    let last = match unsafe { LAST_RUNTIME.get(&tid) }.copied() {
-        Some(last) => last,
+    // Updated in place: an LRU map update allocates a new node each time,
+    // which at every context switch costs more than the rest together.
+    let last = match LAST_RUNTIME.get_ptr_mut(&tid) {
+        // SAFETY: this thread's entry; only its own CPU writes it now.
+        Some(slot) => unsafe { core::mem::replace(&mut *slot, runtime) },
         // First seen: a thread born after the tracer started is charged its
         // whole runtime; an older one from now on.
         None => {
+            let _ = LAST_RUNTIME.insert(&tid, &runtime, 0);
             let started: u64 = read_field(task, k.task_start_time).unwrap_or(0);
             if started >= config().started_ns { 0 } else { runtime }
         }
     };
-    let _ = LAST_RUNTIME.insert(&tid, &runtime, 0);
     if runtime > last {
         let stats = stats_of(tgid)?;
         // SAFETY: this CPU's copy of a per-CPU value.
