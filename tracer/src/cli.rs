@@ -46,9 +46,31 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Write records to this file (appended, created 0600) instead of stdout.
+    /// Write records to this file (appended, created 0600) instead of
+    /// stdout; the same as `--sink FILE`. A capture (`record`) is always native.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+
+    /// Record format for sinks that name none: native (the tracer's own
+    /// schema), ecs (Elastic Common Schema) or ocsf.
+    #[arg(long, default_value = "native", value_parser = parse_format)]
+    pub format: crate::output::formats::Format,
+
+    /// Send records to a sink; repeat for several. TARGET[;OPTION=VALUE...]:
+    /// a file path, `-` (stdout), syslog+udp://HOST:PORT, syslog+tcp://HOST:PORT,
+    /// syslog+unix:///dev/log, or an http(s):// URL. Options: format, kinds
+    /// (globs: classification,network.*); files: rotate_size, rotate_every,
+    /// keep, compress, mode; syslog: facility, app_name, max_message, queue;
+    /// http: shape (ndjson, splunk-hec, es-bulk), token, token_file, index,
+    /// sourcetype, batch_records, batch_bytes, batch_age, spool, spool_max,
+    /// timeout. See the README.
+    #[arg(long = "sink", value_name = "SPEC")]
+    pub sinks: Vec<String>,
+
+    /// At shutdown, how long network sinks may take to deliver what is
+    /// queued (the HTTP spool keeps the rest for the next start).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 
     /// Trace only this process and its descendants; repeat for several.
     #[arg(long = "pid", value_name = "PID")]
@@ -105,6 +127,10 @@ pub struct RunArgs {
     /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
     #[arg(long, default_value_t = 4096)]
     pub ring_buffer_kib: u32,
+}
+
+fn parse_format(s: &str) -> Result<crate::output::formats::Format, String> {
+    s.parse()
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`, or plain seconds (`2.5`).

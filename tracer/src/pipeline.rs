@@ -26,13 +26,13 @@ use crate::{
     },
     ledger::{AccountView, ActivityView as LedgerActivity, Delta, Ledger, online_cpus},
     output::{
-        JsonLines,
         escape::bytes_to_string,
         record::{
             Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, FileOpenView, FirstBytesView,
             ForkView, GpuBody, HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION,
             TreeView, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
+        sink::{Outgoing, SinkSpec, Sinks},
     },
     process::{ProcessTable, cgroup},
 };
@@ -108,7 +108,7 @@ impl Default for Clock {
 pub struct Pipeline {
     pub table: ProcessTable,
     cgroups: cgroup::CgroupResolver,
-    pub sink: JsonLines,
+    pub sinks: Sinks,
     host: String,
     clock: Clock,
     comms: Vec<Vec<u8>>,
@@ -130,14 +130,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// `started`: when the tracer started, so the first health record's
     /// `uptime_s` is the time it took to load, attach and seed.
-    pub fn new(sink: JsonLines, comms: Vec<String>, started: Instant, gpu: GpuLedger) -> Self {
+    pub fn new(sinks: Sinks, comms: Vec<String>, started: Instant, gpu: GpuLedger) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         Self {
             table: ProcessTable::new(PathBuf::from("/proc")),
             cgroups: cgroup::CgroupResolver::new(),
-            sink,
+            sinks,
             host,
             clock: Clock::new(),
             comms: comms.into_iter().map(String::into_bytes).collect(),
@@ -174,7 +174,8 @@ impl Pipeline {
                 "argv": std::env::args().collect::<Vec<_>>(),
             },
         });
-        self.sink.write(&header)
+        let line = serde_json::to_vec(&header)?;
+        self.sinks.write(Outgoing::new("tracer.capture", &line, Some(&header)))
     }
 
     /// Loads NVIDIA's management library if it is installed.
@@ -199,18 +200,21 @@ impl Pipeline {
             process,
             body,
         };
-        self.sink.write(&record)?;
+        let line = serde_json::to_vec(&record)?;
         // The classifier reads the record as written, exactly as replay
         // will read it from a capture.
-        let wanted = match (&record.body, self.classifier.as_ref()) {
+        let classify = match (&record.body, self.classifier.as_ref()) {
+            (_, None) | (Body::Health(_), _) => false,
             (Body::Connect(c), Some(cl)) => cl.wants_connect(c.port, c.dns_name.is_some()),
-            (Body::Health(_), _) => false,
             _ => true,
         };
-        if let Some(classifier) = self.classifier.as_mut().filter(|_| wanted) {
-            let value = serde_json::to_value(&record)?;
-            for verdict in classifier.observe(&value) {
-                self.sink.write(&verdict)?;
+        let value =
+            if classify || self.sinks.needs_value() { Some(serde_json::to_value(&record)?) } else { None };
+        self.sinks.write(Outgoing::new(record.kind, &line, value.as_ref()))?;
+        if let (Some(classifier), Some(value), true) = (self.classifier.as_mut(), value.as_ref(), classify) {
+            for verdict in classifier.observe(value) {
+                let line = serde_json::to_vec(&verdict)?;
+                self.sinks.write(Outgoing::new("classification", &line, Some(&verdict)))?;
                 self.stats.classifications += 1;
             }
         }
@@ -609,9 +613,10 @@ impl Pipeline {
             programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
             programs: kernel.attach.clone(),
             missing_kernel_fields: kernel.missing_fields.clone(),
+            sinks: self.sinks.stats(),
         });
         self.emit(Clock::now_mono_ns(), None, body)?;
-        self.sink.flush()
+        self.sinks.flush()
     }
 
     /// Reads everything currently in the ring buffer.
@@ -650,10 +655,7 @@ pub fn run(args: RunArgs, record: bool) -> Result<()> {
 
 async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let started = Instant::now();
-    let sink = match &args.output {
-        Some(path) => JsonLines::file(path)?,
-        None => JsonLines::stdout(),
-    };
+    let sinks = Sinks::open(&sink_specs(&args, record)?)?;
     let rules = if args.no_classify { None } else { Some(Rules::load(args.rules.as_deref())?) };
     let mut gpu_devices = devices::discover();
     let mut gpu_paths = HashMap::new();
@@ -679,10 +681,11 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
 
     let (mut kernel, ring) = Kernel::load(&opts)?;
     let mut pipeline =
-        Pipeline::new(sink, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
+        Pipeline::new(sinks, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
     if !args.no_nvml {
         pipeline.enable_nvml();
     }
@@ -719,13 +722,14 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                 let mut guard = guard?;
                 pipeline.drain(guard.get_inner_mut(), &mut kernel)?;
                 guard.clear_ready();
-                pipeline.sink.flush()?;
+                pipeline.sinks.flush()?;
             }
             _ = health.tick() => pipeline.emit_health(&kernel, "running")?,
             _ = activity.tick() => {
                 pipeline.emit_activity(&mut kernel)?;
-                pipeline.sink.flush()?;
+                pipeline.sinks.flush()?;
             }
+            _ = sighup.recv() => pipeline.sinks.reopen()?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut until_deadline => break,
@@ -741,5 +745,28 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     pipeline.drain(&mut ring, &mut kernel)?;
     pipeline.emit_activity(&mut kernel)?;
     pipeline.emit_health(&kernel, "final")?;
-    pipeline.sink.finish()
+    pipeline.sinks.finish(args.shutdown_grace)
+}
+
+/// The sinks asked for: `--output` (a native capture for `record`), each
+/// `--sink`, and stdout when neither is given.
+fn sink_specs(args: &RunArgs, record: bool) -> Result<Vec<SinkSpec>> {
+    let mut specs = Vec::new();
+    if let Some(path) = &args.output {
+        let path = path.to_str().ok_or_else(|| anyhow!("--output {}: not UTF-8", path.display()))?;
+        let format = if record { crate::output::formats::Format::Native } else { args.format };
+        let mut spec = SinkSpec::parse(&format!("file:{path}"), format)?;
+        if let crate::output::sink::Target::File(f) = &mut spec.target {
+            // Just the named file: no rotation unless asked for with --sink.
+            f.rotate_size = None;
+        }
+        specs.push(spec);
+    }
+    for s in &args.sinks {
+        specs.push(SinkSpec::parse(s, args.format)?);
+    }
+    if specs.is_empty() {
+        specs.push(SinkSpec::parse("-", args.format)?);
+    }
+    Ok(specs)
 }

@@ -341,6 +341,8 @@ pub struct HealthView {
     pub programs_failed: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_kernel_fields: Vec<String>,
+    /// Per sink: records written or delivered, queued, dropped (and why).
+    pub sinks: Vec<crate::output::sink::SinkStats>,
 }
 
 impl HealthView {

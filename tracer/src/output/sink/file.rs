@@ -1,0 +1,363 @@
+//! JSON lines to stdout or a file. Files are created 0600 (records hold
+//! command lines), rotate by size and/or age into `NAME.<UTC time>` (gzip'd
+//! by a background thread unless compress=false), keep the newest `keep`
+//! rotated files, are fsync'd on rotation and shutdown, and are reopened on
+//! SIGHUP for logrotate. A name ending in `.gz` is written compressed.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    thread::JoinHandle,
+    time::{Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{Meta, SharedStats, Sink, lock, spec::FileOptions};
+use crate::output::record::rfc3339_nanos;
+
+/// A plain stream, or a gzip file that must be finished.
+enum Output {
+    Plain(Box<dyn Write + Send>),
+    Gzip(flate2::write::GzEncoder<File>),
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+struct Open {
+    out: BufWriter<Output>,
+    /// Set for files (stdout has none to sync).
+    file: Option<File>,
+    bytes: u64,
+    opened: Instant,
+}
+
+pub struct FileSink {
+    opts: Option<FileOptions>,
+    open: Option<Open>,
+    stats: SharedStats,
+    compressing: Vec<JoinHandle<()>>,
+}
+
+fn open_file(opts: &FileOptions) -> Result<Open> {
+    let path = &opts.path;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(opts.mode)
+        .open(path)
+        .with_context(|| format!("opening output file {}", path.display()))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let handle = file.try_clone().context("duplicating the output file handle")?;
+    let out = if path.extension().is_some_and(|e| e == "gz") {
+        // Appending starts a new gzip member, which readers concatenate.
+        Output::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::default()))
+    } else {
+        Output::Plain(Box::new(file))
+    };
+    Ok(Open {
+        out: BufWriter::with_capacity(64 * 1024, out),
+        file: Some(handle),
+        bytes,
+        opened: Instant::now(),
+    })
+}
+
+/// Flushes, completes a gzip stream and fsyncs.
+fn close(open: Open) -> Result<()> {
+    let out = open.out.into_inner().map_err(|e| e.into_error()).context("flushing output")?;
+    if let Output::Gzip(gz) = out {
+        gz.finish().context("finishing the gzip stream")?;
+    }
+    if let Some(f) = open.file {
+        f.sync_all().context("syncing the output file")?;
+    }
+    Ok(())
+}
+
+/// `NAME.20261121T101500.123456789Z`: sorts by time, never collides with
+/// the live file.
+fn rotated_name(path: &Path) -> PathBuf {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let stamp: String = rfc3339_nanos(now).chars().filter(|c| *c != '-' && *c != ':').collect();
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(stamp);
+    PathBuf::from(name)
+}
+
+/// Rotated files of `path`, oldest first (with or without .gz).
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else { return Vec::new() };
+    let prefix = format!("{base}.");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stamp = name.strip_prefix(&prefix)?;
+            // Only our own stamps: 8 digits, T, 6 digits.
+            (stamp.len() >= 16
+                && stamp.as_bytes()[8] == b'T'
+                && stamp[..8].bytes().all(|b| b.is_ascii_digit()))
+            .then(|| e.path())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn gzip_in_place(path: &Path) -> io::Result<()> {
+    let mut gz_name = path.as_os_str().to_owned();
+    gz_name.push(".gz");
+    let tmp = PathBuf::from(format!("{}.tmp", PathBuf::from(&gz_name).display()));
+    let mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))?;
+    let out = OpenOptions::new().create(true).write(true).truncate(true).mode(mode & 0o777).open(&tmp)?;
+    let mut gz = flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::default());
+    io::copy(&mut File::open(path)?, &mut gz)?;
+    let out = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+    out.sync_all()?;
+    // The compressed file takes the plain one's place only when complete.
+    std::fs::rename(&tmp, &gz_name)?;
+    std::fs::remove_file(path)
+}
+
+impl FileSink {
+    pub fn stdout(stats: SharedStats) -> Self {
+        let out = BufWriter::with_capacity(64 * 1024, Output::Plain(Box::new(io::stdout())));
+        let open = Open { out, file: None, bytes: 0, opened: Instant::now() };
+        Self { opts: None, open: Some(open), stats, compressing: Vec::new() }
+    }
+
+    pub fn open(opts: FileOptions, stats: SharedStats) -> Result<Self> {
+        let open = open_file(&opts)?;
+        if opts.rotate_size.is_some() || opts.rotate_every.is_some() {
+            lock(&stats).rotations = Some(0);
+            lock(&stats).files_removed = Some(0);
+        }
+        Ok(Self { opts: Some(opts), open: Some(open), stats, compressing: Vec::new() })
+    }
+
+    fn due(&self, incoming: usize) -> bool {
+        let (Some(opts), Some(open)) = (&self.opts, &self.open) else { return false };
+        // A fresh file always takes its first record, however large.
+        open.bytes > 0
+            && (opts.rotate_size.is_some_and(|max| open.bytes + incoming as u64 > max)
+                || opts.rotate_every.is_some_and(|age| open.opened.elapsed() >= age))
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let opts = self.opts.clone().expect("only files rotate");
+        if let Some(open) = self.open.take() {
+            close(open)?;
+        }
+        let rotated = rotated_name(&opts.path);
+        std::fs::rename(&opts.path, &rotated)
+            .with_context(|| format!("rotating {} to {}", opts.path.display(), rotated.display()))?;
+        self.open = Some(open_file(&opts)?);
+        *lock(&self.stats).rotations.get_or_insert(0) += 1;
+        let already_gz = opts.path.extension().is_some_and(|e| e == "gz");
+        // Compression and retention run off the record path; joined at shutdown.
+        let stats = self.stats.clone();
+        let previous = std::mem::take(&mut self.compressing);
+        self.compressing.push(std::thread::spawn(move || {
+            // One at a time, in order, so retention sees finished files.
+            previous.into_iter().for_each(|h| drop(h.join()));
+            if opts.compress
+                && !already_gz
+                && let Err(e) = gzip_in_place(&rotated)
+            {
+                lock(&stats).error(format!("compressing {}: {e}", rotated.display()));
+            }
+            let files = rotated_files(&opts.path);
+            let excess = files.len().saturating_sub(opts.keep);
+            for old in &files[..excess] {
+                match std::fs::remove_file(old) {
+                    Ok(()) => *lock(&stats).files_removed.get_or_insert(0) += 1,
+                    Err(e) => lock(&stats).error(format!("removing {}: {e}", old.display())),
+                }
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, line: &[u8], _meta: &Meta) -> Result<()> {
+        if self.due(line.len() + 1) {
+            self.rotate()?;
+        }
+        let open = self.open.as_mut().expect("open between calls");
+        open.out.write_all(line).context("writing a record")?;
+        open.out.write_all(b"\n").context("writing a record")?;
+        open.bytes += line.len() as u64 + 1;
+        lock(&self.stats).delivered += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.opts.as_ref().is_some_and(|o| o.rotate_every.is_some()) && self.due(0) {
+            self.rotate()?;
+        }
+        match self.open.as_mut() {
+            Some(open) => open.out.flush().context("flushing output"),
+            None => Ok(()),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        let Some(opts) = &self.opts else { return Ok(()) };
+        if let Some(open) = self.open.take() {
+            close(open)?;
+        }
+        self.open = Some(open_file(opts)?);
+        Ok(())
+    }
+
+    fn finish(&mut self, _deadline: Instant) -> Result<()> {
+        let result = match self.open.take() {
+            Some(open) => close(open),
+            None => Ok(()),
+        };
+        for h in self.compressing.drain(..) {
+            let _ = h.join();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead as _, BufReader},
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::output::sink::SinkStats;
+
+    fn meta() -> Meta<'static> {
+        Meta { kind: "process.exec", time: "", host: "", alert: false }
+    }
+
+    fn read_all(path: &Path) -> Vec<String> {
+        let mut lines = Vec::new();
+        for f in rotated_files(path).into_iter().chain([path.to_path_buf()]) {
+            let file = File::open(&f).unwrap();
+            let reader: Box<dyn io::Read> = if f.extension().is_some_and(|e| e == "gz") {
+                Box::new(flate2::read::MultiGzDecoder::new(file))
+            } else {
+                Box::new(file)
+            };
+            lines.extend(BufReader::new(reader).lines().map(Result::unwrap));
+        }
+        lines
+    }
+
+    fn opts(dir: &Path, keep: usize) -> FileOptions {
+        FileOptions {
+            path: dir.join("events.jsonl"),
+            rotate_size: Some(4096),
+            rotate_every: None,
+            keep,
+            compress: true,
+            mode: 0o600,
+        }
+    }
+
+    #[test]
+    fn rotates_by_size_compresses_and_keeps_every_line() {
+        let dir = tempdir("rotate");
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        let mut sink = FileSink::open(opts(&dir, 1000), stats.clone()).unwrap();
+        for i in 0..5000 {
+            sink.write(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 97)).as_bytes(), &meta())
+                .unwrap();
+        }
+        sink.finish(Instant::now()).unwrap();
+        let lines = read_all(&dir.join("events.jsonl"));
+        let expected: Vec<String> =
+            (0..5000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 97))).collect();
+        assert_eq!(lines, expected, "every line once, in order, across the rotated files");
+        let rotated = rotated_files(&dir.join("events.jsonl"));
+        assert!(rotated.len() > 50, "{} rotations", rotated.len());
+        assert!(rotated.iter().all(|p| p.extension().is_some_and(|e| e == "gz")));
+        for p in rotated.iter().chain([&dir.join("events.jsonl")]) {
+            let mode = std::fs::metadata(p).unwrap().permissions();
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{}", p.display());
+        }
+        // No rotated file is over the limit (each took at least one line).
+        let s = lock(&stats).clone();
+        assert_eq!(s.rotations, Some(rotated.len() as u64));
+        assert_eq!(s.delivered, 5000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn retention_removes_the_oldest() {
+        let dir = tempdir("retain");
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        let mut sink = FileSink::open(opts(&dir, 3), stats.clone()).unwrap();
+        for i in 0..2000 {
+            sink.write(format!("{{\"n\":{i:08}}}").as_bytes(), &meta()).unwrap();
+        }
+        sink.finish(Instant::now()).unwrap();
+        let lines = read_all(&dir.join("events.jsonl"));
+        assert_eq!(rotated_files(&dir.join("events.jsonl")).len(), 3);
+        // What is left is the newest, contiguous, ending at the last line.
+        assert_eq!(lines.last().unwrap(), "{\"n\":00001999}");
+        let first: usize = lines[0][5..13].parse().unwrap();
+        assert_eq!(lines.len(), 2000 - first);
+        let s = lock(&stats).clone();
+        assert_eq!(s.files_removed.unwrap() + 3, s.rotations.unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rotates_by_age_and_reopens_after_a_move() {
+        let dir = tempdir("age");
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        let mut o = opts(&dir, 10);
+        o.rotate_size = None;
+        o.rotate_every = Some(Duration::from_millis(50));
+        let mut sink = FileSink::open(o, stats.clone()).unwrap();
+        sink.write(b"{\"n\":1}", &meta()).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        sink.flush().unwrap();
+        assert_eq!(lock(&stats).rotations, Some(1));
+        sink.write(b"{\"n\":2}", &meta()).unwrap();
+        // logrotate: move the file away, then SIGHUP.
+        std::fs::rename(dir.join("events.jsonl"), dir.join("moved")).unwrap();
+        sink.reopen().unwrap();
+        sink.write(b"{\"n\":3}", &meta()).unwrap();
+        sink.finish(Instant::now()).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("moved")).unwrap(), "{\"n\":2}\n");
+        assert_eq!(std::fs::read_to_string(dir.join("events.jsonl")).unwrap(), "{\"n\":3}\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tracer-file-sink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

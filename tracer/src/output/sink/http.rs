@@ -1,0 +1,329 @@
+//! Batched JSON POSTs: newline-delimited records, Splunk HEC events or
+//! Elasticsearch `_bulk` create actions. Records go through the on-disk
+//! spool (see spool.rs); a sender thread posts one sealed batch at a time,
+//! retrying with exponential back-off (0.25 s doubling to 30 s) on network
+//! errors, timeouts, 408, 429 and 5xx, and on 401/403/404 too, since a
+//! fixed token or URL should find its records waiting. A batch the receiver
+//! refuses as malformed (400, 413, 422) is dropped and counted `rejected`.
+//!
+//! `_bulk` actions carry an `_id` made from the record's bytes, so a batch
+//! sent again after a lost response creates nothing twice.
+
+use std::{
+    hash::{Hash as _, Hasher as _},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use serde_json::Value;
+
+use super::{
+    Meta, SharedStats, Sink, lock,
+    spec::{HttpOptions, HttpShape},
+    spool::{Queue, Segment, Spool},
+};
+
+/// Seconds since the epoch of an RFC 3339 UTC time as the tracer writes it.
+fn epoch_seconds(time: &str) -> Option<f64> {
+    let b = time.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| time.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (H. Hinnant), the inverse of rfc3339_nanos.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let frac: f64 = match time.get(19..20) {
+        Some(".") => {
+            let digits: String = time[20..].chars().take_while(char::is_ascii_digit).collect();
+            format!("0.{digits}").parse().unwrap_or(0.0)
+        }
+        _ => 0.0,
+    };
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
+/// A stable id for a record: the same bytes always give the same id.
+fn record_id(line: &[u8]) -> String {
+    let mut a = std::hash::DefaultHasher::new();
+    line.hash(&mut a);
+    let mut b = std::hash::DefaultHasher::new();
+    (0x5eed_u16, line).hash(&mut b);
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
+/// The request-body lines for one record, in the endpoint's shape.
+pub fn body_lines(opts: &HttpOptions, format: &str, meta: &Meta, line: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(line.len() + 160);
+    match opts.shape {
+        HttpShape::Ndjson => out.extend_from_slice(line),
+        HttpShape::SplunkHec => {
+            let mut envelope = serde_json::Map::new();
+            if let Some(t) = epoch_seconds(meta.time) {
+                envelope.insert("time".into(), Value::from((t * 1e6).round() / 1e6));
+            }
+            envelope.insert("host".into(), Value::from(meta.host));
+            envelope.insert("source".into(), Value::from("tracer"));
+            let sourcetype = opts.sourcetype.clone().unwrap_or_else(|| format!("tracer:{format}"));
+            envelope.insert("sourcetype".into(), Value::from(sourcetype));
+            if let Some(index) = &opts.index {
+                envelope.insert("index".into(), Value::from(index.as_str()));
+            }
+            // The record goes in as it is, not re-encoded.
+            let head = serde_json::to_vec(&Value::Object(envelope))?;
+            out.extend_from_slice(&head[..head.len() - 1]);
+            out.extend_from_slice(b",\"event\":");
+            out.extend_from_slice(line);
+            out.push(b'}');
+        }
+        HttpShape::EsBulk => {
+            let mut action = serde_json::Map::new();
+            if let Some(index) = &opts.index {
+                action.insert("_index".into(), Value::from(index.as_str()));
+            }
+            action.insert("_id".into(), Value::from(record_id(line)));
+            serde_json::to_writer(&mut out, &serde_json::json!({ "create": action }))?;
+            out.push(b'\n');
+            out.extend_from_slice(line);
+        }
+    }
+    out.push(b'\n');
+    Ok(out)
+}
+
+enum Outcome {
+    Delivered { rejected: u64 },
+    Rejected(String),
+    Retry(String),
+}
+
+struct Sender {
+    opts: HttpOptions,
+    agent: ureq::Agent,
+    queue: Queue,
+}
+
+impl Sender {
+    fn post(&self, body: &[u8], records: u64) -> Outcome {
+        let content_type = match self.opts.shape {
+            HttpShape::SplunkHec => "application/json",
+            _ => "application/x-ndjson",
+        };
+        let mut req = self.agent.post(&self.opts.url).header("Content-Type", content_type);
+        if let Some(token) = &self.opts.token {
+            let scheme = match self.opts.shape {
+                HttpShape::SplunkHec => "Splunk",
+                HttpShape::EsBulk => "ApiKey",
+                HttpShape::Ndjson => "Bearer",
+            };
+            req = req.header("Authorization", format!("{scheme} {token}"));
+        }
+        let mut resp = match req.send(body) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(format!("{}: {e}", self.opts.url)),
+        };
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().with_config().limit(16 << 20).read_to_string().unwrap_or_default();
+        match status {
+            200..=299 if self.opts.shape == HttpShape::EsBulk => {
+                Outcome::Delivered { rejected: bulk_rejections(&text).min(records) }
+            }
+            200..=299 => Outcome::Delivered { rejected: 0 },
+            400 | 413 | 422 => Outcome::Rejected(format!("HTTP {status}: {}", snippet(&text))),
+            _ => Outcome::Retry(format!("HTTP {status}: {}", snippet(&text))),
+        }
+    }
+
+    fn run(self) {
+        let mut backoff = Duration::from_millis(250);
+        while let Some(seg) = self.queue.next() {
+            let body = match std::fs::read(&seg.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    let mut s = lock(self.queue.stats());
+                    s.error(format!("reading {}: {e}", seg.path.display()));
+                    s.lost("spool_unreadable", seg.records);
+                    drop(s);
+                    self.queue.remove(&seg);
+                    continue;
+                }
+            };
+            match self.post(&body, seg.records) {
+                Outcome::Delivered { rejected } => {
+                    self.done(&seg, seg.records - rejected, rejected, None);
+                    backoff = Duration::from_millis(250);
+                }
+                Outcome::Rejected(why) => self.done(&seg, 0, seg.records, Some(why)),
+                Outcome::Retry(why) => {
+                    lock(self.queue.stats()).error(why);
+                    self.queue.release();
+                    if !self.queue.pause(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn done(&self, seg: &Segment, delivered: u64, rejected: u64, why: Option<String>) {
+        {
+            let mut s = lock(self.queue.stats());
+            s.delivered += delivered;
+            s.lost("rejected", rejected);
+            if let Some(why) = why {
+                s.last_error = Some(why);
+            }
+        }
+        self.queue.remove(seg);
+    }
+}
+
+/// Items of a `_bulk` response that failed for good; 409 (the id exists:
+/// the record was delivered before) is not a failure.
+fn bulk_rejections(text: &str) -> u64 {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return 0 };
+    if v.get("errors") != Some(&Value::Bool(true)) {
+        return 0;
+    }
+    let items = v.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| i.as_object()?.values().next()?.get("status")?.as_u64())
+        .filter(|s| !(200..300).contains(s) && *s != 409)
+        .count() as u64
+}
+
+fn snippet(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+pub struct HttpSink {
+    opts: HttpOptions,
+    format: &'static str,
+    spool: Spool,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl HttpSink {
+    pub fn open(opts: HttpOptions, format: &'static str, stats: SharedStats) -> Result<Self> {
+        let lines_per_record = if opts.shape == HttpShape::EsBulk { 2 } else { 1 };
+        let spool = Spool::open(
+            &opts.spool_dir,
+            opts.spool_max,
+            (opts.batch_records, opts.batch_bytes, opts.batch_age),
+            lines_per_record,
+            stats,
+        )?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(opts.timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("tracer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let sender = Sender { opts: opts.clone(), agent, queue: spool.queue.clone() };
+        let sender = std::thread::Builder::new()
+            .name("http-sink".into())
+            .spawn(move || sender.run())
+            .context("starting the HTTP sender")?;
+        Ok(Self { opts, format, spool, sender: Some(sender) })
+    }
+}
+
+impl Sink for HttpSink {
+    fn write(&mut self, line: &[u8], meta: &Meta) -> Result<()> {
+        let lines = body_lines(&self.opts, self.format, meta, line)?;
+        self.spool.append(&lines)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.spool.tick()
+    }
+
+    fn finish(&mut self, deadline: Instant) -> Result<()> {
+        self.spool.close(deadline)?;
+        if let Some(s) = self.sender.take() {
+            s.join().map_err(|_| anyhow!("the HTTP sender panicked"))?;
+        }
+        let pending = lock(self.spool.queue.stats()).pending.unwrap_or(0);
+        if pending > 0 {
+            eprintln!(
+                "tracer: {pending} records for {} wait in {} and are sent at the next start",
+                self.opts.url,
+                self.opts.spool_dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_from_rfc3339() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00.000000000Z"), Some(0.0));
+        assert_eq!(epoch_seconds("2000-02-29T12:34:56.5Z"), Some(951_827_696.5));
+        let ns = 1_795_219_200_123_000_000u128;
+        let t = crate::output::record::rfc3339_nanos(ns);
+        assert_eq!(epoch_seconds(&t), Some(1_795_219_200.123));
+        assert_eq!(epoch_seconds("yesterday"), None);
+    }
+
+    fn opts(shape: HttpShape) -> HttpOptions {
+        HttpOptions {
+            url: "http://127.0.0.1:1/".into(),
+            shape,
+            token: None,
+            index: Some("tracer".into()),
+            sourcetype: None,
+            batch_records: 10,
+            batch_bytes: 1 << 20,
+            batch_age: Duration::from_secs(1),
+            spool_dir: "/nonexistent".into(),
+            spool_max: 1 << 20,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn shapes() {
+        let meta =
+            Meta { kind: "process.exec", time: "2026-11-21T00:00:00.123000000Z", host: "vm", alert: false };
+        let hec = body_lines(&opts(HttpShape::SplunkHec), "ecs", &meta, b"{\"a\":1}").unwrap();
+        let v: Value = serde_json::from_slice(&hec).unwrap();
+        assert_eq!(v["time"], 1_795_219_200.123);
+        assert_eq!(
+            (v["host"].as_str(), v["sourcetype"].as_str(), v["index"].as_str()),
+            (Some("vm"), Some("tracer:ecs"), Some("tracer"))
+        );
+        assert_eq!(v["event"]["a"], 1);
+        let bulk = body_lines(&opts(HttpShape::EsBulk), "ecs", &meta, b"{\"a\":1}").unwrap();
+        let lines: Vec<&[u8]> = bulk.split(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), 3, "action, document, end");
+        let action: Value = serde_json::from_slice(lines[0]).unwrap();
+        assert_eq!(action["create"]["_index"], "tracer");
+        assert_eq!(action["create"]["_id"].as_str().unwrap().len(), 32);
+        assert_eq!(lines[1], b"{\"a\":1}");
+        // Same bytes, same id; other bytes, other id.
+        let again = body_lines(&opts(HttpShape::EsBulk), "ecs", &meta, b"{\"a\":1}").unwrap();
+        assert_eq!(bulk, again);
+        assert_ne!(record_id(b"{\"a\":1}"), record_id(b"{\"a\":2}"));
+    }
+
+    #[test]
+    fn bulk_item_failures_except_conflicts() {
+        let resp = r#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409}},
+            {"create":{"status":400,"error":{"type":"mapper_parsing_exception"}}}]}"#;
+        assert_eq!(bulk_rejections(resp), 1);
+        assert_eq!(bulk_rejections(r#"{"errors":false,"items":[]}"#), 0);
+    }
+}

@@ -1,0 +1,234 @@
+//! Where records go. Each sink has its own format and kind filter; several
+//! run at once (`--sink`, repeatable). Network sinks deliver from a thread
+//! of their own, so a slow receiver never stalls the kernel reader: the
+//! syslog sink queues in memory, the HTTP sink spools to disk. Whatever a
+//! sink loses (queue full, spool full, a message too large, a batch the
+//! receiver rejects) is counted and reported in every health record.
+
+pub mod file;
+pub mod http;
+pub mod spec;
+pub mod spool;
+pub mod syslog;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use self::spec::{SinkSpec, Target};
+use super::formats::{self, Format};
+
+/// What a sink has done, shared with its delivery thread.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkStats {
+    /// The sink as given on the command line (secrets left out).
+    pub sink: String,
+    pub format: &'static str,
+    /// Records that passed the sink's filter.
+    pub records: u64,
+    /// Records the filter left out.
+    pub filtered_out: u64,
+    /// Records written to the file, or accepted by the receiver.
+    pub delivered: u64,
+    /// Records lost, by why: queue_full, oversize, spool_full, rejected, shutdown.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Delivery attempts that failed and were retried.
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Records waiting to be delivered (memory queue or disk spool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
+    /// File sinks: files rotated, and rotated files removed by the retention limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_removed: Option<u64>,
+}
+
+impl SinkStats {
+    pub fn lost(&mut self, why: &'static str, n: u64) {
+        if n > 0 {
+            *self.dropped.entry(why).or_default() += n;
+        }
+    }
+
+    pub fn error(&mut self, e: impl std::fmt::Display) {
+        self.errors += 1;
+        self.last_error = Some(e.to_string());
+    }
+}
+
+pub type SharedStats = Arc<Mutex<SinkStats>>;
+
+/// Locks shared stats; a panicked delivery thread leaves them readable.
+pub fn lock(stats: &SharedStats) -> std::sync::MutexGuard<'_, SinkStats> {
+    stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The envelope fields every transport may need, besides the line itself.
+pub struct Meta<'a> {
+    pub kind: &'a str,
+    pub time: &'a str,
+    pub host: &'a str,
+    /// A classification that calls for attention.
+    pub alert: bool,
+}
+
+/// One destination.
+pub trait Sink: Send {
+    /// Takes one formatted record (no trailing newline).
+    fn write(&mut self, line: &[u8], meta: &Meta) -> Result<()>;
+    /// Called after every batch the pipeline reads.
+    fn flush(&mut self) -> Result<()>;
+    /// SIGHUP: files are closed and opened again (logrotate moved them).
+    fn reopen(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Shutdown: deliver what is queued, waiting until `deadline` at most.
+    fn finish(&mut self, deadline: Instant) -> Result<()>;
+}
+
+struct Configured {
+    format: Format,
+    kinds: Vec<String>,
+    sink: Box<dyn Sink>,
+    stats: SharedStats,
+}
+
+/// One record on its way out: the native line, and the other formats made
+/// from it at most once, whatever the number of sinks that want them.
+pub struct Outgoing<'a> {
+    pub kind: &'a str,
+    native: &'a [u8],
+    value: Option<&'a Value>,
+    parsed: Option<Value>,
+    converted: [Option<Vec<u8>>; 2],
+}
+
+impl<'a> Outgoing<'a> {
+    /// `value`: the record as a JSON value when the caller already has it.
+    pub fn new(kind: &'a str, native: &'a [u8], value: Option<&'a Value>) -> Self {
+        Self { kind, native, value, parsed: None, converted: [None, None] }
+    }
+
+    fn value(&mut self) -> Result<&Value> {
+        if let Some(v) = self.value {
+            return Ok(v);
+        }
+        if self.parsed.is_none() {
+            self.parsed = Some(serde_json::from_slice(self.native).context("re-reading a record")?);
+        }
+        Ok(self.parsed.as_ref().expect("set above"))
+    }
+
+    fn line(&mut self, format: Format) -> Result<&[u8]> {
+        let slot = match format {
+            Format::Native => return Ok(self.native),
+            Format::Ecs => 0,
+            Format::Ocsf => 1,
+        };
+        if self.converted[slot].is_none() {
+            let converted = formats::convert(format, self.value()?);
+            self.converted[slot] = Some(serde_json::to_vec(&converted)?);
+        }
+        Ok(self.converted[slot].as_deref().expect("set above"))
+    }
+
+    fn meta_strings(&mut self) -> Result<(String, String, bool)> {
+        let v = self.value()?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let alert = v.pointer("/classification/alert").and_then(Value::as_bool).unwrap_or(false);
+        Ok((s("time"), s("host"), alert))
+    }
+}
+
+/// Every configured sink.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<Configured>,
+    /// Whether any sink needs more than the native line (a conversion or
+    /// the envelope fields), so records must be re-read as JSON values.
+    needs_value: bool,
+}
+
+impl Sinks {
+    pub fn open(specs: &[SinkSpec]) -> Result<Self> {
+        let mut sinks = Self::default();
+        for spec in specs {
+            let stats = Arc::new(Mutex::new(SinkStats {
+                sink: spec.display.clone(),
+                format: spec.format.name(),
+                ..Default::default()
+            }));
+            let sink: Box<dyn Sink> = match &spec.target {
+                Target::Stdout => Box::new(file::FileSink::stdout(stats.clone())),
+                Target::File(opts) => Box::new(file::FileSink::open(opts.clone(), stats.clone())?),
+                Target::Syslog(opts) => Box::new(syslog::SyslogSink::open(opts.clone(), stats.clone())?),
+                Target::Http(opts) => {
+                    Box::new(http::HttpSink::open(opts.clone(), spec.format.name(), stats.clone())?)
+                }
+            };
+            sinks.needs_value |= spec.format != Format::Native || spec.target.needs_meta();
+            sinks.sinks.push(Configured { format: spec.format, kinds: spec.kinds.clone(), sink, stats });
+        }
+        Ok(sinks)
+    }
+
+    /// Whether `kind` passes a sink's filter (no filter: everything).
+    fn wanted(kinds: &[String], kind: &str) -> bool {
+        kinds.is_empty() || kinds.iter().any(|k| crate::classify::rules::glob(k, kind))
+    }
+
+    pub fn needs_value(&self) -> bool {
+        self.needs_value
+    }
+
+    pub fn write(&mut self, mut out: Outgoing) -> Result<()> {
+        let (time, host, alert) =
+            if self.needs_value { out.meta_strings()? } else { (String::new(), String::new(), false) };
+        let meta = Meta { kind: out.kind, time: &time, host: &host, alert };
+        for c in &mut self.sinks {
+            if !Self::wanted(&c.kinds, out.kind) {
+                lock(&c.stats).filtered_out += 1;
+                continue;
+            }
+            lock(&c.stats).records += 1;
+            c.sink.write(out.line(c.format)?, &meta)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.sinks.iter_mut().try_for_each(|c| c.sink.flush())
+    }
+
+    pub fn reopen(&mut self) -> Result<()> {
+        self.sinks.iter_mut().try_for_each(|c| c.sink.reopen())
+    }
+
+    /// Flushes and closes every sink; network sinks get `grace` to deliver
+    /// what is queued (the HTTP spool keeps the rest for the next start).
+    pub fn finish(&mut self, grace: Duration) -> Result<()> {
+        let deadline = Instant::now() + grace;
+        let mut first_error = None;
+        for c in &mut self.sinks {
+            if let Err(e) = c.sink.finish(deadline) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.sinks.iter().map(|c| lock(&c.stats).clone()).collect()
+    }
+}
