@@ -229,38 +229,8 @@ impl Cost {
     }
 }
 
-pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg")
-                .args(["-s", p])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing {} with apt-get", missing.join(" "));
-    let ok = Command::new("apt-get").args(["update", "-q"]).status()?.success()
-        && Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?
-            .success();
-    if !ok {
-        bail!("could not install {}", missing.join(" "));
-    }
-    Ok(())
-}
-
 pub fn run(opts: &Options) -> Result<()> {
-    ensure_packages(&["bpftrace", "nginx", "wrk"])?;
+    crate::setup::ensure_packages(&["bpftrace", "nginx", "wrk"])?;
     fs::create_dir_all(&opts.out_dir)?;
     let xtask = std::env::current_exe()?;
     let out = opts.out_dir.join("bench-records.jsonl");

@@ -272,7 +272,7 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::bench::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql"])?;
+    crate::setup::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql"])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
     let py = prepare(&opts.root, &work)?;

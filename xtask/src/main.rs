@@ -132,6 +132,8 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure_toolchain()?;
             require_root("the end-to-end tests load eBPF programs")?;
+            // The syslog sink is tested against a real rsyslogd.
+            setup::ensure_packages(&["rsyslog"])?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
             cargo_test(&root, &cmd)

@@ -149,3 +149,35 @@ fn ensure_on_path() -> Result<()> {
     }
     Ok(())
 }
+
+/// Installs Debian packages that are missing (what the tests, the benchmark
+/// and the evaluation run against).
+pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} with apt-get", missing.join(" "));
+    let ok = Command::new("apt-get").args(["update", "-q"]).status()?.success()
+        && Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?
+            .success();
+    if !ok {
+        bail!("could not install {}", missing.join(" "));
+    }
+    Ok(())
+}

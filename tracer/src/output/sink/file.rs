@@ -169,9 +169,20 @@ impl FileSink {
             close(open)?;
         }
         let rotated = rotated_name(&opts.path);
-        std::fs::rename(&opts.path, &rotated)
-            .with_context(|| format!("rotating {} to {}", opts.path.display(), rotated.display()))?;
+        let moved = match std::fs::rename(&opts.path, &rotated) {
+            Ok(()) => true,
+            // Moved away by someone else (logrotate before its SIGHUP):
+            // what was written is in their file; start a new one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("rotating {} to {}", opts.path.display(), rotated.display()));
+            }
+        };
         self.open = Some(open_file(&opts)?);
+        if !moved {
+            return Ok(());
+        }
         *lock(&self.stats).rotations.get_or_insert(0) += 1;
         let already_gz = opts.path.extension().is_some_and(|e| e == "gz");
         // Compression and retention run off the record path; joined at shutdown.
