@@ -63,7 +63,7 @@ pub struct RunArgs {
     /// keep, compress, mode; syslog: facility, app_name, max_message, queue;
     /// http: shape (ndjson, splunk-hec, es-bulk), token, token_file, index,
     /// sourcetype, batch_records, batch_bytes, batch_age, spool, spool_max,
-    /// timeout. See the README.
+    /// timeout, ca_file. See the README.
     #[arg(long = "sink", value_name = "SPEC")]
     pub sinks: Vec<String>,
 

@@ -205,6 +205,24 @@ fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
+/// TLS that trusts the certificates in a PEM file, and only those.
+fn trusting(path: &std::path::Path) -> Result<ureq::tls::TlsConfig> {
+    let pem = std::fs::read(path).with_context(|| format!("option ca_file: reading {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("option ca_file: {} is not PEM", path.display()))?
+        {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        anyhow::bail!("option ca_file: no certificate in {}", path.display());
+    }
+    let roots = ureq::tls::RootCerts::new_with_certs(&certs);
+    Ok(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+}
+
 pub struct HttpSink {
     opts: HttpOptions,
     format: &'static str,
@@ -222,7 +240,11 @@ impl HttpSink {
             lines_per_record,
             stats,
         )?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if let Some(path) = &opts.ca_file {
+            config = config.tls_config(trusting(path)?);
+        }
+        let agent: ureq::Agent = config
             .timeout_global(Some(opts.timeout))
             .http_status_as_error(false)
             .user_agent(concat!("tracer/", env!("CARGO_PKG_VERSION")))
@@ -291,6 +313,7 @@ mod tests {
             spool_dir: "/nonexistent".into(),
             spool_max: 1 << 20,
             timeout: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 

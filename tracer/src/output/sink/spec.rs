@@ -89,6 +89,9 @@ pub struct HttpOptions {
     pub spool_dir: PathBuf,
     pub spool_max: u64,
     pub timeout: Duration,
+    /// PEM certificates to trust instead of the built-in web roots (a
+    /// receiver with a private CA or a self-signed certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 const COMMON: &[&str] = &["format", "kinds"];
@@ -106,6 +109,7 @@ const HTTP_OPTIONS: &[&str] = &[
     "spool",
     "spool_max",
     "timeout",
+    "ca_file",
 ];
 
 const FACILITIES: &[&str] = &[
@@ -353,6 +357,7 @@ impl SinkSpec {
                         .transpose()
                         .map_err(with("timeout"))?
                         .unwrap_or(Duration::from_secs(10)),
+                    ca_file: get("ca_file").map(PathBuf::from),
                 })
             }
         };
