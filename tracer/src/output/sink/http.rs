@@ -106,6 +106,9 @@ enum Outcome {
 
 struct Sender {
     opts: HttpOptions,
+    /// The URL without `user:password@`, which goes in a Basic header.
+    url: String,
+    basic: Option<String>,
     agent: ureq::Agent,
     queue: Queue,
 }
@@ -116,8 +119,10 @@ impl Sender {
             HttpShape::SplunkHec => "application/json",
             _ => "application/x-ndjson",
         };
-        let mut req = self.agent.post(&self.opts.url).header("Content-Type", content_type);
-        if let Some(token) = &self.opts.token {
+        let mut req = self.agent.post(&self.url).header("Content-Type", content_type);
+        if let Some(basic) = &self.basic {
+            req = req.header("Authorization", format!("Basic {basic}"));
+        } else if let Some(token) = &self.opts.token {
             let scheme = match self.opts.shape {
                 HttpShape::SplunkHec => "Splunk",
                 HttpShape::EsBulk => "ApiKey",
@@ -201,6 +206,35 @@ fn bulk_rejections(text: &str) -> u64 {
         .count() as u64
 }
 
+/// `https://user:pw@host/p` -> (`https://host/p`, base64 of `user:pw`).
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            (format!("{scheme}://{host}{}", &rest[authority_end..]), Some(base64(userinfo.as_bytes())))
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn snippet(text: &str) -> String {
     text.chars().take(200).collect()
 }
@@ -250,7 +284,8 @@ impl HttpSink {
             .user_agent(concat!("tracer/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let sender = Sender { opts: opts.clone(), agent, queue: spool.queue.clone() };
+        let (url, basic) = split_userinfo(&opts.url);
+        let sender = Sender { opts: opts.clone(), url, basic, agent, queue: spool.queue.clone() };
         let sender = std::thread::Builder::new()
             .name("http-sink".into())
             .spawn(move || sender.run())
@@ -340,6 +375,19 @@ mod tests {
         let again = body_lines(&opts(HttpShape::EsBulk), "ecs", &meta, b"{\"a\":1}").unwrap();
         assert_eq!(bulk, again);
         assert_ne!(record_id(b"{\"a\":1}"), record_id(b"{\"a\":2}"));
+    }
+
+    #[test]
+    fn basic_auth_from_the_url() {
+        assert_eq!(base64(b"elastic:changeme"), "ZWxhc3RpYzpjaGFuZ2VtZQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+        let (url, basic) = split_userinfo("https://elastic:changeme@es:9200/_bulk");
+        assert_eq!(
+            (url.as_str(), basic.as_deref()),
+            ("https://es:9200/_bulk", Some("ZWxhc3RpYzpjaGFuZ2VtZQ=="))
+        );
+        assert_eq!(split_userinfo("http://h/a@b").1, None);
     }
 
     #[test]

@@ -176,6 +176,7 @@ fn parse_duration(s: &str) -> Result<Duration> {
 
 /// Where a HTTP sink spools by default: one folder per endpoint.
 fn default_spool(url: &str) -> PathBuf {
+    let url = hide_password(url);
     let name: String =
         url.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
     PathBuf::from("/var/lib/tracer/spool").join(name)
@@ -365,15 +366,30 @@ impl SinkSpec {
     }
 }
 
-/// The spec with any token value hidden (health records and errors show it).
+/// The spec with secrets hidden (health records and errors show it): a
+/// token value, and the password of a URL's `user:password@`.
 fn redact(spec: &str) -> String {
     spec.split(';')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k.trim() == "token" => "token=***".to_string(),
+        .enumerate()
+        .map(|(i, p)| match p.split_once('=') {
+            Some((k, _)) if i > 0 && k.trim() == "token" => "token=***".to_string(),
+            _ if i == 0 => hide_password(p),
             _ => p.to_string(),
         })
         .collect::<Vec<_>>()
         .join(";")
+}
+
+fn hide_password(target: &str) -> String {
+    let Some((scheme, rest)) = target.split_once("://") else { return target.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => target.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +432,10 @@ mod tests {
         let Target::Http(h) = s.target else { panic!() };
         assert_eq!((h.shape, h.token.as_deref()), (HttpShape::SplunkHec, Some("s3cret")));
         assert!(matches!(parse("-").unwrap().target, Target::Stdout));
+        let s = parse("https://elastic:pw@es:9200/_bulk;shape=es-bulk").unwrap();
+        assert_eq!(s.display, "https://elastic:***@es:9200/_bulk;shape=es-bulk");
+        let Target::Http(h) = s.target else { panic!() };
+        assert!(!h.spool_dir.to_string_lossy().contains("pw"), "{}", h.spool_dir.display());
     }
 
     #[test]
