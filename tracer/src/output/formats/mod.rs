@@ -1,10 +1,57 @@
-//! PLACEHOLDER until the ECS/OCSF mappers land.
+//! Record formats: the native `tracer.v1` records as they are, or mapped to
+//! the Elastic Common Schema or to OCSF for a SIEM that expects one of those.
+//!
+//! Each mapping is a pure function of one native record (no clock, no host
+//! lookups), so a saved capture converts the same way as a live stream. It
+//! never panics: a record of an unknown kind, with fields missing or of the
+//! wrong type, or not an object at all, still gives a well-formed event.
+//! Absent values are left out, never written as null. What the target schema
+//! has no field for stays in a `tracer` object (ECS `tracer.*`, OCSF
+//! `unmapped.tracer.*`), including the native schema version and the native
+//! body, so nothing is lost.
+//!
+//! | kind                   | ECS category / type         | OCSF class, activity                          |
+//! |------------------------|-----------------------------|-----------------------------------------------|
+//! | process.exec, .fork    | process / start             | Process Activity 1007, Launch 1               |
+//! | process.exit           | process / end               | Process Activity 1007, Terminate 2            |
+//! | network.connect        | network / connection, start | Network Activity 4001, Open 1/Refuse 5/Fail 4 |
+//! | network.listen         | network / start             | Network Activity 4001, Listen 7               |
+//! | network.first_bytes    | network / protocol          | Network Activity 4001, Traffic 6              |
+//! | network.dns            | network / protocol          | DNS Activity 4003, Query 1/Response 2         |
+//! | file.open              | file / access or change     | File System Activity 1001, Open 14/Rename 5   |
+//! | classification         | intrusion_detection / info  | Detection Finding 2004, Create 1/Update 2     |
+//! | gpu.open, .activity    | driver / info               | Base Event 0, Other 99                        |
+//! | *.activity             | process / info              | Base Event 0, Other 99                        |
+//! | tracer.health/.capture | host / info                 | Base Event 0, Other 99                        |
+//!
+//! File renames (reported as file.open with `renamed`) are ECS `change`. ECS
+//! `event.kind` is `metric` for activity and health records, `state` for the
+//! capture header, `alert` for a verdict calling for attention and `event`
+//! otherwise.
+
+mod common;
+mod ecs;
+mod ocsf;
+
+use std::{fmt, str::FromStr};
+
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The ECS release whose field names and categorization values are used.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// The OCSF schema release whose classes, ids and attributes are used.
+pub const OCSF_VERSION: &str = "1.4.0";
+
+/// How records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {
+    /// The tracer's own records, unchanged.
+    #[default]
     Native,
+    /// Elastic Common Schema.
     Ecs,
+    /// Open Cybersecurity Schema Framework.
     Ocsf,
 }
 
@@ -18,18 +65,238 @@ impl Format {
     }
 }
 
-impl std::str::FromStr for Format {
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
             "native" => Ok(Self::Native),
             "ecs" => Ok(Self::Ecs),
             "ocsf" => Ok(Self::Ocsf),
-            _ => Err(format!("`{s}` is not a format: native, ecs or ocsf")),
+            _ => Err(format!("unknown record format {s:?}: choose native, ecs or ocsf")),
         }
     }
 }
 
-pub fn convert(_format: Format, record: &Value) -> Value {
-    record.clone()
+/// One native record in `format`.
+pub fn convert(format: Format, record: &Value) -> Value {
+    match format {
+        Format::Native => record.clone(),
+        Format::Ecs => ecs::convert(record),
+        Format::Ocsf => ocsf::convert(record),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// Every kind the tracer writes; each has a native, an ECS and an OCSF fixture.
+    const KINDS: [&str; 16] = [
+        "process.exec",
+        "process.fork",
+        "process.exit",
+        "network.connect",
+        "network.dns",
+        "network.first_bytes",
+        "network.listen",
+        "file.open",
+        "gpu.open",
+        "gpu.activity",
+        "process.activity",
+        "tree.activity",
+        "container.activity",
+        "tracer.health",
+        "classification",
+        "tracer.capture",
+    ];
+
+    /// `FORMATS_FIXTURES` overrides the folder, for running these tests
+    /// outside the workspace.
+    fn fixtures() -> PathBuf {
+        std::env::var_os("FORMATS_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/formats/").into())
+    }
+
+    fn fixture(name: &str) -> Value {
+        let path = fixtures().join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Every JSON path where `actual` differs from `expected`: missing,
+    /// unexpected, or a different value (`4` and `4.0` differ: integer or
+    /// float is part of the schema).
+    fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+        match (expected, actual) {
+            (Value::Object(e), Value::Object(a)) => {
+                for (k, ev) in e {
+                    match a.get(k) {
+                        Some(av) => diff(&format!("{path}.{k}"), ev, av, out),
+                        None => out.push(format!("{path}.{k}: missing (expected {ev})")),
+                    }
+                }
+                for (k, av) in a.iter().filter(|(k, _)| !e.contains_key(*k)) {
+                    out.push(format!("{path}.{k}: unexpected {av}"));
+                }
+            }
+            (Value::Array(e), Value::Array(a)) => {
+                for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                    diff(&format!("{path}[{i}]"), ev, av, out);
+                }
+                for (i, ev) in e.iter().enumerate().skip(a.len()) {
+                    out.push(format!("{path}[{i}]: missing (expected {ev})"));
+                }
+                for (i, av) in a.iter().enumerate().skip(e.len()) {
+                    out.push(format!("{path}[{i}]: unexpected {av}"));
+                }
+            }
+            (e, a) if e != a => out.push(format!("{path}: expected {e}, got {a}")),
+            _ => {}
+        }
+    }
+
+    /// Objects left empty by the mapping (the copied native bodies under
+    /// `tracer` and `unmapped` may hold empty objects of their own).
+    fn empty_objects(path: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) if m.is_empty() => out.push(path.to_string()),
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| !(path == "$" && (*k == "tracer" || *k == "unmapped")))
+                .for_each(|(k, v)| empty_objects(&format!("{path}.{k}"), v, out)),
+            Value::Array(a) => {
+                a.iter().enumerate().for_each(|(i, v)| empty_objects(&format!("{path}[{i}]"), v, out))
+            }
+            _ => {}
+        }
+    }
+
+    /// Paths holding null anywhere in `v`.
+    fn nulls(path: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Null => out.push(path.to_string()),
+            Value::Object(m) => m.iter().for_each(|(k, v)| nulls(&format!("{path}.{k}"), v, out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| nulls(&format!("{path}[{i}]"), v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_kind_maps_field_by_field_to_its_fixtures() {
+        let mut problems = Vec::new();
+        for kind in KINDS {
+            let native = fixture(&format!("{kind}.native.json"));
+            assert_eq!(native["kind"], kind, "{kind}.native.json holds a {} record", native["kind"]);
+            for format in [Format::Ecs, Format::Ocsf] {
+                let name = format!("{kind}.{format}.json");
+                let mut expected = fixture(&name);
+                if format == Format::Ocsf {
+                    // The product version is the crate's own; fixtures outlive releases.
+                    expected["metadata"]["product"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+                }
+                let actual = convert(format, &native);
+                let mut diffs = Vec::new();
+                diff("$", &expected, &actual, &mut diffs);
+                nulls("$", &actual, &mut diffs);
+                empty_objects("$", &actual, &mut diffs);
+                problems.extend(diffs.into_iter().map(|d| format!("{name}: {d}")));
+            }
+        }
+        assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    }
+
+    #[test]
+    fn every_output_carries_both_schema_versions() {
+        for kind in KINDS {
+            let native = fixture(&format!("{kind}.native.json"));
+            let ecs = convert(Format::Ecs, &native);
+            assert_eq!(
+                (&ecs["ecs"]["version"], &ecs["tracer"]["schema"]),
+                (&json!(ECS_VERSION), &native["schema"])
+            );
+            let ocsf = convert(Format::Ocsf, &native);
+            assert_eq!(
+                (&ocsf["metadata"]["version"], &ocsf["unmapped"]["tracer"]["schema"]),
+                (&json!(OCSF_VERSION), &native["schema"])
+            );
+            assert_eq!(convert(Format::Native, &native), native);
+        }
+    }
+
+    /// Sparse, null-filled, mistyped and non-object input: no panic, an
+    /// object out with the schema versions, and no nulls.
+    #[test]
+    fn odd_input_never_panics_and_never_writes_null() {
+        let mut inputs =
+            vec![json!(null), json!(7), json!("process.exec"), json!([1, null]), json!(true), json!({})];
+        for kind in KINDS.iter().chain(&["no.such.kind", ""]) {
+            inputs.push(json!({"kind": kind}));
+            inputs.push(
+                json!({"schema": "tracer.v1", "kind": kind, "host": null, "time": null, "mono_ns": null,
+                               "process": null}),
+            );
+            // Every field of every fixture of this kind set to null, then to a wrong type.
+            if let Ok(text) = std::fs::read_to_string(fixtures().join(format!("{kind}.native.json"))) {
+                let real: Value = serde_json::from_str(&text).unwrap();
+                inputs.push(replace_leaves(&real, &json!(null)));
+                inputs.push(replace_leaves(&real, &json!({"unexpected": [null]})));
+                inputs.push(replace_leaves(&real, &json!(-1)));
+                inputs.push(replace_leaves(&real, &json!("")));
+                inputs.push(replace_leaves(&real, &json!(1e300)));
+            }
+            inputs.push(json!({"kind": kind, "process": {"argv": "not an array", "parent": 3, "uid": "x"},
+                               "time": "yesterday", "connect": [], "dns": {"questions": [null, 1]},
+                               "classification": {"evidence": "none", "confidence": "high"}}));
+        }
+        for input in &inputs {
+            for format in [Format::Ecs, Format::Ocsf] {
+                let out = convert(format, input);
+                assert!(out.is_object(), "{format} of {input}: {out}");
+                let version =
+                    if format == Format::Ecs { &out["ecs"]["version"] } else { &out["metadata"]["version"] };
+                assert!(version.is_string(), "{format} of {input}: {out}");
+                let mut found = Vec::new();
+                nulls("$", &out, &mut found);
+                assert!(found.is_empty(), "{format} of {input}: null at {found:?}");
+                empty_objects("$", &out, &mut found);
+                assert!(found.is_empty(), "{format} of {input}: empty object at {found:?}");
+            }
+        }
+    }
+
+    /// `v` with every scalar (keeping "kind", so the mapping is exercised)
+    /// replaced by `with`.
+    fn replace_leaves(v: &Value, with: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), if k == "kind" { v.clone() } else { replace_leaves(v, with) }))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|v| replace_leaves(v, with)).collect()),
+            _ => with.clone(),
+        }
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        for f in [Format::Native, Format::Ecs, Format::Ocsf] {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+        }
+        assert_eq!("ECS".parse::<Format>(), Ok(Format::Ecs));
+        let err = "cef".parse::<Format>().unwrap_err();
+        assert!(["native", "ecs", "ocsf", "cef"].iter().all(|w| err.contains(w)), "{err}");
+    }
 }

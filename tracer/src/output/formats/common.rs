@@ -1,0 +1,268 @@
+//! Shared by the ECS and OCSF mappings: reading a native record without
+//! trusting its shape, and building output in which an absent value is left
+//! out, never written as null.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+/// Fields every native record has at its top level; any other top-level field
+/// is the record's body (`exec`, `connect`, `activity`, …).
+pub(super) const ENVELOPE: [&str; 6] = ["schema", "kind", "host", "time", "mono_ns", "process"];
+
+/// The value at `path`; JSON null counts as absent.
+pub(super) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k)).filter(|v| !v.is_null())
+}
+
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path)?.as_str()
+}
+
+pub(super) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
+    at(v, path)?.as_u64()
+}
+
+pub(super) fn f64_at(v: &Value, path: &[&str]) -> Option<f64> {
+    at(v, path)?.as_f64()
+}
+
+pub(super) fn bool_at(v: &Value, path: &[&str]) -> Option<bool> {
+    at(v, path)?.as_bool()
+}
+
+/// The string elements of the array at `path` (others are skipped).
+pub(super) fn strings_at<'a>(v: &'a Value, path: &[&str]) -> Vec<&'a str> {
+    at(v, path)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The record's body fields: everything outside the envelope.
+pub(super) fn body(record: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    record.as_object().into_iter().flatten().filter(|(k, _)| !ENVELOPE.contains(&k.as_str()))
+}
+
+/// Sets the dot-separated `path` in `root`, creating objects on the way.
+/// `None` and null leave `root` as it was.
+pub(super) fn put(root: &mut Map<String, Value>, path: &str, value: Option<Value>) {
+    let keys: Vec<&str> = path.split('.').collect();
+    put_at(root, &keys, value);
+}
+
+/// `put` with the path given as keys, for keys that may contain dots.
+pub(super) fn put_at(root: &mut Map<String, Value>, keys: &[&str], value: Option<Value>) {
+    let (Some(value), Some((leaf, parents))) = (value.filter(|v| !v.is_null()), keys.split_last()) else {
+        return;
+    };
+    let mut obj = root;
+    for key in parents {
+        let slot = obj.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Some(next) = slot.as_object_mut() else { return };
+        obj = next;
+    }
+    obj.insert(leaf.to_string(), value);
+}
+
+/// A copy of `v` without nulls (object members and array elements), so
+/// native bodies copied into the output keep the no-null rule; `None` for null.
+pub(super) fn strip_nulls(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Object(m) => {
+            Some(Value::Object(m.iter().filter_map(|(k, v)| Some((k.clone(), strip_nulls(v)?))).collect()))
+        }
+        Value::Array(a) => Some(Value::Array(a.iter().filter_map(strip_nulls).collect())),
+        other => Some(other.clone()),
+    }
+}
+
+/// An object built with `put`, or none when nothing was known to put in it.
+pub(super) fn object(m: Map<String, Value>) -> Option<Value> {
+    (!m.is_empty()).then_some(Value::Object(m))
+}
+
+pub(super) fn some_str(s: Option<&str>) -> Option<Value> {
+    s.map(|s| Value::String(s.to_string()))
+}
+
+pub(super) fn some_u64(n: Option<u64>) -> Option<Value> {
+    n.map(Value::from)
+}
+
+/// argv joined by spaces, as a command line (argv keeps the exact boundaries).
+pub(super) fn command_line(argv: &[&str]) -> Option<String> {
+    (!argv.is_empty()).then(|| argv.join(" "))
+}
+
+pub(super) fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `/a/b` of `/a/b/c`; `/` of `/c`; none for a bare name.
+pub(super) fn dirname(path: &str) -> Option<&str> {
+    match path.rfind('/')? {
+        0 => Some("/"),
+        i => path.get(..i),
+    }
+}
+
+/// `safetensors` of `model.safetensors`, without the dot (ECS `file.extension`);
+/// none for dotfiles and names without one.
+pub(super) fn extension(path: &str) -> Option<&str> {
+    let name = basename(path);
+    match name.rfind('.') {
+        Some(i) if i > 0 && i + 1 < name.len() => name.get(i + 1..),
+        _ => None,
+    }
+}
+
+/// 4 or 6 for an IP address in text, none for anything else.
+pub(super) fn ip_version(addr: &str) -> Option<u8> {
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(_) => Some(4),
+        IpAddr::V6(_) => Some(6),
+    }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time (the native `time`,
+/// `2026-11-21T18:41:34.212761124Z`); none for anything it cannot read.
+pub(super) fn epoch_ms(s: &str) -> Option<i64> {
+    let digits = |from: usize, to: usize| -> Option<i64> {
+        let t = s.get(from..to)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+    };
+    let sep = |i: usize, allowed: &[u8]| s.as_bytes().get(i).is_some_and(|c| allowed.contains(c));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
+    let (hour, min, sec) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        // First three digits, padded: ".5" is 500 ms.
+        millis = frac
+            .bytes()
+            .take(n.min(3))
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0, |acc, c| acc * 10 + i64::from(c - b'0'));
+        rest = frac.get(n..)?;
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = rest.get(1..)?.split_once(':')?;
+            if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from civil (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    Some(secs * 1000 + millis)
+}
+
+/// A verdict's severity on OCSF's `severity_id` scale, also used for ECS
+/// `event.severity`: informational unless it calls for attention, then by
+/// confidence (the thresholds are the tracer's, not either schema's).
+pub(super) fn verdict_severity(alert: bool, confidence: f64) -> (u64, &'static str) {
+    match (alert, confidence) {
+        (false, _) => (1, "Informational"),
+        (true, c) if c >= 0.8 => (4, "High"),
+        (true, c) if c >= 0.5 => (3, "Medium"),
+        (true, _) => (2, "Low"),
+    }
+}
+
+/// A MITRE ATT&CK technique a verdict category stands for.
+pub(super) struct Attack {
+    pub tactic_id: &'static str,
+    pub tactic_name: &'static str,
+    pub technique_id: &'static str,
+    pub technique_name: &'static str,
+}
+
+/// Only unsanctioned mining has an honest ATT&CK equivalent: T1496 Resource
+/// Hijacking (tactic TA0040 Impact). AI training, inference, blockchain nodes
+/// and storage are workloads, not techniques.
+pub(super) fn attack_for(category: &str) -> Option<Attack> {
+    (category == "crypto_mining").then_some(Attack {
+        tactic_id: "TA0040",
+        tactic_name: "Impact",
+        technique_id: "T1496",
+        technique_name: "Resource Hijacking",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_epoch_ms() {
+        assert_eq!(epoch_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_ms("1970-01-01T00:00:00.000000000Z"), Some(0));
+        assert_eq!(epoch_ms("2000-02-29T12:34:56.000000007Z"), Some(951_827_696_000));
+        assert_eq!(epoch_ms("2026-11-21T00:00:00.123000000Z"), Some(1_795_219_200_123));
+        assert_eq!(epoch_ms("2026-11-21T00:00:00.5Z"), Some(1_795_219_200_500));
+        assert_eq!(epoch_ms("2026-11-21T01:00:00+01:00"), Some(1_795_219_200_000));
+        assert_eq!(epoch_ms("1969-12-31T23:59:59Z"), Some(-1000));
+        for bad in
+            ["", "t1", "2026-11-21", "2026-13-21T00:00:00Z", "2026-11-21T00:00:00", "2026-11-21T00:00:00.Z"]
+        {
+            assert_eq!(epoch_ms(bad), None, "{bad}");
+        }
+        assert_eq!(epoch_ms("2026-11-21T00:00:00.1€Z"), None);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            (basename("/a/b.c"), dirname("/a/b.c"), extension("/a/b.c")),
+            ("b.c", Some("/a"), Some("c"))
+        );
+        assert_eq!(
+            (dirname("/msr"), extension("/dev/cpu/0/msr"), extension("/x/.hidden")),
+            (Some("/"), None, None)
+        );
+        assert_eq!((dirname("name"), extension("name."), basename("")), (None, None, ""));
+    }
+
+    #[test]
+    fn put_nests_and_skips_absent() {
+        let mut m = Map::new();
+        put(&mut m, "a.b.c", Some(json!(1)));
+        put(&mut m, "a.b.d", None);
+        put(&mut m, "a.e", Some(Value::Null));
+        put_at(&mut m, &["a", "x.y"], Some(json!(2)));
+        assert_eq!(Value::Object(m), json!({"a": {"b": {"c": 1}, "x.y": 2}}));
+    }
+}

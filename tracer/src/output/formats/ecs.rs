@@ -1,0 +1,392 @@
+//! Native records to the Elastic Common Schema (ECS 8.11).
+//!
+//! Field names and the event.kind/category/type values are ECS's own; what
+//! ECS has no field for goes under `tracer.*`: the native schema version,
+//! kind and monotonic time, the native body as it is (`tracer.connect`,
+//! `tracer.activity`, …), and the process fields with no ECS home
+//! (`tracer.process.cgroup`, `ancestors`, …). Network direction is the
+//! host's point of view (ingress/egress), as ECS asks of host-based sources.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    ECS_VERSION,
+    common::{
+        at, attack_for, basename, body, bool_at, command_line, dirname, extension, f64_at, ip_version,
+        object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at, verdict_severity,
+    },
+};
+
+pub(super) fn convert(record: &Value) -> Value {
+    let mut out = Map::new();
+    put(&mut out, "ecs.version", Some(json!(ECS_VERSION)));
+    put(&mut out, "event.module", Some(json!("tracer")));
+    if !record.is_object() {
+        put(&mut out, "event.kind", Some(json!("event")));
+        put(&mut out, "tracer.original", strip_nulls(record));
+        return Value::Object(out);
+    }
+    let kind = str_at(record, &["kind"]).unwrap_or_default();
+    let c = categorize(kind, record);
+    put(&mut out, "@timestamp", some_str(str_at(record, &["time"])));
+    put(&mut out, "event.kind", Some(json!(c.kind)));
+    put(&mut out, "event.category", (!c.category.is_empty()).then(|| json!(c.category)));
+    put(&mut out, "event.type", (!c.types.is_empty()).then(|| json!(c.types)));
+    put(&mut out, "event.action", some_str(c.action));
+    put(&mut out, "event.dataset", (!kind.is_empty()).then(|| json!(format!("tracer.{kind}"))));
+    put(&mut out, "host.name", some_str(str_at(record, &["host"])));
+    put(&mut out, "tracer.schema", some_str(str_at(record, &["schema"])));
+    put(&mut out, "tracer.kind", (!kind.is_empty()).then(|| json!(kind)));
+    put(&mut out, "tracer.mono_ns", some_u64(u64_at(record, &["mono_ns"])));
+    for (key, value) in body(record) {
+        put_at(&mut out, &["tracer", key], strip_nulls(value));
+    }
+    let process = at(record, &["process"]).filter(|p| p.is_object());
+    match (kind, process) {
+        ("process.fork", Some(p)) => fork(&mut out, p, at(record, &["fork"]).unwrap_or(&Value::Null)),
+        (_, Some(p)) => self::process(&mut out, p),
+        _ => {}
+    }
+
+    let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
+    match kind {
+        "process.exit" => {
+            put(&mut out, "process.exit_code", some_u64(u64_at(b("exit"), &["code"])));
+            put(&mut out, "process.end", some_str(str_at(record, &["time"])));
+        }
+        "network.connect" => connect(&mut out, b("connect")),
+        "network.dns" => dns(&mut out, b("dns")),
+        "network.first_bytes" => first_bytes(&mut out, b("first_bytes")),
+        "network.listen" => {
+            let l = b("listen");
+            endpoint(&mut out, "server", str_at(l, &["address"]), u64_at(l, &["port"]), None);
+            put(&mut out, "network.transport", Some(json!("tcp")));
+        }
+        "file.open" => {
+            let path = str_at(b("file"), &["path"]);
+            put(&mut out, "file.path", some_str(path));
+            put(&mut out, "file.name", some_str(path.map(basename)));
+            put(&mut out, "file.directory", some_str(path.and_then(dirname)));
+            put(&mut out, "file.extension", some_str(path.and_then(extension)));
+        }
+        "tree.activity" => {
+            let t = b("tree");
+            put(&mut out, "process.session_leader.pid", some_u64(u64_at(t, &["sid"])));
+            put(&mut out, "process.session_leader.entity_id", some_str(str_at(t, &["leader", "entity_id"])));
+            put(&mut out, "process.session_leader.executable", some_str(str_at(t, &["leader", "exe"])));
+        }
+        "container.activity" => {
+            put(&mut out, "container.id", some_str(str_at(b("container"), &["container_id"])));
+        }
+        "tracer.capture" => {
+            put(&mut out, "host.os.kernel", some_str(str_at(b("capture"), &["kernel"])));
+            put(&mut out, "host.boot.id", some_str(str_at(b("capture"), &["boot_id"])));
+        }
+        "classification" => classification(&mut out, b("classification")),
+        _ => {}
+    }
+    Value::Object(out)
+}
+
+/// ECS categorization of one native record.
+struct Categorization {
+    kind: &'static str,
+    category: &'static [&'static str],
+    types: &'static [&'static str],
+    action: Option<&'static str>,
+}
+
+const fn c(
+    kind: &'static str,
+    category: &'static [&'static str],
+    types: &'static [&'static str],
+    action: &'static str,
+) -> Categorization {
+    Categorization { kind, category, types, action: Some(action) }
+}
+
+fn categorize(kind: &str, record: &Value) -> Categorization {
+    match kind {
+        "process.exec" => c("event", &["process"], &["start"], "exec"),
+        // The child starting (ECS, like Elastic Defend, describes the new process).
+        "process.fork" => c("event", &["process"], &["start"], "fork"),
+        "process.exit" => c("event", &["process"], &["end"], "exit"),
+        "network.connect" => c("event", &["network"], &["connection", "start"], "connect"),
+        "network.dns" => {
+            let action = match str_at(record, &["dns", "direction"]) {
+                Some("query") => "dns-query",
+                Some("response") => "dns-response",
+                _ => "dns",
+            };
+            c("event", &["network"], &["protocol"], action)
+        }
+        "network.first_bytes" => c("event", &["network"], &["protocol"], "first-bytes"),
+        // A server socket starting to accept connections.
+        "network.listen" => c("event", &["network"], &["start"], "listen"),
+        // Renames are reported at rename(2) entry, onto the watched path.
+        "file.open" if bool_at(record, &["file", "renamed"]) == Some(true) => {
+            c("event", &["file"], &["change"], "rename")
+        }
+        "file.open" => c("event", &["file"], &["access"], "open"),
+        "gpu.open" => c("event", &["driver"], &["info"], "gpu-open"),
+        "gpu.activity" => c("metric", &["driver"], &["info"], "gpu-activity"),
+        "process.activity" => c("metric", &["process"], &["info"], "process-activity"),
+        "tree.activity" => c("metric", &["process"], &["info"], "tree-activity"),
+        "container.activity" => c("metric", &["process"], &["info"], "container-activity"),
+        // ECS has no category for a sensor's own health; these describe the
+        // kernel hooks on this host, and the capture header the host itself.
+        "tracer.health" => c("metric", &["host"], &["info"], "health"),
+        "tracer.capture" => c("state", &["host"], &["info"], "capture"),
+        "classification" => {
+            let alert = bool_at(record, &["classification", "alert"]) == Some(true);
+            c(if alert { "alert" } else { "event" }, &["intrusion_detection"], &["info"], "classification")
+        }
+        _ => Categorization { kind: "event", category: &[], types: &[], action: None },
+    }
+}
+
+/// `process.*` fields of one native process, as seen in the ECS `process`
+/// fieldset or its reuse under `process.parent`.
+fn process_fields(p: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    let argv = strings_at(p, &["argv"]);
+    put(&mut m, "entity_id", some_str(str_at(p, &["entity_id"])));
+    put(&mut m, "pid", some_u64(u64_at(p, &["pid"])));
+    put(&mut m, "thread.id", some_u64(u64_at(p, &["tid"])));
+    put(&mut m, "name", some_str(str_at(p, &["comm"])));
+    put(&mut m, "executable", some_str(str_at(p, &["exe"])));
+    put(&mut m, "args", (!argv.is_empty()).then(|| json!(argv)));
+    put(&mut m, "args_count", (!argv.is_empty()).then(|| json!(argv.len())));
+    put(&mut m, "command_line", command_line(&argv).map(Value::from));
+    // The native uid is the real uid (current_cred()->uid), not the effective one.
+    put(&mut m, "real_user.id", u64_at(p, &["uid"]).map(|u| json!(u.to_string())));
+    m
+}
+
+/// The process that acted, its parent, session and container.
+fn process(out: &mut Map<String, Value>, p: &Value) {
+    let mut m = process_fields(p);
+    let parent_pid = u64_at(p, &["ppid"]).or_else(|| u64_at(p, &["parent", "pid"]));
+    put(&mut m, "parent.pid", some_u64(parent_pid));
+    put(&mut m, "parent.entity_id", some_str(str_at(p, &["parent", "entity_id"])));
+    put(&mut m, "parent.executable", some_str(str_at(p, &["parent", "exe"])));
+    put(&mut m, "session_leader.pid", some_u64(u64_at(p, &["session"])));
+    put(out, "process", object(m));
+    put(out, "container.id", some_str(str_at(p, &["container_id"])));
+    extras(out, p, &strings_at(p, &["ancestors"]));
+}
+
+/// A fork as the child's start: the child has the forking process's image,
+/// arguments, user, session and cgroup; the forking process is its parent.
+fn fork(out: &mut Map<String, Value>, p: &Value, f: &Value) {
+    let mut child = process_fields(p);
+    for own in ["entity_id", "pid", "thread"] {
+        child.remove(own);
+    }
+    put(&mut child, "entity_id", some_str(str_at(f, &["child_entity_id"])));
+    put(&mut child, "pid", some_u64(u64_at(f, &["child_pid"])));
+    put(&mut child, "session_leader.pid", some_u64(u64_at(p, &["session"])));
+    put(&mut child, "parent", object(process_fields(p)));
+    put(out, "process", object(child));
+    put(out, "container.id", some_str(str_at(p, &["container_id"])));
+    // The child's grandparent is the forking process's parent.
+    let mut ancestors: Vec<&str> = str_at(p, &["parent", "entity_id"]).into_iter().collect();
+    ancestors.extend(strings_at(p, &["ancestors"]));
+    extras(out, p, &ancestors);
+}
+
+/// Process fields ECS has no home for.
+fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str]) {
+    put(out, "tracer.process.cgroup", some_str(str_at(p, &["cgroup"])));
+    put(out, "tracer.process.cgroup_id", some_u64(u64_at(p, &["cgroup_id"])));
+    put(out, "tracer.process.ancestors", (!ancestors.is_empty()).then(|| json!(ancestors)));
+    let escaped = strings_at(p, &["escaped"]);
+    put(out, "tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
+    let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
+    put(out, "tracer.process.argv_truncated", truncated.map(Value::from));
+}
+
+/// `<side>.ip/port/address/domain` and `network.type` for an endpoint; an
+/// address that is not an IP is kept in `.address` only.
+fn endpoint(
+    out: &mut Map<String, Value>,
+    side: &str,
+    addr: Option<&str>,
+    port: Option<u64>,
+    name: Option<&str>,
+) {
+    let version = addr.and_then(ip_version);
+    put(out, &format!("{side}.address"), some_str(addr));
+    put(out, &format!("{side}.ip"), some_str(addr.filter(|_| version.is_some())));
+    put(out, &format!("{side}.port"), some_u64(port));
+    put(out, &format!("{side}.domain"), some_str(name));
+    put(out, "network.type", version.map(|v| json!(format!("ipv{v}"))));
+}
+
+fn connect(out: &mut Map<String, Value>, c: &Value) {
+    // Unix sockets have a path, not a network destination; it stays in tracer.connect.
+    if matches!(str_at(c, &["family"]), Some("inet" | "inet6")) {
+        endpoint(out, "destination", str_at(c, &["address"]), u64_at(c, &["port"]), str_at(c, &["dns_name"]));
+        put(out, "network.direction", Some(json!("egress")));
+    }
+    put(out, "network.transport", some_str(str_at(c, &["protocol"])));
+    let outcome = match str_at(c, &["result"]) {
+        Some("ok") => Some("success"),
+        // A non-blocking connect not finished yet, or a TCP open seen outside connect(2).
+        Some("in_progress") => Some("unknown"),
+        Some(_) => Some("failure"),
+        None => None,
+    };
+    put(out, "event.outcome", some_str(outcome));
+}
+
+fn dns(out: &mut Map<String, Value>, d: &Value) {
+    // One exchange, host as client: the server is the destination either way.
+    endpoint(out, "destination", str_at(d, &["server"]), u64_at(d, &["port"]), None);
+    put(out, "network.protocol", Some(json!("dns")));
+    put(out, "network.direction", Some(json!("egress")));
+    let dns_type = match str_at(d, &["direction"]) {
+        Some("query") => Some("query"),
+        Some("response") => Some("answer"),
+        _ => None,
+    };
+    put(out, "dns.type", some_str(dns_type));
+    put(out, "dns.id", u64_at(d, &["id"]).map(|id| json!(id.to_string())));
+    // ECS has one question per event; all of them stay in tracer.dns.
+    put(out, "dns.question.name", some_str(first_question(d, "name")));
+    put(out, "dns.question.type", some_str(first_question(d, "type")));
+    put(out, "dns.response_code", some_str(str_at(d, &["rcode"])));
+    let answers: Vec<Value> = at(d, &["answers"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let mut m = Map::new();
+            put(&mut m, "name", some_str(str_at(a, &["name"])));
+            put(&mut m, "type", some_str(str_at(a, &["type"])));
+            put(&mut m, "data", some_str(str_at(a, &["data"])));
+            put(&mut m, "ttl", some_u64(u64_at(a, &["ttl"])));
+            object(m)
+        })
+        .collect();
+    let resolved: Vec<&str> =
+        answers.iter().filter_map(|a| str_at(a, &["data"])).filter(|d| ip_version(d).is_some()).collect();
+    put(out, "dns.resolved_ip", (!resolved.is_empty()).then(|| json!(resolved)));
+    put(out, "dns.answers", (!answers.is_empty()).then_some(Value::Array(answers)));
+}
+
+fn first_question<'a>(d: &'a Value, field: &str) -> Option<&'a str> {
+    at(d, &["questions"])?.as_array()?.first()?.get(field)?.as_str()
+}
+
+fn first_bytes(out: &mut Map<String, Value>, f: &Value) {
+    endpoint(out, "destination", str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
+    put(out, "network.transport", Some(json!("tcp")));
+    put(out, "network.direction", Some(json!("egress")));
+    let protocol = str_at(f, &["protocol"]).filter(|p| *p != "unknown");
+    put(out, "network.protocol", some_str(protocol));
+    match protocol {
+        Some("tls") => put(out, "tls.client.server_name", some_str(str_at(f, &["detail"]))),
+        Some("http") => put(out, "user_agent.original", some_str(str_at(f, &["agent"]))),
+        _ => {}
+    }
+}
+
+fn classification(out: &mut Map<String, Value>, v: &Value) {
+    let category = str_at(v, &["category"]);
+    let alert = bool_at(v, &["alert"]) == Some(true);
+    let evidence = at(v, &["evidence"]).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    // The indicators that matched are the rules behind the verdict.
+    let ids: Vec<&str> = evidence.iter().filter_map(|e| str_at(e, &["indicator"])).collect();
+    let names: Vec<&str> = evidence.iter().filter_map(|e| str_at(e, &["what"])).collect();
+    put(out, "rule.category", some_str(category));
+    put(out, "rule.id", (!ids.is_empty()).then(|| json!(ids)));
+    put(out, "rule.name", (!names.is_empty()).then(|| json!(names)));
+    let (severity, _) = verdict_severity(alert, f64_at(v, &["confidence"]).unwrap_or(0.0));
+    put(out, "event.severity", Some(json!(severity)));
+    if let Some(a) = category.and_then(attack_for).filter(|_| alert) {
+        put(out, "threat.framework", Some(json!("MITRE ATT&CK")));
+        put(out, "threat.tactic.id", Some(json!([a.tactic_id])));
+        put(out, "threat.tactic.name", Some(json!([a.tactic_name])));
+        let tactic_ref = format!("https://attack.mitre.org/tactics/{}/", a.tactic_id);
+        put(out, "threat.tactic.reference", Some(json!([tactic_ref])));
+        put(out, "threat.technique.id", Some(json!([a.technique_id])));
+        put(out, "threat.technique.name", Some(json!([a.technique_name])));
+        let technique_ref = format!("https://attack.mitre.org/techniques/{}/", a.technique_id);
+        put(out, "threat.technique.reference", Some(json!([technique_ref])));
+    }
+    // The verdict is about a process tree (a session) or a container.
+    match (str_at(v, &["scope"]), str_at(v, &["key"])) {
+        (Some("tree"), Some(key)) => {
+            put(out, "process.session_leader.pid", key.parse::<u64>().ok().map(Value::from))
+        }
+        (Some("container"), Some(key)) => put(out, "container.id", Some(json!(key))),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ecs(record: Value) -> Value {
+        convert(&record)
+    }
+
+    #[test]
+    fn connect_outcomes() {
+        for (result, outcome) in [("ok", "success"), ("in_progress", "unknown"), ("ECONNREFUSED", "failure")]
+        {
+            let out =
+                ecs(json!({"kind": "network.connect", "connect": {"family": "inet", "result": result}}));
+            assert_eq!(out["event"]["outcome"], outcome);
+        }
+        let unix = ecs(json!({"kind": "network.connect",
+                              "connect": {"family": "unix", "path": "/run/x.sock", "result": "ENOENT"}}));
+        assert!(unix.get("destination").is_none(), "{unix}");
+        assert_eq!(unix["tracer"]["connect"]["path"], "/run/x.sock");
+    }
+
+    #[test]
+    fn tls_sni_and_mining_protocols() {
+        let first = json!({"address": "::1", "port": 443, "protocol": "tls", "detail": "pool.example"});
+        let tls = ecs(json!({"kind": "network.first_bytes", "first_bytes": first}));
+        assert_eq!(tls["tls"]["client"]["server_name"], "pool.example");
+        assert_eq!((&tls["network"]["type"], &tls["network"]["protocol"]), (&json!("ipv6"), &json!("tls")));
+        let unknown = ecs(json!({"kind": "network.first_bytes", "first_bytes": {"protocol": "unknown"}}));
+        assert!(unknown["network"].get("protocol").is_none());
+    }
+
+    #[test]
+    fn dns_query_and_rename() {
+        let q = ecs(
+            json!({"kind": "network.dns", "dns": {"direction": "query", "server": "10.0.0.53", "port": 53,
+                           "id": 7, "questions": [{"name": "a.example", "type": "AAAA"}]}}),
+        );
+        assert_eq!((&q["dns"]["type"], &q["dns"]["id"]), (&json!("query"), &json!("7")));
+        assert_eq!(q["event"]["action"], "dns-query");
+        let r = ecs(json!({"kind": "file.open", "file": {"path": "/m/w.safetensors", "renamed": true}}));
+        assert_eq!((&r["event"]["type"], &r["event"]["action"]), (&json!(["change"]), &json!("rename")));
+    }
+
+    #[test]
+    fn containers_and_non_objects() {
+        let out = ecs(json!({"kind": "process.activity", "process": {"pid": 1, "container_id": "c0ffee"}}));
+        assert_eq!((&out["container"]["id"], &out["process"]["pid"]), (&json!("c0ffee"), &json!(1)));
+        let odd = ecs(json!([1, 2]));
+        assert_eq!(
+            (&odd["tracer"]["original"], &odd["ecs"]["version"]),
+            (&json!([1, 2]), &json!(ECS_VERSION))
+        );
+    }
+
+    #[test]
+    fn allowlisted_verdicts_are_not_alerts_and_have_no_threat() {
+        let verdict = json!({"scope": "container", "key": "c0ffee", "category": "crypto_mining",
+                             "confidence": 0.97, "alert": false, "allowlisted": "pool"});
+        let v = ecs(json!({"kind": "classification", "classification": verdict}));
+        assert_eq!((&v["event"]["kind"], &v["event"]["severity"]), (&json!("event"), &json!(1)));
+        assert!(v.get("threat").is_none());
+        assert_eq!(v["container"]["id"], "c0ffee");
+    }
+}

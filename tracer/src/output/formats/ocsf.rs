@@ -1,0 +1,566 @@
+//! Native records to OCSF 1.4.0 events.
+//!
+//! Class, category and activity ids and the attributes used are those of
+//! OCSF 1.4.0 (schema.ocsf.io/1.4.0), the first release with the host profile
+//! (`device`, `actor`) on every class, Base Event included, and with
+//! `is_alert` on Detection Finding. `time` is epoch milliseconds; the native
+//! nanosecond time stays in `metadata.original_time`. What OCSF has no
+//! attribute for goes under `unmapped.tracer` (OCSF's place for source data it
+//! does not model): the native schema version, monotonic time, the native body
+//! as it is, and process fields such as the cgroup.
+//!
+//! Activity, GPU, health and capture records are measurements and sensor
+//! state, not security events: no OCSF class describes them (Process Activity
+//! "Other" would claim a process action that did not happen), so they are
+//! Base Events (class 0, activity 99 Other, `activity_name` the native kind)
+//! with their content under `unmapped`.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    OCSF_VERSION,
+    common::{
+        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, f64_at, ip_version, object,
+        put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at, verdict_severity,
+    },
+};
+
+/// Class, category and activity of one event.
+struct Class {
+    uid: u64,
+    name: &'static str,
+    category_uid: u64,
+    category_name: &'static str,
+    activity_id: u64,
+    /// The activity's caption in the schema.
+    activity: &'static str,
+}
+
+const fn class(uid: u64, name: &'static str, activity_id: u64, activity: &'static str) -> Class {
+    let (category_uid, category_name) = match uid / 1000 {
+        1 => (1, "System Activity"),
+        2 => (2, "Findings"),
+        4 => (4, "Network Activity"),
+        _ => (0, "Uncategorized"),
+    };
+    Class { uid, name, category_uid, category_name, activity_id, activity }
+}
+
+const BASE_EVENT: Class = class(0, "Base Event", 99, "Other");
+
+fn class_of(kind: &str, record: &Value) -> Class {
+    const PROCESS: u64 = 1007;
+    const NETWORK: u64 = 4001;
+    match kind {
+        // Fork and exec are both a launch: of a child, of a new image.
+        "process.exec" | "process.fork" => class(PROCESS, "Process Activity", 1, "Launch"),
+        "process.exit" => class(PROCESS, "Process Activity", 2, "Terminate"),
+        "network.connect" => match str_at(record, &["connect", "result"]) {
+            Some("ECONNREFUSED") => class(NETWORK, "Network Activity", 5, "Refuse"),
+            Some("ok" | "in_progress") | None => class(NETWORK, "Network Activity", 1, "Open"),
+            Some(_) => class(NETWORK, "Network Activity", 4, "Fail"),
+        },
+        "network.listen" => class(NETWORK, "Network Activity", 7, "Listen"),
+        // What a process sent first on a connection: a traffic observation.
+        "network.first_bytes" => class(NETWORK, "Network Activity", 6, "Traffic"),
+        "network.dns" => match str_at(record, &["dns", "direction"]) {
+            Some("query") => class(4003, "DNS Activity", 1, "Query"),
+            Some("response") => class(4003, "DNS Activity", 2, "Response"),
+            _ => class(4003, "DNS Activity", 0, "Unknown"),
+        },
+        // Renames are reported at rename(2) entry, naming only the new path.
+        "file.open" if bool_at(record, &["file", "renamed"]) == Some(true) => {
+            class(1001, "File System Activity", 5, "Rename")
+        }
+        "file.open" => class(1001, "File System Activity", 14, "Open"),
+        "classification" if at(record, &["classification", "previous"]).is_some() => {
+            class(2004, "Detection Finding", 2, "Update")
+        }
+        "classification" => class(2004, "Detection Finding", 1, "Create"),
+        _ => BASE_EVENT,
+    }
+}
+
+pub(super) fn convert(record: &Value) -> Value {
+    let kind = str_at(record, &["kind"]).unwrap_or_default();
+    let c = class_of(kind, record);
+    let mut out = Map::new();
+    header(&mut out, &c, kind);
+    if !record.is_object() {
+        put(&mut out, "unmapped.tracer.original", strip_nulls(record));
+        return Value::Object(out);
+    }
+    put(&mut out, "metadata.event_code", (!kind.is_empty()).then(|| json!(kind)));
+    let time = str_at(record, &["time"]);
+    put(&mut out, "metadata.original_time", some_str(time));
+    put(&mut out, "time", time.and_then(epoch_ms).map(Value::from));
+    put(&mut out, "device.hostname", some_str(str_at(record, &["host"])));
+    if out.contains_key("device") {
+        // Device's one required attribute; the tracer does not know the host's kind.
+        put(&mut out, "device.type_id", Some(json!(0)));
+        put(&mut out, "device.type", Some(json!("Unknown")));
+    }
+    put(&mut out, "unmapped.tracer.schema", some_str(str_at(record, &["schema"])));
+    put(&mut out, "unmapped.tracer.mono_ns", some_u64(u64_at(record, &["mono_ns"])));
+    for (key, value) in body(record) {
+        put_at(&mut out, &["unmapped", "tracer", key], strip_nulls(value));
+    }
+    if let Some(p) = at(record, &["process"]).filter(|p| p.is_object()) {
+        processes(&mut out, &c, kind, p, at(record, &["fork"]).unwrap_or(&Value::Null));
+    }
+
+    let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
+    match kind {
+        "process.exit" => put(&mut out, "exit_code", some_u64(u64_at(b("exit"), &["code"]))),
+        "network.connect" => connect(&mut out, b("connect")),
+        "network.listen" => {
+            let (addr, port) = (str_at(b("listen"), &["address"]), u64_at(b("listen"), &["port"]));
+            // The listening socket is the responder of connections to come.
+            put(&mut out, "dst_endpoint", endpoint(addr, port, None));
+            put(&mut out, "connection_info", Some(connection_info(Some("tcp"), addr, (1, "Inbound"))));
+        }
+        "network.first_bytes" => {
+            let f = b("first_bytes");
+            let (addr, port, name) =
+                (str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
+            put(&mut out, "dst_endpoint", endpoint(addr, port, name));
+            put(&mut out, "connection_info", Some(connection_info(Some("tcp"), addr, (2, "Outbound"))));
+        }
+        "network.dns" => dns(&mut out, b("dns"), time.and_then(epoch_ms)),
+        "file.open" => {
+            let path = str_at(b("file"), &["path"]);
+            put(&mut out, "file", path.map(|path| file(path, 0, "Unknown")));
+        }
+        "classification" => finding(&mut out, b("classification"), str_at(record, &["host"])),
+        _ => {}
+    }
+
+    let mut profiles = Vec::new();
+    if out.contains_key("device") || out.contains_key("actor") {
+        profiles.push("host");
+    }
+    if out.contains_key("container") {
+        profiles.push("container");
+    }
+    put(&mut out, "metadata.profiles", (!profiles.is_empty()).then(|| json!(profiles)));
+    Value::Object(out)
+}
+
+/// Classification, severity and metadata every event has.
+fn header(out: &mut Map<String, Value>, c: &Class, kind: &str) {
+    put(out, "class_uid", Some(json!(c.uid)));
+    put(out, "class_name", Some(json!(c.name)));
+    put(out, "category_uid", Some(json!(c.category_uid)));
+    put(out, "category_name", Some(json!(c.category_name)));
+    put(out, "activity_id", Some(json!(c.activity_id)));
+    // For "Other" the name is the source's own: the native kind.
+    let activity_name = if c.activity_id == 99 && !kind.is_empty() { kind } else { c.activity };
+    put(out, "activity_name", Some(json!(activity_name)));
+    put(out, "type_uid", Some(json!(c.uid * 100 + c.activity_id)));
+    put(out, "type_name", Some(json!(format!("{}: {}", c.name, c.activity))));
+    put(out, "severity_id", Some(json!(1)));
+    put(out, "severity", Some(json!("Informational")));
+    put(out, "metadata.version", Some(json!(OCSF_VERSION)));
+    put(out, "metadata.product.name", Some(json!("tracer")));
+    put(out, "metadata.product.vendor_name", Some(json!("tracer")));
+    put(out, "metadata.product.version", Some(json!(env!("CARGO_PKG_VERSION"))));
+}
+
+/// `process` and `actor.process` of a record about native process `p`.
+fn processes(out: &mut Map<String, Value>, c: &Class, kind: &str, p: &Value, fork: &Value) {
+    let ancestors = strings_at(p, &["ancestors"]);
+    match kind {
+        "process.fork" => {
+            // The child launched, with the forking process's image, user and
+            // cgroup; the forking process is the actor.
+            let mut child = process(p);
+            for own in ["pid", "uid", "tid", "parent_process"] {
+                child.remove(own);
+            }
+            put(&mut child, "pid", some_u64(u64_at(fork, &["child_pid"])));
+            put(&mut child, "uid", some_str(str_at(fork, &["child_entity_id"])));
+            put(&mut child, "parent_process", object(brief(p)));
+            put(out, "process", object(child));
+            put(out, "actor.process", object(process(p)));
+            // The child's grandparent is the forking process's parent.
+            let mut lineage: Vec<&str> = str_at(p, &["parent", "entity_id"]).into_iter().collect();
+            lineage.extend(ancestors);
+            extras(out, p, &lineage, c.uid);
+        }
+        "process.exec" | "process.exit" => {
+            put(out, "process", object(process(p)));
+            // A launch's actor is the parent, as for the fork that made the
+            // process; an exit is reported from the exiting task itself.
+            let actor = if kind == "process.exec" { parent(p) } else { brief(p) };
+            put(out, "actor.process", object(actor));
+            extras(out, p, &ancestors, c.uid);
+        }
+        _ => {
+            put(out, "actor.process", object(process(p)));
+            extras(out, p, &ancestors, c.uid);
+        }
+    }
+}
+
+/// A File object; `type_id` 1 (Regular File) for executables, 0 (Unknown)
+/// where the tracer cannot tell.
+fn file(path: &str, type_id: u64, type_name: &str) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "path", Some(json!(path)));
+    put(&mut m, "name", Some(json!(basename(path))));
+    put(&mut m, "parent_folder", some_str(dirname(path)));
+    put(&mut m, "type_id", Some(json!(type_id)));
+    put(&mut m, "type", Some(json!(type_name)));
+    Value::Object(m)
+}
+
+fn executable(path: Option<&str>) -> Option<Value> {
+    path.map(|p| file(p, 1, "Regular File"))
+}
+
+/// The Process object of a native process, with its parent.
+fn process(p: &Value) -> Map<String, Value> {
+    let mut m = brief(p);
+    let argv = strings_at(p, &["argv"]);
+    put(&mut m, "tid", some_u64(u64_at(p, &["tid"])));
+    put(&mut m, "cmd_line", command_line(&argv).map(Value::from));
+    put(&mut m, "user.uid", u64_at(p, &["uid"]).map(|u| json!(u.to_string())));
+    put(&mut m, "parent_process", object(parent(p)));
+    m
+}
+
+/// Identity of a native process: pid, unique id, name and executable.
+fn brief(p: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    put(&mut m, "pid", some_u64(u64_at(p, &["pid"])));
+    put(&mut m, "uid", some_str(str_at(p, &["entity_id"])));
+    put(&mut m, "name", some_str(str_at(p, &["comm"])));
+    put(&mut m, "file", executable(str_at(p, &["exe"])));
+    m
+}
+
+/// The parent of a native process, as far as the record knows it.
+fn parent(p: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    put(&mut m, "pid", some_u64(u64_at(p, &["ppid"]).or_else(|| u64_at(p, &["parent", "pid"]))));
+    put(&mut m, "uid", some_str(str_at(p, &["parent", "entity_id"])));
+    put(&mut m, "file", executable(str_at(p, &["parent", "exe"])));
+    m
+}
+
+/// The container of the process, and what OCSF has no attribute for. The
+/// container profile is one the System and Network Activity classes take; on
+/// other classes the container id stays in `unmapped`.
+fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str], class_uid: u64) {
+    let container = some_str(str_at(p, &["container_id"]));
+    if matches!(class_uid / 1000, 1 | 4) {
+        put(out, "container.uid", container);
+    } else {
+        put(out, "unmapped.tracer.process.container_id", container);
+    }
+    let argv = strings_at(p, &["argv"]);
+    // cmd_line loses argument boundaries; argv keeps them.
+    put(out, "unmapped.tracer.process.argv", (!argv.is_empty()).then(|| json!(argv)));
+    put(out, "unmapped.tracer.process.session", some_u64(u64_at(p, &["session"])));
+    put(out, "unmapped.tracer.process.cgroup", some_str(str_at(p, &["cgroup"])));
+    put(out, "unmapped.tracer.process.cgroup_id", some_u64(u64_at(p, &["cgroup_id"])));
+    put(out, "unmapped.tracer.process.ancestors", (!ancestors.is_empty()).then(|| json!(ancestors)));
+    let escaped = strings_at(p, &["escaped"]);
+    put(out, "unmapped.tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
+    let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
+    put(out, "unmapped.tracer.process.argv_truncated", truncated.map(Value::from));
+}
+
+/// A Network Endpoint; an address that is not an IP is left out (it stays
+/// in the native body).
+fn endpoint(addr: Option<&str>, port: Option<u64>, hostname: Option<&str>) -> Option<Value> {
+    let mut m = Map::new();
+    put(&mut m, "ip", some_str(addr.filter(|a| ip_version(a).is_some())));
+    put(&mut m, "port", some_u64(port));
+    put(&mut m, "hostname", some_str(hostname));
+    object(m)
+}
+
+/// Network Connection Information; direction is the host's point of view.
+fn connection_info(protocol: Option<&str>, addr: Option<&str>, direction: (u64, &str)) -> Value {
+    let mut m = Map::new();
+    put(&mut m, "protocol_name", some_str(protocol));
+    // IANA numbers only (Linux's IPPROTO_MPTCP, 262, is not one).
+    let number = match protocol {
+        Some("icmp") => Some(1),
+        Some("tcp") => Some(6),
+        Some("udp") => Some(17),
+        Some("icmpv6") => Some(58),
+        Some("sctp") => Some(132),
+        Some("udplite") => Some(136),
+        _ => None,
+    };
+    put(&mut m, "protocol_num", some_u64(number));
+    put(&mut m, "protocol_ver_id", addr.and_then(ip_version).map(Value::from));
+    put(&mut m, "direction_id", Some(json!(direction.0)));
+    put(&mut m, "direction", Some(json!(direction.1)));
+    Value::Object(m)
+}
+
+fn connect(out: &mut Map<String, Value>, c: &Value) {
+    let addr = str_at(c, &["address"]);
+    if matches!(str_at(c, &["family"]), Some("inet" | "inet6")) {
+        let dst = endpoint(addr, u64_at(c, &["port"]), str_at(c, &["dns_name"]));
+        put(out, "dst_endpoint", dst);
+    } else if let Some(path) = str_at(c, &["path"]) {
+        // A unix socket's address is its path: the endpoint's name.
+        put(out, "dst_endpoint.name", Some(json!(path)));
+    }
+    put(out, "connection_info", Some(connection_info(str_at(c, &["protocol"]), addr, (2, "Outbound"))));
+    let result = str_at(c, &["result"]);
+    let status = match result {
+        Some("ok") => Some((1, "Success")),
+        // Not finished (non-blocking), or a TCP open seen outside connect(2).
+        Some("in_progress") => Some((0, "Unknown")),
+        Some(_) => Some((2, "Failure")),
+        None => None,
+    };
+    if let Some((id, name)) = status {
+        put(out, "status_id", Some(json!(id)));
+        put(out, "status", Some(json!(name)));
+        put(out, "status_code", some_str(result));
+    }
+}
+
+fn dns(out: &mut Map<String, Value>, d: &Value, time_ms: Option<i64>) {
+    let server = str_at(d, &["server"]);
+    put(out, "dst_endpoint", endpoint(server, u64_at(d, &["port"]), None));
+    // One exchange with the host as client; the transport is not recorded.
+    put(out, "connection_info", Some(connection_info(None, server, (2, "Outbound"))));
+    let id = u64_at(d, &["id"]);
+    // OCSF has one query per event; every question stays in unmapped.
+    if let Some(q) = at(d, &["questions"]).and_then(Value::as_array).and_then(|q| q.first()) {
+        put(out, "query.hostname", some_str(str_at(q, &["name"])));
+        if out.get("query").is_some() {
+            put(out, "query.type", some_str(str_at(q, &["type"])));
+            put(out, "query.packet_uid", some_u64(id));
+        }
+    }
+    // rdata is required: answers without data (other than A, AAAA, CNAME) stay in unmapped.
+    let answers: Vec<Value> = at(d, &["answers"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let mut m = Map::new();
+            put(&mut m, "rdata", some_str(Some(str_at(a, &["data"])?)));
+            put(&mut m, "type", some_str(str_at(a, &["type"])));
+            put(&mut m, "ttl", some_u64(u64_at(a, &["ttl"])));
+            put(&mut m, "packet_uid", some_u64(id));
+            object(m)
+        })
+        .collect();
+    put(out, "answers", (!answers.is_empty()).then_some(Value::Array(answers)));
+    if let Some(native) = str_at(d, &["rcode"]) {
+        let (id, caption) = rcode(native);
+        put(out, "rcode_id", Some(json!(id)));
+        put(out, "rcode", Some(json!(caption.unwrap_or(native))));
+    }
+    let when = match str_at(d, &["direction"]) {
+        Some("query") => "query_time",
+        Some("response") => "response_time",
+        _ => return,
+    };
+    put(out, when, time_ms.map(Value::from));
+}
+
+/// OCSF `rcode_id` and caption of a native response code name (RFC 6895
+/// numbering); the caption is none for Other, whose name is the source's.
+fn rcode(native: &str) -> (u64, Option<&'static str>) {
+    const NAMES: [&str; 12] = [
+        "NoError",
+        "FormError",
+        "ServError",
+        "NXDomain",
+        "NotImp",
+        "Refused",
+        "YXDomain",
+        "YXRRSet",
+        "NXRRSet",
+        "NotAuth",
+        "NotZone",
+        "DSOTYPENI",
+    ];
+    let number = match native {
+        "NOERROR" => Some(0),
+        "FORMERR" => Some(1),
+        "SERVFAIL" => Some(2),
+        "NXDOMAIN" => Some(3),
+        "NOTIMP" => Some(4),
+        "REFUSED" => Some(5),
+        other => other.strip_prefix("RCODE").and_then(|n| n.parse::<u64>().ok()),
+    };
+    match number {
+        Some(n @ 0..=11) => (n, usize::try_from(n).ok().and_then(|i| NAMES.get(i)).copied()),
+        Some(12..=15) => (24, Some("Unassigned")),
+        _ => (99, None),
+    }
+}
+
+/// A verdict as a Detection Finding about a process tree or a container.
+fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
+    let category = str_at(v, &["category"]);
+    let (scope, key) = (str_at(v, &["scope"]), str_at(v, &["key"]));
+    let alert = bool_at(v, &["alert"]) == Some(true);
+    let confidence = f64_at(v, &["confidence"]);
+
+    // One finding per host and scope, so updates correlate with the first verdict.
+    let uid: Vec<&str> = [host, scope, key].into_iter().flatten().collect();
+    put(out, "finding_info.uid", (!uid.is_empty()).then(|| json!(uid.join(":"))));
+    let title = match (category, scope, key) {
+        (Some(c), Some(s), Some(k)) => Some(format!("{c} workload ({s} {k})")),
+        (Some(c), _, _) => Some(format!("{c} workload")),
+        _ => None,
+    };
+    put(out, "finding_info.title", title.clone().map(Value::from));
+    put(out, "message", title.map(Value::from));
+    put(out, "finding_info.types", category.map(|c| json!([c])));
+    put(out, "finding_info.analytic.name", Some(json!("tracer workload classifier")));
+    // Weighted indicator rules (rules/default.toml).
+    put(out, "finding_info.analytic.type_id", Some(json!(1)));
+    put(out, "finding_info.analytic.type", Some(json!("Rule")));
+    if let Some(a) = category.and_then(attack_for).filter(|_| alert) {
+        let attack = json!({"tactic": {"uid": a.tactic_id, "name": a.tactic_name},
+                            "technique": {"uid": a.technique_id, "name": a.technique_name}});
+        put(out, "finding_info.attacks", Some(json!([attack])));
+    }
+
+    put(out, "is_alert", Some(json!(alert)));
+    let (severity_id, severity) = verdict_severity(alert, confidence.unwrap_or(0.0));
+    put(out, "severity_id", Some(json!(severity_id)));
+    put(out, "severity", Some(json!(severity)));
+    if let Some(c) = confidence {
+        put(out, "confidence_score", Some(json!((c * 100.0).round().clamp(0.0, 100.0) as u64)));
+        let (id, name) = match c {
+            c if c >= 0.8 => (3, "High"),
+            c if c >= 0.5 => (2, "Medium"),
+            _ => (1, "Low"),
+        };
+        put(out, "confidence_id", Some(json!(id)));
+        put(out, "confidence", Some(json!(name)));
+    }
+    // An allowlisted workload keeps its verdict, without the alert.
+    match str_at(v, &["allowlisted"]) {
+        Some(entry) => {
+            put(out, "status_id", Some(json!(3)));
+            put(out, "status", Some(json!("Suppressed")));
+            put(out, "status_detail", Some(json!(format!("allowlisted by {entry}"))));
+        }
+        None => {
+            put(out, "status_id", Some(json!(1)));
+            put(out, "status", Some(json!("New")));
+        }
+    }
+    if let (Some(scope), Some(key)) = (scope, key) {
+        put(out, "resources", Some(json!([{"type": scope, "uid": key}])));
+    }
+
+    let evidences: Vec<Value> = at(v, &["evidence"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut m = Map::new();
+            put(&mut m, "process.pid", some_u64(u64_at(e, &["pid"])));
+            put(&mut m, "process.uid", some_str(str_at(e, &["entity_id"])));
+            put(&mut m, "process.name", some_str(str_at(e, &["comm"])));
+            for field in ["indicator", "category", "weight", "what", "seen", "record", "time"] {
+                put_at(&mut m, &["data", field], e.get(field).and_then(strip_nulls));
+            }
+            object(m)
+        })
+        .collect();
+    put(out, "evidences", (!evidences.is_empty()).then_some(Value::Array(evidences)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ocsf(record: Value) -> Value {
+        convert(&record)
+    }
+
+    #[test]
+    fn connect_results_pick_the_activity() {
+        for (result, activity, status) in
+            [("ok", 1, 1), ("in_progress", 1, 0), ("ECONNREFUSED", 5, 2), ("ETIMEDOUT", 4, 2)]
+        {
+            let out =
+                ocsf(json!({"kind": "network.connect", "connect": {"family": "inet", "result": result}}));
+            assert_eq!(
+                (&out["activity_id"], &out["status_id"]),
+                (&json!(activity), &json!(status)),
+                "{result}"
+            );
+            assert_eq!(out["type_uid"], json!(400_100 + activity));
+        }
+        let unix =
+            ocsf(json!({"kind": "network.connect", "connect": {"family": "unix", "path": "/run/x.sock"}}));
+        assert_eq!(unix["dst_endpoint"], json!({"name": "/run/x.sock"}));
+    }
+
+    #[test]
+    fn dns_queries_and_response_codes() {
+        let dns = json!({"direction": "query", "id": 9, "questions": [{"name": "a.example", "type": "A"}]});
+        let q = ocsf(json!({"kind": "network.dns", "time": "1970-01-01T00:00:01Z", "dns": dns}));
+        assert_eq!(
+            (&q["activity_id"], &q["type_uid"], &q["query_time"]),
+            (&json!(1), &json!(400_301), &json!(1000))
+        );
+        assert_eq!(q["query"], json!({"hostname": "a.example", "type": "A", "packet_uid": 9}));
+        assert_eq!(
+            (rcode("NXDOMAIN"), rcode("RCODE9"), rcode("RCODE13")),
+            ((3, Some("NXDomain")), (9, Some("NotAuth")), (24, Some("Unassigned")))
+        );
+        assert_eq!(rcode("RCODE4095"), (99, None));
+    }
+
+    #[test]
+    fn renames_and_opens() {
+        let r = ocsf(json!({"kind": "file.open", "file": {"path": "/m/w.safetensors", "renamed": true}}));
+        assert_eq!((&r["activity_id"], &r["type_uid"]), (&json!(5), &json!(100_105)));
+        assert_eq!(r["file"]["name"], "w.safetensors");
+    }
+
+    #[test]
+    fn updated_and_allowlisted_verdicts() {
+        let v = ocsf(json!({"kind": "classification", "host": "h",
+                            "classification": {"scope": "tree", "key": "7", "category": "crypto_mining",
+                                               "confidence": 0.4, "alert": false, "previous": "ordinary",
+                                               "allowlisted": "pool"}}));
+        assert_eq!(
+            (&v["activity_id"], &v["status_id"], &v["severity_id"]),
+            (&json!(2), &json!(3), &json!(1))
+        );
+        assert_eq!((&v["confidence_id"], &v["confidence_score"]), (&json!(1), &json!(40)));
+        assert_eq!(v["finding_info"]["uid"], "h:tree:7");
+        assert!(v["finding_info"].get("attacks").is_none(), "no ATT&CK technique without an alert");
+    }
+
+    #[test]
+    fn containers_where_the_class_takes_them() {
+        let p = json!({"pid": 1, "container_id": "c0ffee"});
+        let exec = ocsf(json!({"kind": "process.exec", "host": "h", "process": p}));
+        assert_eq!(
+            (&exec["container"]["uid"], &exec["metadata"]["profiles"]),
+            (&json!("c0ffee"), &json!(["host", "container"]))
+        );
+        let activity = ocsf(json!({"kind": "process.activity", "process": p}));
+        assert!(activity.get("container").is_none());
+        assert_eq!(activity["unmapped"]["tracer"]["process"]["container_id"], "c0ffee");
+    }
+
+    #[test]
+    fn base_events_name_the_native_kind() {
+        let h = ocsf(json!({"kind": "tracer.health", "health": {"status": "running"}}));
+        assert_eq!((&h["class_uid"], &h["activity_id"], &h["type_uid"]), (&json!(0), &json!(99), &json!(99)));
+        assert_eq!(h["activity_name"], "tracer.health");
+        assert_eq!(h["unmapped"]["tracer"]["health"]["status"], "running");
+    }
+}
