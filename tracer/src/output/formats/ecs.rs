@@ -33,7 +33,9 @@ pub(super) fn convert(record: &Value) -> Value {
     put(&mut out, "event.category", (!c.category.is_empty()).then(|| json!(c.category)));
     put(&mut out, "event.type", (!c.types.is_empty()).then(|| json!(c.types)));
     put(&mut out, "event.action", some_str(c.action));
-    put(&mut out, "event.dataset", (!kind.is_empty()).then(|| json!(format!("tracer.{kind}"))));
+    // `tracer.<kind>`; the tracer's own kinds already carry the prefix.
+    let dataset = if kind.starts_with("tracer.") { kind.to_string() } else { format!("tracer.{kind}") };
+    put(&mut out, "event.dataset", (!kind.is_empty()).then(|| json!(dataset)));
     put(&mut out, "host.name", some_str(str_at(record, &["host"])));
     put(&mut out, "tracer.schema", some_str(str_at(record, &["schema"])));
     put(&mut out, "tracer.kind", (!kind.is_empty()).then(|| json!(kind)));
