@@ -354,7 +354,21 @@ pub fn run(opts: &Options) -> Result<()> {
         writeln!(report, "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |")?;
     }
 
-    writeln!(report, "\n4. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
+    // 4. What a record costs the tracer in each output format and sink.
+    let (per_k, vs_native) = sink_costs(opts, &xtask, &out)?;
+    writeln!(report, "\n4. output cost: tracer CPU per 1000 records during a 3 s connect storm at 5000/s\n")?;
+    writeln!(report, "| output | CPU ms per 1000 records (median) | vs native file |")?;
+    writeln!(report, "|---|---|---|")?;
+    for (i, (label, _)) in SINK_CONFIGS.iter().enumerate() {
+        writeln!(
+            report,
+            "| {label} | {:.1} | {:.3} |",
+            median(&mut per_k[i].clone()),
+            median(&mut vs_native[i].clone())
+        )?;
+    }
+
+    writeln!(report, "\n5. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
     writeln!(report, "| load | CPU % | RSS MiB |")?;
     writeln!(report, "|---|---|---|")?;
     for (name, c) in [
@@ -370,6 +384,47 @@ pub fn run(opts: &Options) -> Result<()> {
     fs::write(&path, &report)?;
     eprintln!("\nwritten to {}", path.display());
     Ok(())
+}
+
+/// Output configurations compared in the sink-cost section (the file sink
+/// is always there; `{udp}` is a local port that drains datagrams).
+const SINK_CONFIGS: [(&str, &[&str]); 4] = [
+    ("native, file", &[]),
+    ("ecs, file", &["--format", "ecs"]),
+    ("ocsf, file", &["--format", "ocsf"]),
+    ("native, file + syslog UDP (ecs)", &["--sink", "syslog+udp://{udp};format=ecs"]),
+];
+
+/// Per configuration: CPU ms per 1000 records, and the ratio to the native
+/// file in the same round.
+fn sink_costs(opts: &Options, xtask: &Path, out: &Path) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+    let drain = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let udp = drain.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while drain.recv(&mut buf).is_ok() {}
+    });
+    let n = SINK_CONFIGS.len();
+    let (mut per_k, mut vs_native) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    for round in 0..opts.runs {
+        let mut this_round = vec![0.0; n];
+        for k in 0..n {
+            let i = (k + round) % n;
+            let extra: Vec<String> = SINK_CONFIGS[i].1.iter().map(|a| a.replace("{udp}", &udp)).collect();
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let t = Tracer::start(&opts.tracer, out, &extra)?;
+            let before = cpu_seconds(t.pid());
+            connect_storm(xtask, 5_000, 3)?;
+            let cpu = cpu_seconds(t.pid()) - before;
+            let records = BufReader::new(fs::File::open(t.stop()?)?).lines().count().max(1);
+            this_round[i] = cpu * 1e6 / records as f64;
+            per_k[i].push(this_round[i]);
+        }
+        for i in 0..n {
+            vs_native[i].push(this_round[i] / this_round[0]);
+        }
+    }
+    Ok((per_k, vs_native))
 }
 
 /// Counts the connect records of `pid` to `port`, and the final drop count.
