@@ -11,6 +11,30 @@ use std::{
 
 use serde_json::Value;
 
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The native records' JSON Schema, checked against the 2020-12 meta-schema.
+pub fn validator() -> jsonschema::Validator {
+    let path = repo().join("schema/tracer.v1.schema.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::meta::validate(&schema).unwrap_or_else(|e| panic!("not a draft 2020-12 schema: {e}"));
+    jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("the schema does not compile: {e}"))
+}
+
+/// One line per violation: which record, its kind, where in it, and what.
+pub fn violations(v: &jsonschema::Validator, origin: &str, records: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        for e in v.iter_errors(r) {
+            out.push(format!("{origin}:{} {} at '{}': {e}", i + 1, r["kind"], e.instance_path()));
+        }
+    }
+    out
+}
+
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn require_root() {
@@ -108,6 +132,9 @@ impl Tracer {
         assert!(status.success(), "tracer exited with {status}");
         // Anything after the final record would be a bug; collect it too.
         self.seen.extend(self.lines.try_iter());
+        // Every record any test sees matches the published schema.
+        let wrong = violations(&validator(), "stdout", &self.seen);
+        assert!(wrong.is_empty(), "records outside schema/tracer.v1.schema.json:\n{}", wrong.join("\n"));
         std::mem::take(&mut self.seen)
     }
 }
