@@ -326,8 +326,11 @@ impl Pipeline {
                 if let Some(g) = &gpu_summary {
                     rollup.gpu.get_or_insert_with(Default::default).add(g);
                 }
+                // The first process that knows them names the roll-up.
                 if rollup.container_id.is_none() {
                     rollup.container_id = process.container_id.clone();
+                }
+                if rollup.cgroup_id.is_none() {
                     rollup.cgroup_id = process.cgroup_id;
                 }
             }

@@ -274,7 +274,7 @@ impl ExitView {
 
 #[derive(Debug, Serialize)]
 pub struct ConnectView {
-    /// inet, inet6 or unix.
+    /// inet, inet6, unix, or other (any other address family).
     pub family: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
