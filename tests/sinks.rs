@@ -435,3 +435,22 @@ fn rotation_under_load_and_sighup_lose_and_duplicate_nothing() {
     assert_eq!(canonical(&got), canonical(&records), "every record exactly once");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// -------------------------------------------------------------- examples
+
+#[test]
+fn example_rsyslog_relay_configuration_validates() {
+    // The relay's disk-assisted queue lives here; rsyslogd -N1 checks it exists.
+    std::fs::create_dir_all("/var/spool/rsyslog-tracer").unwrap();
+    let out = Command::new("rsyslogd")
+        .args(["-N1", "-f"])
+        .arg(support::repo().join("examples/rsyslog/tracer-relay.conf"))
+        .output()
+        .expect("rsyslogd (Debian package rsyslog; cargo xtask test installs it)");
+    assert!(
+        out.status.success(),
+        "rsyslogd -N1 rejects the example: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
