@@ -7,7 +7,7 @@ mod support;
 use std::{io::Read as _, net::TcpListener};
 
 use serde_json::Value;
-use support::{Tracer, burn_cpu, fork_child, of_kind, wait_rusage};
+use support::{Tracer, burn_cpu, dns_lookup, dns_query, fork_child, of_kind, wait_rusage};
 
 /// Sends exactly `bytes` over a fresh TCP connection to `port`, from
 /// syscalls only (safe after fork).
@@ -162,17 +162,6 @@ fn a_cgroup_rolls_up_into_one_container_account() {
     assert!((ms - child_ms).abs() <= child_ms * 0.10, "{ms} vs {child_ms}");
 }
 
-/// A DNS query for `name`, type A, id 0x4242 (RFC 1035 §4.1).
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut b = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        b.push(label.len() as u8);
-        b.extend_from_slice(label.as_bytes());
-    }
-    b.extend_from_slice(&[0, 0, 1, 0, 1]);
-    b
-}
-
 #[test]
 fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
     const NAME: &str = "svc.tracer.test";
@@ -194,34 +183,9 @@ fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
 
     let query = dns_query(NAME);
     let child = fork_child(|| {
-        let mut answer = [0u8; 512];
-        // SAFETY: syscalls only, on our own fds and buffers.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-            let server = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 53u16.to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 153]) },
-                sin_zero: [0; 8],
-            };
-            // As glibc's resolver does: connect, send, recvfrom.
-            if libc::connect(fd, (&raw const server).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
-                return 2;
-            }
-            if libc::send(fd, query.as_ptr().cast(), query.len(), 0) != query.len() as isize {
-                return 3;
-            }
-            let n = libc::recvfrom(
-                fd,
-                answer.as_mut_ptr().cast(),
-                answer.len(),
-                0,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-            if n < 28 {
-                return 4;
-            }
+        let code = dns_lookup([127, 0, 0, 153], &query);
+        if code != 0 {
+            return code;
         }
         // The answer says 127.0.0.1: connect there.
         send_tcp(port, 1000)

@@ -16,7 +16,9 @@ use std::{
 };
 
 use serde_json::{Map, Value, json};
-use support::{READY_TIMEOUT, burn_cpu, fork_child, repo, validator, violations, wait_rusage};
+use support::{
+    READY_TIMEOUT, burn_cpu, dns_lookup, dns_query, fork_child, repo, validator, violations, wait_rusage,
+};
 
 /// Every record kind, its body object, and one field that body requires.
 const KINDS: [(&str, &str, &str); 16] = [
@@ -137,49 +139,6 @@ fn broken_records_fail() {
     assert!(accepted.is_empty(), "{}", accepted.join("\n"));
 }
 
-/// A DNS query for `name`, type A, id 0x4242 (RFC 1035 §4.1).
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut b = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        b.push(label.len() as u8);
-        b.extend_from_slice(label.as_bytes());
-    }
-    b.extend_from_slice(&[0, 0, 1, 0, 1]);
-    b
-}
-
-/// Sends `query` to the resolver and waits for an answer, as glibc does
-/// (connect, send, recvfrom); syscalls only (safe after fork). 0 on success.
-fn dns_lookup(query: &[u8]) -> i32 {
-    let mut answer = [0u8; 512];
-    // SAFETY: plain socket calls on our own fd and buffers.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        let server = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 53u16.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(RESOLVER) },
-            sin_zero: [0; 8],
-        };
-        if libc::connect(fd, (&raw const server).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
-            return 1;
-        }
-        if libc::send(fd, query.as_ptr().cast(), query.len(), 0) != query.len() as isize {
-            return 1;
-        }
-        let n = libc::recvfrom(
-            fd,
-            answer.as_mut_ptr().cast(),
-            answer.len(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
-        libc::close(fd);
-        if n < 28 { 1 } else { 0 }
-    }
-}
-
 /// A character device on /dev/full's driver (1:7), registered as a GPU
 /// below, as tests/gpu_ioctls.rs does: these hosts have no GPU.
 fn mknod_fake_gpu(path: &Path) {
@@ -290,7 +249,7 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
     rm_alloc[12..16].copy_from_slice(&0xcbc0u32.to_ne_bytes());
     let child = fork_child(|| {
         // The exit code says which step failed.
-        if dns_lookup(&query) != 0 {
+        if dns_lookup(RESOLVER, &query) != 0 {
             return 2;
         }
         // SAFETY: syscalls only, on our own fds and buffers.

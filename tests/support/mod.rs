@@ -229,3 +229,49 @@ pub fn connect_loopback(port: u16) -> i32 {
         fd
     }
 }
+
+/// A DNS query for `name`, type A, id 0x4242 (RFC 1035 §4.1).
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut b = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        b.push(label.len() as u8);
+        b.extend_from_slice(label.as_bytes());
+    }
+    b.extend_from_slice(&[0, 0, 1, 0, 1]);
+    b
+}
+
+/// Sends `query` to a resolver on `resolver`:53 and waits for an answer, as
+/// glibc does (connect, send, recvfrom); syscalls only (safe after fork).
+/// 0 on success, else 2 (connect), 3 (send) or 4 (no answer).
+pub fn dns_lookup(resolver: [u8; 4], query: &[u8]) -> i32 {
+    let mut answer = [0u8; 512];
+    // SAFETY: plain socket calls on our own fd and buffers.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let server = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 53u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(resolver) },
+            sin_zero: [0; 8],
+        };
+        let code =
+            if libc::connect(fd, (&raw const server).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+                2
+            } else if libc::send(fd, query.as_ptr().cast(), query.len(), 0) != query.len() as isize {
+                3
+            } else {
+                let n = libc::recvfrom(
+                    fd,
+                    answer.as_mut_ptr().cast(),
+                    answer.len(),
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                if n < 28 { 4 } else { 0 }
+            };
+        libc::close(fd);
+        code
+    }
+}
