@@ -32,7 +32,7 @@ use crate::{
             ForkView, GpuBody, HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION,
             TreeView, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
-        sink::{Outgoing, SinkSpec, Sinks},
+        sink::{Meta, Outgoing, SinkSpec, Sinks},
     },
     process::{ProcessTable, cgroup},
 };
@@ -175,7 +175,7 @@ impl Pipeline {
             },
         });
         let line = serde_json::to_vec(&header)?;
-        self.sinks.write(Outgoing::new("tracer.capture", &line, Some(&header)))
+        self.sinks.write(Outgoing::of_value(&header, &line))
     }
 
     /// Loads NVIDIA's management library if it is installed.
@@ -210,11 +210,12 @@ impl Pipeline {
         };
         let value =
             if classify || self.sinks.needs_value() { Some(serde_json::to_value(&record)?) } else { None };
-        self.sinks.write(Outgoing::new(record.kind, &line, value.as_ref()))?;
+        let meta = Meta { kind: record.kind, time: &record.time, host: record.host, alert: false };
+        self.sinks.write(Outgoing::new(meta, &line, value.as_ref()))?;
         if let (Some(classifier), Some(value), true) = (self.classifier.as_mut(), value.as_ref(), classify) {
             for verdict in classifier.observe(value) {
                 let line = serde_json::to_vec(&verdict)?;
-                self.sinks.write(Outgoing::new("classification", &line, Some(&verdict)))?;
+                self.sinks.write(Outgoing::of_value(&verdict, &line))?;
                 self.stats.classifications += 1;
             }
         }

@@ -107,7 +107,7 @@ struct Configured {
 /// One record on its way out: the native line, and the other formats made
 /// from it at most once, whatever the number of sinks that want them.
 pub struct Outgoing<'a> {
-    pub kind: &'a str,
+    pub meta: Meta<'a>,
     native: &'a [u8],
     value: Option<&'a Value>,
     parsed: Option<Value>,
@@ -116,8 +116,16 @@ pub struct Outgoing<'a> {
 
 impl<'a> Outgoing<'a> {
     /// `value`: the record as a JSON value when the caller already has it.
-    pub fn new(kind: &'a str, native: &'a [u8], value: Option<&'a Value>) -> Self {
-        Self { kind, native, value, parsed: None, converted: [None, None] }
+    pub fn new(meta: Meta<'a>, native: &'a [u8], value: Option<&'a Value>) -> Self {
+        Self { meta, native, value, parsed: None, converted: [None, None] }
+    }
+
+    /// A record that exists only as a JSON value (classifications, the
+    /// capture header): the envelope comes from its fields.
+    pub fn of_value(value: &'a Value, native: &'a [u8]) -> Self {
+        let s = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default();
+        let alert = value.pointer("/classification/alert").and_then(Value::as_bool).unwrap_or(false);
+        Self::new(Meta { kind: s("kind"), time: s("time"), host: s("host"), alert }, native, Some(value))
     }
 
     fn value(&mut self) -> Result<&Value> {
@@ -130,24 +138,30 @@ impl<'a> Outgoing<'a> {
         Ok(self.parsed.as_ref().expect("set above"))
     }
 
-    fn line(&mut self, format: Format) -> Result<&[u8]> {
-        let slot = match format {
-            Format::Native => return Ok(self.native),
-            Format::Ecs => 0,
-            Format::Ocsf => 1,
-        };
+    /// Makes the record in `format`, once.
+    fn convert(&mut self, format: Format) -> Result<()> {
+        let Some(slot) = Self::slot(format) else { return Ok(()) };
         if self.converted[slot].is_none() {
             let converted = formats::convert(format, self.value()?);
             self.converted[slot] = Some(serde_json::to_vec(&converted)?);
         }
-        Ok(self.converted[slot].as_deref().expect("set above"))
+        Ok(())
     }
 
-    fn meta_strings(&mut self) -> Result<(String, String, bool)> {
-        let v = self.value()?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let alert = v.pointer("/classification/alert").and_then(Value::as_bool).unwrap_or(false);
-        Ok((s("time"), s("host"), alert))
+    /// The record in `format`, after `convert`.
+    fn line(&self, format: Format) -> &[u8] {
+        match Self::slot(format) {
+            None => self.native,
+            Some(slot) => self.converted[slot].as_deref().unwrap_or_default(),
+        }
+    }
+
+    fn slot(format: Format) -> Option<usize> {
+        match format {
+            Format::Native => None,
+            Format::Ecs => Some(0),
+            Format::Ocsf => Some(1),
+        }
     }
 }
 
@@ -155,8 +169,8 @@ impl<'a> Outgoing<'a> {
 #[derive(Default)]
 pub struct Sinks {
     sinks: Vec<Configured>,
-    /// Whether any sink needs more than the native line (a conversion or
-    /// the envelope fields), so records must be re-read as JSON values.
+    /// Whether any sink converts records to another format, for which they
+    /// are needed as JSON values.
     needs_value: bool,
 }
 
@@ -177,7 +191,7 @@ impl Sinks {
                     Box::new(http::HttpSink::open(opts.clone(), spec.format.name(), stats.clone())?)
                 }
             };
-            sinks.needs_value |= spec.format != Format::Native || spec.target.needs_meta();
+            sinks.needs_value |= spec.format != Format::Native;
             sinks.sinks.push(Configured { format: spec.format, kinds: spec.kinds.clone(), sink, stats });
         }
         Ok(sinks)
@@ -193,16 +207,14 @@ impl Sinks {
     }
 
     pub fn write(&mut self, mut out: Outgoing) -> Result<()> {
-        let (time, host, alert) =
-            if self.needs_value { out.meta_strings()? } else { (String::new(), String::new(), false) };
-        let meta = Meta { kind: out.kind, time: &time, host: &host, alert };
         for c in &mut self.sinks {
-            if !Self::wanted(&c.kinds, out.kind) {
+            if !Self::wanted(&c.kinds, out.meta.kind) {
                 lock(&c.stats).filtered_out += 1;
                 continue;
             }
             lock(&c.stats).records += 1;
-            c.sink.write(out.line(c.format)?, &meta)?;
+            out.convert(c.format)?;
+            c.sink.write(out.line(c.format), &out.meta)?;
         }
         Ok(())
     }

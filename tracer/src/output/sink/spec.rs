@@ -25,13 +25,6 @@ pub enum Target {
     Http(HttpOptions),
 }
 
-impl Target {
-    /// Whether the transport needs the record's time and host, not just the line.
-    pub fn needs_meta(&self) -> bool {
-        matches!(self, Self::Syslog(_) | Self::Http(_))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct FileOptions {
     pub path: PathBuf,
