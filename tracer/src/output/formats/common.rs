@@ -82,6 +82,25 @@ pub(super) fn strip_nulls(v: &Value) -> Option<Value> {
 }
 
 /// An object built with `put`, or none when nothing was known to put in it.
+/// The objects of the array at `path`, each made by `fill` into a new
+/// object; items `fill` gives up on (None) or leaves empty are left out.
+pub(super) fn map_objects(
+    v: &Value,
+    path: &[&str],
+    fill: impl Fn(&Value, &mut Map<String, Value>) -> Option<()>,
+) -> Vec<Value> {
+    at(v, path)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let mut m = Map::new();
+            fill(item, &mut m)?;
+            object(m)
+        })
+        .collect()
+}
+
 pub(super) fn object(m: Map<String, Value>) -> Option<Value> {
     (!m.is_empty()).then_some(Value::Object(m))
 }

@@ -13,7 +13,8 @@ use super::{
     ECS_VERSION,
     common::{
         at, attack_for, basename, body, bool_at, command_line, dirname, extension, f64_at, ip_version,
-        object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at, verdict_severity,
+        map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at,
+        verdict_severity,
     },
 };
 
@@ -258,19 +259,13 @@ fn dns(out: &mut Map<String, Value>, d: &Value) {
     put(out, "dns.question.name", some_str(first_question(d, "name")));
     put(out, "dns.question.type", some_str(first_question(d, "type")));
     put(out, "dns.response_code", some_str(str_at(d, &["rcode"])));
-    let answers: Vec<Value> = at(d, &["answers"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| {
-            let mut m = Map::new();
-            put(&mut m, "name", some_str(str_at(a, &["name"])));
-            put(&mut m, "type", some_str(str_at(a, &["type"])));
-            put(&mut m, "data", some_str(str_at(a, &["data"])));
-            put(&mut m, "ttl", some_u64(u64_at(a, &["ttl"])));
-            object(m)
-        })
-        .collect();
+    let answers = map_objects(d, &["answers"], |a, m| {
+        put(m, "name", some_str(str_at(a, &["name"])));
+        put(m, "type", some_str(str_at(a, &["type"])));
+        put(m, "data", some_str(str_at(a, &["data"])));
+        put(m, "ttl", some_u64(u64_at(a, &["ttl"])));
+        Some(())
+    });
     let resolved: Vec<&str> =
         answers.iter().filter_map(|a| str_at(a, &["data"])).filter(|d| ip_version(d).is_some()).collect();
     put(out, "dns.resolved_ip", (!resolved.is_empty()).then(|| json!(resolved)));

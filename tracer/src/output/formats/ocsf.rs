@@ -20,8 +20,9 @@ use serde_json::{Map, Value, json};
 use super::{
     OCSF_VERSION,
     common::{
-        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, f64_at, ip_version, object,
-        put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at, verdict_severity,
+        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, f64_at, ip_version,
+        map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at,
+        verdict_severity,
     },
 };
 
@@ -342,19 +343,13 @@ fn dns(out: &mut Map<String, Value>, d: &Value, time_ms: Option<i64>) {
         }
     }
     // rdata is required: answers without data (other than A, AAAA, CNAME) stay in unmapped.
-    let answers: Vec<Value> = at(d, &["answers"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| {
-            let mut m = Map::new();
-            put(&mut m, "rdata", some_str(Some(str_at(a, &["data"])?)));
-            put(&mut m, "type", some_str(str_at(a, &["type"])));
-            put(&mut m, "ttl", some_u64(u64_at(a, &["ttl"])));
-            put(&mut m, "packet_uid", some_u64(id));
-            object(m)
-        })
-        .collect();
+    let answers = map_objects(d, &["answers"], |a, m| {
+        put(m, "rdata", some_str(Some(str_at(a, &["data"])?)));
+        put(m, "type", some_str(str_at(a, &["type"])));
+        put(m, "ttl", some_u64(u64_at(a, &["ttl"])));
+        put(m, "packet_uid", some_u64(id));
+        Some(())
+    });
     put(out, "answers", (!answers.is_empty()).then_some(Value::Array(answers)));
     if let Some(native) = str_at(d, &["rcode"]) {
         let (id, caption) = rcode(native);
@@ -460,21 +455,15 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
         put(out, "resources", Some(json!([{"type": scope, "uid": key}])));
     }
 
-    let evidences: Vec<Value> = at(v, &["evidence"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let mut m = Map::new();
-            put(&mut m, "process.pid", some_u64(u64_at(e, &["pid"])));
-            put(&mut m, "process.uid", some_str(str_at(e, &["entity_id"])));
-            put(&mut m, "process.name", some_str(str_at(e, &["comm"])));
-            for field in ["indicator", "category", "weight", "what", "seen", "record", "time"] {
-                put_at(&mut m, &["data", field], e.get(field).and_then(strip_nulls));
-            }
-            object(m)
-        })
-        .collect();
+    let evidences = map_objects(v, &["evidence"], |e, m| {
+        put(m, "process.pid", some_u64(u64_at(e, &["pid"])));
+        put(m, "process.uid", some_str(str_at(e, &["entity_id"])));
+        put(m, "process.name", some_str(str_at(e, &["comm"])));
+        for field in ["indicator", "category", "weight", "what", "seen", "record", "time"] {
+            put_at(m, &["data", field], e.get(field).and_then(strip_nulls));
+        }
+        Some(())
+    });
     put(out, "evidences", (!evidences.is_empty()).then_some(Value::Array(evidences)));
 }
 
