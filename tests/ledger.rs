@@ -7,7 +7,7 @@ mod support;
 use std::{io::Read as _, net::TcpListener};
 
 use serde_json::Value;
-use support::{Tracer, burn_cpu, dns_lookup, dns_query, fork_child, of_kind, wait_rusage};
+use support::{Tracer, burn_cpu, dns_lookup, dns_query, dns_responder, fork_child, of_kind, wait_rusage};
 
 /// Sends exactly `bytes` over a fresh TCP connection to `port`, from
 /// syscalls only (safe after fork).
@@ -166,17 +166,7 @@ fn a_cgroup_rolls_up_into_one_container_account() {
 fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
     const NAME: &str = "svc.tracer.test";
     // A resolver of our own on a loopback address nothing else uses.
-    let resolver = std::net::UdpSocket::bind("127.0.0.153:53").expect("bind 127.0.0.153:53");
-    let responder = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let (n, from) = resolver.recv_from(&mut buf).unwrap();
-        let mut answer = buf[..n].to_vec();
-        answer[2] = 0x81;
-        answer[3] = 0x80;
-        answer[7] = 1;
-        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-        resolver.send_to(&answer, from).unwrap();
-    });
+    let responder = dns_responder([127, 0, 0, 153]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let tracer = Tracer::start(&["--activity-interval", "1h"]);

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     io::Read as _,
-    net::{Ipv4Addr, TcpListener, UdpSocket},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
@@ -17,7 +17,8 @@ use std::{
 
 use serde_json::{Map, Value, json};
 use support::{
-    READY_TIMEOUT, burn_cpu, dns_lookup, dns_query, fork_child, repo, validator, violations, wait_rusage,
+    READY_TIMEOUT, burn_cpu, dns_lookup, dns_query, dns_responder, fork_child, repo, validator, violations,
+    wait_rusage,
 };
 
 /// Every record kind, its body object, and one field that body requires.
@@ -213,18 +214,7 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
     std::fs::write(&weights, b"weights").unwrap();
 
     // A resolver of our own, answering NAME with 127.0.0.1.
-    let resolver = UdpSocket::bind((Ipv4Addr::from(RESOLVER), 53)).expect("bind the resolver's port 53");
-    resolver.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
-    let responder = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        let Ok((n, from)) = resolver.recv_from(&mut buf) else { return };
-        let mut answer = buf[..n].to_vec();
-        answer[2] = 0x81;
-        answer[3] = 0x80;
-        answer[7] = 1;
-        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-        resolver.send_to(&answer, from).unwrap();
-    });
+    let responder = dns_responder(RESOLVER);
 
     let spec = format!("{}=nvidia", gpu.display());
     let mut recorder = Recorder::start(&capture, &["--activity-interval", "1s", "--gpu-device", &spec]);

@@ -275,3 +275,22 @@ pub fn dns_lookup(resolver: [u8; 4], query: &[u8]) -> i32 {
         code
     }
 }
+
+/// A resolver of the test's own on `addr`:53 that answers one query with
+/// 127.0.0.1 (an A record pointing back at the question's name). Binds
+/// before returning, so a query sent afterwards is not refused.
+pub fn dns_responder(addr: [u8; 4]) -> std::thread::JoinHandle<()> {
+    let resolver = std::net::UdpSocket::bind((std::net::Ipv4Addr::from(addr), 53))
+        .unwrap_or_else(|e| panic!("bind {addr:?}:53: {e}"));
+    resolver.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let Ok((n, from)) = resolver.recv_from(&mut buf) else { return };
+        let mut answer = buf[..n].to_vec();
+        answer[2] = 0x81; // response, recursion desired and available
+        answer[3] = 0x80;
+        answer[7] = 1; // one answer
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+        resolver.send_to(&answer, from).unwrap();
+    })
+}
