@@ -12,22 +12,39 @@ use anyhow::{Context as _, Result, anyhow};
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Returns the tracefs root, mounting it at /sys/kernel/tracing if needed.
+///
+/// Several tracers may start at once on a host where tracefs is not mounted
+/// yet: each checks, mounts with mount(2) (no `mount` binary needed), and on
+/// any failure checks again, since another one may have mounted it between
+/// our check and our mount (EBUSY), which is success for us too.
 pub fn ensure_mounted() -> Result<PathBuf> {
-    for dir in CANDIDATES {
-        if Path::new(dir).join("events").is_dir() {
-            return Ok(PathBuf::from(dir));
-        }
+    if let Some(root) = mounted() {
+        return Ok(root);
     }
     let target = CANDIDATES[0];
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", target])
-        .status()
-        .context("running mount -t tracefs")?;
-    if status.success() && Path::new(target).join("events").is_dir() {
-        Ok(PathBuf::from(target))
-    } else {
-        Err(anyhow!("tracefs is not mounted and `mount -t tracefs nodev {target}` failed ({status})"))
+    let error = mount_tracefs(target).err();
+    if let Some(root) = mounted() {
+        return Ok(root);
     }
+    Err(anyhow!(
+        "tracefs is not mounted and mounting it at {target} failed: {}",
+        error.map_or_else(|| "it mounted but has no events/ directory".to_string(), |e| e.to_string())
+    ))
+}
+
+/// The first candidate that is a tracefs with its event directories.
+fn mounted() -> Option<PathBuf> {
+    CANDIDATES.iter().map(Path::new).find(|dir| dir.join("events").is_dir()).map(Path::to_path_buf)
+}
+
+fn mount_tracefs(target: &str) -> std::io::Result<()> {
+    let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
+    let (source, target, fstype) = (cstr("nodev"), cstr(target), cstr("tracefs"));
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Field name -> byte offset, from `events/<category>/<name>/format`.
