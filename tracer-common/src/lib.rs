@@ -308,7 +308,8 @@ pub struct TracepointOffsets {
     /// `syscall_ret`.
     pub syscall_arg0: u32,
     pub syscall_ret: u32,
-    pub _pad: u32,
+    /// `sched_process_free.pid`: the tid whose task_struct is released.
+    pub free_pid: u32,
 }
 
 pub mod config_flags {
@@ -374,7 +375,7 @@ impl Config {
             setsid_ret: NO_OFFSET,
             syscall_arg0: NO_OFFSET,
             syscall_ret: NO_OFFSET,
-            _pad: 0,
+            free_pid: NO_OFFSET,
         },
     };
 }

@@ -117,6 +117,18 @@ fn try_switch() -> Option<()> {
     Some(())
 }
 
+/// `sched:sched_process_free`, fired once a dead thread's task_struct is
+/// released (kernel/exit.c: delayed_put_task_struct), after its last
+/// context switch: its runtime entry goes, so the table holds live threads
+/// only and a reused tid starts from nothing.
+#[tracepoint(category = "sched", name = "sched_process_free")]
+pub fn sched_process_free(ctx: TracePointContext) -> u32 {
+    if let Some(tid) = read_tp::<i32>(&ctx, config().tp.free_pid) {
+        let _ = LAST_RUNTIME.remove(&(tid as u32));
+    }
+    0
+}
+
 /// include/trace/events/syscalls.h: TP_PROTO(struct pt_regs *regs, long id).
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn raw_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -250,7 +262,10 @@ fn try_setsid(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: reservation sized for SetSidEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::SetSid);
-    event.sid = ret as u32;
+    // `ret` is the sid in the caller's pid namespace (1 for a container's
+    // init); the caller is the new session's leader, so its host tgid is
+    // the sid every other record uses.
+    event.sid = tgid;
     event._pad = 0;
     entry.submit(0);
     Some(())

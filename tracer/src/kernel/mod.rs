@@ -33,10 +33,11 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 26] = [
+const PROGRAM_HOOKS: [(&str, Hook); 27] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
+    ("sched_process_free", Hook::Tracepoint { category: "sched", name: "sched_process_free" }),
     ("sys_enter_connect", Hook::Tracepoint { category: "syscalls", name: "sys_enter_connect" }),
     ("sys_exit_connect", Hook::Tracepoint { category: "syscalls", name: "sys_exit_connect" }),
     ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
@@ -418,6 +419,7 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
         ],
         "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
         "sys_exit_setsid" => &[(t.setsid_ret, "sys_exit_setsid.ret")],
+        "sched_process_free" => &[(t.free_pid, "sched_process_free.pid")],
         "sys_enter_sendto" | "sys_enter_sendmsg" | "sys_enter_sendmmsg" | "sys_enter_recvfrom" => &[
             (t.syscall_arg0, "sys_enter_sendto.fd"),
             (k.task_files, "task_struct.files"),
@@ -491,7 +493,7 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         setsid_ret: get("syscalls", "sys_exit_setsid", "ret"),
         syscall_arg0: get("syscalls", "sys_enter_sendto", "fd"),
         syscall_ret: get("syscalls", "sys_exit_recvfrom", "ret"),
-        _pad: 0,
+        free_pid: get("sched", "sched_process_free", "pid"),
     }
 }
 
