@@ -345,13 +345,46 @@ pub fn ml_libraries(pid: u32) -> Vec<String> {
     found
 }
 
+/// The host's online CPUs. Not `available_parallelism()`: that honours the
+/// tracer's own affinity and cgroup CPU quota, and a tracer confined to one
+/// core of a 64-core host would read a one-thread process as 100 % of it.
 pub fn online_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPUs listed in /sys/devices/system/cpu/online ("0-1,4").
+    fn sysfs_online() -> u32 {
+        let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        text.trim()
+            .split(',')
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => b.parse::<u32>().unwrap() - a.parse::<u32>().unwrap() + 1,
+                None => 1,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn online_cpus_ignores_the_tracers_own_affinity() {
+        // On a thread of its own: the affinity is per thread.
+        std::thread::spawn(|| {
+            // SAFETY: a zeroed cpu_set_t is empty; CPU 0 is always present.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+            }
+            assert_eq!(online_cpus(), sysfs_online(), "pinned to one CPU, the host still has them all");
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn deltas_skip_idle_processes_and_sum_histograms() {
