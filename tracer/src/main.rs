@@ -10,14 +10,17 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        // The reader went away (`tracer run | head`): stop quietly.
+        // The reader of stdout went away (`tracer run | head`, a log
+        // shipper that restarted): stop quietly, but not with success, so
+        // a supervisor (systemd's Restart=on-failure) starts it again.
+        // 141 is what a shell reports for a process SIGPIPE ended.
         Err(e)
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
+            }) || e.downcast_ref::<tracer::output::sink::StdoutClosed>().is_some() =>
         {
-            std::process::ExitCode::SUCCESS
+            std::process::ExitCode::from(141)
         }
         Err(e) => {
             eprintln!("tracer: {e:#}");

@@ -590,6 +590,14 @@ impl Pipeline {
         }
     }
 
+    /// The periodic health record. Also the moment to catch up with the
+    /// host: a clock step (NTP, `date -s`, a resumed VM) and GPU drivers
+    /// loaded after start.
+    fn tick_health(&mut self, kernel: &Kernel) -> Result<()> {
+        self.clock = Clock::new();
+        self.emit_health(kernel, "running")
+    }
+
     pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
         let counters = kernel.counters()?;
         let body = Body::Health(HealthView {
@@ -623,16 +631,23 @@ impl Pipeline {
         self.sinks.flush()
     }
 
-    /// Reads everything currently in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel) -> Result<usize> {
+    /// Reads what is in the ring buffer, at most `limit` records: under a
+    /// sustained flood the buffer never empties, and the caller must get
+    /// back to signals, timers and SIGHUP. Returns the records read.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel, limit: usize) -> Result<usize> {
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < limit {
+            let Some(item) = ring.next() else { break };
             self.handle(&item, kernel)?;
             n += 1;
         }
         Ok(n)
     }
 }
+
+/// Records read per turn of the event loop before it looks at signals and
+/// timers again: a few milliseconds of work at the slowest format.
+const DRAIN_BATCH: usize = 2048;
 
 /// Resolves `--cgroup` to a cgroup v2 id.
 fn cgroup_filter(arg: &str) -> Result<u64> {
@@ -720,36 +735,60 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     };
     tokio::pin!(until_deadline);
 
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut(), &mut kernel)?;
-                guard.clear_ready();
-                pipeline.sinks.flush()?;
-            }
-            _ = health.tick() => pipeline.emit_health(&kernel, "running")?,
-            _ = activity.tick() => {
-                pipeline.emit_activity(&mut kernel)?;
-                pipeline.sinks.flush()?;
-            }
-            _ = sighup.recv() => pipeline.sinks.reopen()?,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut until_deadline => break,
+    // An error inside the loop still goes through the shutdown below: the
+    // programs detach, the ring is read out, the final health record is
+    // written to every sink that still works.
+    let outcome: Result<()> = loop {
+        let turn: Result<()> = tokio::select! {
+            guard = ring.readable_mut() => match guard {
+                Err(e) => Err(e.into()),
+                Ok(mut guard) => {
+                    let read = pipeline.drain(guard.get_inner_mut(), &mut kernel, DRAIN_BATCH);
+                    if read.as_ref().is_ok_and(|&n| n < DRAIN_BATCH) {
+                        // Empty: wait for the next wakeup. Otherwise the fd
+                        // stays ready and the loop comes back after a yield.
+                        guard.clear_ready();
+                    }
+                    drop(guard);
+                    let full = read.as_ref().is_ok_and(|&n| n >= DRAIN_BATCH);
+                    let result = read.and_then(|_| pipeline.sinks.flush());
+                    if full {
+                        // Lets the runtime poll its drivers: signals and
+                        // timers are delivered only when the task gives way.
+                        tokio::task::yield_now().await;
+                    }
+                    result
+                }
+            },
+            _ = health.tick() => pipeline.tick_health(&kernel),
+            _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
+            _ = sighup.recv() => pipeline.sinks.reopen(),
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = &mut until_deadline => break Ok(()),
+        };
+        if let Err(e) = turn {
+            break Err(e);
         }
-    }
+        if pipeline.sinks.stdout_broken() {
+            // `finish` reports it, after the other sinks had the final records.
+            break Ok(());
+        }
+    };
 
     // Stop the producers, then read what they left: programs still running
     // at detach time finish within microseconds.
     let mut ring = ring.into_inner();
     kernel.detach();
-    pipeline.drain(&mut ring, &mut kernel)?;
-    std::thread::sleep(Duration::from_millis(20));
-    pipeline.drain(&mut ring, &mut kernel)?;
-    pipeline.emit_activity(&mut kernel)?;
-    pipeline.emit_health(&kernel, "final")?;
-    pipeline.sinks.finish(args.shutdown_grace)
+    let shutdown = (|| {
+        pipeline.drain(&mut ring, &mut kernel, usize::MAX)?;
+        std::thread::sleep(Duration::from_millis(20));
+        pipeline.drain(&mut ring, &mut kernel, usize::MAX)?;
+        pipeline.emit_activity(&mut kernel)?;
+        pipeline.emit_health(&kernel, "final")
+    })();
+    let finished = pipeline.sinks.finish(args.shutdown_grace);
+    outcome.and(shutdown).and(finished)
 }
 
 /// The sinks asked for: `--output` (a native capture for `record`), each

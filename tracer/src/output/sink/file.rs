@@ -39,12 +39,58 @@ impl Write for Output {
     }
 }
 
+/// Records are gathered in `buf` and written in large writes; `ends` marks
+/// where each record ends, so a write that fails part way says exactly
+/// which records reached the file and which were lost.
 struct Open {
-    out: BufWriter<Output>,
+    out: Output,
+    buf: Vec<u8>,
+    ends: Vec<usize>,
     /// Set for files (stdout has none to sync).
     file: Option<File>,
     bytes: u64,
     opened: Instant,
+}
+
+/// Buffered bytes that trigger a write.
+const BUFFER: usize = 64 * 1024;
+
+impl Open {
+    fn new(out: Output, file: Option<File>, bytes: u64) -> Self {
+        Self { out, buf: Vec::with_capacity(BUFFER), ends: Vec::new(), file, bytes, opened: Instant::now() }
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        self.ends.push(self.buf.len());
+        self.bytes += line.len() as u64 + 1;
+    }
+
+    /// Writes what is buffered. Returns the records written; on error, the
+    /// records written before it and the records lost.
+    fn write_out(&mut self) -> Result<u64, (u64, u64, io::Error)> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::Error::new(io::ErrorKind::WriteZero, "the output took no bytes")),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let written = self.ends.iter().take_while(|&&end| end <= done).count() as u64;
+        let total = self.ends.len() as u64;
+        self.buf.clear();
+        self.ends.clear();
+        match result {
+            Ok(()) => Ok(total),
+            Err(e) => Err((written, total - written, e)),
+        }
+    }
 }
 
 pub struct FileSink {
@@ -56,13 +102,24 @@ pub struct FileSink {
 
 fn open_file(opts: &FileOptions) -> Result<Open> {
     let path = &opts.path;
+    // No symlinks: a link planted where root writes its log would send
+    // records (command lines) wherever it points. Non-blocking so that a
+    // FIFO with no reader fails now instead of hanging the tracer.
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(opts.mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!("{} is a symbolic link; not following it", path.display()),
+            _ => anyhow::Error::new(e),
+        })
         .with_context(|| format!("opening output file {}", path.display()))?;
+    set_blocking(&file).with_context(|| format!("opening output file {}", path.display()))?;
+    secure(&file, opts).with_context(|| format!("output file {}", path.display()))?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    end_torn_line(&file, bytes);
     let handle = file.try_clone().context("duplicating the output file handle")?;
     let out = if path.extension().is_some_and(|e| e == "gz") {
         // Appending starts a new gzip member, which readers concatenate.
@@ -70,24 +127,59 @@ fn open_file(opts: &FileOptions) -> Result<Open> {
     } else {
         Output::Plain(Box::new(file))
     };
-    Ok(Open {
-        out: BufWriter::with_capacity(64 * 1024, out),
-        file: Some(handle),
-        bytes,
-        opened: Instant::now(),
-    })
+    Ok(Open::new(out, Some(handle), bytes))
 }
 
-/// Flushes, completes a gzip stream and fsyncs.
-fn close(open: Open) -> Result<()> {
-    let out = open.out.into_inner().map_err(|e| e.into_error()).context("flushing output")?;
-    if let Output::Gzip(gz) = out {
-        gz.finish().context("finishing the gzip stream")?;
-    }
-    if let Some(f) = open.file {
-        f.sync_all().context("syncing the output file")?;
+fn set_blocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on an fd this function's caller owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// An existing file keeps whatever mode and owner it had: one that another
+/// user owns is refused, and a regular file's mode is set to the sink's
+/// (a pre-created world-readable log would otherwise stay readable).
+fn secure(file: &File, opts: &FileOptions) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid && meta.file_type().is_file() {
+        anyhow::bail!("owned by uid {}, not by the tracer (uid {euid}); refusing to append to it", meta.uid());
+    }
+    if meta.file_type().is_file() && meta.mode() & 0o7777 != opts.mode {
+        file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+            .with_context(|| format!("setting its mode to {:o}", opts.mode))?;
+    }
+    Ok(())
+}
+
+/// A write cut short (disk full, a crash) leaves a partial last line; the
+/// next record starts on a line of its own.
+fn end_torn_line(file: &File, len: u64) {
+    use std::os::unix::fs::FileExt as _;
+    let mut last = [0u8];
+    if len > 0 && file.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
+        let _ = (&*file).write_all(b"\n");
+    }
+}
+
+/// Writes what is buffered, completes a gzip stream and fsyncs.
+fn close(mut open: Open) -> Result<u64, (u64, u64, anyhow::Error)> {
+    let written = open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")))?;
+    let fail = |e: anyhow::Error| (written, 0, e);
+    if let Output::Gzip(gz) = open.out {
+        gz.finish().context("finishing the gzip stream").map_err(fail)?;
+    }
+    if let Some(f) = open.file {
+        f.sync_all().context("syncing the output file").map_err(fail)?;
+    }
+    Ok(written)
 }
 
 /// `NAME.20261121T101500.123456789Z`: sorts by time, never collides with
@@ -129,7 +221,13 @@ fn gzip_in_place(path: &Path) -> io::Result<()> {
     gz_name.push(".gz");
     let tmp = PathBuf::from(format!("{}.tmp", PathBuf::from(&gz_name).display()));
     let mode = std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))?;
-    let out = OpenOptions::new().create(true).write(true).truncate(true).mode(mode & 0o777).open(&tmp)?;
+    let out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
     let mut gz = flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::default());
     io::copy(&mut File::open(path)?, &mut gz)?;
     let out = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -141,8 +239,7 @@ fn gzip_in_place(path: &Path) -> io::Result<()> {
 
 impl FileSink {
     pub fn stdout(stats: SharedStats) -> Self {
-        let out = BufWriter::with_capacity(64 * 1024, Output::Plain(Box::new(io::stdout())));
-        let open = Open { out, file: None, bytes: 0, opened: Instant::now() };
+        let open = Open::new(Output::Plain(Box::new(io::stdout())), None, 0);
         Self { opts: None, open: Some(open), stats, compressing: Vec::new() }
     }
 
@@ -165,9 +262,7 @@ impl FileSink {
 
     fn rotate(&mut self) -> Result<()> {
         let opts = self.opts.clone().expect("only files rotate");
-        if let Some(open) = self.open.take() {
-            close(open)?;
-        }
+        self.close_open(0)?;
         let rotated = rotated_name(&opts.path);
         let moved = match std::fs::rename(&opts.path, &rotated) {
             Ok(()) => true,
@@ -188,7 +283,7 @@ impl FileSink {
         // Compression and retention run off the record path; joined at shutdown.
         let stats = self.stats.clone();
         let previous = std::mem::take(&mut self.compressing);
-        self.compressing.push(std::thread::spawn(move || {
+        let work = move || {
             // One at a time, in order, so retention sees finished files.
             previous.into_iter().for_each(|h| drop(h.join()));
             if opts.compress
@@ -205,8 +300,65 @@ impl FileSink {
                     Err(e) => lock(&stats).error(format!("removing {}: {e}", old.display())),
                 }
             }
-        }));
+        };
+        // With no thread to be had (a fork bomb has the pid limit), the work
+        // is done here: slower, never a panic.
+        let work = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+        let in_thread = work.clone();
+        let spawned = std::thread::Builder::new().name("file-sink-rotate".into()).spawn(move || {
+            if let Some(w) = in_thread.lock().ok().and_then(|mut w| w.take()) {
+                w();
+            }
+        });
+        match spawned {
+            Ok(h) => self.compressing.push(h),
+            Err(_) => {
+                if let Some(w) = work.lock().ok().and_then(|mut w| w.take()) {
+                    w();
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+impl FileSink {
+    /// Counts what a write of the buffer delivered and lost. `in_hand`:
+    /// records the caller counts lost itself on an error (the one it was
+    /// handed).
+    fn settle(&self, result: Result<u64, (u64, u64, anyhow::Error)>, in_hand: u64) -> Result<()> {
+        let mut stats = lock(&self.stats);
+        match result {
+            Ok(written) => {
+                stats.delivered += written;
+                Ok(())
+            }
+            Err((written, lost, e)) => {
+                stats.delivered += written;
+                stats.lost("write_error", lost.saturating_sub(in_hand));
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the open file (written out, synced); after an error it stays
+    /// closed until `reopen`.
+    fn close_open(&mut self, in_hand: u64) -> Result<()> {
+        match self.open.take() {
+            Some(open) => self.settle(close(open), in_hand),
+            None => Ok(()),
+        }
+    }
+
+    fn write_out(&mut self, in_hand: u64) -> Result<()> {
+        let Some(open) = self.open.as_mut() else { return Ok(()) };
+        let result = open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")));
+        if result.is_err() {
+            // What is left of this file's stream is unusable (a gzip
+            // member cut short); the next write starts a new open.
+            self.open = None;
+        }
+        self.settle(result, in_hand)
     }
 }
 
@@ -215,11 +367,11 @@ impl Sink for FileSink {
         if self.due(line.len() + 1) {
             self.rotate()?;
         }
-        let open = self.open.as_mut().expect("open between calls");
-        open.out.write_all(line).context("writing a record")?;
-        open.out.write_all(b"\n").context("writing a record")?;
-        open.bytes += line.len() as u64 + 1;
-        lock(&self.stats).delivered += 1;
+        let open = self.open.as_mut().ok_or_else(|| anyhow::anyhow!("the output is closed after an error"))?;
+        open.push(line);
+        if open.buf.len() >= BUFFER {
+            self.write_out(1)?;
+        }
         Ok(())
     }
 
@@ -227,26 +379,21 @@ impl Sink for FileSink {
         if self.opts.as_ref().is_some_and(|o| o.rotate_every.is_some()) && self.due(0) {
             self.rotate()?;
         }
-        match self.open.as_mut() {
-            Some(open) => open.out.flush().context("flushing output"),
-            None => Ok(()),
-        }
+        self.write_out(0)
     }
 
     fn reopen(&mut self) -> Result<()> {
-        let Some(opts) = &self.opts else { return Ok(()) };
-        if let Some(open) = self.open.take() {
-            close(open)?;
-        }
-        self.open = Some(open_file(opts)?);
+        let Some(opts) = self.opts.clone() else {
+            // stdout cannot be opened again.
+            return if self.open.is_some() { Ok(()) } else { Err(anyhow::anyhow!("stdout is closed")) };
+        };
+        self.close_open(0)?;
+        self.open = Some(open_file(&opts)?);
         Ok(())
     }
 
     fn finish(&mut self, _deadline: Instant) -> Result<()> {
-        let result = match self.open.take() {
-            Some(open) => close(open),
-            None => Ok(()),
-        };
+        let result = self.close_open(0);
         for h in self.compressing.drain(..) {
             let _ = h.join();
         }

@@ -36,12 +36,18 @@ pub struct SinkStats {
     pub filtered_out: u64,
     /// Records written to the file, or accepted by the receiver.
     pub delivered: u64,
-    /// Records lost, by why: queue_full, oversize, spool_full, rejected, shutdown.
+    /// Records lost, by why: queue_full, oversize, spool_full, rejected,
+    /// shutdown, write_error (taken by a failing write), sink_failed (arrived
+    /// while the sink was out of order), format_error.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Delivery attempts that failed and were retried.
     pub errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Out of order now (see `dropped.write_error` and `sink_failed`).
+    pub failed: bool,
+    /// Times a failed sink was reopened and took records again.
+    pub recovered: u64,
     /// Records waiting to be delivered (memory queue or disk spool).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<u64>,
@@ -102,6 +108,77 @@ struct Configured {
     kinds: Vec<String>,
     sink: Box<dyn Sink>,
     stats: SharedStats,
+    /// stdout: the tracer's own output; when it breaks the tracer stops.
+    is_stdout: bool,
+    /// Set while the sink is out of order (disk full, directory gone, the
+    /// reader of a FIFO away): its records are counted lost, the others go on.
+    failed: Option<Failure>,
+}
+
+/// A sink that failed, and when to try it again.
+struct Failure {
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+/// First retry after a failure, and the longest wait between retries.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl Configured {
+    /// Records the error, counts what it cost, and takes the sink out of
+    /// order until the next retry. `lost`: records it took with it.
+    fn fail(&mut self, e: &anyhow::Error, lost: u64) {
+        let backoff = self.failed.as_ref().map_or(RETRY_FIRST, |f| (f.backoff * 2).min(RETRY_MAX));
+        let mut stats = lock(&self.stats);
+        stats.error(format!("{e:#}"));
+        stats.lost("write_error", lost);
+        stats.failed = true;
+        drop(stats);
+        if self.failed.is_none() {
+            eprintln!("tracer: sink {} failed, its records are counted lost until it recovers: {e:#}", lock(&self.stats).sink);
+        }
+        self.failed = Some(Failure { retry_at: Instant::now() + backoff, backoff });
+    }
+
+    /// Whether the sink takes records now: a failed one is reopened when
+    /// its retry is due.
+    fn usable(&mut self) -> bool {
+        let Some(f) = &self.failed else { return true };
+        if Instant::now() < f.retry_at || self.is_stdout {
+            return false;
+        }
+        match self.sink.reopen() {
+            Ok(()) => {
+                self.failed = None;
+                let mut stats = lock(&self.stats);
+                stats.failed = false;
+                stats.recovered += 1;
+                true
+            }
+            Err(e) => {
+                self.fail(&e, 0);
+                false
+            }
+        }
+    }
+}
+
+/// The tracer's stdout could not be written (its reader went away).
+#[derive(Debug)]
+pub struct StdoutClosed(pub String);
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stdout is closed: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Whether an error is a reader that went away (EPIPE).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// One record on its way out: the native line, and the other formats made
@@ -192,7 +269,14 @@ impl Sinks {
                 }
             };
             sinks.needs_value |= spec.format != Format::Native;
-            sinks.sinks.push(Configured { format: spec.format, kinds: spec.kinds.clone(), sink, stats });
+            sinks.sinks.push(Configured {
+                format: spec.format,
+                kinds: spec.kinds.clone(),
+                sink,
+                stats,
+                is_stdout: matches!(spec.target, Target::Stdout),
+                failed: None,
+            });
         }
         Ok(sinks)
     }
@@ -206,6 +290,10 @@ impl Sinks {
         self.needs_value
     }
 
+    /// Hands a record to every sink that wants it. One sink's failure is
+    /// counted on that sink and never stops the others; a broken stdout
+    /// (the reader of the tracer's own output went away) is for the caller
+    /// to see in `stdout_broken`, and `finish` returns it as an error.
     pub fn write(&mut self, mut out: Outgoing) -> Result<()> {
         for c in &mut self.sinks {
             if !Self::wanted(&c.kinds, out.meta.kind) {
@@ -213,31 +301,75 @@ impl Sinks {
                 continue;
             }
             lock(&c.stats).records += 1;
-            out.convert(c.format)?;
-            c.sink.write(out.line(c.format), &out.meta)?;
+            if !c.usable() {
+                lock(&c.stats).lost("sink_failed", 1);
+                continue;
+            }
+            if let Err(e) = out.convert(c.format) {
+                let mut stats = lock(&c.stats);
+                stats.error(format!("{e:#}"));
+                stats.lost("format_error", 1);
+                continue;
+            }
+            if let Err(e) = c.sink.write(out.line(c.format), &out.meta) {
+                c.fail(&e, 1);
+            }
         }
         Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        self.sinks.iter_mut().try_for_each(|c| c.sink.flush())
+    /// The error that stops the tracer: its stdout is gone.
+    fn check_stdout(&self) -> Result<()> {
+        match self.sinks.iter().find(|c| c.is_stdout && c.failed.is_some()) {
+            Some(c) => Err(StdoutClosed(lock(&c.stats).last_error.clone().unwrap_or_default()).into()),
+            None => Ok(()),
+        }
     }
 
+    /// Whether the tracer's stdout broke (EPIPE, or any error writing it).
+    pub fn stdout_broken(&self) -> bool {
+        self.check_stdout().is_err()
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        for c in self.sinks.iter_mut().filter(|c| c.failed.is_none()) {
+            if let Err(e) = c.sink.flush() {
+                c.fail(&e, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: every sink closes and opens its files again; a failed one is
+    /// retried now.
     pub fn reopen(&mut self) -> Result<()> {
-        self.sinks.iter_mut().try_for_each(|c| c.sink.reopen())
+        for c in &mut self.sinks {
+            if let Some(f) = &mut c.failed {
+                f.retry_at = Instant::now();
+                c.usable();
+            } else if let Err(e) = c.sink.reopen() {
+                c.fail(&e, 0);
+            }
+        }
+        Ok(())
     }
 
     /// Flushes and closes every sink; network sinks get `grace` to deliver
     /// what is queued (the HTTP spool keeps the rest for the next start).
     pub fn finish(&mut self, grace: Duration) -> Result<()> {
         let deadline = Instant::now() + grace;
-        let mut first_error = None;
         for c in &mut self.sinks {
+            if c.failed.is_some() && !c.usable() {
+                continue;
+            }
             if let Err(e) = c.sink.finish(deadline) {
-                first_error.get_or_insert(e);
+                if !(c.is_stdout && is_broken_pipe(&e)) {
+                    eprintln!("tracer: closing sink {}: {e:#}", lock(&c.stats).sink);
+                }
+                c.fail(&e, 0);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        self.check_stdout()
     }
 
     pub fn stats(&self) -> Vec<SinkStats> {
