@@ -35,7 +35,18 @@ fn tracers_started_together_on_a_host_without_tracefs_all_run() {
             "tracefs is still mounted at /sys/kernel/tracing"
         );
     }
-    let starts: Vec<_> = (0..3).map(|_| std::thread::spawn(|| Tracer::start(&[]).stop().len())).collect();
+    // Spawned at the same instant: each checks, finds nothing and mounts.
+    const TRACERS: usize = 6;
+    let together = std::sync::Arc::new(std::sync::Barrier::new(TRACERS));
+    let starts: Vec<_> = (0..TRACERS)
+        .map(|_| {
+            let together = together.clone();
+            std::thread::spawn(move || {
+                together.wait();
+                Tracer::start(&[]).stop().len()
+            })
+        })
+        .collect();
     for s in starts {
         let records = s.join().expect("a tracer started on a host without tracefs failed to run");
         assert!(records >= 2, "started and final health records at least");
