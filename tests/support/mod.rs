@@ -62,7 +62,7 @@ impl Tracer {
         let spawned = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .arg("run")
-            .args(["--health-interval", "1h"])
+            .args(if args.contains(&"--health-interval") { &[][..] } else { &["--health-interval", "1h"][..] })
             .args(args)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -122,6 +122,26 @@ impl Tracer {
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Reads records until the tracer closes its stdout, then waits for it
+    /// to exit; None if it has not within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(v) => self.seen.push(v),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => return None,
+            }
+        }
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("waiting for the tracer") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
     }
 
     /// SIGINT, then every record up to and including the final health record.

@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use tracer_common::{Config, EventHeader, EventKind, NO_OFFSET, counter};
 
@@ -22,6 +22,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// whole tree is followed, exit removes them.
 #[map]
 pub static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Set to 1 by user space at shutdown: from then on no record is written,
+/// so what is in the ring is all there is to read before the final health
+/// record (detaching the programs takes the kernel much longer).
+#[map]
+pub static STOPPED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Set by user space before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -47,6 +53,9 @@ pub fn count(slot: u32) {
 /// Reserves a record in `EVENTS`; a full buffer counts a drop of `kind`.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
+    if STOPPED.get(0).is_some_and(|s| *s != 0) {
+        return None;
+    }
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {
         count(counter::DROPPED_BASE + kind as u32);

@@ -53,6 +53,8 @@ pub struct Stats {
     /// First writes whose buffer could not be read at syscall entry.
     pub first_bytes_unreadable: u64,
     pub classifications: u64,
+    /// Records left in the ring when the shutdown's reading time was up.
+    pub unread_at_shutdown: BTreeMap<&'static str, u64>,
 }
 
 /// Sums for one tree or container over an interval.
@@ -615,6 +617,7 @@ impl Pipeline {
             ledger_keys_evicted: self.ledger.evicted,
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
+            unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
             gpu_stats_full: counters.gpu_stats_full,
@@ -631,23 +634,43 @@ impl Pipeline {
         self.sinks.flush()
     }
 
-    /// Reads what is in the ring buffer, at most `limit` records: under a
-    /// sustained flood the buffer never empties, and the caller must get
-    /// back to signals, timers and SIGHUP. Returns the records read.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel, limit: usize) -> Result<usize> {
-        let mut n = 0;
-        while n < limit {
-            let Some(item) = ring.next() else { break };
+    /// Reads what is in the ring buffer until it is empty or `until`
+    /// passes: under a sustained flood the buffer never empties, and the
+    /// caller must get back to signals, timers and SIGHUP. Returns whether
+    /// the buffer was emptied.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel, until: Instant) -> Result<bool> {
+        let mut n = 0u32;
+        loop {
+            // The clock is read every 64 records: a record takes microseconds.
+            if n % 64 == 63 && Instant::now() >= until {
+                return Ok(false);
+            }
+            let Some(item) = ring.next() else { return Ok(true) };
             self.handle(&item, kernel)?;
-            n += 1;
+            n = n.wrapping_add(1);
         }
-        Ok(n)
+    }
+
+    /// At shutdown, once the drain's time is up: the records still in the
+    /// ring are counted by kind, not processed, and the final health record
+    /// reports them as `unread_at_shutdown`.
+    pub fn count_unread(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let kind = item
+                .get(..4)
+                .and_then(|b| tracer_common::EventKind::from_u32(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+            *self.stats.unread_at_shutdown.entry(kind.map_or("unknown", |k| k.name())).or_default() += 1;
+        }
     }
 }
 
-/// Records read per turn of the event loop before it looks at signals and
-/// timers again: a few milliseconds of work at the slowest format.
-const DRAIN_BATCH: usize = 2048;
+/// How long one turn of the event loop reads records before it looks at
+/// signals and timers again.
+const DRAIN_TURN: Duration = Duration::from_millis(50);
+
+/// How long the shutdown reads what the ring still holds; the rest is
+/// counted. A service manager waits a few seconds at most before SIGKILL.
+const DRAIN_AT_SHUTDOWN: Duration = Duration::from_millis(300);
 
 /// Resolves `--cgroup` to a cgroup v2 id.
 fn cgroup_filter(arg: &str) -> Result<u64> {
@@ -743,14 +766,14 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
             guard = ring.readable_mut() => match guard {
                 Err(e) => Err(e.into()),
                 Ok(mut guard) => {
-                    let read = pipeline.drain(guard.get_inner_mut(), &mut kernel, DRAIN_BATCH);
-                    if read.as_ref().is_ok_and(|&n| n < DRAIN_BATCH) {
+                    let read = pipeline.drain(guard.get_inner_mut(), &mut kernel, Instant::now() + DRAIN_TURN);
+                    if read.as_ref().is_ok_and(|&emptied| emptied) {
                         // Empty: wait for the next wakeup. Otherwise the fd
                         // stays ready and the loop comes back after a yield.
                         guard.clear_ready();
                     }
                     drop(guard);
-                    let full = read.as_ref().is_ok_and(|&n| n >= DRAIN_BATCH);
+                    let full = read.as_ref().is_ok_and(|&emptied| !emptied);
                     let result = read.and_then(|_| pipeline.sinks.flush());
                     if full {
                         // Lets the runtime poll its drivers: signals and
@@ -777,17 +800,25 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     };
 
     // Stop the producers, then read what they left: programs still running
-    // at detach time finish within microseconds.
+    // when the flag is set finish within microseconds. Detaching, which
+    // takes the kernel most of a second, comes after the final records.
     let mut ring = ring.into_inner();
-    kernel.detach();
+    if let Err(e) = kernel.stop_records() {
+        eprintln!("tracer: {e:#}; detaching now instead");
+        kernel.detach();
+    }
     let shutdown = (|| {
-        pipeline.drain(&mut ring, &mut kernel, usize::MAX)?;
-        std::thread::sleep(Duration::from_millis(20));
-        pipeline.drain(&mut ring, &mut kernel, usize::MAX)?;
+        let until = Instant::now() + DRAIN_AT_SHUTDOWN;
+        if pipeline.drain(&mut ring, &mut kernel, until)? {
+            std::thread::sleep(Duration::from_millis(20));
+            pipeline.drain(&mut ring, &mut kernel, until)?;
+        }
+        pipeline.count_unread(&mut ring);
         pipeline.emit_activity(&mut kernel)?;
         pipeline.emit_health(&kernel, "final")
     })();
     let finished = pipeline.sinks.finish(args.shutdown_grace);
+    kernel.detach();
     outcome.and(shutdown).and(finished)
 }
 

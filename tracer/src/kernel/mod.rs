@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{Program, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 use tracer_common::{
@@ -116,6 +116,7 @@ pub struct Kernel {
     counters: PerCpuArray<MapData, u64>,
     gpu_stats: PerCpuHashMap<MapData, GpuStatKey, GpuStat>,
     gpu_seen: BpfHashMap<MapData, u64, u8>,
+    stopped: aya::maps::Array<MapData, u32>,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -231,6 +232,7 @@ impl Kernel {
             counters: take_map(&mut ebpf, "COUNTERS")?,
             gpu_stats: take_map(&mut ebpf, "GPU_STATS")?,
             gpu_seen: take_map(&mut ebpf, "GPU_SEEN")?,
+            stopped: take_map(&mut ebpf, "STOPPED")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
@@ -241,10 +243,33 @@ impl Kernel {
         Ok((kernel, events))
     }
 
+    /// Stops every record at once (the programs check a flag before they
+    /// reserve ring space). Detaching takes the kernel tens of milliseconds
+    /// per classic tracepoint, so a shutdown stops the records first, reads
+    /// what is left and writes its final records, then detaches.
+    pub fn stop_records(&mut self) -> Result<()> {
+        self.stopped.set(0, 1, 0).context("setting STOPPED")
+    }
+
     /// Detaches and unloads every program; the maps stay readable so what is
     /// already in the ring buffer can be drained.
+    ///
+    /// Each program is detached on a thread of its own: releasing a hook
+    /// waits for the kernel's RCU grace period, and one after another they
+    /// took over a second on a busy host; together they wait once.
     pub fn detach(&mut self) {
-        self.ebpf = None;
+        let Some(mut ebpf) = self.ebpf.take() else { return };
+        std::thread::scope(|scope| {
+            for (_, program) in ebpf.programs_mut() {
+                let unload = move || match program {
+                    Program::TracePoint(p) => drop(p.unload()),
+                    Program::RawTracePoint(p) => drop(p.unload()),
+                    _ => {}
+                };
+                // No thread to be had (pid limit): the Drop below unloads it.
+                let _ = std::thread::Builder::new().spawn_scoped(scope, unload);
+            }
+        });
     }
 
     /// Cumulative per-process counters, summed over CPUs.

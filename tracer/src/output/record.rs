@@ -327,6 +327,10 @@ pub struct HealthView {
     /// First writes on new connections whose buffer was not resident at
     /// syscall entry (recorded with captured 0).
     pub first_bytes_unreadable: u64,
+    /// Records still in the ring when the shutdown's time to read them was
+    /// up, by kind: counted, not processed (final record only).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unread_at_shutdown: std::collections::BTreeMap<&'static str, u64>,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
     /// GPU ioctls not counted because the per-process table was full.

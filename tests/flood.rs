@@ -1,0 +1,203 @@
+//! Floods: more records than the ring buffer holds, from several threads at
+//! once (connects, and processes forked, exec'd and exiting). The tracer
+//! must stay alive and responsive, and account for every record: read, or
+//! counted as dropped, per kind, exactly.
+//!
+//! A binary of its own: a flood would make other tests' tracers drop.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    net::UdpSocket,
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Tracer, final_health, is_health};
+
+/// The flood tests trace this very process (`--pid`): one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Threads that connect a UDP socket to `port` until `stop`, or `limit`
+/// times each; returns the connects made.
+fn connect_flood(threads: usize, port: u16, limit: u64, stop: Arc<AtomicBool>) -> Vec<JoinHandle<u64>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while n < limit && !stop.load(Ordering::Relaxed) {
+                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    sock.connect(("127.0.0.1", port)).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+/// Threads that start `/bin/true` and wait for it, until `stop` or `limit`
+/// times each; the pids go to `pids`.
+fn exec_flood(
+    threads: usize,
+    limit: u64,
+    stop: Arc<AtomicBool>,
+    pids: Arc<Mutex<HashSet<u32>>>,
+) -> Vec<JoinHandle<u64>> {
+    (0..threads)
+        .map(|_| {
+            let (stop, pids) = (stop.clone(), pids.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while n < limit && !stop.load(Ordering::Relaxed) {
+                    let mut child = Command::new("/bin/true").spawn().unwrap();
+                    pids.lock().unwrap().insert(child.id());
+                    assert!(child.wait().unwrap().success());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+fn join(handles: Vec<JoinHandle<u64>>) -> u64 {
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+/// SIGTERM while the flood goes on: the final health record is written
+/// within a second (a service manager waits a few before SIGKILL), and
+/// health records kept coming during the flood.
+#[test]
+fn sigterm_is_honoured_under_a_sustained_flood() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let me = std::process::id().to_string();
+    // Records go to a file; stdout, read by a thread of this busy process,
+    // carries only health records, so the test's reader is not what slows
+    // the tracer down.
+    let dir = std::env::temp_dir().join(format!("tracer-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("records.jsonl");
+    // In ECS, which costs the tracer more per record than native: the
+    // flood outruns it.
+    let file_sink = format!("{};format=ecs", out.to_str().unwrap());
+    let mut tracer = Tracer::start(&[
+        "--pid",
+        &me,
+        "--health-interval",
+        "250ms",
+        "--sink",
+        "stdout;kinds=tracer.health",
+        "--sink",
+        &file_sink,
+    ]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pids = Arc::new(Mutex::new(HashSet::new()));
+    // Two producers and the tracer share this machine's cores: more would
+    // measure the scheduler, not the tracer. Two connecting threads make
+    // more records than the tracer reads (the ring overflows, see below).
+    let mut flood = connect_flood(2, port, u64::MAX, stop.clone());
+    flood.extend(exec_flood(1, u64::MAX, stop.clone(), pids));
+    std::thread::sleep(Duration::from_secs(3));
+
+    let sent = Instant::now();
+    tracer.signal(libc::SIGTERM);
+    tracer.wait_for(Duration::from_secs(30), |r| is_health(r, "final"));
+    let took = sent.elapsed();
+    let exited = tracer.wait_exit(Duration::from_secs(30));
+    let gone = sent.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let made = join(flood);
+
+    let records = tracer.seen.clone();
+    let running = records.iter().filter(|r| is_health(r, "running")).count();
+    let written = std::fs::read_to_string(&out).unwrap();
+    let connects = written.lines().filter(|l| l.contains("\"dataset\":\"tracer.network.connect\"")).count();
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!(
+        "flood: {made} connects and execs; tracer read {connects} connects, wrote {running} running health \
+         records; final health {took:?} after SIGTERM, exit after {gone:?} ({exited:?})"
+    );
+    assert!(exited.is_some_and(|s| s.success()), "the tracer did not exit cleanly: {exited:?}");
+    let health = final_health(&records);
+    assert!(health["events_read"].as_u64().unwrap() > 0, "{health}");
+    let lost = health["dropped_total"].as_u64().unwrap()
+        + health.get("unread_at_shutdown").map_or(0, |u| u.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum());
+    eprintln!("dropped or unread: {lost}");
+    assert!(lost > 0, "the flood must outrun the tracer for this test to mean anything: {health}");
+    assert!(running >= 4, "health records stopped during the flood: {running} in 3 s at 250 ms");
+    assert!(took < Duration::from_secs(1), "the final health record came {took:?} after SIGTERM");
+    // Detaching the classic tracepoints takes the kernel ~40 ms each.
+    assert!(gone < Duration::from_secs(3), "the tracer exited {gone:?} after SIGTERM");
+}
+
+/// A flood several times the ring buffer's size, while the tracer is
+/// stopped for part of it: every record is read or counted dropped, per
+/// kind, exactly; the tracer keeps running.
+#[test]
+fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    const CONNECTS_PER_THREAD: u64 = 25_000;
+    const EXECS_PER_THREAD: u64 = 250;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let me = std::process::id();
+    // 256 KiB hold about 2000 connect records: the flood is ~50 times that.
+    let tracer = Tracer::start(&["--pid", &me.to_string(), "--ring-buffer-kib", "256"]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pids = Arc::new(Mutex::new(HashSet::new()));
+    tracer.signal(libc::SIGSTOP);
+    let mut connects = connect_flood(4, port, CONNECTS_PER_THREAD, stop.clone());
+    let execs = exec_flood(2, EXECS_PER_THREAD, stop.clone(), pids.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    tracer.signal(libc::SIGCONT);
+    connects.extend(connect_flood(2, port, CONNECTS_PER_THREAD, stop));
+    let made_connects = join(connects);
+    let made_execs = join(execs);
+    assert_eq!(made_connects, 6 * CONNECTS_PER_THREAD);
+    assert_eq!(made_execs, 2 * EXECS_PER_THREAD);
+    let records = tracer.stop();
+
+    let pids = pids.lock().unwrap().clone();
+    let child = |r: &Value| r["process"]["pid"].as_u64().is_some_and(|p| pids.contains(&(p as u32)));
+    let got = |kind: &str, pred: &dyn Fn(&Value) -> bool| {
+        records.iter().filter(|r| r["kind"] == kind && pred(r)).count() as u64
+    };
+    let health = final_health(&records);
+    // Dropped by the kernel (ring full), or left unread when the shutdown's
+    // time to read was up: both counted.
+    let dropped = |kind: &str| {
+        health["dropped"][kind].as_u64().unwrap() + health["unread_at_shutdown"][kind].as_u64().unwrap_or(0)
+    };
+    let rows = [
+        ("connect", made_connects, got("network.connect", &|r| r["connect"]["port"] == port)),
+        (
+            "fork",
+            made_execs,
+            got("process.fork", &|r| {
+                r["process"]["pid"] == me && pids.contains(&(r["fork"]["child_pid"].as_u64().unwrap() as u32))
+            }),
+        ),
+        ("exec", made_execs, got("process.exec", &child)),
+        ("exit", made_execs, got("process.exit", &child)),
+    ];
+    for (kind, made, read) in rows {
+        eprintln!("{kind}: generated {made}, read {read}, dropped {}", dropped(kind));
+    }
+    assert!(dropped("connect") > 0, "the flood must overflow the ring: {health}");
+    for (kind, made, read) in rows {
+        assert_eq!(read + dropped(kind), made, "{kind}: read + dropped = generated; {health}");
+    }
+}
