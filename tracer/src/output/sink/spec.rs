@@ -373,7 +373,8 @@ fn redact(spec: &str) -> String {
         .join(";")
 }
 
-fn hide_password(target: &str) -> String {
+/// `scheme://user:***@host...`: a URL as records and errors may show it.
+pub fn hide_password(target: &str) -> String {
     let Some((scheme, rest)) = target.split_once("://") else { return target.to_string() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
