@@ -171,7 +171,7 @@ impl Pipeline {
                 "kernel": read("/proc/sys/kernel/osrelease"),
                 "boot_id": read("/proc/sys/kernel/random/boot_id"),
                 "cpus": online_cpus(),
-                "argv": std::env::args().collect::<Vec<_>>(),
+                "argv": std::env::args().map(|a| crate::output::sink::spec::redact_arg(&a)).collect::<Vec<_>>(),
             },
         });
         let line = serde_json::to_vec(&header)?;
