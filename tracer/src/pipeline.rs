@@ -489,7 +489,7 @@ impl Pipeline {
                     self.stats.first_bytes_unreadable += 1;
                 }
                 let process = self.view(&h);
-                let preview = &payload[..payload.len().min(96)];
+                let preview = &crate::protocols::redact::redact(&payload)[..payload.len().min(96)];
                 let body = Body::FirstBytes(FirstBytesView {
                     address: peer.map(|(ip, _)| ip.to_string()),
                     port: peer.map(|(_, port)| port),
