@@ -173,7 +173,7 @@ impl Pipeline {
                 "kernel": read("/proc/sys/kernel/osrelease"),
                 "boot_id": read("/proc/sys/kernel/random/boot_id"),
                 "cpus": online_cpus(),
-                "argv": std::env::args().collect::<Vec<_>>(),
+                "argv": std::env::args().map(|a| crate::output::sink::spec::redact_arg(&a)).collect::<Vec<_>>(),
             },
         });
         let line = serde_json::to_vec(&header)?;
@@ -491,7 +491,7 @@ impl Pipeline {
                     self.stats.first_bytes_unreadable += 1;
                 }
                 let process = self.view(&h);
-                let preview = &payload[..payload.len().min(96)];
+                let preview = &crate::protocols::redact::redact(&payload)[..payload.len().min(96)];
                 let body = Body::FirstBytes(FirstBytesView {
                     address: peer.map(|(ip, _)| ip.to_string()),
                     port: peer.map(|(_, port)| port),

@@ -7,7 +7,7 @@
 
 pub mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -29,6 +29,9 @@ pub struct Evidence {
     pub entity_id: Option<String>,
     pub pid: Option<u64>,
     pub comm: Option<String>,
+    /// Allowlist entry that matched the process this evidence came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlisted: Option<String>,
 }
 
 /// The `classification` object.
@@ -57,10 +60,18 @@ pub struct Verdict {
 #[derive(Default)]
 struct Scope {
     evidence: Vec<Evidence>,
-    seen: BTreeSet<String>,
+    /// (indicator, from an allowlisted process): an indicator is evidence
+    /// once from allowlisted processes and once from the others, so an
+    /// allowlisted process cannot hide what another one does.
+    seen: BTreeSet<(String, bool)>,
     category: Option<String>,
-    allowlisted: Option<String>,
     reported: Option<(String, usize, Option<String>)>,
+    /// Processes with records in this scope that have not exited.
+    members: HashSet<String>,
+    /// The session leader exited: once no member is left, the sid is free
+    /// for the kernel to hand out again, and the scope ends.
+    leader_gone: bool,
+    last_ns: u64,
 }
 
 /// Per process, state that spans records (behaviour over intervals,
@@ -71,13 +82,29 @@ struct ProcessState {
     streaks: HashMap<String, u32>,
     gpu_contexts: u64,
     gpu_bytes: u64,
+    last_ns: u64,
 }
+
+/// How long a process with no record is remembered: its exit record may
+/// have been lost.
+const PROCESS_TTL_NS: u64 = 3600 * 1_000_000_000;
+/// How often, in record time, forgotten processes and idle scopes are swept.
+const SWEEP_EVERY_NS: u64 = 60 * 1_000_000_000;
+/// Exited processes remembered, so that their final activity record (written
+/// after the exit) neither brings back their state nor reopens a scope.
+const EXITED_REMEMBERED: usize = 16_384;
 
 pub struct Classifier {
     rules: Rules,
     scopes: HashMap<(&'static str, String), Scope>,
     processes: HashMap<String, ProcessState>,
-    connect_ports: std::collections::HashSet<u16>,
+    connect_ports: HashSet<u16>,
+    exited: HashSet<String>,
+    exited_order: VecDeque<String>,
+    /// Record time (the latest `mono_ns` seen): the classifier has no clock
+    /// of its own, so replay expires state exactly as live did.
+    now_ns: u64,
+    swept_ns: u64,
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -100,7 +127,22 @@ impl Classifier {
     pub fn new(rules: Rules) -> Self {
         let connect_ports =
             rules.indicators.iter().filter_map(|i| i.when.remote_port.as_ref()).flatten().copied().collect();
-        Self { rules, scopes: HashMap::new(), processes: HashMap::new(), connect_ports }
+        Self {
+            rules,
+            scopes: HashMap::new(),
+            processes: HashMap::new(),
+            connect_ports,
+            exited: HashSet::new(),
+            exited_order: VecDeque::new(),
+            now_ns: 0,
+            swept_ns: 0,
+        }
+    }
+
+    /// (scopes, processes) tracked.
+    #[cfg(test)]
+    fn tables(&self) -> (usize, usize) {
+        (self.scopes.len(), self.processes.len())
     }
 
     /// Whether a connect record could match any indicator: only its port and
@@ -119,31 +161,69 @@ impl Classifier {
             return Vec::new();
         }
         let Some(process) = record.get("process").filter(|p| p.is_object()) else { return Vec::new() };
+        if kind == "network.connect"
+            && !self.wants_connect(
+                u(record, &["connect", "port"]).and_then(|p| u16::try_from(p).ok()),
+                s(record, &["connect", "dns_name"]).is_some(),
+            )
+        {
+            // Live never feeds these (see wants_connect); replay must not
+            // let them count as scope members either.
+            return Vec::new();
+        }
+        if let Some(ns) = u(record, &["mono_ns"]) {
+            self.now_ns = self.now_ns.max(ns);
+        }
+        let now = self.now_ns;
         let entity = s(process, &["entity_id"]).unwrap_or_default().to_string();
+        let exit = kind == "process.exit";
+        // A record after the process's exit: its final activity account.
+        let late = self.exited.contains(&entity);
         let mut matched: Vec<(usize, String)> = Vec::new();
-        let state = self.processes.entry(entity.clone()).or_default();
+        let mut gone = None;
+        let state = if exit || late {
+            gone.insert(self.processes.remove(&entity).unwrap_or_default())
+        } else {
+            self.processes.entry(entity.clone()).or_default()
+        };
+        state.last_ns = now;
         Self::update_state(state, kind, record);
-        let state = self.processes.get_mut(&entity).expect("inserted above");
         for (i, ind) in self.rules.indicators.iter().enumerate() {
             if let Some(seen) = matches(ind, kind, record, state) {
                 matched.push((i, seen));
             }
         }
-        if kind == "process.exit" {
-            self.processes.remove(&entity);
+        if exit && !late && !entity.is_empty() {
+            self.remember_exit(&entity);
         }
 
         let scopes = scope_keys(process);
         let allow = self.allowlisted(process);
+        // The tree's key is the session id, or the pid when there is none.
+        let leader = u(process, &["pid"]).is_some_and(|pid| u(process, &["session"]).unwrap_or(pid) == pid);
         let mut out = Vec::new();
         for key in scopes {
-            let scope = self.scopes.entry(key.clone()).or_default();
-            if scope.allowlisted.is_none() {
-                scope.allowlisted = allow.clone();
+            let scope = if late {
+                // The scope may have ended with the exit; what the process
+                // did then must not open a new one under a sid that the
+                // kernel can already have reused.
+                match self.scopes.get_mut(&key) {
+                    Some(scope) => scope,
+                    None => continue,
+                }
+            } else {
+                self.scopes.entry(key.clone()).or_default()
+            };
+            scope.last_ns = now;
+            if exit {
+                scope.members.remove(&entity);
+                scope.leader_gone |= key.0 == "tree" && leader;
+            } else if !late && !scope.members.contains(&entity) {
+                scope.members.insert(entity.clone());
             }
             for (i, seen) in &matched {
                 let ind = &self.rules.indicators[*i];
-                if scope.seen.insert(ind.id.clone()) {
+                if scope.seen.insert((ind.id.clone(), allow.is_some())) {
                     scope.evidence.push(Evidence {
                         indicator: ind.id.clone(),
                         category: ind.category.clone(),
@@ -155,13 +235,13 @@ impl Classifier {
                         entity_id: Some(entity.clone()).filter(|e| !e.is_empty()),
                         pid: u(process, &["pid"]),
                         comm: s(process, &["comm"]).map(str::to_string),
+                        allowlisted: allow.clone(),
                     });
                 }
             }
-            if matched.is_empty() && scope.reported.is_none() {
-                continue;
-            }
-            if let Some(v) = Self::decide(&self.rules, key.0, &key.1, scope) {
+            if (!matched.is_empty() || scope.reported.is_some())
+                && let Some(v) = Self::decide(&self.rules, key.0, &key.1, scope)
+            {
                 out.push(serde_json::json!({
                     "schema": crate::output::record::SCHEMA_VERSION,
                     "kind": "classification",
@@ -171,8 +251,38 @@ impl Classifier {
                     "classification": v,
                 }));
             }
+            if scope.leader_gone && scope.members.is_empty() {
+                self.scopes.remove(&key);
+            }
+        }
+        if now >= self.swept_ns.saturating_add(SWEEP_EVERY_NS) {
+            self.sweep();
         }
         out
+    }
+
+    fn remember_exit(&mut self, entity: &str) {
+        if self.exited_order.len() >= EXITED_REMEMBERED
+            && let Some(old) = self.exited_order.pop_front()
+        {
+            self.exited.remove(&old);
+        }
+        self.exited.insert(entity.to_string());
+        self.exited_order.push_back(entity.to_string());
+    }
+
+    /// Forgets processes without a record for PROCESS_TTL_NS (their exit
+    /// record was lost), and scopes left without members that long.
+    fn sweep(&mut self) {
+        let now = self.now_ns;
+        self.swept_ns = now;
+        let fresh = |last: u64| last.saturating_add(PROCESS_TTL_NS) > now;
+        self.processes.retain(|_, p| fresh(p.last_ns));
+        let processes = &self.processes;
+        self.scopes.retain(|_, scope| {
+            scope.members.retain(|e| processes.contains_key(e));
+            !scope.members.is_empty() || (!scope.leader_gone && fresh(scope.last_ns))
+        });
     }
 
     fn update_state(state: &mut ProcessState, kind: &str, record: &Value) {
@@ -202,9 +312,18 @@ impl Classifier {
 
     /// The scope's verdict, if it changed since last reported.
     fn decide(rules: &Rules, scope_kind: &'static str, key: &str, scope: &mut Scope) -> Option<Verdict> {
+        // Each indicator counts once; `unlisted` counts only what processes
+        // that no allowlist entry matched did.
         let mut scores: BTreeMap<String, f64> = BTreeMap::new();
+        let mut unlisted: BTreeMap<&str, f64> = BTreeMap::new();
+        let (mut counted, mut counted_unlisted) = (BTreeSet::new(), BTreeSet::new());
         for e in &scope.evidence {
-            *scores.entry(e.category.clone()).or_default() += e.weight;
+            if counted.insert(e.indicator.as_str()) {
+                *scores.entry(e.category.clone()).or_default() += e.weight;
+            }
+            if e.allowlisted.is_none() && counted_unlisted.insert(e.indicator.as_str()) {
+                *unlisted.entry(e.category.as_str()).or_default() += e.weight;
+            }
         }
         let (best, best_score) = scores
             .iter()
@@ -225,7 +344,14 @@ impl Classifier {
             }
         };
         scope.category = Some(category.clone());
-        let state = (category.clone(), scope.evidence.len(), scope.allowlisted.clone());
+        // Allowlisted when the allowlisted processes' evidence is needed for
+        // the verdict: the others' alone would not make it.
+        let allowlisted = if unlisted.get(category.as_str()).copied().unwrap_or(0.0) >= rules.verdict_score {
+            None
+        } else {
+            scope.evidence.iter().filter(|e| e.category == category).find_map(|e| e.allowlisted.clone())
+        };
+        let state = (category.clone(), scope.evidence.len(), allowlisted.clone());
         if category == "ordinary" || scope.reported.as_ref() == Some(&state) {
             return None;
         }
@@ -241,8 +367,8 @@ impl Classifier {
             confidence: (confidence * 1000.0).round() / 1000.0,
             scores: scores.into_iter().map(|(k, v)| (k, (v * 1000.0).round() / 1000.0)).collect(),
             previous,
-            allowlisted: scope.allowlisted.clone(),
-            alert: scope.allowlisted.is_none(),
+            alert: allowlisted.is_none(),
+            allowlisted,
             evidence: scope.evidence.clone(),
         })
     }
@@ -534,6 +660,127 @@ mod tests {
         let v = &out[0]["classification"];
         assert_eq!(v["allowlisted"], "backups");
         assert_eq!(v["alert"], false);
+    }
+
+    #[test]
+    fn an_allowlisted_process_does_not_silence_its_session() {
+        let mut rules = Rules::load(None).unwrap();
+        rules.allow.push(rules::Allow {
+            id: "backups".into(),
+            exe_name: vec!["backup".into()],
+            ..Default::default()
+        });
+        let mut c = Classifier::new(rules);
+        assert!(c.observe(&rec("process.exec", 10, 10, "t1", ("exec", json!({})))).is_empty());
+        let mut miner = rec(
+            "network.first_bytes",
+            11,
+            10,
+            "t2",
+            ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333})),
+        );
+        miner["process"]["exe"] = json!("/tmp/.x/kworker");
+        miner["process"]["comm"] = json!("kworker");
+        let out = c.observe(&miner);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let v = &out[0]["classification"];
+        assert_eq!(v["category"], "crypto_mining");
+        assert_eq!(v["alert"], true, "{v:#}");
+        assert!(v.get("allowlisted").is_none(), "{v:#}");
+    }
+
+    #[test]
+    fn allowlisted_evidence_does_not_hide_the_same_evidence_from_another_process() {
+        let mut rules = Rules::load(None).unwrap();
+        rules.allow.push(rules::Allow {
+            id: "backups".into(),
+            exe_name: vec!["backup".into()],
+            ..Default::default()
+        });
+        let mut c = Classifier::new(rules);
+        let fb = || ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333}));
+        let out = c.observe(&rec("network.first_bytes", 60, 60, "t1", fb()));
+        assert_eq!(out[0]["classification"]["alert"], false);
+        let score = out[0]["classification"]["scores"]["crypto_mining"].clone();
+        let mut other = rec("network.first_bytes", 61, 60, "t2", fb());
+        other["process"]["exe"] = json!("/usr/bin/python3");
+        let out = c.observe(&other);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let v = &out[0]["classification"];
+        assert_eq!(v["alert"], true, "{v:#}");
+        assert!(v.get("allowlisted").is_none(), "{v:#}");
+        assert_eq!(v["scores"]["crypto_mining"], score, "an indicator counts once: {v:#}");
+        let evidence = v["evidence"].as_array().unwrap();
+        assert_eq!(evidence[0]["allowlisted"], "backups");
+        assert!(evidence.last().unwrap().get("allowlisted").is_none());
+    }
+
+    #[test]
+    fn a_reused_session_id_inherits_nothing() {
+        let mut c = classifier();
+        let out = c.observe(&rec(
+            "network.first_bytes",
+            4242,
+            4242,
+            "t1",
+            ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333})),
+        ));
+        assert_eq!(out[0]["classification"]["category"], "crypto_mining");
+        c.observe(&rec("process.exit", 4242, 4242, "t2", ("exit", json!({"code": 0}))));
+        // The pid comes round again as the leader of an unrelated session.
+        let mut listen = rec("network.listen", 4242, 4242, "t3", ("listen", json!({"port": 8080})));
+        listen["process"]["entity_id"] = json!("b:2:4242");
+        let out = c.observe(&listen);
+        assert!(out.iter().all(|v| v["classification"]["category"] != "crypto_mining"), "{out:#?}");
+    }
+
+    #[test]
+    fn a_session_outlives_its_leader_while_members_run() {
+        let mut c = classifier();
+        let fb = ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333}));
+        c.observe(&rec("network.first_bytes", 4243, 4242, "t1", fb));
+        c.observe(&rec("process.exit", 4242, 4242, "t2", ("exit", json!({"code": 0}))));
+        // The miner, left behind by its shell, is still the same session.
+        let out = c.observe(&rec("network.listen", 4243, 4242, "t3", ("listen", json!({"port": 8080}))));
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0]["classification"]["category"], "crypto_mining");
+        let evidence = out[0]["classification"]["evidence"].as_array().unwrap();
+        assert_eq!(evidence[0]["indicator"], "mining-protocol");
+        assert_eq!(evidence.last().unwrap()["indicator"], "serves");
+    }
+
+    #[test]
+    fn classifier_tables_stay_bounded() {
+        let mut c = classifier();
+        let second = 1_000_000_000u64;
+        for i in 0..5000u64 {
+            let (pid, t) = (100_000 + i, i * second);
+            let fb = ("first_bytes", json!({"protocol": "stratum", "mining": i % 7 == 0, "port": 3333}));
+            let activity = (
+                "activity",
+                json!({"cpu": {"time_ms": 5.0, "host_share_pct": 1.0}, "syscalls": {"count": 9}}),
+            );
+            for (kind, body) in [
+                ("process.exec", ("exec", json!({}))),
+                ("network.first_bytes", fb),
+                ("process.exit", ("exit", json!({"code": 0}))),
+                // The final account comes after the exit.
+                ("process.activity", activity.clone()),
+            ] {
+                let mut r = rec(kind, pid, pid, "t", body);
+                r["mono_ns"] = json!(t);
+                c.observe(&r);
+            }
+            // A process whose exit record was lost.
+            let mut r = rec("process.activity", pid + 500_000, 7, "t", activity);
+            r["mono_ns"] = json!(t);
+            c.observe(&r);
+        }
+        let mut r = rec("network.listen", 9, 9, "t", ("listen", json!({"port": 8080})));
+        r["mono_ns"] = json!(5000 * second + 2 * PROCESS_TTL_NS);
+        c.observe(&r);
+        let (scopes, processes) = c.tables();
+        assert!(scopes <= 2 && processes <= 2, "{scopes} scopes, {processes} processes");
     }
 
     #[test]

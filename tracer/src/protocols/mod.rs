@@ -8,6 +8,8 @@
 //! methods (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`), RFC 8446 §4.1.2
 //! and RFC 6066 §3 for the ClientHello and server_name extension.
 
+pub mod redact;
+
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{
     Meta, SharedStats, Sink, lock,
-    spec::{HttpOptions, HttpShape},
+    spec::{HttpOptions, HttpShape, hide_password},
     spool::{Queue, Segment, Spool},
 };
 
@@ -108,12 +108,20 @@ struct Sender {
     opts: HttpOptions,
     /// The URL without `user:password@`, which goes in a Basic header.
     url: String,
+    /// The URL as errors show it: the password hidden, the user kept.
+    shown: String,
     basic: Option<String>,
     agent: ureq::Agent,
     queue: Queue,
 }
 
 impl Sender {
+    fn new(opts: HttpOptions, agent: ureq::Agent, queue: Queue) -> Self {
+        let (url, basic) = split_userinfo(&opts.url);
+        let shown = hide_password(&opts.url);
+        Self { opts, url, shown, basic, agent, queue }
+    }
+
     fn post(&self, body: &[u8], records: u64) -> Outcome {
         let content_type = match self.opts.shape {
             HttpShape::SplunkHec => "application/json",
@@ -132,7 +140,7 @@ impl Sender {
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("{}: {e}", self.opts.url)),
+            Err(e) => return Outcome::Retry(format!("{}: {e}", self.shown)),
         };
         let status = resp.status().as_u16();
         let text = resp.body_mut().with_config().limit(16 << 20).read_to_string().unwrap_or_default();
@@ -284,8 +292,7 @@ impl HttpSink {
             .user_agent(concat!("tracer/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let (url, basic) = split_userinfo(&opts.url);
-        let sender = Sender { opts: opts.clone(), url, basic, agent, queue: spool.queue.clone() };
+        let sender = Sender::new(opts.clone(), agent, spool.queue.clone());
         let sender = std::thread::Builder::new()
             .name("http-sink".into())
             .spawn(move || sender.run())
@@ -313,7 +320,7 @@ impl Sink for HttpSink {
         if pending > 0 {
             eprintln!(
                 "tracer: {pending} records for {} wait in {} and are sent at the next start",
-                self.opts.url,
+                hide_password(&self.opts.url),
                 self.opts.spool_dir.display()
             );
         }
@@ -388,6 +395,22 @@ mod tests {
             ("https://es:9200/_bulk", Some("ZWxhc3RpYzpjaGFuZ2VtZQ=="))
         );
         assert_eq!(split_userinfo("http://h/a@b").1, None);
+    }
+
+    #[test]
+    fn errors_do_not_show_the_url_password() {
+        let dir = std::env::temp_dir().join(format!("tracer-http-errors-{}", std::process::id()));
+        let stats = SharedStats::default();
+        let spool = Spool::open(&dir, 1 << 20, (10, 1 << 20, Duration::from_secs(1)), 1, stats).unwrap();
+        let mut o = opts(HttpShape::EsBulk);
+        // Nothing listens on port 1: the connection is refused.
+        o.url = "http://elastic:s3cret@127.0.0.1:1/_bulk".into();
+        let agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+        let sender = Sender::new(o, agent, spool.queue.clone());
+        let Outcome::Retry(why) = sender.post(b"{}\n", 1) else { panic!("a refused connection is retried") };
+        assert!(!why.contains("s3cret"), "{why}");
+        assert!(why.contains("http://elastic:***@127.0.0.1:1/_bulk"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -373,7 +373,55 @@ fn redact(spec: &str) -> String {
         .join(";")
 }
 
-fn hide_password(target: &str) -> String {
+/// A command-line argument with its secrets hidden, for the capture header:
+/// the values of `token=`-like options and URL passwords.
+pub fn redact_arg(arg: &str) -> String {
+    // Passwords first: a URL's authority ends at `/`, `?`, `#`, `;` or a space.
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '?', '#', ';', ' ']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                out.push_str(&format!("{user}:***@{host}"));
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    // Then values of keys such as `token=`, `access_token=`, `password=`,
+    // up to the next `;`, `&` or space.
+    let text = out;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(eq) = rest.find('=') {
+        let (head, tail) = (&rest[..=eq], &rest[eq + 1..]);
+        out.push_str(head);
+        let key = head[..eq]
+            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let end = tail.find([';', '&', ' ']).unwrap_or(tail.len());
+        let secret = ["token", "password", "passwd", "secret", "apikey", "api_key"];
+        if end > 0 && secret.iter().any(|s| key.ends_with(s)) {
+            out.push_str("***");
+            rest = &tail[end..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `scheme://user:***@host...`: a URL as records and errors may show it.
+pub fn hide_password(target: &str) -> String {
     let Some((scheme, rest)) = target.split_once("://") else { return target.to_string() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
@@ -429,6 +477,37 @@ mod tests {
         assert_eq!(s.display, "https://elastic:***@es:9200/_bulk;shape=es-bulk");
         let Target::Http(h) = s.target else { panic!() };
         assert!(!h.spool_dir.to_string_lossy().contains("pw"), "{}", h.spool_dir.display());
+    }
+
+    #[test]
+    fn arguments_lose_their_secrets() {
+        assert_eq!(redact_arg("http://h/;token=abc;shape=ndjson"), "http://h/;token=***;shape=ndjson");
+        assert_eq!(
+            redact_arg("--sink=https://elastic:s3cret@es:9200/_bulk;shape=es-bulk"),
+            "--sink=https://elastic:***@es:9200/_bulk;shape=es-bulk"
+        );
+        assert_eq!(redact_arg("https://u:pw@h;token=t0k"), "https://u:***@h;token=***");
+        assert_eq!(
+            redact_arg("https://es/x?access_token=abc&pretty"),
+            "https://es/x?access_token=***&pretty"
+        );
+        assert_eq!(redact_arg("syslog+tcp://u:pw@h:514"), "syslog+tcp://u:***@h:514");
+        assert_eq!(redact_arg("--token=abc"), "--token=***");
+        assert_eq!(redact_arg("a://b:c@d e://f:g@h/"), "a://b:***@d e://f:***@h/");
+        for plain in [
+            "record",
+            "-o",
+            "/tmp/c.jsonl",
+            "--duration",
+            "http://h/a@b:c",
+            "http://user@h/",
+            "token_file=/etc/tracer/token",
+            "token=",
+            "://@",
+            "zażółć=ä",
+        ] {
+            assert_eq!(redact_arg(plain), plain);
+        }
     }
 
     #[test]
