@@ -454,3 +454,96 @@ fn example_rsyslog_relay_configuration_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------------------------------ failures
+
+fn mount_tmpfs(dir: &Path, options: &str) {
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tracer-test", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount -t tmpfs -o {options} {}", dir.display());
+}
+
+/// A file sink on a disk that fills: that sink is marked failed and counts
+/// what it loses; the tracer and its other sink (stdout) go on; once there
+/// is room again the sink is reopened and takes records again. Every record
+/// the file sink was handed is delivered or counted lost, exactly.
+#[test]
+fn a_full_disk_fails_one_sink_and_the_others_go_on() {
+    let dir = scratch("full");
+    let disk = dir.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    mount_tmpfs(&disk, "size=64k");
+    let live = disk.join("events.jsonl");
+    // Health records every 250 ms keep records coming to the failed sink,
+    // and show here when it has recovered.
+    let mut tracer =
+        Tracer::start(&["--health-interval", "250ms", "--sink", "-", "--sink", live.to_str().unwrap()]);
+    spawn_marked("full-a", 150);
+    // Room again: the sink's next retry (back-off 0.5 s doubling to 30 s)
+    // reopens it.
+    mount_tmpfs(&disk, "remount,size=16m");
+    let file_sink_recovered = |r: &Value| {
+        r["kind"] == "tracer.health"
+            && r["health"]["sinks"].as_array().is_some_and(|s| s.iter().any(|s| s["recovered"] == 1))
+    };
+    tracer.wait_for(Duration::from_secs(60), file_sink_recovered);
+    spawn_marked("full-b", 50);
+    let records = tracer.stop();
+
+    // stdout missed nothing.
+    assert_eq!(exec_markers(&records, "full-a"), 150);
+    assert_eq!(exec_markers(&records, "full-b"), 50);
+    let health = final_health(&records);
+    let sink = health["sinks"].as_array().unwrap().iter().find(|s| s["sink"] != "-").unwrap().clone();
+    let dropped: u64 = sink["dropped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let delivered = sink["delivered"].as_u64().unwrap();
+    eprintln!("file sink on a full disk: {sink}");
+    assert!(dropped > 0, "a 64 KiB disk must fill: {sink}");
+    assert!(sink["recovered"].as_u64().unwrap() >= 1, "the sink took records again: {sink}");
+    assert_eq!(sink["failed"], false, "{sink}");
+    assert!(sink["last_error"].as_str().unwrap().contains("No space left"), "{sink}");
+    // Counted before the final health record itself was handed over.
+    assert_eq!(sink["records"].as_u64().unwrap(), delivered + dropped, "{sink}");
+
+    // What reached the file: the delivered records, whole; a write cut
+    // short by the full disk leaves at most one partial line per failure.
+    let text = std::fs::read_to_string(&live).unwrap();
+    let (whole, torn): (Vec<&str>, Vec<&str>) =
+        text.lines().partition(|l| serde_json::from_str::<Value>(l).is_ok());
+    assert_eq!(whole.len() as u64, delivered + 1, "whole lines = delivered, plus the final health record");
+    assert!(torn.len() as u64 <= sink["errors"].as_u64().unwrap(), "{} torn lines", torn.len());
+    assert!(whole.iter().any(|l| l.contains("full-b-49")), "records after the recovery reached the file");
+    let c = std::ffi::CString::new(disk.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::umount2(c.as_ptr(), 0) }, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The reader of stdout goes away (a log shipper restarts): the tracer
+/// stops, and not with success, so that a supervisor starts it again.
+#[test]
+fn a_broken_stdout_exits_non_zero() {
+    support::require_root();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--health-interval", "100ms"])
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the tracer kept running with its stdout closed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(141), "{status}");
+}

@@ -601,6 +601,9 @@ impl Pipeline {
     }
 
     pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
+        // Written out first, so that the sinks' counts add up: every record
+        // handed to a sink is delivered or counted lost, none in between.
+        self.sinks.flush()?;
         let counters = kernel.counters()?;
         let body = Body::Health(HealthView {
             status,

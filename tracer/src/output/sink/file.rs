@@ -162,9 +162,15 @@ fn secure(file: &File, opts: &FileOptions) -> Result<()> {
 /// A write cut short (disk full, a crash) leaves a partial last line; the
 /// next record starts on a line of its own.
 fn end_torn_line(file: &File, len: u64) {
-    use std::os::unix::fs::FileExt as _;
+    use std::os::{fd::AsRawFd as _, unix::fs::FileExt as _};
+    // Only regular files: a FIFO opened for reading would be its own reader.
+    if len == 0 || !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return;
+    }
+    // The sink's own fd is write-only; the same file, opened for reading.
+    let Ok(reader) = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) else { return };
     let mut last = [0u8];
-    if len > 0 && file.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
+    if reader.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
         let _ = (&*file).write_all(b"\n");
     }
 }
@@ -517,5 +523,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn refuses_a_symlink_and_tightens_an_existing_files_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempdir("secure");
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("events.jsonl")).unwrap();
+        let opts = FileOptions { rotate_size: None, ..opts(&dir, 1) };
+        let err = FileSink::open(opts.clone(), stats.clone()).err().expect("a symlink is refused");
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+
+        std::fs::remove_file(dir.join("events.jsonl")).unwrap();
+        std::fs::write(dir.join("events.jsonl"), "{}\n").unwrap();
+        std::fs::set_permissions(dir.join("events.jsonl"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut sink = FileSink::open(opts, stats).unwrap();
+        let mode = std::fs::metadata(dir.join("events.jsonl")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600, "a world-readable log is made private");
+        sink.finish(Instant::now()).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_new_records() {
+        let dir = tempdir("torn");
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        std::fs::write(dir.join("events.jsonl"), "{\"whole\":1}\n{\"cut sh").unwrap();
+        let mut sink = FileSink::open(FileOptions { rotate_size: None, ..opts(&dir, 1) }, stats.clone()).unwrap();
+        sink.write(b"{\"next\":2}", &meta()).unwrap();
+        sink.finish(Instant::now()).unwrap();
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+        assert_eq!(text, "{\"whole\":1}\n{\"cut sh\n{\"next\":2}\n");
+        assert_eq!(lock(&stats).delivered, 1);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
