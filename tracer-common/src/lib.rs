@@ -94,9 +94,24 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 16;
     /// Threads created (clone with CLONE_THREAD); counted, not reported.
     pub const THREADS_CREATED: u32 = 18;
-    /// GPU_STATS could not take a new key; that call was not counted.
+    /// GPU_STATS could not take a new key even after the LRU evicted one
+    /// (practically never: an LRU evicts instead); that call was not counted.
     pub const GPU_STATS_FULL: u32 = 19;
-    pub const COUNT: u32 = 24;
+    /// `--pid`: TRACED_TGIDS was full at a fork; that child's subtree is
+    /// not followed.
+    pub const TRACED_TGIDS_FULL: u32 = 20;
+    /// A first write on a (process, fd) marked fresh whose fd no longer is
+    /// the socket that connected (dup2, close_range, exec): not reported.
+    pub const FIRST_BYTES_STALE: u32 = 21;
+    /// A connect(2) whose sockaddr could not be read at entry (not
+    /// resident, or a bad pointer): no record, no first bytes.
+    pub const CONNECT_ADDR_UNREADABLE: u32 = 22;
+    /// An open/rename whose path could not be read (not resident).
+    pub const OPEN_PATH_UNREADABLE: u32 = 23;
+    /// An open/rename whose path filled the path buffer: its end, which
+    /// the watched suffixes are matched on, was not seen.
+    pub const OPEN_PATH_TOO_LONG: u32 = 24;
+    pub const COUNT: u32 = 32;
 }
 
 /// Flags in [`ExecEvent::flags`].

@@ -62,10 +62,15 @@ fn try_enter_connect(ctx: &TracePointContext) {
         _pad: 0,
         addr: [0; SOCKADDR_LEN],
     };
-    // A bad pointer makes connect fail with EFAULT; nothing to report.
-    let Some(len) = read_user_bounded(&mut args.addr, uaddr, addrlen).filter(|&n| n >= 2) else {
+    // Unreadable: a bad pointer (connect fails with EFAULT) or a page not
+    // yet resident (connect succeeds, the kernel faults it in). Counted.
+    let Some(len) = read_user_bounded(&mut args.addr, uaddr, addrlen) else {
+        count(counter::CONNECT_ADDR_UNREADABLE);
         return;
     };
+    if len < 2 {
+        return;
+    }
     let family = u16::from_ne_bytes([args.addr[0], args.addr[1]]);
     if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
         return;

@@ -11,9 +11,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TracePointContext,
 };
-use tracer_common::{EventKind, FileOpenEvent, PATH_LEN};
+use tracer_common::{EventKind, FileOpenEvent, PATH_LEN, counter};
 
-use crate::common::{fill_header, reserve, should_trace, syscall_arg};
+use crate::common::{count, fill_header, read_user, reserve, should_trace, syscall_arg};
 
 /// Scratch for the path: too big for the BPF stack.
 #[map]
@@ -71,7 +71,14 @@ fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
     // SAFETY: this CPU's scratch slot; the helper bounds the copy.
     let buf = unsafe { &mut *buf };
     // SAFETY: bpf_probe_read_user_str validates the address.
-    let n = unsafe { bpf_probe_read_user_str_bytes(path_ptr as *const u8, buf) }.ok()?.len();
+    let Ok(path) = (unsafe { bpf_probe_read_user_str_bytes(path_ptr as *const u8, buf) }) else {
+        count(counter::OPEN_PATH_UNREADABLE);
+        return None;
+    };
+    let n = path.len();
+    if n >= PATH_LEN - 1 {
+        count(counter::OPEN_PATH_TOO_LONG);
+    }
     let writing = flags & O_ACCMODE != 0;
     let wanted =
         WATCHED.iter().any(|(suffix, needs_write)| (!needs_write || writing) && ends_with(buf, n, suffix));
@@ -87,6 +94,35 @@ fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
     event.path = *buf;
     entry.submit(0);
     Some(())
+}
+
+/// open(path, flags, mode): what musl's open() calls on x86_64 (static
+/// Alpine binaries, static miner builds).
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    if let (Some(path), Some(flags)) = (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1)) {
+        let _ = report_if_watched(path, flags);
+    }
+    0
+}
+
+/// creat(path, mode) is open(path, O_CREAT|O_WRONLY|O_TRUNC, mode).
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    if let Some(path) = syscall_arg(&ctx, 0) {
+        let _ = report_if_watched(path, 0o1101);
+    }
+    0
+}
+
+/// openat2(dfd, path, struct open_how *how, size): the flags are the first
+/// field of `how` (include/uapi/linux/openat2.h).
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    if let (Some(path), Some(how)) = (syscall_arg(&ctx, 1), syscall_arg(&ctx, 2)) {
+        let _ = report_if_watched(path, read_user::<u64>(how).unwrap_or(0));
+    }
+    0
 }
 
 /// Set in `FileOpenEvent::flags` for a file renamed into place (atomic

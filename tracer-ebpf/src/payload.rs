@@ -11,14 +11,25 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{Endpoint, EventKind, FirstBytesEvent};
+use tracer_common::{Endpoint, EventKind, FirstBytesEvent, counter};
 
-use crate::common::{fill_header, read_user, read_user_bounded, reserve, syscall_arg};
+use crate::{
+    common::{count, fill_header, read_user, read_user_bounded, reserve, syscall_arg},
+    files::sock_of_fd,
+};
 
-/// (tgid << 32 | fd) -> the peer, for TCP sockets connected and not yet
-/// written to.
+/// A connected socket not yet written to: its peer, and the `struct sock`
+/// the fd held at connect time (0 when the kernel's offsets are unknown).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Fresh {
+    peer: Endpoint,
+    sk: u64,
+}
+
+/// (tgid << 32 | fd) -> the fresh socket.
 #[map]
-static FRESH_SOCKETS: LruHashMap<u64, Endpoint> = LruHashMap::with_max_entries(16384, 0);
+static FRESH_SOCKETS: LruHashMap<u64, Fresh> = LruHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 fn key(fd: u64) -> u64 {
@@ -29,7 +40,8 @@ fn key(fd: u64) -> u64 {
 /// progress (the socket's filter was applied at enter).
 #[inline(always)]
 pub fn mark_fresh(fd: u64, peer: &Endpoint) {
-    let _ = FRESH_SOCKETS.insert(&key(fd), peer, 0);
+    let fresh = Fresh { peer: *peer, sk: sock_of_fd(fd).unwrap_or(0) };
+    let _ = FRESH_SOCKETS.insert(&key(fd), &fresh, 0);
 }
 
 /// If `fd` is fresh: unmark it and report `len` bytes at `buf`.
@@ -37,8 +49,16 @@ pub fn mark_fresh(fd: u64, peer: &Endpoint) {
 fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
     let k = key(fd);
     // SAFETY: copied out before removal.
-    let peer = unsafe { FRESH_SOCKETS.get(&k) }.copied()?;
+    let fresh = unsafe { FRESH_SOCKETS.get(&k) }.copied()?;
     let _ = FRESH_SOCKETS.remove(&k);
+    // The fd may have been closed without close(2) (dup2 over it,
+    // close_range, close-on-exec) and reused: only the socket that
+    // connected has first bytes to that peer.
+    if fresh.sk != 0 && sock_of_fd(fd) != Some(fresh.sk) {
+        count(counter::FIRST_BYTES_STALE);
+        return None;
+    }
+    let peer = fresh.peer;
     let mut entry = reserve::<FirstBytesEvent>(EventKind::FirstBytes)?;
     // SAFETY: reservation sized for FirstBytesEvent; every field written.
     let event = unsafe { &mut *entry.as_mut_ptr() };

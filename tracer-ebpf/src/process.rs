@@ -111,7 +111,7 @@ fn try_fork(ctx: &RawTracePointContext) {
         // Follow the tree: the child of a traced process is traced. A full
         // table is counted; the child is then not followed.
         if TRACED_TGIDS.insert(&(child_tgid as u32), &1, 0).is_err() {
-            count(counter::READ_ERRORS);
+            count(counter::TRACED_TGIDS_FULL);
         }
     }
     let Some(mut entry) = reserve::<ForkEvent>(EventKind::Fork) else { return };

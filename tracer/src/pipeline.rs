@@ -53,6 +53,8 @@ pub struct Stats {
     /// First writes whose buffer could not be read at syscall entry.
     pub first_bytes_unreadable: u64,
     pub classifications: u64,
+    /// Records with fewer bytes captured than sent or received, by kind.
+    pub truncated: BTreeMap<&'static str, u64>,
     /// Records left in the ring when the shutdown's reading time was up.
     pub unread_at_shutdown: BTreeMap<&'static str, u64>,
 }
@@ -226,10 +228,15 @@ impl Pipeline {
 
     /// The process view of a record's process, parents from the table.
     fn view(&mut self, h: &Header) -> ProcessView {
-        let cgroup_path = self.cgroups.path(h.cgroup_id).map(str::to_owned);
+        let kernel_path = self.cgroups.path(h.cgroup_id).map(str::to_owned);
         let p = self.table.resolve(h);
+        // The kernel's view (a process moved between cgroups follows),
+        // except the v2 root on hybrid hosts, where /proc's v1 path says more.
+        let cgroup_path = match kernel_path {
+            Some(root) if root == "/" && p.cgroup.as_deref().is_some_and(|c| c != "/") => p.cgroup.clone(),
+            other => other,
+        };
         if let Some(path) = &cgroup_path {
-            // The kernel's view: a process moved between cgroups follows.
             p.cgroup = Some(path.clone());
             if let Some(id) = cgroup::container_id(path) {
                 p.container_id = Some(id);
@@ -468,6 +475,9 @@ impl Pipeline {
                     self.stats.filtered_out += 1;
                     return Ok(());
                 }
+                if (payload.len() as u32) < len {
+                    *self.stats.truncated.entry("dns").or_default() += 1;
+                }
                 let process = self.view(&h);
                 let body = Body::Dns(DnsView {
                     direction: if response { "response" } else { "query" },
@@ -489,6 +499,9 @@ impl Pipeline {
                     // The buffer was not resident at syscall entry; the
                     // record says captured 0, and health counts it.
                     self.stats.first_bytes_unreadable += 1;
+                }
+                if (payload.len() as u32) < len {
+                    *self.stats.truncated.entry("first_bytes").or_default() += 1;
                 }
                 let process = self.view(&h);
                 let preview = &crate::protocols::redact::redact(&payload)[..payload.len().min(96)];
@@ -620,6 +633,8 @@ impl Pipeline {
             ledger_keys_evicted: self.ledger.evicted,
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
+            kernel_losses: counters.losses.clone(),
+            truncated: self.stats.truncated.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,

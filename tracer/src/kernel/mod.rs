@@ -33,7 +33,7 @@ enum Hook {
 }
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 27] = [
+const PROGRAM_HOOKS: [(&str, Hook); 30] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -59,6 +59,9 @@ const PROGRAM_HOOKS: [(&str, Hook); 27] = [
     ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
     ("sys_enter_close", Hook::Tracepoint { category: "syscalls", name: "sys_enter_close" }),
     ("sys_enter_openat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat" }),
+    ("sys_enter_open", Hook::Tracepoint { category: "syscalls", name: "sys_enter_open" }),
+    ("sys_enter_openat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat2" }),
+    ("sys_enter_creat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_creat" }),
     ("sys_enter_mmap", Hook::Tracepoint { category: "syscalls", name: "sys_enter_mmap" }),
     ("sys_enter_renameat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat2" }),
     ("sys_enter_renameat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat" }),
@@ -132,6 +135,8 @@ pub struct KernelCounters {
     pub read_errors: u64,
     pub threads_created: u64,
     pub gpu_stats_full: u64,
+    /// Evidence the programs saw and could not report, by why.
+    pub losses: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl KernelCounters {
@@ -187,7 +192,9 @@ impl Kernel {
             let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
                 ebpf.map_mut("TRACED_TGIDS").ok_or_else(|| anyhow!("map TRACED_TGIDS missing"))?,
             )?;
-            for tgid in &opts.tgids {
+            // The processes asked for and those already below them: forks
+            // after load are followed by the kernel.
+            for tgid in crate::process::procfs::with_descendants(Path::new("/proc"), &opts.tgids) {
                 traced.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the filter"))?;
             }
         }
@@ -375,6 +382,16 @@ impl Kernel {
             read_errors: sum(counter::READ_ERRORS)?,
             threads_created: sum(counter::THREADS_CREATED)?,
             gpu_stats_full: sum(counter::GPU_STATS_FULL)?,
+            losses: [
+                ("traced_tgids_full", counter::TRACED_TGIDS_FULL),
+                ("first_bytes_stale_fd", counter::FIRST_BYTES_STALE),
+                ("connect_addr_unreadable", counter::CONNECT_ADDR_UNREADABLE),
+                ("open_path_unreadable", counter::OPEN_PATH_UNREADABLE),
+                ("open_path_too_long", counter::OPEN_PATH_TOO_LONG),
+            ]
+            .into_iter()
+            .map(|(name, slot)| Ok((name, sum(slot)?)))
+            .collect::<Result<_>>()?,
         })
     }
 }
@@ -457,6 +474,9 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
         "sys_enter_write"
         | "sys_enter_writev"
         | "sys_enter_openat"
+        | "sys_enter_open"
+        | "sys_enter_openat2"
+        | "sys_enter_creat"
         | "sys_enter_mmap"
         | "sys_enter_renameat2"
         | "sys_enter_renameat"

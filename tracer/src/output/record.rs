@@ -327,6 +327,11 @@ pub struct HealthView {
     /// First writes on new connections whose buffer was not resident at
     /// syscall entry (recorded with captured 0).
     pub first_bytes_unreadable: u64,
+    /// Evidence the kernel programs saw and could not report, by why.
+    pub kernel_losses: std::collections::BTreeMap<&'static str, u64>,
+    /// Records whose captured bytes are fewer than the bytes sent or
+    /// received (first_bytes, dns): the part past the capture is not seen.
+    pub truncated: std::collections::BTreeMap<&'static str, u64>,
     /// Records still in the ring when the shutdown's time to read them was
     /// up, by kind: counted, not processed (final record only).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

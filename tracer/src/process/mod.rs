@@ -99,7 +99,7 @@ impl ProcessTable {
             argv: e.argv,
             argv_truncated: false,
             cgroup_id: None,
-            cgroup: procfs::cgroup_v2_path(&e.cgroup_lines),
+            cgroup: procfs::cgroup_path(&e.cgroup_lines),
             container_id: cgroup::container_id(&e.cgroup_lines),
             sid: Some(e.sid),
             exited: false,

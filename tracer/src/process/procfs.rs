@@ -77,8 +77,26 @@ pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
 }
 
 /// The cgroup v2 path from /proc/PID/cgroup's `0::` line.
-pub fn cgroup_v2_path(cgroup_lines: &str) -> Option<String> {
-    cgroup_lines.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+/// The process's cgroup path: its cgroup v2 path, unless that is the root
+/// and a cgroup v1 hierarchy places it deeper. Hybrid hosts (and older
+/// Kubernetes nodes) mount the v1 controllers and keep every process in the
+/// v2 root; their containers show only in v1 paths such as
+/// `4:memory:/kubepods/…/<id>` or `1:name=systemd:/docker/<id>`.
+pub fn cgroup_path(cgroup_lines: &str) -> Option<String> {
+    let v2 = cgroup_lines.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string);
+    if v2.as_deref().is_some_and(|p| p != "/") {
+        return v2;
+    }
+    let v1 = |controller: &str| {
+        cgroup_lines.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            (controllers.split(',').any(|c| c == controller) && path != "/").then(|| path.to_string())
+        })
+    };
+    // The systemd hierarchy names units; memory and pids are where
+    // container runtimes always put their containers.
+    v1("name=systemd").or_else(|| v1("memory")).or_else(|| v1("pids")).or(v2)
 }
 
 /// Every process in /proc at this moment (threads excluded).
@@ -87,6 +105,24 @@ pub fn scan(proc_root: &Path) -> Vec<ProcEntry> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|tgid| read(proc_root, tgid))
         .collect()
+}
+
+/// `roots` and every process now below them in the process tree, from the
+/// ppid in each /proc/PID/stat.
+pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(proc_root) else { return roots.to_vec() };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|tgid| Some((tgid, parse_stat(&fs::read(proc_root.join(tgid.to_string()).join("stat")).ok()?)?.ppid)))
+        .collect();
+    let mut out = roots.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(parents.iter().filter(|(tgid, ppid)| *ppid == parent && !out.contains(tgid)).map(|(t, _)| *t).collect::<Vec<_>>());
+        i += 1;
+    }
+    out
 }
 
 pub fn clock_ticks_per_second() -> u64 {
@@ -113,6 +149,44 @@ mod tests {
     fn truncated_stat_is_none() {
         assert_eq!(parse_stat(b"1 (init) S 0 1"), None);
         assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_path_from_v1_on_hybrid_hosts() {
+        let id = "3f4e5d6c7b8a99001122334455667788990011223344556677889900aabbccdd";
+        let hybrid = format!(
+            "12:pids:/kubepods/besteffort/pod1/{id}\n4:memory:/kubepods/besteffort/pod1/{id}\n0::/\n"
+        );
+        assert_eq!(cgroup_path(&hybrid), Some(format!("/kubepods/besteffort/pod1/{id}")));
+        let systemd = "1:name=systemd:/system.slice/ssh.service\n4:memory:/system.slice/ssh.service\n0::/\n";
+        assert_eq!(cgroup_path(systemd).as_deref(), Some("/system.slice/ssh.service"));
+        // A pure v2 host, and a process in the root of everything.
+        assert_eq!(cgroup_path("0::/user.slice/user-0.slice\n").as_deref(), Some("/user.slice/user-0.slice"));
+        assert_eq!(cgroup_path("4:memory:/\n0::/\n").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn descendants_of_a_process_are_found() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = loop {
+            let found = with_descendants(Path::new("/proc"), &[me]);
+            // This process, the shell and its two sleeps (and any test threads' children).
+            if found.contains(&child.id()) && found.len() >= 4 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let _ = std::process::Command::new("pkill").args(["-P", &child.id().to_string()]).status();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found[0], me);
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(found.len() >= 4, "the shell's two sleeps are grandchildren: {found:?}");
     }
 
     #[test]
