@@ -16,9 +16,12 @@ use crate::{
     protocols, replay,
 };
 
+/// A target: arbitrary bytes in, nothing out but a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary in `tracer/fuzz` and its corpus
 /// folder `tracer/fuzz/corpus/<name>`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("recognise", recognise),
     ("dns", dns),
     ("gpu_decode", gpu_decode),

@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz`: runs the parser fuzz targets in `tracer/fuzz`
 //! (cargo-fuzz, libFuzzer with AddressSanitizer, on nightly) one after the
 //! other, each for a fixed number of executions, and prints a table.
+//! cargo fuzz builds optimised with debug assertions and overflow checks
+//! on, so an arithmetic overflow on hostile input is a crash too.
 //!
 //! Each target starts from its committed corpus, `tracer/fuzz/corpus/<target>/`,
 //! and libFuzzer writes the new inputs it finds there. A crash leaves the
