@@ -139,3 +139,36 @@ fn damaged_captures_are_read_up_to_the_damage() {
     assert!(err.contains(&format!("capture line {}", lines.len())), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A capture piped in (`zcat x.gz | tracer replay -`, `/dev/stdin`, a
+/// FIFO) replays like the file: the gzip magic is not read twice.
+#[test]
+fn a_piped_capture_replays_to_its_verdicts() {
+    use std::{io::Write as _, process::Stdio};
+    let capture = std::fs::read(fixtures().join("mining-xmrig-login.capture.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(fixtures().join("mining-xmrig-login.verdicts.jsonl")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&capture).unwrap();
+    let gz = gz.finish().unwrap();
+    for (arg, what, bytes) in [
+        ("-", "plain", &capture),
+        ("-", "gzip", &gz),
+        ("/dev/stdin", "plain", &capture),
+        ("/dev/stdin", "gzip", &gz),
+    ] {
+        let mut child = tracer()
+            .args(["replay", arg])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = bytes.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success(), "replay {arg} ({what}): {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected, "replay {arg} ({what})");
+    }
+}

@@ -1,8 +1,12 @@
 //! Builds the kernel programs (tracer-ebpf) for the BPF target with the
 //! nightly toolchain and bpf-linker; the object is embedded in the binary.
+//! Without the `ebpf` feature (the fuzz targets) there is nothing to build.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("CARGO_FEATURE_EBPF").is_none() {
+        return Ok(());
+    }
     let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let package = metadata
         .packages

@@ -33,7 +33,7 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct ReplayArgs {
-    /// The capture (JSON lines, optionally .gz).
+    /// The capture (JSON lines, optionally gzip-compressed); `-` reads stdin.
     pub capture: PathBuf,
     /// Extra rules, as for run.
     #[arg(long)]
@@ -43,7 +43,7 @@ pub struct ReplayArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Stop after this long (e.g. 30s, 5m, 1h, 250ms). Default: run until SIGINT/SIGTERM.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_period)]
     pub duration: Option<Duration>,
 
     /// Write records to this file (appended, created 0600) instead of
@@ -86,7 +86,7 @@ pub struct RunArgs {
     pub cgroup: Option<String>,
 
     /// Interval between tracer.health records.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_period)]
     pub health_interval: Duration,
 
     /// Also treat this device as a GPU: MAJOR[:MINOR]=VENDOR or /dev/PATH=VENDOR,
@@ -112,7 +112,7 @@ pub struct RunArgs {
     pub no_nvml: bool,
 
     /// Interval between activity records (process, tree, container, GPU).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_period)]
     pub activity_interval: Duration,
 
     /// Extra classification rules (TOML) added to the shipped ones; see
@@ -133,7 +133,12 @@ fn parse_format(s: &str) -> Result<crate::output::formats::Format, String> {
     s.parse()
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h`, or plain seconds (`2.5`).
+/// Longest duration accepted: ten years. Anything longer is a typo, and
+/// far larger values overflow `Duration` and the clock's deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, or plain seconds (`2.5`), from zero
+/// up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -152,7 +157,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("`{s}` is not a non-negative duration"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    let secs = value * scale;
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{s}` is too long: at most {}h (ten years)", MAX_DURATION.as_secs() / 3600));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration that must be more than zero: a period (a zero period would
+/// spin, and tokio's interval panics on it) or a time limit.
+pub fn parse_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be more than zero"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -167,6 +186,34 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        for s in ["1e20", "1e20s", "1e19", "11y", "inf", "NaN", "1e300h"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        let e = parse_duration("1e20").unwrap_err();
+        assert!(e.contains("at most"), "{e}");
+        // Ten years still parses, and a deadline that far away is representable.
+        let ten_years = parse_duration("87600h").unwrap();
+        assert!(std::time::Instant::now().checked_add(ten_years).is_some());
+        assert!(tokio::time::Instant::now().checked_add(ten_years).is_some());
+    }
+
+    #[test]
+    fn zero_intervals_are_cli_errors() {
+        use clap::Parser as _;
+        for flag in ["--activity-interval", "--health-interval", "--duration"] {
+            for zero in ["0", "0s", "0ms", "1e-12s"] {
+                let e = Cli::try_parse_from(["tracer", "run", flag, zero]).unwrap_err();
+                assert!(e.to_string().contains("more than zero"), "{flag} {zero}: {e}");
+            }
+        }
+        // Waiting no time at shutdown is a choice, not a mistake.
+        let cli = Cli::try_parse_from(["tracer", "run", "--shutdown-grace", "0"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.shutdown_grace, Duration::ZERO);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub mod classify;
 pub mod cli;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod gpu;
 pub mod kernel;
 pub mod ledger;

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | run | test`.
+//! Project tasks: `cargo xtask setup | run | test | bench | eval | fuzz | gpu-check`.
 //!
 //! `run` and `test` first make sure the toolchain that builds the kernel
 //! programs is present (nightly with rust-src, bpf-linker built against
@@ -6,6 +6,7 @@
 
 mod bench;
 mod eval;
+mod fuzz;
 mod gpu_check;
 mod setup;
 
@@ -18,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Tasks for the tracer: set-up, run, test")]
+#[command(about = "Tasks for the tracer: set-up, run, test, bench, eval, fuzz, gpu-check")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -53,6 +54,21 @@ enum Task {
     /// pool simulator, ML training and inference, heavy ordinary work) and
     /// print the confusion matrix, precision, recall and time to verdict.
     Eval,
+    /// Fuzz the parsers (first bytes, DNS, GPU ioctls, ring-buffer records,
+    /// captures, sink specs, rules) with cargo-fuzz on nightly, each target
+    /// from its committed corpus in tracer/fuzz/corpus/; prints executions
+    /// and results per target. Installs cargo-fuzz if missing.
+    Fuzz {
+        /// Only this target (see tracer/fuzz/fuzz_targets/).
+        #[arg(long)]
+        target: Option<String>,
+        /// Executions per target.
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+        /// Stop each target after this many seconds, even before --runs.
+        #[arg(long, value_name = "SECONDS")]
+        max_time: Option<u64>,
+    },
     /// (benchmark helper) N getppid calls; prints ns per call.
     #[command(hide = true)]
     SyscallLoop { n: u64 },
@@ -123,6 +139,11 @@ fn main() -> Result<()> {
             require_root("the tracer loads eBPF programs")?;
             cargo(&root, &["build", "--release", "--package", "tracer"])?;
             eval::run(&eval::Options { tracer: root.join("target/release/tracer"), root: root.clone() })
+        }
+        Task::Fuzz { target, runs, max_time } => {
+            setup::ensure_rust_src()?;
+            setup::ensure_cargo_fuzz()?;
+            fuzz::run(&fuzz::Options { root: root.clone(), target, runs, max_time })
         }
         Task::SyscallLoop { n } => {
             bench::syscall_loop(n);

@@ -2,7 +2,8 @@
 //! - the nightly toolchain's `rust-src` (for `-Z build-std=core`);
 //! - Debian's `llvm-22-dev` where apt exists;
 //! - `bpf-linker` built against it (feature `llvm-22`), or bpf-linker's
-//!   default build where LLVM 22 is not packaged.
+//!   default build where LLVM 22 is not packaged;
+//! - for `fuzz` only: `cargo-fuzz`.
 //!
 //! Every step checks first, so a second run takes seconds.
 
@@ -16,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
 
 pub fn ensure_toolchain() -> Result<()> {
     let start = Instant::now();
@@ -39,7 +40,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn ensure_rust_src() -> Result<()> {
+pub fn ensure_rust_src() -> Result<()> {
     let toolchains =
         output("rustup", &["toolchain", "list"]).context("rustup is required (https://rustup.rs)")?;
     if !toolchains.lines().any(|l| l.starts_with(NIGHTLY)) {
@@ -98,6 +99,25 @@ fn ensure_bpf_linker() -> Result<()> {
              default features (needs the LLVM it defaults to)"
         );
     }
+    // Built with the host's stable toolchain, whatever the directory pins.
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    run(&mut cmd)?;
+    ensure_on_path()
+}
+
+/// Installs cargo-fuzz (the libFuzzer driver the fuzz task runs) unless
+/// `cargo fuzz` already answers.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let bin = cargo_bin_dir().join("cargo-fuzz");
+    let installed = [PathBuf::from("cargo-fuzz"), bin]
+        .iter()
+        .any(|c| c.to_str().and_then(|c| output(c, &["fuzz", "--version"])).is_some());
+    if installed {
+        return ensure_on_path();
+    }
+    eprintln!("xtask: installing cargo-fuzz (one time, a minute or two)");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["install", "cargo-fuzz", "--locked"]);
     // Built with the host's stable toolchain, whatever the directory pins.
     cmd.env_remove("RUSTUP_TOOLCHAIN");
     run(&mut cmd)?;

@@ -290,8 +290,11 @@ impl Classifier {
             return;
         }
         let a = &record["activity"];
-        state.gpu_contexts += u(a, &["gpu", "compute_contexts"]).unwrap_or(0);
-        state.gpu_bytes += u(a, &["gpu", "memory_allocated_bytes"]).unwrap_or(0);
+        // Saturating: a capture is hostile input, and its counts can be anything.
+        state.gpu_contexts =
+            state.gpu_contexts.saturating_add(u(a, &["gpu", "compute_contexts"]).unwrap_or(0));
+        state.gpu_bytes =
+            state.gpu_bytes.saturating_add(u(a, &["gpu", "memory_allocated_bytes"]).unwrap_or(0));
     }
 
     fn allowlisted(&self, process: &Value) -> Option<String> {
@@ -492,7 +495,7 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         let max_rate = m.syscalls_per_cpu_second.unwrap_or(f64::INFINITY);
         let needed = m.intervals.unwrap_or(1);
         let streak = state.streaks.entry(ind.id.clone()).or_default();
-        *streak = if share >= min_share && rate <= max_rate { *streak + 1 } else { 0 };
+        *streak = if share >= min_share && rate <= max_rate { streak.saturating_add(1) } else { 0 };
         if *streak < needed {
             return None;
         }

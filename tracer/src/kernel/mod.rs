@@ -23,7 +23,11 @@ use tracer_common::{
 use crate::gpu::devices::GpuDevice;
 
 /// The programs, built for the BPF target by build.rs.
+#[cfg(feature = "ebpf")]
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+/// Built without them (the fuzz targets, which only parse): nothing to load.
+#[cfg(not(feature = "ebpf"))]
+static PROGRAMS: &[u8] = &[];
 
 /// How a program hooks into the kernel.
 #[derive(Clone, Copy)]
@@ -149,6 +153,9 @@ impl Kernel {
     /// Loads and attaches the programs; returns them with the ring buffer
     /// their records arrive on.
     pub fn load(opts: &LoadOptions) -> Result<(Self, RingBuf<MapData>)> {
+        if PROGRAMS.is_empty() {
+            bail!("this tracer was built without its kernel programs (cargo feature `ebpf` off)");
+        }
         if !opts.ring_buffer_bytes.is_power_of_two() || opts.ring_buffer_bytes < page_size() {
             bail!(
                 "ring buffer size {} is not a power of two of at least one page ({} bytes)",

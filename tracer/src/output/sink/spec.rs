@@ -167,6 +167,10 @@ fn parse_duration(s: &str) -> Result<Duration> {
     crate::cli::parse_duration(s).map_err(|e| anyhow!(e))
 }
 
+fn parse_period(s: &str) -> Result<Duration> {
+    crate::cli::parse_period(s).map_err(|e| anyhow!(e))
+}
+
 /// Where a HTTP sink spools by default: one folder per endpoint.
 fn default_spool(url: &str) -> PathBuf {
     let url = hide_password(url);
@@ -346,8 +350,9 @@ impl SinkSpec {
                         .transpose()
                         .map_err(with("spool_max"))?
                         .unwrap_or(256 << 20),
+                    // A zero timeout would fail every request.
                     timeout: get("timeout")
-                        .map(parse_duration)
+                        .map(parse_period)
                         .transpose()
                         .map_err(with("timeout"))?
                         .unwrap_or(Duration::from_secs(10)),
@@ -524,5 +529,22 @@ mod tests {
         assert!(e.contains("token=***") && !e.contains("abc"), "{e}");
         assert!(parse("syslog+udp://h:514;max_message=70000").is_err());
         assert!(parse("/tmp/x;keep").is_err());
+    }
+
+    #[test]
+    fn absurd_or_zero_durations_are_errors() {
+        for spec in [
+            "/tmp/x;rotate_every=1e20",
+            "/tmp/x;rotate_every=0",
+            "http://h/;batch_age=1e20",
+            "http://h/;timeout=1e20s",
+            "http://h/;timeout=0",
+        ] {
+            let e = format!("{:#}", parse(spec).unwrap_err());
+            assert!(e.contains("option") || e.contains("more than zero"), "{spec}: {e}");
+        }
+        // No batching delay at all is a valid choice.
+        let Target::Http(h) = parse("http://h/;batch_age=0").unwrap().target else { panic!() };
+        assert_eq!(h.batch_age, Duration::ZERO);
     }
 }
