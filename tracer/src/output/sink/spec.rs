@@ -55,6 +55,9 @@ pub struct SyslogOptions {
     pub max_message: usize,
     /// Messages held in memory while the receiver is slow or away.
     pub queue: usize,
+    /// And at most this many bytes of them: records are KBs each, and a
+    /// receiver that accepts and never reads must not fill the host's memory.
+    pub queue_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +92,7 @@ pub struct HttpOptions {
 
 const COMMON: &[&str] = &["format", "kinds"];
 const FILE_OPTIONS: &[&str] = &["rotate_size", "rotate_every", "keep", "compress", "mode"];
-const SYSLOG_OPTIONS: &[&str] = &["facility", "app_name", "max_message", "queue"];
+const SYSLOG_OPTIONS: &[&str] = &["facility", "app_name", "max_message", "queue", "queue_bytes"];
 const HTTP_OPTIONS: &[&str] = &[
     "shape",
     "token",
@@ -302,6 +305,11 @@ impl SinkSpec {
                         .transpose()
                         .map_err(with("queue"))?
                         .unwrap_or(100_000),
+                    queue_bytes: get("queue_bytes")
+                        .map(parse_size)
+                        .transpose()
+                        .map_err(with("queue_bytes"))?
+                        .unwrap_or(64 << 20),
                 })
             }
             _ => {
@@ -313,12 +321,7 @@ impl SinkSpec {
                 };
                 let token = match (get("token"), get("token_file")) {
                     (Some(t), _) => Some(t.to_string()),
-                    (None, Some(f)) => Some(
-                        std::fs::read_to_string(f)
-                            .with_context(|| format!("option token_file: reading {f}"))?
-                            .trim()
-                            .to_string(),
-                    ),
+                    (None, Some(f)) => Some(read_token(f)?),
                     (None, None) => None,
                 };
                 Target::Http(HttpOptions {
@@ -437,6 +440,22 @@ pub fn hide_password(target: &str) -> String {
         None => target.to_string(),
     }
 }
+
+/// A token from a file, read up to 64 KiB (`token_file=/dev/zero` must
+/// not exhaust memory).
+fn read_token(path: &str) -> Result<String> {
+    use std::io::Read as _;
+    const MAX: u64 = 64 * 1024;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX + 1).read_to_string(&mut text))
+        .with_context(|| format!("option token_file: reading {path}"))?;
+    if text.len() as u64 > MAX {
+        bail!("option token_file: {path} is larger than 64 KiB, not a token");
+    }
+    Ok(text.trim().to_string())
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,10 @@ pub struct Spool {
     next_seq: u64,
     open: Option<OpenSegment>,
     pub queue: Queue,
+    /// An exclusive flock on `dir/lock`, held while the spool is open: two
+    /// tracers on one spool would send its batches twice and truncate each
+    /// other's open segment.
+    lock: File,
 }
 
 impl Queue {
@@ -169,8 +173,32 @@ impl Spool {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating spool directory {}", dir.display()))?;
+        // Another user's directory could plant segments the tracer would
+        // post with its own token.
+        let meta = std::fs::symlink_metadata(dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.is_dir() || std::os::unix::fs::MetadataExt::uid(&meta) != euid {
+            anyhow::bail!("spool directory {} is not a directory owned by uid {euid}", dir.display());
+        }
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .with_context(|| format!("securing spool directory {}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock_file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!(
+                "spool directory {} is in use by another tracer (give each its own spool=)",
+                dir.display()
+            );
+        }
         let mut state = State::default();
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir)?.flatten() {
@@ -181,7 +209,14 @@ impl Spool {
                 let data = std::fs::read(&path)?;
                 let (keep, records) = complete_records(&data, lines_per_record);
                 let sealed = dir.join(format!("{seq:016}-{records}.seg"));
-                std::fs::write(&sealed, &data[..keep])?;
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&sealed)?
+                    .write_all(&data[..keep])?;
                 std::fs::remove_file(&path)?;
                 found.push(Segment { seq, records, bytes: keep as u64, path: sealed });
             } else if let Some((seq, records)) = name.strip_suffix(".seg").and_then(|s| s.split_once('-')) {
@@ -207,6 +242,7 @@ impl Spool {
             next_seq,
             open: None,
             queue,
+            lock: lock_file,
         })
     }
 
@@ -304,6 +340,19 @@ mod tests {
     }
 
     #[test]
+    fn two_tracers_cannot_share_a_spool() {
+        let dir = tempdir("shared");
+        let first = spool(&dir, 1 << 20);
+        let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
+        let second = Spool::open(&dir, 1 << 20, (10, 1 << 20, Duration::from_secs(60)), 1, stats);
+        let err = second.err().expect("a second tracer on the same spool is refused");
+        assert!(format!("{err:#}").contains("in use by another tracer"), "{err:#}");
+        drop(first);
+        let _again = spool(&dir, 1 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn batches_survive_a_restart_in_order() {
         let dir = tempdir("restart");
         let mut s = spool(&dir, 1 << 20);
@@ -312,6 +361,8 @@ mod tests {
         }
         // 2 sealed batches of 10, 5 records in the open segment; "crash".
         s.open.as_mut().unwrap().out.flush().unwrap();
+        // A crash releases the lock with the process; here, by hand.
+        drop(std::mem::replace(&mut s.lock, File::open("/dev/null").unwrap()));
         std::mem::forget(s);
         let s = spool(&dir, 1 << 20);
         let mut got = Vec::new();

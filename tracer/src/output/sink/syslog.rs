@@ -14,6 +14,7 @@ use std::{
     os::unix::net::UnixDatagram,
     sync::{
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
@@ -119,6 +120,8 @@ fn send(conn: &mut Connection, msg: &[u8]) -> std::io::Result<()> {
 struct Worker {
     transport: SyslogTransport,
     rx: Receiver<Vec<u8>>,
+    /// Bytes of the messages in the queue (with the one being sent).
+    queued_bytes: Arc<AtomicU64>,
     stats: SharedStats,
     shutdown: Arc<Mutex<Option<Instant>>>,
 }
@@ -140,6 +143,8 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
+            // Out of the queue once sent or given up, whichever way.
+            let _dequeued = Dequeued(&self.queued_bytes, msg.len() as u64);
             // Until sent, or given up at the shutdown deadline.
             loop {
                 if self.past_deadline() {
@@ -186,8 +191,18 @@ impl Worker {
     }
 }
 
+/// Takes a message's bytes off the queue's count when dropped.
+struct Dequeued<'a>(&'a AtomicU64, u64);
+
+impl Drop for Dequeued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
 pub struct SyslogSink {
     opts: SyslogOptions,
+    queued_bytes: Arc<AtomicU64>,
     tx: Option<SyncSender<Vec<u8>>>,
     worker: Option<JoinHandle<()>>,
     stats: SharedStats,
@@ -199,9 +214,11 @@ impl SyslogSink {
         let (tx, rx) = sync_channel(opts.queue.max(1));
         let shutdown = Arc::new(Mutex::new(None));
         lock(&stats).pending = Some(0);
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             transport: opts.transport.clone(),
             rx,
+            queued_bytes: queued_bytes.clone(),
             stats: stats.clone(),
             shutdown: shutdown.clone(),
         };
@@ -209,7 +226,7 @@ impl SyslogSink {
             .name("syslog-sink".into())
             .spawn(move || worker.run())
             .context("starting the syslog sender")?;
-        Ok(Self { opts, tx: Some(tx), worker: Some(worker), stats, shutdown })
+        Ok(Self { opts, queued_bytes, tx: Some(tx), worker: Some(worker), stats, shutdown })
     }
 }
 
@@ -221,10 +238,22 @@ impl Sink for SyslogSink {
             return Ok(());
         }
         let Some(tx) = &self.tx else { return Ok(()) };
+        let len = msg.len() as u64;
+        if self.queued_bytes.load(Ordering::Relaxed) + len > self.opts.queue_bytes {
+            lock(&self.stats).lost("queue_full", 1);
+            return Ok(());
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         match tx.try_send(msg) {
             Ok(()) => *lock(&self.stats).pending.get_or_insert(0) += 1,
-            Err(TrySendError::Full(_)) => lock(&self.stats).lost("queue_full", 1),
-            Err(TrySendError::Disconnected(_)) => lock(&self.stats).lost("sender_stopped", 1),
+            Err(TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                lock(&self.stats).lost("queue_full", 1)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                lock(&self.stats).lost("sender_stopped", 1)
+            }
         }
         Ok(())
     }
@@ -261,7 +290,33 @@ mod tests {
             app_name: "tracer".into(),
             max_message: 65_507,
             queue: 10,
+            queue_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        // Nothing listens there: every message waits in the queue.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let opts = SyslogOptions {
+            transport: SyslogTransport::Tcp(format!("127.0.0.1:{port}")),
+            queue: 100_000,
+            queue_bytes: 20_000,
+            ..opts()
+        };
+        let stats: SharedStats = Arc::new(Mutex::new(super::super::SinkStats::default()));
+        let mut sink = SyslogSink::open(opts, stats.clone()).unwrap();
+        let meta = Meta { kind: "process.exec", time: "2026-11-21T10:00:00.000000000Z", host: "h", alert: false };
+        let line = vec![b'x'; 1000];
+        for _ in 0..200 {
+            sink.write(&line, &meta).unwrap();
+        }
+        let s = lock(&stats).clone();
+        let queued = s.pending.unwrap();
+        let full = s.dropped.get("queue_full").copied().unwrap_or(0);
+        assert!(queued <= 21, "{queued} messages of ~1 KB queued under a 20 KB bound");
+        assert_eq!(queued + full, 200, "{s:?}");
+        sink.finish(Instant::now()).unwrap();
     }
 
     #[test]
