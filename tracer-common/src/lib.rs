@@ -327,12 +327,22 @@ pub struct TracepointOffsets {
     pub free_pid: u32,
 }
 
+/// Slots of the `CONTROL` array: switches user space sets while the
+/// programs run (the `Config` global is fixed at load).
+pub mod control {
+    /// Shutdown: no more records are written, so what is in the ring is
+    /// all there is to read before the final health record (detaching the
+    /// programs takes the kernel much longer).
+    pub const STOPPED: u32 = 0;
+    /// Some GPU device is registered in GPU_DEVICES: without any, ioctls
+    /// return before walking the fd. Set when a driver appears after start.
+    pub const GPU_DEVICES: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
 pub mod config_flags {
     /// Count syscalls per process and number, not only per process.
     pub const SYSCALL_HISTOGRAM: u32 = 1;
-    /// Some device is registered in GPU_DEVICES: without any, ioctls return
-    /// before walking the fd.
-    pub const GPU_DEVICES: u32 = 2;
 }
 
 /// Everything user space decides before load, as one read-only global.

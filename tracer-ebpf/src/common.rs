@@ -23,11 +23,15 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[map]
 pub static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// Set to 1 by user space at shutdown: from then on no record is written,
-/// so what is in the ring is all there is to read before the final health
-/// record (detaching the programs takes the kernel much longer).
+/// Switches user space flips while the programs run, see
+/// `tracer_common::control`.
 #[map]
-pub static STOPPED: Array<u32> = Array::with_max_entries(1, 0);
+pub static CONTROL: Array<u32> = Array::with_max_entries(tracer_common::control::COUNT, 0);
+
+#[inline(always)]
+pub fn control(slot: u32) -> bool {
+    CONTROL.get(slot).is_some_and(|v| *v != 0)
+}
 
 /// Set by user space before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -53,7 +57,7 @@ pub fn count(slot: u32) {
 /// Reserves a record in `EVENTS`; a full buffer counts a drop of `kind`.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
-    if STOPPED.get(0).is_some_and(|s| *s != 0) {
+    if control(tracer_common::control::STOPPED) {
         return None;
     }
     let entry = EVENTS.reserve::<T>(0);

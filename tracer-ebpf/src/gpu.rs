@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, config_flags, counter, gpu_vendor,
+    ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, counter, gpu_vendor,
 };
 
 use crate::{
@@ -103,7 +103,7 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
 
 fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
     let cfg = config();
-    if cfg.flags & config_flags::GPU_DEVICES == 0 {
+    if !crate::common::control(tracer_common::control::GPU_DEVICES) {
         return None;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

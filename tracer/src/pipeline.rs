@@ -608,8 +608,12 @@ impl Pipeline {
     /// The periodic health record. Also the moment to catch up with the
     /// host: a clock step (NTP, `date -s`, a resumed VM) and GPU drivers
     /// loaded after start.
-    fn tick_health(&mut self, kernel: &Kernel) -> Result<()> {
+    fn tick_health(&mut self, kernel: &mut Kernel) -> Result<()> {
         self.clock = Clock::new();
+        let new = self.gpu.add_new(devices::discover());
+        if let Err(e) = kernel.add_gpu_devices(&new) {
+            eprintln!("tracer: {e:#}");
+        }
         self.emit_health(kernel, "running")
     }
 
@@ -801,7 +805,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                     result
                 }
             },
-            _ = health.tick() => pipeline.tick_health(&kernel),
+            _ = health.tick() => pipeline.tick_health(&mut kernel),
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
             _ = sighup.recv() => pipeline.sinks.reopen(),
             _ = sigint.recv() => break Ok(()),

@@ -110,6 +110,18 @@ impl GpuLedger {
         Self { devices, paths, reported: HashMap::new() }
     }
 
+    /// Devices in `found` not registered yet (a driver loaded after start),
+    /// now registered here; the caller registers them in the kernel.
+    pub fn add_new(&mut self, found: Vec<GpuDevice>) -> Vec<GpuDevice> {
+        let new: Vec<GpuDevice> =
+            found.into_iter().filter(|f| !self.devices.iter().any(|d| d.key() == f.key())).collect();
+        if !new.is_empty() {
+            self.devices.extend(new.iter().cloned());
+            self.paths.extend(devices::device_paths());
+        }
+        new
+    }
+
     pub fn device_for(&self, rdev: u32) -> Option<&GpuDevice> {
         let any = (rdev & !0xfffff) | ANY_MINOR;
         self.devices.iter().find(|d| d.key() == rdev).or_else(|| self.devices.iter().find(|d| d.key() == any))

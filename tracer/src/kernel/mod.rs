@@ -16,7 +16,7 @@ use aya::{
 };
 use serde::Serialize;
 use tracer_common::{
-    Config, EventKind, FlowKey, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
+    Config, EventKind, FlowKey, control, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
     config_flags, counter,
 };
 
@@ -123,7 +123,8 @@ pub struct Kernel {
     counters: PerCpuArray<MapData, u64>,
     gpu_stats: PerCpuHashMap<MapData, GpuStatKey, GpuStat>,
     gpu_seen: BpfHashMap<MapData, u64, u8>,
-    stopped: aya::maps::Array<MapData, u32>,
+    control: aya::maps::Array<MapData, u32>,
+    gpu_devices: BpfHashMap<MapData, u32, u32>,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -182,8 +183,7 @@ impl Kernel {
             tracer_tgid: std::process::id(),
             filter_tgids: u32::from(!opts.tgids.is_empty()),
             filter_cgroup_id: opts.cgroup_id,
-            flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 }
-                | if opts.gpu_devices.is_empty() { 0 } else { config_flags::GPU_DEVICES },
+            flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
             _pad: 0,
             started_ns: monotonic_ns(),
             kernel: kernel_offsets,
@@ -203,17 +203,6 @@ impl Kernel {
             // after load are followed by the kernel.
             for tgid in crate::process::procfs::with_descendants(Path::new("/proc"), &opts.tgids) {
                 traced.insert(tgid, 1, 0).with_context(|| format!("adding pid {tgid} to the filter"))?;
-            }
-        }
-
-        {
-            let mut devices: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(
-                ebpf.map_mut("GPU_DEVICES").ok_or_else(|| anyhow!("map GPU_DEVICES missing"))?,
-            )?;
-            for d in &opts.gpu_devices {
-                devices
-                    .insert(d.key(), d.vendor, 0)
-                    .with_context(|| format!("registering GPU device {d:?}"))?;
             }
         }
 
@@ -242,11 +231,12 @@ impl Kernel {
         }
 
         let events = take_map(&mut ebpf, "EVENTS")?;
-        let kernel = Self {
+        let mut kernel = Self {
             counters: take_map(&mut ebpf, "COUNTERS")?,
             gpu_stats: take_map(&mut ebpf, "GPU_STATS")?,
             gpu_seen: take_map(&mut ebpf, "GPU_SEEN")?,
-            stopped: take_map(&mut ebpf, "STOPPED")?,
+            control: take_map(&mut ebpf, "CONTROL")?,
+            gpu_devices: take_map(&mut ebpf, "GPU_DEVICES")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
@@ -254,6 +244,7 @@ impl Kernel {
             attach,
             missing_fields,
         };
+        kernel.add_gpu_devices(&opts.gpu_devices)?;
         Ok((kernel, events))
     }
 
@@ -262,7 +253,21 @@ impl Kernel {
     /// per classic tracepoint, so a shutdown stops the records first, reads
     /// what is left and writes its final records, then detaches.
     pub fn stop_records(&mut self) -> Result<()> {
-        self.stopped.set(0, 1, 0).context("setting STOPPED")
+        self.control.set(control::STOPPED, 1, 0).context("setting CONTROL[STOPPED]")
+    }
+
+    /// Registers GPU devices whose ioctls are counted; also while running,
+    /// for drivers loaded after start (nvidia-uvm on the first CUDA call).
+    pub fn add_gpu_devices(&mut self, devices: &[GpuDevice]) -> Result<()> {
+        for d in devices {
+            self.gpu_devices
+                .insert(d.key(), d.vendor, 0)
+                .with_context(|| format!("registering GPU device {d:?}"))?;
+        }
+        if !devices.is_empty() {
+            self.control.set(control::GPU_DEVICES, 1, 0).context("setting CONTROL[GPU_DEVICES]")?;
+        }
+        Ok(())
     }
 
     /// Detaches and unloads every program; the maps stay readable so what is

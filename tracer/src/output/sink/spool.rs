@@ -72,7 +72,7 @@ pub struct Spool {
     /// An exclusive flock on `dir/lock`, held while the spool is open: two
     /// tracers on one spool would send its batches twice and truncate each
     /// other's open segment.
-    lock: File,
+    _lock: File,
 }
 
 impl Queue {
@@ -242,7 +242,7 @@ impl Spool {
             next_seq,
             open: None,
             queue,
-            lock: lock_file,
+            _lock: lock_file,
         })
     }
 
@@ -362,7 +362,7 @@ mod tests {
         // 2 sealed batches of 10, 5 records in the open segment; "crash".
         s.open.as_mut().unwrap().out.flush().unwrap();
         // A crash releases the lock with the process; here, by hand.
-        drop(std::mem::replace(&mut s.lock, File::open("/dev/null").unwrap()));
+        drop(std::mem::replace(&mut s._lock, File::open("/dev/null").unwrap()));
         std::mem::forget(s);
         let s = spool(&dir, 1 << 20);
         let mut got = Vec::new();
