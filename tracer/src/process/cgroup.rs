@@ -56,18 +56,30 @@ pub struct CgroupResolver {
     mount: Option<PathBuf>,
     paths: HashMap<u64, String>,
     last_scan: Option<Instant>,
+    /// Ids a scan did not find (a cgroup already removed, one outside our
+    /// cgroup namespace), and when: they do not cause another walk of the
+    /// whole tree for a minute.
+    misses: HashMap<u64, Instant>,
+    pub scans: u64,
 }
+
+/// How long an id a scan did not find stops causing scans.
+const MISS_TTL: Duration = Duration::from_secs(60);
 
 impl CgroupResolver {
     pub fn new() -> Self {
-        let mut this = Self { mount: cgroup2_mount(), paths: HashMap::new(), last_scan: None };
+        let mut this =
+            Self { mount: cgroup2_mount(), paths: HashMap::new(), last_scan: None, misses: HashMap::new(), scans: 0 };
         this.rescan();
         this
     }
 
+    /// Walks the tree anew; removed cgroups leave the map with it.
     fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
+        self.scans += 1;
         let Some(mount) = self.mount.clone() else { return };
+        self.paths.clear();
         let mut stack = vec![mount.clone()];
         while let Some(dir) = stack.pop() {
             if let Ok(meta) = fs::metadata(&dir) {
@@ -87,9 +99,14 @@ impl CgroupResolver {
 
     pub fn path(&mut self, id: u64) -> Option<&str> {
         if !self.paths.contains_key(&id)
+            && self.misses.get(&id).is_none_or(|t| t.elapsed() > MISS_TTL)
             && self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
         {
             self.rescan();
+            if !self.paths.contains_key(&id) {
+                self.misses.retain(|_, t| t.elapsed() <= MISS_TTL);
+                self.misses.insert(id, Instant::now());
+            }
         }
         self.paths.get(&id).map(String::as_str)
     }
@@ -117,6 +134,17 @@ mod tests {
         assert_eq!(container_id("/user.slice/user-1000.slice/session-2.scope"), None);
         // 65 hex digits is not a container id.
         assert_eq!(container_id(&format!("/x/{id}a")), None);
+    }
+
+    #[test]
+    fn an_unknown_id_does_not_rescan_every_second() {
+        let mut r = CgroupResolver::new();
+        let before = r.scans;
+        for _ in 0..3 {
+            r.last_scan = Some(Instant::now() - Duration::from_secs(2));
+            assert_eq!(r.path(u64::MAX - 7), None);
+        }
+        assert_eq!(r.scans - before, 1, "one walk for an id that is not there, not one per second");
     }
 
     #[test]
