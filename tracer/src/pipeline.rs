@@ -637,6 +637,7 @@ impl Pipeline {
             ledger_keys_evicted: self.ledger.evicted,
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
+            kernel_maps: kernel.map_memory.clone(),
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),

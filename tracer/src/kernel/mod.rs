@@ -125,6 +125,7 @@ pub struct Kernel {
     gpu_seen: BpfHashMap<MapData, u64, u8>,
     control: aya::maps::Array<MapData, u32>,
     gpu_devices: BpfHashMap<MapData, u32, u32>,
+    pub map_memory: MapMemory,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -237,6 +238,7 @@ impl Kernel {
             gpu_seen: take_map(&mut ebpf, "GPU_SEEN")?,
             control: take_map(&mut ebpf, "CONTROL")?,
             gpu_devices: take_map(&mut ebpf, "GPU_DEVICES")?,
+            map_memory: MapMemory::of_this_process(),
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
@@ -406,6 +408,54 @@ impl Kernel {
             .collect::<Result<_>>()?,
         })
     }
+}
+
+/// What the tracer's maps hold of kernel memory: the kernel's own figure
+/// (`memlock` in each map fd's fdinfo). Per-CPU maps are preallocated for
+/// every possible CPU, so this grows with the host, not with the load.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MapMemory {
+    pub maps: u32,
+    pub bytes: u64,
+    pub possible_cpus: u32,
+}
+
+impl MapMemory {
+    pub fn of_this_process() -> Self {
+        let mut out = Self { possible_cpus: possible_cpus(), ..Self::default() };
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return out };
+        for fd in fds.flatten() {
+            if !std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map") {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy()));
+            if let Some(bytes) = info.ok().as_deref().and_then(|i| {
+                i.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
+            }) {
+                out.maps += 1;
+                out.bytes += bytes;
+            }
+        }
+        out
+    }
+}
+
+/// CPUs the kernel may ever bring online (/sys/devices/system/cpu/possible,
+/// "0-63"): what per-CPU maps are sized by.
+pub fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .map(|t| {
+            t.trim()
+                .split(',')
+                .filter_map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some(b.parse::<u32>().ok()? - a.parse::<u32>().ok()? + 1),
+                    None => r.parse::<u32>().ok().map(|_| 1),
+                })
+                .sum()
+        })
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(1)
 }
 
 /// Takes a map out of the object, typed; it outlives the programs.

@@ -327,6 +327,8 @@ pub struct HealthView {
     /// First writes on new connections whose buffer was not resident at
     /// syscall entry (recorded with captured 0).
     pub first_bytes_unreadable: u64,
+    /// Kernel memory the tracer's maps hold (preallocated, per possible CPU).
+    pub kernel_maps: crate::kernel::MapMemory,
     /// Evidence the kernel programs saw and could not report, by why.
     pub kernel_losses: std::collections::BTreeMap<&'static str, u64>,
     /// Records whose captured bytes are fewer than the bytes sent or
