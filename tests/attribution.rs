@@ -33,7 +33,9 @@ fn a_session_made_in_a_pid_namespace_has_its_host_id() {
     let records = tracer.stop();
     let sleeps: Vec<&Value> = records
         .iter()
-        .filter(|r| r["kind"] == "process.exec" && r["process"]["comm"] == "sleep" && r["process"]["argv"][1] == "0.2")
+        .filter(|r| {
+            r["kind"] == "process.exec" && r["process"]["comm"] == "sleep" && r["process"]["argv"][1] == "0.2"
+        })
         .collect();
     assert_eq!(sleeps.len(), 1, "{sleeps:#?}");
     let p = &sleeps[0]["process"];
@@ -107,8 +109,10 @@ fn open_and_openat2_are_watched() {
     assert!(child.wait().unwrap().success());
     let records = tracer.stop();
     std::fs::remove_dir_all(&dir).unwrap();
-    let opened: Vec<&str> =
-        of_kind(&records, "file.open", child.id()).iter().filter_map(|r| r["file"]["path"].as_str()).collect();
+    let opened: Vec<&str> = of_kind(&records, "file.open", child.id())
+        .iter()
+        .filter_map(|r| r["file"]["path"].as_str())
+        .collect();
     for f in [&a, &b] {
         assert!(opened.contains(&f.to_str().unwrap()), "{} not reported: {opened:?}", f.display());
     }
@@ -141,5 +145,8 @@ fn a_connect_with_an_unreadable_address_is_counted() {
     let connects = of_kind(&records, "network.connect", child.id());
     let losses = &final_health(&records)["kernel_losses"];
     assert!(connects.iter().all(|c| c["connect"]["port"] != 9), "the address was readable after all");
-    assert!(losses["connect_addr_unreadable"].as_u64().unwrap() >= 1, "the lost connect is not counted: {losses}");
+    assert!(
+        losses["connect_addr_unreadable"].as_u64().unwrap() >= 1,
+        "the lost connect is not counted: {losses}"
+    );
 }

@@ -133,7 +133,9 @@ fn sigterm_is_honoured_under_a_sustained_flood() {
     let health = final_health(&records);
     assert!(health["events_read"].as_u64().unwrap() > 0, "{health}");
     let lost = health["dropped_total"].as_u64().unwrap()
-        + health.get("unread_at_shutdown").map_or(0, |u| u.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum());
+        + health
+            .get("unread_at_shutdown")
+            .map_or(0, |u| u.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum());
     eprintln!("dropped or unread: {lost}");
     assert!(lost > 0, "the flood must outrun the tracer for this test to mean anything: {health}");
     assert!(running >= 4, "health records stopped during the flood: {running} in 3 s at 250 ms");

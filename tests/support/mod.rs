@@ -62,7 +62,11 @@ impl Tracer {
         let spawned = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
             .arg("run")
-            .args(if args.contains(&"--health-interval") { &[][..] } else { &["--health-interval", "1h"][..] })
+            .args(if args.contains(&"--health-interval") {
+                &[][..]
+            } else {
+                &["--health-interval", "1h"][..]
+            })
             .args(args)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())

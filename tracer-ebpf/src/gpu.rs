@@ -13,9 +13,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
-use tracer_common::{
-    ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, counter, gpu_vendor,
-};
+use tracer_common::{ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, counter, gpu_vendor};
 
 use crate::{
     common::{config, count, fill_header, read_field, reserve, should_trace},

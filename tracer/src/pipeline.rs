@@ -661,7 +661,12 @@ impl Pipeline {
     /// passes: under a sustained flood the buffer never empties, and the
     /// caller must get back to signals, timers and SIGHUP. Returns whether
     /// the buffer was emptied.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, kernel: &mut Kernel, until: Instant) -> Result<bool> {
+    pub fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        kernel: &mut Kernel,
+        until: Instant,
+    ) -> Result<bool> {
         let mut n = 0u32;
         loop {
             // The clock is read every 64 records: a record takes microseconds.
@@ -679,9 +684,9 @@ impl Pipeline {
     /// reports them as `unread_at_shutdown`.
     pub fn count_unread(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            let kind = item
-                .get(..4)
-                .and_then(|b| tracer_common::EventKind::from_u32(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+            let kind = item.get(..4).and_then(|b| {
+                tracer_common::EventKind::from_u32(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            });
             *self.stats.unread_at_shutdown.entry(kind.map_or("unknown", |k| k.name())).or_default() += 1;
         }
     }

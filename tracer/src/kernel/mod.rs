@@ -16,8 +16,8 @@ use aya::{
 };
 use serde::Serialize;
 use tracer_common::{
-    Config, EventKind, FlowKey, control, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
-    config_flags, counter,
+    Config, EventKind, FlowKey, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
+    config_flags, control, counter,
 };
 
 use crate::gpu::devices::GpuDevice;
@@ -428,7 +428,8 @@ impl MapMemory {
             if !std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map") {
                 continue;
             }
-            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy()));
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy()));
             if let Some(bytes) = info.ok().as_deref().and_then(|i| {
                 i.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
             }) {

@@ -41,9 +41,7 @@ fn mount_tracefs(target: &str) -> std::io::Result<()> {
     let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL in a constant");
     let (source, target, fstype) = (cstr("nodev"), cstr(target), cstr("tracefs"));
     // SAFETY: NUL-terminated strings that outlive the call; no data argument.
-    let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 

@@ -68,8 +68,13 @@ const MISS_TTL: Duration = Duration::from_secs(60);
 
 impl CgroupResolver {
     pub fn new() -> Self {
-        let mut this =
-            Self { mount: cgroup2_mount(), paths: HashMap::new(), last_scan: None, misses: HashMap::new(), scans: 0 };
+        let mut this = Self {
+            mount: cgroup2_mount(),
+            paths: HashMap::new(),
+            last_scan: None,
+            misses: HashMap::new(),
+            scans: 0,
+        };
         this.rescan();
         this
     }

@@ -113,13 +113,21 @@ pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
     let Ok(dir) = fs::read_dir(proc_root) else { return roots.to_vec() };
     let parents: Vec<(u32, u32)> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|tgid| Some((tgid, parse_stat(&fs::read(proc_root.join(tgid.to_string()).join("stat")).ok()?)?.ppid)))
+        .filter_map(|tgid| {
+            Some((tgid, parse_stat(&fs::read(proc_root.join(tgid.to_string()).join("stat")).ok()?)?.ppid))
+        })
         .collect();
     let mut out = roots.to_vec();
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];
-        out.extend(parents.iter().filter(|(tgid, ppid)| *ppid == parent && !out.contains(tgid)).map(|(t, _)| *t).collect::<Vec<_>>());
+        out.extend(
+            parents
+                .iter()
+                .filter(|(tgid, ppid)| *ppid == parent && !out.contains(tgid))
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>(),
+        );
         i += 1;
     }
     out
@@ -167,10 +175,8 @@ mod tests {
 
     #[test]
     fn descendants_of_a_process_are_found() {
-        let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
         let me = std::process::id();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let found = loop {

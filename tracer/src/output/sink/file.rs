@@ -150,7 +150,10 @@ fn secure(file: &File, opts: &FileOptions) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if meta.uid() != euid && meta.file_type().is_file() {
-        anyhow::bail!("owned by uid {}, not by the tracer (uid {euid}); refusing to append to it", meta.uid());
+        anyhow::bail!(
+            "owned by uid {}, not by the tracer (uid {euid}); refusing to append to it",
+            meta.uid()
+        );
     }
     if meta.file_type().is_file() && meta.mode() & 0o7777 != opts.mode {
         file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
@@ -177,7 +180,8 @@ fn end_torn_line(file: &File, len: u64) {
 
 /// Writes what is buffered, completes a gzip stream and fsyncs.
 fn close(mut open: Open) -> Result<u64, (u64, u64, anyhow::Error)> {
-    let written = open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")))?;
+    let written =
+        open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")))?;
     let fail = |e: anyhow::Error| (written, 0, e);
     if let Output::Gzip(gz) = open.out {
         gz.finish().context("finishing the gzip stream").map_err(fail)?;
@@ -358,7 +362,8 @@ impl FileSink {
 
     fn write_out(&mut self, in_hand: u64) -> Result<()> {
         let Some(open) = self.open.as_mut() else { return Ok(()) };
-        let result = open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")));
+        let result =
+            open.write_out().map_err(|(w, l, e)| (w, l, anyhow::Error::new(e).context("writing records")));
         if result.is_err() {
             // What is left of this file's stream is unusable (a gzip
             // member cut short); the next write starts a new open.
@@ -373,7 +378,8 @@ impl Sink for FileSink {
         if self.due(line.len() + 1) {
             self.rotate()?;
         }
-        let open = self.open.as_mut().ok_or_else(|| anyhow::anyhow!("the output is closed after an error"))?;
+        let open =
+            self.open.as_mut().ok_or_else(|| anyhow::anyhow!("the output is closed after an error"))?;
         open.push(line);
         if open.buf.len() >= BUFFER {
             self.write_out(1)?;
@@ -552,7 +558,8 @@ mod tests {
         let dir = tempdir("torn");
         let stats: SharedStats = Arc::new(Mutex::new(SinkStats::default()));
         std::fs::write(dir.join("events.jsonl"), "{\"whole\":1}\n{\"cut sh").unwrap();
-        let mut sink = FileSink::open(FileOptions { rotate_size: None, ..opts(&dir, 1) }, stats.clone()).unwrap();
+        let mut sink =
+            FileSink::open(FileOptions { rotate_size: None, ..opts(&dir, 1) }, stats.clone()).unwrap();
         sink.write(b"{\"next\":2}", &meta()).unwrap();
         sink.finish(Instant::now()).unwrap();
         let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();

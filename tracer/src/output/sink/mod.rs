@@ -136,7 +136,10 @@ impl Configured {
         stats.failed = true;
         drop(stats);
         if self.failed.is_none() {
-            eprintln!("tracer: sink {} failed, its records are counted lost until it recovers: {e:#}", lock(&self.stats).sink);
+            eprintln!(
+                "tracer: sink {} failed, its records are counted lost until it recovers: {e:#}",
+                lock(&self.stats).sink
+            );
         }
         self.failed = Some(Failure { retry_at: Instant::now() + backoff, backoff });
     }
@@ -178,7 +181,9 @@ impl std::error::Error for StdoutClosed {}
 
 /// Whether an error is a reader that went away (EPIPE).
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// One record on its way out: the native line, and the other formats made

@@ -456,7 +456,6 @@ fn read_token(path: &str) -> Result<String> {
     Ok(text.trim().to_string())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,9 @@ impl Spool {
             .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
         // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock_file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock_file), libc::LOCK_EX | libc::LOCK_NB) }
+            != 0
+        {
             anyhow::bail!(
                 "spool directory {} is in use by another tracer (give each its own spool=)",
                 dir.display()

@@ -306,7 +306,8 @@ mod tests {
         };
         let stats: SharedStats = Arc::new(Mutex::new(super::super::SinkStats::default()));
         let mut sink = SyslogSink::open(opts, stats.clone()).unwrap();
-        let meta = Meta { kind: "process.exec", time: "2026-11-21T10:00:00.000000000Z", host: "h", alert: false };
+        let meta =
+            Meta { kind: "process.exec", time: "2026-11-21T10:00:00.000000000Z", host: "h", alert: false };
         let line = vec![b'x'; 1000];
         for _ in 0..200 {
             sink.write(&line, &meta).unwrap();
