@@ -150,3 +150,27 @@ fn a_connect_with_an_unreadable_address_is_counted() {
         "the lost connect is not counted: {losses}"
     );
 }
+
+/// Thread churn: each thread's runtime entry goes when the thread does, so
+/// the table holds live threads only (it once kept every thread ever seen,
+/// and a reused tid inherited a dead thread's runtime).
+#[test]
+fn thread_runtime_entries_leave_with_their_threads() {
+    const THREADS: usize = 4000;
+    let mut tracer = Tracer::start(&["--health-interval", "300ms"]);
+    let first = tracer.wait_for(Duration::from_secs(30), |r| support::is_health(r, "running"));
+    let before = first["health"]["kernel_tables"]["last_runtime"].as_u64().unwrap();
+    for _ in 0..THREADS {
+        // Each switches out at least once (it sleeps), so it gets an entry.
+        std::thread::spawn(|| std::thread::sleep(Duration::from_micros(50))).join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let done = first["health"]["uptime_s"].as_f64().unwrap() + 0.5;
+    let after = tracer.wait_for(Duration::from_secs(30), |r| {
+        support::is_health(r, "running") && r["health"]["uptime_s"].as_f64().unwrap() > done
+    });
+    let after = after["health"]["kernel_tables"]["last_runtime"].as_u64().unwrap();
+    tracer.stop();
+    eprintln!("last_runtime entries: {before} before {THREADS} short threads, {after} after");
+    assert!(after < before + (THREADS as u64) / 4, "{after} entries after {THREADS} threads came and went");
+}

@@ -180,9 +180,7 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
     let health = final_health(&records);
     // Dropped by the kernel (ring full), or left unread when the shutdown's
     // time to read was up: both counted.
-    let dropped = |kind: &str| {
-        health["dropped"][kind].as_u64().unwrap() + health["unread_at_shutdown"][kind].as_u64().unwrap_or(0)
-    };
+    let dropped = |kind: &str| support::not_delivered(health, kind);
     let rows = [
         ("connect", made_connects, got("network.connect", &|r| r["connect"]["port"] == port)),
         (

@@ -178,6 +178,12 @@ pub fn of_kind<'a>(records: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value>
     records.iter().filter(|r| r["kind"] == kind && r["process"]["pid"] == pid).collect()
 }
 
+/// Records of `kind` the tracer did not deliver, and counted: dropped by the
+/// kernel (ring full) or left unread when the shutdown's time was up.
+pub fn not_delivered(health: &Value, kind: &str) -> u64 {
+    health["dropped"][kind].as_u64().unwrap() + health["unread_at_shutdown"][kind].as_u64().unwrap_or(0)
+}
+
 pub fn final_health(records: &[Value]) -> &Value {
     &records.iter().rfind(|r| is_health(r, "final")).expect("a final health record")["health"]
 }

@@ -638,6 +638,7 @@ impl Pipeline {
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
             kernel_maps: kernel.map_memory.clone(),
+            kernel_tables: kernel.table_entries(),
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
@@ -855,14 +856,8 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
 fn sink_specs(args: &RunArgs, record: bool) -> Result<Vec<SinkSpec>> {
     let mut specs = Vec::new();
     if let Some(path) = &args.output {
-        let path = path.to_str().ok_or_else(|| anyhow!("--output {}: not UTF-8", path.display()))?;
         let format = if record { crate::output::formats::Format::Native } else { args.format };
-        let mut spec = SinkSpec::parse(&format!("file:{path}"), format)?;
-        if let crate::output::sink::Target::File(f) = &mut spec.target {
-            // Just the named file: no rotation unless asked for with --sink.
-            f.rotate_size = None;
-        }
-        specs.push(spec);
+        specs.push(SinkSpec::file(path.clone(), format));
     }
     for s in &args.sinks {
         specs.push(SinkSpec::parse(s, args.format)?);

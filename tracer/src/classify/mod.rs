@@ -644,15 +644,20 @@ mod tests {
         assert_eq!(verdicts[0]["classification"]["category"], "crypto_mining");
     }
 
-    #[test]
-    fn allowlisted_workloads_keep_their_verdict_without_alert() {
+    /// The default rules, with executables named `backup` allowlisted.
+    fn allowing_backup() -> Rules {
         let mut rules = Rules::load(None).unwrap();
         rules.allow.push(rules::Allow {
             id: "backups".into(),
             exe_name: vec!["backup".into()],
             ..Default::default()
         });
-        let mut c = Classifier::new(rules);
+        rules
+    }
+
+    #[test]
+    fn allowlisted_workloads_keep_their_verdict_without_alert() {
+        let mut c = Classifier::new(allowing_backup());
         let out = c.observe(&rec(
             "network.first_bytes",
             30,
@@ -667,13 +672,7 @@ mod tests {
 
     #[test]
     fn an_allowlisted_process_does_not_silence_its_session() {
-        let mut rules = Rules::load(None).unwrap();
-        rules.allow.push(rules::Allow {
-            id: "backups".into(),
-            exe_name: vec!["backup".into()],
-            ..Default::default()
-        });
-        let mut c = Classifier::new(rules);
+        let mut c = Classifier::new(allowing_backup());
         assert!(c.observe(&rec("process.exec", 10, 10, "t1", ("exec", json!({})))).is_empty());
         let mut miner = rec(
             "network.first_bytes",
@@ -694,13 +693,7 @@ mod tests {
 
     #[test]
     fn allowlisted_evidence_does_not_hide_the_same_evidence_from_another_process() {
-        let mut rules = Rules::load(None).unwrap();
-        rules.allow.push(rules::Allow {
-            id: "backups".into(),
-            exe_name: vec!["backup".into()],
-            ..Default::default()
-        });
-        let mut c = Classifier::new(rules);
+        let mut c = Classifier::new(allowing_backup());
         let fb = || ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333}));
         let out = c.observe(&rec("network.first_bytes", 60, 60, "t1", fb()));
         assert_eq!(out[0]["classification"]["alert"], false);

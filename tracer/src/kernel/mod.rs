@@ -126,6 +126,9 @@ pub struct Kernel {
     control: aya::maps::Array<MapData, u32>,
     gpu_devices: BpfHashMap<MapData, u32, u32>,
     pub map_memory: MapMemory,
+    /// Tables whose occupancy health reports (kernel memory that must stay
+    /// flat over days), keyed by name; values are not read.
+    tables: Vec<(&'static str, Box<dyn Fn() -> u64>)>,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -239,6 +242,20 @@ impl Kernel {
             control: take_map(&mut ebpf, "CONTROL")?,
             gpu_devices: take_map(&mut ebpf, "GPU_DEVICES")?,
             map_memory: MapMemory::of_this_process(),
+            tables: vec![
+                (
+                    "last_runtime",
+                    count_keys(take_map::<BpfHashMap<MapData, u32, u64>>(&mut ebpf, "LAST_RUNTIME")?),
+                ),
+                (
+                    "fresh_sockets",
+                    count_keys(take_map::<BpfHashMap<MapData, u64, [u8; 32]>>(&mut ebpf, "FRESH_SOCKETS")?),
+                ),
+                (
+                    "traced_tgids",
+                    count_keys(take_map::<BpfHashMap<MapData, u32, u8>>(&mut ebpf, "TRACED_TGIDS")?),
+                ),
+            ],
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
@@ -248,6 +265,12 @@ impl Kernel {
         };
         kernel.add_gpu_devices(&opts.gpu_devices)?;
         Ok((kernel, events))
+    }
+
+    /// Entries in the kernel tables that follow threads, processes and
+    /// sockets; they must stay flat however long the tracer runs.
+    pub fn table_entries(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.tables.iter().map(|(name, count)| (*name, count())).collect()
     }
 
     /// Stops every record at once (the programs check a flag before they
@@ -457,6 +480,13 @@ pub fn possible_cpus() -> u32 {
         })
         .filter(|&n: &u32| n > 0)
         .unwrap_or(1)
+}
+
+/// Counts a hash map's keys (one syscall per key: for health, not hot paths).
+fn count_keys<K: aya::Pod + 'static, V: aya::Pod + 'static>(
+    map: BpfHashMap<MapData, K, V>,
+) -> Box<dyn Fn() -> u64> {
+    Box::new(move || map.keys().filter(Result::is_ok).count() as u64)
 }
 
 /// Takes a map out of the object, typed; it outlives the programs.

@@ -329,6 +329,9 @@ pub struct HealthView {
     pub first_bytes_unreadable: u64,
     /// Kernel memory the tracer's maps hold (preallocated, per possible CPU).
     pub kernel_maps: crate::kernel::MapMemory,
+    /// Entries in the kernel tables that follow threads, processes and
+    /// sockets (last_runtime, fresh_sockets, traced_tgids).
+    pub kernel_tables: std::collections::BTreeMap<&'static str, u64>,
     /// Evidence the kernel programs saw and could not report, by why.
     pub kernel_losses: std::collections::BTreeMap<&'static str, u64>,
     /// Records whose captured bytes are fewer than the bytes sent or

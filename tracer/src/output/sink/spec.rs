@@ -184,6 +184,24 @@ fn default_spool(url: &str) -> PathBuf {
 
 impl SinkSpec {
     /// `default_format`: from `--format`, for sinks that name none.
+    /// `-o PATH`: just that file, taken as a path (a `;` in it is part of
+    /// the name, not options), mode 0600, no rotation.
+    pub fn file(path: PathBuf, format: Format) -> Self {
+        Self {
+            display: path.display().to_string(),
+            target: Target::File(FileOptions {
+                path,
+                rotate_size: None,
+                rotate_every: None,
+                keep: 10,
+                compress: true,
+                mode: 0o600,
+            }),
+            format,
+            kinds: Vec::new(),
+        }
+    }
+
     pub fn parse(spec: &str, default_format: Format) -> Result<Self> {
         Self::parse_inner(spec, default_format).with_context(|| format!("--sink {}", redact(spec)))
     }
@@ -459,6 +477,15 @@ fn read_token(path: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_path_is_only_a_path() {
+        let spec = SinkSpec::file(PathBuf::from("x;mode=0644"), Format::Native);
+        let Target::File(f) = spec.target else { panic!("a file sink") };
+        assert_eq!(f.path, PathBuf::from("x;mode=0644"));
+        assert_eq!(f.mode, 0o600);
+        assert!(f.rotate_size.is_none());
+    }
 
     fn parse(s: &str) -> Result<SinkSpec> {
         SinkSpec::parse(s, Format::Native)
