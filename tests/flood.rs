@@ -138,7 +138,10 @@ fn sigterm_is_honoured_under_a_sustained_flood() {
             .map_or(0, |u| u.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum());
     eprintln!("dropped or unread: {lost}");
     assert!(lost > 0, "the flood must outrun the tracer for this test to mean anything: {health}");
-    assert!(running >= 4, "health records stopped during the flood: {running} in 3 s at 250 ms");
+    // At least two: a starved loop writes none until the flood ends (on a
+    // busy 2-core machine the tracer gets a fraction of a core, so fewer
+    // than the twelve asked for).
+    assert!(running >= 2, "health records stopped during the flood: {running} in 3 s at 250 ms");
     assert!(took < Duration::from_secs(1), "the final health record came {took:?} after SIGTERM");
     // Detaching the classic tracepoints takes the kernel ~40 ms each.
     assert!(gone < Duration::from_secs(3), "the tracer exited {gone:?} after SIGTERM");
