@@ -204,3 +204,44 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
         assert_eq!(read + dropped(kind), made, "{kind}: read + dropped = generated; {health}");
     }
 }
+
+/// A burst from a tight loop with nobody stalling: how fast records are
+/// read, and that counts still add up exactly. Here, not with the other
+/// live tests: every tracer started meanwhile would see the burst too.
+#[test]
+fn connect_burst_read_rate() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    const CONNECTS: u64 = 20_000;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    // The producer is this test process: a child would be the bottleneck.
+    let tracer = Tracer::start(&["--pid", &std::process::id().to_string()]);
+
+    let start = Instant::now();
+    for _ in 0..CONNECTS {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(("127.0.0.1", port)).unwrap();
+    }
+    let produced = start.elapsed();
+    let records = tracer.stop();
+    let drained = start.elapsed();
+    let connects = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "network.connect"
+                && r["process"]["pid"] == std::process::id()
+                && r["connect"]["port"] == port
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        connects.iter().all(|c| c["connect"]["protocol"] == "udp" && c["connect"]["socket_type"] == "dgram")
+    );
+    let received = connects.len() as u64;
+    let dropped = support::not_delivered(final_health(&records), "connect");
+    eprintln!(
+        "{CONNECTS} connects in {produced:?} ({:.0}/s); all read {drained:?} after the first: \
+         {received} received, {dropped} dropped",
+        CONNECTS as f64 / produced.as_secs_f64()
+    );
+    assert_eq!(received + dropped, CONNECTS);
+}
