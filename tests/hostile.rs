@@ -10,7 +10,7 @@ mod support;
 use std::{
     ffi::OsStr,
     os::unix::ffi::OsStrExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -232,4 +232,100 @@ fn hostile_socket_paths_and_dns_junk() {
     let named = format!("{}/\x1b[31m\n\\xff\\\\s", dir.0.display());
     assert!(paths.contains(&named.as_str()), "{paths:?}");
     assert!(paths.iter().any(|p| p.starts_with('@') && p.contains("abs\n\x1b")), "{paths:?}");
+}
+
+/// Undoes a mount when dropped, so a failing test leaves /proc as it was.
+struct Unmount(std::ffi::CString);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        // SAFETY: a NUL-terminated path; MNT_DETACH never blocks.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `mount --bind <cover> /proc/<pid>`, as kits that hide a miner do.
+fn hide(pid: u32, cover: &Path) -> Unmount {
+    let cstr = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (source, target) = (cstr(cover), cstr(Path::new(&format!("/proc/{pid}"))));
+    // SAFETY: NUL-terminated paths; a bind mount takes no type or data.
+    let r = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+    };
+    assert_eq!(r, 0, "mount --bind: {}", std::io::Error::last_os_error());
+    Unmount(target)
+}
+
+/// A process already running and hidden when the tracer starts: /proc
+/// shows an empty directory, yet its records carry its pid and comm from
+/// the kernel, say it is hidden, and the hiding counts as evidence.
+#[test]
+fn a_process_hidden_under_an_empty_dir_is_attributed_from_the_kernel() {
+    let empty = Scratch::new("empty");
+    hidden_process_is_attributed(&empty.0);
+}
+
+/// The same, hidden under another process's /proc entry: /proc/PID then
+/// reads as that process (a `sleep`), whose identity must not be taken.
+#[test]
+fn a_process_hidden_under_another_is_attributed_from_the_kernel() {
+    struct Decoy(std::process::Child);
+    impl Drop for Decoy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let decoy = Decoy(Command::new("sleep").arg("60").spawn().unwrap());
+    hidden_process_is_attributed(Path::new(&format!("/proc/{}", decoy.0.id())));
+}
+
+fn hidden_process_is_attributed(cover: &Path) {
+    let url = "stratum+tcp://pool.example:3333";
+    let mut shell = Command::new("bash")
+        .args(["-c", &format!("read x; exec /bin/sh -c 'sleep 0.3' {url}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = shell.id();
+    let mounted = hide(pid, cover);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(!stat.starts_with(&format!("{pid} ")), "the mount hides the process: {stat}");
+    let tracer = Tracer::start(&[]);
+    use std::io::Write as _;
+    writeln!(shell.stdin.take().unwrap(), "go").unwrap();
+    assert!(shell.wait().unwrap().success());
+    drop(mounted);
+    let records = tracer.stop();
+
+    let mine: Vec<&Value> = records.iter().filter(|r| r["process"]["pid"] == pid).collect();
+    assert!(!mine.is_empty(), "records of the hidden process");
+    for r in &mine {
+        assert_eq!(r["process"]["hidden_from_proc"], true, "{r}");
+    }
+    let exec = mine
+        .iter()
+        .find(|r| r["kind"] == "process.exec" && r["process"]["comm"] == "sh")
+        .unwrap_or_else(|| panic!("the shell's exec: {mine:#?}"));
+    let p = &exec["process"];
+    assert_eq!(p["exe"], "/bin/sh", "{p}");
+    assert_eq!(p["argv"][3], url, "{p}");
+    // Its children have their own /proc entries.
+    let forks = of_kind(&records, "process.fork", pid);
+    for f in forks {
+        let child = f["fork"]["child_pid"].as_u64().unwrap() as u32;
+        for r in records.iter().filter(|r| r["process"]["pid"] == child) {
+            assert!(r["process"].get("hidden_from_proc").is_none(), "{r}");
+        }
+    }
+    let verdict = records
+        .iter()
+        .filter(|r| r["kind"] == "classification")
+        .map(|r| &r["classification"])
+        .find(|c| c["evidence"].as_array().unwrap().iter().any(|e| e["pid"] == pid))
+        .unwrap_or_else(|| panic!("a verdict on the hidden process"));
+    assert_eq!(verdict["category"], "crypto_mining", "{verdict}");
+    let indicators: Vec<&str> =
+        verdict["evidence"].as_array().unwrap().iter().filter_map(|e| e["indicator"].as_str()).collect();
+    assert!(indicators.contains(&"hidden-from-proc") && indicators.contains(&"stratum-url"), "{verdict}");
 }

@@ -540,6 +540,10 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             .find(|l| prefixes.iter().any(|p| l.starts_with(p.as_str())))?;
         seen.push(format!("maps {lib}"));
     }
+    if let Some(want) = m.hidden_from_proc {
+        (r["process"]["hidden_from_proc"].as_bool().unwrap_or(false) == want).then_some(())?;
+        seen.push(format!("{} hidden from /proc", r["process"]["pid"]));
+    }
     (!seen.is_empty()).then(|| seen.join("; "))
 }
 

@@ -189,6 +189,10 @@ pub struct ProcessView {
     /// Fields whose bytes were not UTF-8 and are written escaped (see README).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub escaped: Vec<&'static str>,
+    /// /proc/PID is covered by a mount: the process hides from ps and top,
+    /// and is described from the kernel's records alone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden_from_proc: bool,
 }
 
 impl ProcessView {
@@ -226,6 +230,7 @@ impl ProcessView {
             parent,
             ancestors: parents.iter().skip(1).map(|a| a.entity_id.clone()).collect(),
             escaped,
+            hidden_from_proc: p.hidden_from_proc,
         }
     }
 }
