@@ -139,9 +139,8 @@ impl Classifier {
         }
     }
 
-    /// (scopes, processes) tracked.
-    #[cfg(test)]
-    fn tables(&self) -> (usize, usize) {
+    /// (scopes, processes) tracked, for the health record.
+    pub fn tables(&self) -> (usize, usize) {
         (self.scopes.len(), self.processes.len())
     }
 

@@ -350,6 +350,10 @@ pub struct HealthView {
     /// NVIDIA management library: absent, disabled, loaded (N GPUs) or the error.
     pub nvml: String,
     pub process_table_size: usize,
+    /// Entries in the tracer's other tables (classifier, DNS names, cgroup
+    /// paths, …) and in the kernel's per-process maps at the last report:
+    /// what a long run must keep bounded.
+    pub tables: std::collections::BTreeMap<&'static str, usize>,
     pub programs: Vec<AttachStatus>,
     pub programs_attached: usize,
     pub programs_failed: usize,

@@ -85,6 +85,15 @@ impl CgroupResolver {
         }
     }
 
+    /// Cgroup paths known, for the health record.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     pub fn path(&mut self, id: u64) -> Option<&str> {
         if !self.paths.contains_key(&id)
             && self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
