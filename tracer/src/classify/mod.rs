@@ -606,6 +606,23 @@ mod tests {
     }
 
     #[test]
+    fn hiding_from_proc_is_weak_alone_and_counts_with_other_mining_evidence() {
+        let mut c = classifier();
+        let mut exec = rec("process.exec", 30, 30, "t", ("exec", json!({})));
+        exec["process"]["hidden_from_proc"] = json!(true);
+        assert!(c.observe(&exec).is_empty(), "a rootkit hides other things than miners too");
+        exec["process"]["argv"] = json!(["/tmp/x", "-o", "stratum+tcp://pool:3333"]);
+        let out = c.observe(&exec);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let v = &out[0]["classification"];
+        assert_eq!(v["category"], "crypto_mining");
+        let ids: Vec<&str> =
+            v["evidence"].as_array().unwrap().iter().filter_map(|e| e["indicator"].as_str()).collect();
+        assert_eq!(ids, ["hidden-from-proc", "stratum-url"]);
+        assert_eq!(v["evidence"][0]["seen"], "30 hidden from /proc");
+    }
+
+    #[test]
     fn names_and_ports_alone_are_not_a_verdict() {
         let mut c = classifier();
         let exec = rec("process.exec", 20, 20, "t", ("exec", json!({})));
