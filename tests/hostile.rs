@@ -329,3 +329,33 @@ fn hidden_process_is_attributed(cover: &Path) {
         verdict["evidence"].as_array().unwrap().iter().filter_map(|e| e["indicator"].as_str()).collect();
     assert!(indicators.contains(&"hidden-from-proc") && indicators.contains(&"stratum-url"), "{verdict}");
 }
+
+/// A process the tracer already knows that hides afterwards: the next
+/// check of the table against /proc (every twelfth activity report) marks
+/// it, and its later records say so.
+#[test]
+fn a_process_that_hides_while_traced_is_marked() {
+    let empty = Scratch::new("later");
+    let tracer = Tracer::start(&["--activity-interval", "1s"]);
+    let mut shell = Command::new("bash")
+        .args(["-c", "read x; exec /bin/sh -c 'sleep 0.3'"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = shell.id();
+    // Seen before it hides (its exec record is read from the ring).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mounted = hide(pid, &empty.0);
+    std::thread::sleep(std::time::Duration::from_secs(14));
+    use std::io::Write as _;
+    writeln!(shell.stdin.take().unwrap(), "go").unwrap();
+    assert!(shell.wait().unwrap().success());
+    drop(mounted);
+    let records = tracer.stop();
+    let mine = of_kind(&records, "process.exec", pid);
+    let before = mine.iter().find(|r| r["process"]["comm"] == "bash").expect("bash's exec");
+    assert!(before["process"].get("hidden_from_proc").is_none(), "{before}");
+    let after = mine.iter().find(|r| r["process"]["comm"] == "sh").expect("the shell's exec");
+    assert_eq!(after["process"]["hidden_from_proc"], true, "{after}");
+    assert_eq!(after["process"]["exe"], "/bin/sh", "{after}");
+}
