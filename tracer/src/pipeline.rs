@@ -617,6 +617,22 @@ impl Pipeline {
         self.emit_health(kernel, "running")
     }
 
+    fn tables(&self) -> BTreeMap<&'static str, usize> {
+        let (scopes, processes) = self.classifier.as_ref().map_or((0, 0), Classifier::tables);
+        let (proc_keys, syscall_keys, flow_keys) = self.ledger.keys();
+        BTreeMap::from([
+            ("classifier_scopes", scopes),
+            ("classifier_processes", processes),
+            ("dns_names", self.names.len()),
+            ("cgroup_paths", self.cgroups.len()),
+            ("libraries_checked", self.libraries_checked.len()),
+            ("gpu_processes", self.gpu_tgids.len()),
+            ("kernel_proc_stats", proc_keys),
+            ("kernel_syscall_counts", syscall_keys),
+            ("kernel_flows", flow_keys),
+        ])
+    }
+
     pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
         // Written out first, so that the sinks' counts add up: every record
         // handed to a sink is delivered or counted lost, none in between.
@@ -648,6 +664,7 @@ impl Pipeline {
             gpu_devices: self.gpu.describe_devices(),
             nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
+            tables: self.tables(),
             programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
             programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
             programs: kernel.attach.clone(),

@@ -34,7 +34,7 @@ pub struct Options {
     pub out_dir: PathBuf,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;
@@ -43,7 +43,7 @@ fn median(v: &mut [f64]) -> f64 {
     if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
 }
 
-fn sigint(pid: u32) {
+pub(crate) fn sigint(pid: u32) {
     // SAFETY: signalling our own child.
     unsafe { libc_kill(pid as i32, 2) };
 }
@@ -63,7 +63,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

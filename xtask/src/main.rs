@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | run | test | bench | eval | fuzz | gpu-check`.
+//! Project tasks: `cargo xtask setup | run | test | bench | eval | fuzz | soak | gpu-check`.
 //!
 //! `run` and `test` first make sure the toolchain that builds the kernel
 //! programs is present (nightly with rust-src, bpf-linker built against
@@ -9,6 +9,7 @@ mod eval;
 mod fuzz;
 mod gpu_check;
 mod setup;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -19,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Tasks for the tracer: set-up, run, test, bench, eval, fuzz, gpu-check")]
+#[command(about = "Tasks for the tracer: set-up, run, test, bench, eval, fuzz, soak, gpu-check")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -68,6 +69,14 @@ enum Task {
         /// Stop each target after this many seconds, even before --runs.
         #[arg(long, value_name = "SECONDS")]
         max_time: Option<u64>,
+    },
+    /// Run the release tracer under pid churn (about a million short
+    /// processes and 100 000 sessions per 30 minutes), sample its RSS and
+    /// table sizes every 10 s, and say whether they stay flat. Writes
+    /// target/soak/soak.md.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
     },
     /// (benchmark helper) N getppid calls; prints ns per call.
     #[command(hide = true)]
@@ -144,6 +153,19 @@ fn main() -> Result<()> {
             setup::ensure_rust_src()?;
             setup::ensure_cargo_fuzz()?;
             fuzz::run(&fuzz::Options { root: root.clone(), target, runs, max_time })
+        }
+        Task::Soak { minutes } => {
+            setup::ensure_toolchain()?;
+            require_root("the tracer loads eBPF programs")?;
+            cargo(&root, &["build", "--release", "--package", "tracer"])?;
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+            soak::run(&soak::Options {
+                minutes: minutes.max(1),
+                tracer: target.join("release/tracer"),
+                root: root.clone(),
+                out_dir: target.join("soak"),
+            })
         }
         Task::SyscallLoop { n } => {
             bench::syscall_loop(n);

@@ -139,9 +139,8 @@ impl Classifier {
         }
     }
 
-    /// (scopes, processes) tracked.
-    #[cfg(test)]
-    fn tables(&self) -> (usize, usize) {
+    /// (scopes, processes) tracked, for the health record.
+    pub fn tables(&self) -> (usize, usize) {
         (self.scopes.len(), self.processes.len())
     }
 
@@ -540,6 +539,10 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             .find(|l| prefixes.iter().any(|p| l.starts_with(p.as_str())))?;
         seen.push(format!("maps {lib}"));
     }
+    if let Some(want) = m.hidden_from_proc {
+        (r["process"]["hidden_from_proc"].as_bool().unwrap_or(false) == want).then_some(())?;
+        seen.push(format!("{} hidden from /proc", r["process"]["pid"]));
+    }
     (!seen.is_empty()).then(|| seen.join("; "))
 }
 
@@ -600,6 +603,23 @@ mod tests {
             ),
         ));
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn hiding_from_proc_is_weak_alone_and_counts_with_other_mining_evidence() {
+        let mut c = classifier();
+        let mut exec = rec("process.exec", 30, 30, "t", ("exec", json!({})));
+        exec["process"]["hidden_from_proc"] = json!(true);
+        assert!(c.observe(&exec).is_empty(), "a rootkit hides other things than miners too");
+        exec["process"]["argv"] = json!(["/tmp/x", "-o", "stratum+tcp://pool:3333"]);
+        let out = c.observe(&exec);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let v = &out[0]["classification"];
+        assert_eq!(v["category"], "crypto_mining");
+        let ids: Vec<&str> =
+            v["evidence"].as_array().unwrap().iter().filter_map(|e| e["indicator"].as_str()).collect();
+        assert_eq!(ids, ["hidden-from-proc", "stratum-url"]);
+        assert_eq!(v["evidence"][0]["seen"], "30 hidden from /proc");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct Match {
     pub file_write: Option<bool>,
     pub hugetlb_mmaps: Option<u64>,
     pub library: Option<Vec<String>>,
+    pub hidden_from_proc: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -224,6 +224,15 @@ impl NameCache {
         self.by_process.get(&tgid)?.get(ip).cloned()
     }
 
+    /// Names held, for the health record.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
     pub fn forget(&mut self, tgid: u32) {
         self.by_process.remove(&tgid);
         self.order.retain(|(t, _)| *t != tgid);

@@ -93,6 +93,12 @@ fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
 }
 
 impl Ledger {
+    /// Keys of PROC_STATS, SYSCALL_COUNTS and FLOWS at the last report: the
+    /// kernel maps' occupancy then, for the health record.
+    pub fn keys(&self) -> (usize, usize, usize) {
+        (self.last_proc.len(), self.last_sys.len(), self.last_flows.len())
+    }
+
     /// Activity since the last call, for every process that did something.
     pub fn deltas(
         &mut self,

@@ -189,6 +189,10 @@ pub struct ProcessView {
     /// Fields whose bytes were not UTF-8 and are written escaped (see README).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub escaped: Vec<&'static str>,
+    /// /proc/PID is covered by a mount: the process hides from ps and top,
+    /// and is described from the kernel's records alone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden_from_proc: bool,
 }
 
 impl ProcessView {
@@ -226,6 +230,7 @@ impl ProcessView {
             parent,
             ancestors: parents.iter().skip(1).map(|a| a.entity_id.clone()).collect(),
             escaped,
+            hidden_from_proc: p.hidden_from_proc,
         }
     }
 }
@@ -350,6 +355,10 @@ pub struct HealthView {
     /// NVIDIA management library: absent, disabled, loaded (N GPUs) or the error.
     pub nvml: String,
     pub process_table_size: usize,
+    /// Entries in the tracer's other tables (classifier, DNS names, cgroup
+    /// paths, …) and in the kernel's per-process maps at the last report:
+    /// what a long run must keep bounded.
+    pub tables: std::collections::BTreeMap<&'static str, usize>,
     pub programs: Vec<AttachStatus>,
     pub programs_attached: usize,
     pub programs_failed: usize,

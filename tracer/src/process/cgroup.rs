@@ -102,6 +102,15 @@ impl CgroupResolver {
         }
     }
 
+    /// Cgroup paths known, for the health record.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
     pub fn path(&mut self, id: u64) -> Option<&str> {
         if !self.paths.contains_key(&id)
             && self.misses.get(&id).is_none_or(|t| t.elapsed() > MISS_TTL)

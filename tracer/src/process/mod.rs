@@ -30,6 +30,9 @@ pub struct Process {
     pub container_id: Option<String>,
     /// Session id: the processes of one session form one tree.
     pub sid: Option<u32>,
+    /// Its /proc entry is covered by a mount (see procfs::hidden): what is
+    /// known of it comes from the kernel's records only.
+    pub hidden_from_proc: bool,
     /// Exited; kept until the next activity report so late counters and
     /// events still find it.
     pub exited: bool,
@@ -102,6 +105,7 @@ impl ProcessTable {
             cgroup: procfs::cgroup_path(&e.cgroup_lines),
             container_id: cgroup::container_id(&e.cgroup_lines),
             sid: Some(e.sid),
+            hidden_from_proc: false,
             exited: false,
         }
     }
@@ -136,6 +140,7 @@ impl ProcessTable {
                     cgroup: None,
                     container_id: None,
                     sid: None,
+                    hidden_from_proc: procfs::hidden(&self.proc_root, h.tgid),
                     exited: false,
                 }
             });
@@ -185,6 +190,7 @@ impl ProcessTable {
             cgroup,
             container_id,
             sid,
+            hidden_from_proc: false,
             exited: false,
         };
         self.by_tgid.insert(child_tgid, child);
@@ -210,9 +216,15 @@ impl ProcessTable {
         let root = self.proc_root.clone();
         let before = self.by_tgid.len();
         self.by_tgid.retain(|tgid, p| {
-            p.exited
+            if p.exited
                 || procfs::read(&root, *tgid)
                     .is_some_and(|e| e.start_ticks == p.start_ticks || p.start_ticks == 0)
+            {
+                return true;
+            }
+            // Not gone: hidden since it was first seen.
+            p.hidden_from_proc |= procfs::hidden(&root, *tgid);
+            p.hidden_from_proc
         });
         before - self.by_tgid.len()
     }

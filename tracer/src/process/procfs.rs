@@ -23,6 +23,8 @@ pub struct ProcEntry {
 /// The fields of /proc/PID/stat the table needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
+    /// Field 1: the pid the kernel wrote this file for.
+    pub pid: u32,
     pub comm: Vec<u8>,
     pub ppid: u32,
     pub sid: u32,
@@ -37,6 +39,7 @@ pub fn parse_stat(raw: &[u8]) -> Option<Stat> {
     if close < open {
         return None;
     }
+    let pid = std::str::from_utf8(&raw[..open]).ok()?.trim().parse().ok()?;
     let comm = raw[open + 1..close].to_vec();
     let rest = std::str::from_utf8(raw.get(close + 1..)?).ok()?;
     // rest: " S ppid pgrp ... ": state is field 3, ppid 4, starttime 22.
@@ -44,7 +47,7 @@ pub fn parse_stat(raw: &[u8]) -> Option<Stat> {
     let ppid = fields.get(1)?.parse().ok()?;
     let sid = fields.get(3)?.parse().ok()?;
     let start_ticks = fields.get(19)?.parse().ok()?;
-    Some(Stat { comm, ppid, sid, start_ticks })
+    Some(Stat { pid, comm, ppid, sid, start_ticks })
 }
 
 fn parse_uid(status: &str) -> Option<u32> {
@@ -54,10 +57,15 @@ fn parse_uid(status: &str) -> Option<u32> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// What /proc says about `tgid`; None when it is gone, or when the
+/// directory shows another process's files (a bind mount over it).
 pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
     use std::os::unix::ffi::OsStrExt as _;
     let dir = proc_root.join(tgid.to_string());
     let stat = parse_stat(&fs::read(dir.join("stat")).ok()?)?;
+    if stat.pid != tgid {
+        return None;
+    }
     let uid = fs::read_to_string(dir.join("status")).ok().as_deref().and_then(parse_uid).unwrap_or(u32::MAX);
     let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.as_os_str().as_bytes().to_vec());
     let argv =
@@ -76,7 +84,20 @@ pub fn read(proc_root: &Path, tgid: u32) -> Option<ProcEntry> {
     })
 }
 
-/// The cgroup v2 path from /proc/PID/cgroup's `0::` line.
+/// Whether /proc/`tgid` is there but is not the kernel's own view of that
+/// process: something is mounted over it (an empty directory, or another
+/// process's /proc entry), as rootkits and cryptojacking kits do to hide a
+/// process from ps and top. A process that exited has no directory at all.
+pub fn hidden(proc_root: &Path, tgid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = proc_root.join(tgid.to_string());
+    let (Ok(root), Ok(entry)) = (fs::metadata(proc_root), fs::metadata(&dir)) else { return false };
+    if root.dev() != entry.dev() {
+        return true;
+    }
+    fs::read(dir.join("stat")).ok().as_deref().and_then(parse_stat).is_some_and(|s| s.pid != tgid)
+}
+
 /// The process's cgroup path: its cgroup v2 path, unless that is the root
 /// and a cgroup v1 hierarchy places it deeper. Hybrid hosts (and older
 /// Kubernetes nodes) mount the v1 controllers and keep every process in the
@@ -147,6 +168,7 @@ mod tests {
     fn stat_with_hostile_comm() {
         let raw = b"4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         let s = parse_stat(raw).unwrap();
+        assert_eq!(s.pid, 4242);
         assert_eq!(s.comm, b"a) b (c)");
         assert_eq!(s.ppid, 17);
         assert_eq!(s.sid, 4242);
@@ -193,6 +215,12 @@ mod tests {
         assert_eq!(found[0], me);
         assert!(found.contains(&child.id()), "{found:?}");
         assert!(found.len() >= 4, "the shell's two sleeps are grandchildren: {found:?}");
+    }
+
+    #[test]
+    fn a_live_process_is_not_hidden_nor_a_gone_one() {
+        assert!(!hidden(Path::new("/proc"), std::process::id()));
+        assert!(!hidden(Path::new("/proc"), 4_000_000_001));
     }
 
     #[test]
