@@ -215,15 +215,26 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let stamp = name.strip_prefix(&prefix)?;
-            // Only our own stamps: 8 digits, T, 6 digits.
-            (stamp.len() >= 16
-                && stamp.as_bytes()[8] == b'T'
-                && stamp[..8].bytes().all(|b| b.is_ascii_digit()))
-            .then(|| e.path())
+            is_our_stamp(stamp).then(|| e.path())
         })
         .collect();
     found.sort();
     found
+}
+
+/// Exactly what `rotated_name` writes, `20261121T101500.123456789Z`, with
+/// `.gz` or not: retention must never remove a file that only looks alike.
+fn is_our_stamp(stamp: &str) -> bool {
+    let stamp = stamp.strip_suffix(".gz").unwrap_or(stamp);
+    let b = stamp.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    b.len() == 26
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..25)
+        && b[25] == b'Z'
 }
 
 fn gzip_in_place(path: &Path) -> io::Result<()> {
@@ -551,6 +562,17 @@ mod tests {
         assert_eq!(mode & 0o7777, 0o600, "a world-readable log is made private");
         sink.finish(Instant::now()).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn retention_knows_its_own_files_only() {
+        let name = rotated_name(Path::new("/x/events.jsonl"));
+        let stamp = name.to_str().unwrap().strip_prefix("/x/events.jsonl.").unwrap();
+        assert!(is_our_stamp(stamp), "{stamp}");
+        assert!(is_our_stamp(&format!("{stamp}.gz")));
+        for other in ["20261121Tbackup", "20261121T101500.old", "20261121T101500.123456789Z.bak", ""] {
+            assert!(!is_our_stamp(other), "{other}");
+        }
     }
 
     #[test]
