@@ -128,7 +128,8 @@ pub struct Pipeline {
     names: NameCache,
     reports: u64,
     pub classifier: Option<Classifier>,
-    libraries_checked: HashSet<u32>,
+    /// Busy processes looked at for ML runtimes: when, and what was found.
+    libraries_checked: HashMap<u32, (Instant, usize)>,
 }
 
 impl Pipeline {
@@ -156,7 +157,7 @@ impl Pipeline {
             names: NameCache::default(),
             reports: 0,
             classifier: None,
-            libraries_checked: HashSet::new(),
+            libraries_checked: HashMap::new(),
         }
     }
 
@@ -348,9 +349,18 @@ impl Pipeline {
             let busy = gpu_summary.is_some() || delta.stats.cpu_ns > 100_000_000;
             let mut activity =
                 LedgerActivity::with_names(&delta, interval_s, ncpus, gpu_summary, |ip| names.name(tgid, ip));
-            // Busy processes are looked at once for ML runtimes they mapped.
-            if busy && self.libraries_checked.insert(tgid) {
-                activity.ml_libraries = crate::ledger::ml_libraries(tgid);
+            // Busy processes are looked at for ML runtimes they mapped, and
+            // again a minute later while busy (a job that imports numpy
+            // first and torch later); reported when something new shows.
+            let due =
+                self.libraries_checked.get(&tgid).is_none_or(|(at, _)| at.elapsed() >= LIBRARIES_RECHECK);
+            if busy && due {
+                let found = crate::ledger::ml_libraries(tgid);
+                let before =
+                    self.libraries_checked.insert(tgid, (Instant::now(), found.len())).map_or(0, |(_, n)| n);
+                if found.len() > before {
+                    activity.ml_libraries = found;
+                }
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
@@ -709,6 +719,9 @@ impl Pipeline {
         }
     }
 }
+
+/// How often a busy process is looked at again for ML runtimes.
+const LIBRARIES_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long one turn of the event loop reads records before it looks at
 /// signals and timers again.
