@@ -96,6 +96,10 @@ fn sigterm_is_honoured_under_a_sustained_flood() {
         &me,
         "--health-interval",
         "250ms",
+        // The final activity report covers what ran since the last one: its
+        // cost grows with the processes in it (the exec flood makes ~1000/s).
+        "--activity-interval",
+        "1s",
         "--sink",
         "stdout;kinds=tracer.health",
         "--sink",
@@ -142,9 +146,14 @@ fn sigterm_is_honoured_under_a_sustained_flood() {
     // busy 2-core machine the tracer gets a fraction of a core, so fewer
     // than the twelve asked for).
     assert!(running >= 2, "health records stopped during the flood: {running} in 3 s at 250 ms");
-    assert!(took < Duration::from_secs(1), "the final health record came {took:?} after SIGTERM");
+    // Typically 0.5-0.7 s here (300 ms of reading, then the final activity
+    // and health records), up to ~1.2 s when the flood's threads take the
+    // tracer's core: the bound leaves room for that on a 2-core machine. A
+    // starved loop (the ring read until empty, which a flood never lets it
+    // be) takes as long as the flood lasts.
+    assert!(took < Duration::from_secs(2), "the final health record came {took:?} after SIGTERM");
     // Detaching the classic tracepoints takes the kernel ~40 ms each.
-    assert!(gone < Duration::from_secs(3), "the tracer exited {gone:?} after SIGTERM");
+    assert!(gone < Duration::from_secs(4), "the tracer exited {gone:?} after SIGTERM");
 }
 
 /// A flood several times the ring buffer's size, while the tracer is
