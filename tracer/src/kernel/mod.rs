@@ -128,7 +128,7 @@ pub struct Kernel {
     pub map_memory: MapMemory,
     /// Tables whose occupancy health reports (kernel memory that must stay
     /// flat over days), keyed by name; values are not read.
-    tables: Vec<(&'static str, Box<dyn Fn() -> u64>)>,
+    tables: Vec<(&'static str, CountKeys)>,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -482,10 +482,11 @@ pub fn possible_cpus() -> u32 {
         .unwrap_or(1)
 }
 
+/// Counts one kernel table's keys.
+type CountKeys = Box<dyn Fn() -> u64>;
+
 /// Counts a hash map's keys (one syscall per key: for health, not hot paths).
-fn count_keys<K: aya::Pod + 'static, V: aya::Pod + 'static>(
-    map: BpfHashMap<MapData, K, V>,
-) -> Box<dyn Fn() -> u64> {
+fn count_keys<K: aya::Pod + 'static, V: aya::Pod + 'static>(map: BpfHashMap<MapData, K, V>) -> CountKeys {
     Box::new(move || map.keys().filter(Result::is_ok).count() as u64)
 }
 
