@@ -142,6 +142,11 @@ fn hostile_exe_paths_round_trip() {
     assert_eq!(p["exe"], shown.as_str(), "{p}");
     assert_eq!(p["argv"][0], shown.as_str(), "{p}");
     assert_eq!(exec["exec"]["filename"], shown.as_str(), "{exec}");
+    assert_eq!(
+        exec["exec"]["escaped"],
+        serde_json::json!(["filename"]),
+        "literal \\xNN and a raw byte differ: {exec}"
+    );
     // The kernel's comm is the name's first 15 bytes.
     assert_eq!(p["comm"], "\x1b]0;pwn\x07\\xff\ttrue", "{p}");
     let mut fields = escaped(p);
@@ -196,6 +201,7 @@ fn a_watched_file_through_a_4kib_path() {
     let opens = of_kind(&records, "file.open", child.id());
     assert_eq!(opens.len(), 1, "only the short name is copied: {opens:#?}");
     assert_eq!(opens[0]["file"]["path"], "\\xff\n\x1bweights.safetensors", "{}", opens[0]);
+    assert_eq!(opens[0]["file"]["escaped"], serde_json::json!(["path"]), "{}", opens[0]);
     let losses = &final_health(&records)["kernel_losses"];
     assert!(losses["open_path_too_long"].as_u64().unwrap() >= 1, "{losses}");
 }

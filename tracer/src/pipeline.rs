@@ -73,6 +73,13 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+/// A string from kernel bytes, and the field's name when it had to be
+/// escaped (not UTF-8), for the record's `escaped` list.
+fn text(bytes: &[u8], field: &'static str) -> (String, Option<&'static str>) {
+    let (s, escaped) = bytes_to_string(bytes);
+    (s.into_owned(), escaped.then_some(field))
+}
+
 /// Converts CLOCK_MONOTONIC (what the kernel stamps) to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -433,11 +440,13 @@ impl Pipeline {
                     return Ok(());
                 }
                 let process = self.view(&h);
+                let (filename, escaped) = text(&exec.filename, "filename");
                 let body = Body::Exec(ExecView {
-                    filename: bytes_to_string(&exec.filename).0.into_owned(),
+                    filename,
                     filename_truncated: exec.filename_truncated,
                     argv_bytes: exec.argv_full_len,
                     old_pid: (exec.old_pid != h.pid && exec.old_pid != 0).then_some(exec.old_pid),
+                    escaped: escaped.into_iter().collect(),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
@@ -515,6 +524,7 @@ impl Pipeline {
                 }
                 let process = self.view(&h);
                 let preview = &crate::protocols::redact::redact(&payload)[..payload.len().min(96)];
+                let (preview_text, preview_escaped) = text(preview, "preview");
                 let body = Body::FirstBytes(FirstBytesView {
                     address: peer.map(|(ip, _)| ip.to_string()),
                     port: peer.map(|(_, port)| port),
@@ -523,7 +533,8 @@ impl Pipeline {
                     bytes: len,
                     captured: payload.len() as u32,
                     recognised: crate::protocols::recognise(&payload),
-                    preview: bytes_to_string(preview).0.into_owned(),
+                    preview: preview_text,
+                    escaped: preview_escaped.into_iter().collect(),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
@@ -533,11 +544,13 @@ impl Pipeline {
                     return Ok(());
                 }
                 let process = self.view(&h);
+                let (path, escaped) = text(&path, "path");
                 let body = Body::FileOpen(FileOpenView {
-                    path: bytes_to_string(&path).0.into_owned(),
+                    path,
                     write: flags & 3 != 0,
                     renamed: flags & (1 << 31) != 0,
                     flags: flags & !(1 << 31),
+                    escaped: escaped.into_iter().collect(),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
@@ -582,12 +595,15 @@ impl Pipeline {
                     return Ok(());
                 }
                 let process = self.view(&h);
+                let mut escaped = Vec::new();
                 let (family, address, port, path) = match &c.addr {
                     SockAddr::Inet { ip, port } => {
                         (if ip.is_ipv4() { "inet" } else { "inet6" }, Some(ip.to_string()), Some(*port), None)
                     }
                     SockAddr::Unix { path } => {
-                        ("unix", None, None, Some(bytes_to_string(path).0.into_owned()))
+                        let (path, esc) = text(path, "path");
+                        escaped.extend(esc);
+                        ("unix", None, None, Some(path))
                     }
                     SockAddr::Other { .. } => ("other", None, None, None),
                 };
@@ -609,6 +625,7 @@ impl Pipeline {
                         _ => None,
                     },
                     fd: (c.fd >= 0).then_some(c.fd),
+                    escaped,
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }

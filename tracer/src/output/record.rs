@@ -85,6 +85,10 @@ pub struct FirstBytesView {
     pub recognised: crate::protocols::Recognised,
     /// The captured bytes as text (non-UTF-8 bytes as \xNN), at most 96.
     pub preview: String,
+    /// Fields whose bytes were not UTF-8 and are written escaped (as in
+    /// `process.escaped`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<&'static str>,
 }
 
 /// A watched file opened: model weights, MSRs, the huge-page knob.
@@ -97,6 +101,10 @@ pub struct FileOpenView {
     pub renamed: bool,
     /// open(2) flags (without the rename marker).
     pub flags: u32,
+    /// Fields whose bytes were not UTF-8 and are written escaped (as in
+    /// `process.escaped`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<&'static str>,
 }
 
 /// A TCP socket this process started listening on.
@@ -246,6 +254,10 @@ pub struct ExecView {
     /// The pid before exec when a non-leader thread exec'd.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_pid: Option<u32>,
+    /// Fields whose bytes were not UTF-8 and are written escaped (as in
+    /// `process.escaped`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -303,6 +315,10 @@ pub struct ConnectView {
     pub dns_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
+    /// Fields whose bytes were not UTF-8 and are written escaped (as in
+    /// `process.escaped`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
