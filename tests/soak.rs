@@ -24,11 +24,21 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Processes alive on the host now.
 fn alive() -> usize {
+    pids().count()
+}
+
+fn pids() -> impl Iterator<Item = std::path::PathBuf> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .count()
+        .map(|e| e.path())
+}
+
+/// Threads alive on the host (the kernel's last_runtime has one per
+/// thread seen switching).
+fn threads() -> usize {
+    pids().filter_map(|p| std::fs::read_dir(p.join("task")).ok()).map(Iterator::count).sum()
 }
 
 fn table(h: &Value, name: &str) -> u64 {
@@ -58,6 +68,7 @@ fn pid_churn_keeps_the_tables_bounded() {
         .clone();
     let rss_end = rss_kib(tracer.pid());
     let alive = alive() as u64;
+    let threads = threads() as u64;
     let records = tracer.stop();
 
     let peak = |f: &dyn Fn(&Value) -> u64| {
@@ -77,6 +88,14 @@ fn pid_churn_keeps_the_tables_bounded() {
     assert!(table(&h, "classifier_scopes") <= alive + 100, "{}", h["tables"]);
     assert!(table(&h, "kernel_proc_stats") <= 2 * alive + 100, "{}", h["tables"]);
     assert!(table(&h, "dns_names") <= 1000, "{}", h["tables"]);
+    // The kernel's tables follow the living too, and nothing was evicted:
+    // a few thousand processes fit in every table.
+    let kernel = |name: &str| h["kernel_tables"][name].as_u64().unwrap_or_else(|| panic!("{name}: {h}"));
+    assert!(kernel("proc_stats") <= 2 * alive + 100, "{}", h["kernel_tables"]);
+    assert!(kernel("last_runtime") <= 2 * threads + 100, "{threads} threads: {}", h["kernel_tables"]);
+    assert!(kernel("connects_in_flight") <= 100, "{}", h["kernel_tables"]);
+    let evicted: u64 = h["kernel_evictions"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(evicted, 0, "{}", h["kernel_evictions"]);
     let grown = rss_end.saturating_sub(rss_start);
     assert!(grown < 30 * 1024, "RSS grew {grown} KiB over the churn");
 }

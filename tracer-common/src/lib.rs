@@ -94,9 +94,6 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 16;
     /// Threads created (clone with CLONE_THREAD); counted, not reported.
     pub const THREADS_CREATED: u32 = 18;
-    /// GPU_STATS could not take a new key even after the LRU evicted one
-    /// (practically never: an LRU evicts instead); that call was not counted.
-    pub const GPU_STATS_FULL: u32 = 19;
     /// `--pid`: TRACED_TGIDS was full at a fork; that child's subtree is
     /// not followed.
     pub const TRACED_TGIDS_FULL: u32 = 20;
@@ -111,7 +108,45 @@ pub mod counter {
     /// An open/rename whose path filled the path buffer: its end, which
     /// the watched suffixes are matched on, was not seen.
     pub const OPEN_PATH_TOO_LONG: u32 = 24;
-    pub const COUNT: u32 = 32;
+    /// `COUNTERS[TABLE_INSERTED_BASE + table]`: keys the programs added to
+    /// that table (see [`super::table`]).
+    pub const TABLE_INSERTED_BASE: u32 = 32;
+    /// `COUNTERS[TABLE_DELETED_BASE + table]`: keys the programs removed.
+    pub const TABLE_DELETED_BASE: u32 = 48;
+    pub const COUNT: u32 = 64;
+}
+
+/// The kernel's LRU tables. An LRU evicts silently when it is full, so the
+/// programs count every key they add and every key they remove, user space
+/// counts its own removals, and what is neither live nor removed was
+/// evicted: `evicted = inserted - deleted - live`.
+pub mod table {
+    pub const PROC_STATS: u32 = 0;
+    pub const SYSCALL_COUNTS: u32 = 1;
+    pub const FLOWS: u32 = 2;
+    pub const LAST_RUNTIME: u32 = 3;
+    pub const GPU_STATS: u32 = 4;
+    pub const GPU_SEEN: u32 = 5;
+    pub const CONNECTS_IN_FLIGHT: u32 = 6;
+    pub const IOCTLS_IN_FLIGHT: u32 = 7;
+    pub const DNS_RECV: u32 = 8;
+    pub const DNS_SOCKETS: u32 = 9;
+    pub const FRESH_SOCKETS: u32 = 10;
+    pub const COUNT: u32 = 11;
+    /// Map names in the object, by table number.
+    pub const MAPS: [&str; COUNT as usize] = [
+        "PROC_STATS",
+        "SYSCALL_COUNTS",
+        "FLOWS",
+        "LAST_RUNTIME",
+        "GPU_STATS",
+        "GPU_SEEN",
+        "CONNECTS_IN_FLIGHT",
+        "IOCTLS_IN_FLIGHT",
+        "DNS_RECV",
+        "DNS_SOCKETS",
+        "FRESH_SOCKETS",
+    ];
 }
 
 /// Flags in [`ExecEvent::flags`].

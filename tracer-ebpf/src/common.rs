@@ -46,6 +46,45 @@ pub fn config() -> &'static Config {
     unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
 }
 
+/// include/uapi/linux/bpf.h: create only. Two CPUs creating the same key at
+/// once must not replace each other's element (that would zero its counts).
+pub const BPF_NOEXIST: u64 = 1;
+/// include/uapi/linux/bpf.h: replace only.
+pub const BPF_EXIST: u64 = 2;
+
+/// Adds `key` to an LRU table that lacks it and counts the addition in
+/// `COUNTERS[TABLE_INSERTED_BASE + table]`: what the table neither holds
+/// nor had removed was evicted (`tracer_common::table`).
+macro_rules! insert_new {
+    ($map:expr, $table:expr, $key:expr, $value:expr) => {
+        if $map.insert($key, $value, $crate::common::BPF_NOEXIST).is_ok() {
+            $crate::common::count(tracer_common::counter::TABLE_INSERTED_BASE + $table);
+        }
+    };
+}
+
+/// Sets `key` in an LRU table, counting it when it is new: in-flight
+/// entries keyed by thread, where a stale one (its exit was not seen) is
+/// replaced.
+macro_rules! upsert {
+    ($map:expr, $table:expr, $key:expr, $value:expr) => {
+        if $map.insert($key, $value, $crate::common::BPF_NOEXIST).is_ok() {
+            $crate::common::count(tracer_common::counter::TABLE_INSERTED_BASE + $table);
+        } else {
+            let _ = $map.insert($key, $value, $crate::common::BPF_EXIST);
+        }
+    };
+}
+
+/// Removes `key` from an LRU table, counting the removal when it was there.
+macro_rules! remove_counted {
+    ($map:expr, $table:expr, $key:expr) => {
+        if $map.remove($key).is_ok() {
+            $crate::common::count(tracer_common::counter::TABLE_DELETED_BASE + $table);
+        }
+    };
+}
+
 #[inline(always)]
 pub fn count(slot: u32) {
     if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {

@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    ConnectArgs, ConnectEvent, Endpoint, EventKind, ListenEvent, SOCKADDR_LEN, connect_source, counter,
+    ConnectArgs, ConnectEvent, Endpoint, EventKind, ListenEvent, SOCKADDR_LEN, connect_source, counter, table,
 };
 
 use crate::{
@@ -83,7 +83,7 @@ fn try_enter_connect(ctx: &TracePointContext) {
         args.sock_type = sock_type;
         args.protocol = protocol;
     }
-    let _ = CONNECTS_IN_FLIGHT.insert(&pid_tgid, &args, 0);
+    upsert!(CONNECTS_IN_FLIGHT, table::CONNECTS_IN_FLIGHT, &pid_tgid, &args);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
@@ -98,7 +98,7 @@ fn try_exit_connect(ctx: &TracePointContext) {
     let Some(args) = (unsafe { CONNECTS_IN_FLIGHT.get(&pid_tgid) }).copied() else {
         return;
     };
-    let _ = CONNECTS_IN_FLIGHT.remove(&pid_tgid);
+    remove_counted!(CONNECTS_IN_FLIGHT, table::CONNECTS_IN_FLIGHT, &pid_tgid);
     let ret = read_tp::<i64>(ctx, config().tp.connect_ret).unwrap_or(0);
     let Some(mut entry) = reserve::<ConnectEvent>(EventKind::Connect) else { return };
     // SAFETY: reservation sized for ConnectEvent; all fields written.

@@ -13,7 +13,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{DnsEvent, EventKind, dns_direction};
+use tracer_common::{DnsEvent, EventKind, dns_direction, table};
 
 use crate::{
     common::{
@@ -65,14 +65,14 @@ fn dns_socket_key(fd: u64) -> u64 {
 /// Called from sys_enter_close with the same (tgid << 32 | fd) key.
 #[inline(always)]
 pub fn forget_socket(key: u64) {
-    let _ = DNS_SOCKETS.remove(&key);
+    remove_counted!(DNS_SOCKETS, table::DNS_SOCKETS, &key);
 }
 
 /// Called from sys_enter_connect for inet connects.
 #[inline(always)]
 pub fn note_connect(fd: u64, port: u16) {
     if port == DNS_PORT {
-        let _ = DNS_SOCKETS.insert(&dns_socket_key(fd), &1, 0);
+        upsert!(DNS_SOCKETS, table::DNS_SOCKETS, &dns_socket_key(fd), &1);
     }
 }
 
@@ -241,7 +241,7 @@ fn try_enter_recvfrom(ctx: &TracePointContext) -> Option<()> {
         Some(s) if s.port == 0 && src != 0 => pending.src_addr = src,
         _ => return None,
     }
-    let _ = DNS_RECV.insert(&pid_tgid, &pending, 0);
+    upsert!(DNS_RECV, table::DNS_RECV, &pid_tgid, &pending);
     Some(())
 }
 
@@ -255,7 +255,7 @@ fn try_exit_recvfrom(ctx: &TracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before removal.
     let pending = unsafe { DNS_RECV.get(&pid_tgid) }.copied()?;
-    let _ = DNS_RECV.remove(&pid_tgid);
+    remove_counted!(DNS_RECV, table::DNS_RECV, &pid_tgid);
     let ret: i64 = read_tp(ctx, config().tp.syscall_ret)?;
     if ret <= 0 {
         return None;

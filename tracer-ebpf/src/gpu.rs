@@ -13,10 +13,10 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
-use tracer_common::{ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, counter, gpu_vendor};
+use tracer_common::{ANY_MINOR, EventKind, GpuOpenEvent, GpuStat, GpuStatKey, gpu_vendor, table};
 
 use crate::{
-    common::{config, count, fill_header, read_field, reserve, should_trace},
+    common::{config, fill_header, read_field, reserve, should_trace},
     files::file_of_fd,
     process::read_tp,
 };
@@ -190,7 +190,7 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
     let seen_key = ((tgid as u64) << 32) | rdev as u64;
     // SAFETY: presence check only.
     if unsafe { GPU_SEEN.get(&seen_key) }.is_none() {
-        let _ = GPU_SEEN.insert(&seen_key, &1, 0);
+        upsert!(GPU_SEEN, table::GPU_SEEN, &seen_key, &1);
         if let Some(mut entry) = reserve::<GpuOpenEvent>(EventKind::GpuOpen) {
             // SAFETY: reservation sized for GpuOpenEvent; all fields written.
             let event = unsafe { &mut *entry.as_mut_ptr() };
@@ -214,7 +214,7 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
         status_offset,
         _pad: 0,
     };
-    let _ = IOCTLS_IN_FLIGHT.insert(&pid_tgid, &call, 0);
+    upsert!(IOCTLS_IN_FLIGHT, table::IOCTLS_IN_FLIGHT, &pid_tgid, &call);
     Some(())
 }
 
@@ -228,7 +228,7 @@ fn try_exit_ioctl(ctx: &TracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before removal.
     let call = unsafe { IOCTLS_IN_FLIGHT.get(&pid_tgid) }.copied()?;
-    let _ = IOCTLS_IN_FLIGHT.remove(&pid_tgid);
+    remove_counted!(IOCTLS_IN_FLIGHT, table::IOCTLS_IN_FLIGHT, &pid_tgid);
     // SAFETY: helper with no arguments.
     let elapsed = unsafe { bpf_ktime_get_ns() }.saturating_sub(call.start_ns);
     let ret: i64 = read_tp(ctx, config().tp.ioctl_ret).unwrap_or(0);
@@ -240,14 +240,8 @@ fn try_exit_ioctl(ctx: &TracePointContext) -> Option<()> {
         None => {
             let zero = GpuStat { calls: 0, errors: 0, total_ns: 0, bytes: 0, bytes_requested: 0 };
             // Lost a race with another CPU creating it: that is fine.
-            let _ = GPU_STATS.insert(&call.key, &zero, crate::ledger::BPF_NOEXIST);
-            match GPU_STATS.get_ptr_mut(&call.key) {
-                Some(p) => p,
-                None => {
-                    count(counter::GPU_STATS_FULL);
-                    return None;
-                }
-            }
+            insert_new!(GPU_STATS, table::GPU_STATS, &call.key, &zero);
+            GPU_STATS.get_ptr_mut(&call.key)?
         }
     };
     // SAFETY: this CPU's slot of a per-CPU value.

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags};
+use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags, table};
 
 use crate::{
     common::{config, current_task, fill_header, read_field, reserve, should_trace},
@@ -35,16 +35,13 @@ static LAST_RUNTIME: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 
 
 /// include/linux/socket.h
 const MSG_PEEK: i32 = 2;
-/// include/uapi/linux/bpf.h: create only. Two CPUs creating the same key at
-/// once must not replace each other's element (that would zero its counts).
-pub const BPF_NOEXIST: u64 = 1;
 
 #[inline(always)]
 fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
     if let Some(p) = PROC_STATS.get_ptr_mut(&tgid) {
         return Some(p);
     }
-    let _ = PROC_STATS.insert(&tgid, &ProcStats::default(), BPF_NOEXIST);
+    insert_new!(PROC_STATS, table::PROC_STATS, &tgid, &ProcStats::default());
     PROC_STATS.get_ptr_mut(&tgid)
 }
 
@@ -104,7 +101,7 @@ fn try_switch() -> Option<()> {
         // First seen: a thread born after the tracer started is charged its
         // whole runtime; an older one from now on.
         None => {
-            let _ = LAST_RUNTIME.insert(&tid, &runtime, 0);
+            upsert!(LAST_RUNTIME, table::LAST_RUNTIME, &tid, &runtime);
             let started: u64 = read_field(task, k.task_start_time).unwrap_or(0);
             if started >= config().started_ns { 0 } else { runtime }
         }
@@ -124,7 +121,7 @@ fn try_switch() -> Option<()> {
 #[tracepoint(category = "sched", name = "sched_process_free")]
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     if let Some(tid) = read_tp::<i32>(&ctx, config().tp.free_pid) {
-        let _ = LAST_RUNTIME.remove(&(tid as u32));
+        remove_counted!(LAST_RUNTIME, table::LAST_RUNTIME, &(tid as u32));
     }
     0
 }
@@ -151,7 +148,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Option<()> {
     let nr: i64 = ctx.arg(1);
     let key = ((tgid as u64) << 32) | (nr as u32) as u64;
     if SYSCALL_COUNTS.get_ptr_mut(&key).is_none() {
-        let _ = SYSCALL_COUNTS.insert(&key, &0, BPF_NOEXIST);
+        insert_new!(SYSCALL_COUNTS, table::SYSCALL_COUNTS, &key, &0);
     }
     let count = SYSCALL_COUNTS.get_ptr_mut(&key)?;
     // SAFETY: this CPU's copy.
@@ -200,7 +197,7 @@ fn try_sock_length(ctx: &RawTracePointContext, send: bool) -> Option<()> {
     let sk: u64 = ctx.arg(0);
     let key = flow_key(tgid, sk)?;
     if FLOWS.get_ptr_mut(&key).is_none() {
-        let _ = FLOWS.insert(&key, &FlowStats::default(), BPF_NOEXIST);
+        insert_new!(FLOWS, table::FLOWS, &key, &FlowStats::default());
     }
     let flow = FLOWS.get_ptr_mut(&key)?;
     // SAFETY: this CPU's copy of a per-CPU value.

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{Endpoint, EventKind, FirstBytesEvent, counter};
+use tracer_common::{Endpoint, EventKind, FirstBytesEvent, counter, table};
 
 use crate::{
     common::{count, fill_header, read_user, read_user_bounded, reserve, syscall_arg},
@@ -41,7 +41,7 @@ fn key(fd: u64) -> u64 {
 #[inline(always)]
 pub fn mark_fresh(fd: u64, peer: &Endpoint) {
     let fresh = Fresh { peer: *peer, sk: sock_of_fd(fd).unwrap_or(0) };
-    let _ = FRESH_SOCKETS.insert(&key(fd), &fresh, 0);
+    upsert!(FRESH_SOCKETS, table::FRESH_SOCKETS, &key(fd), &fresh);
 }
 
 /// If `fd` is fresh: unmark it and report `len` bytes at `buf`.
@@ -50,7 +50,7 @@ fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
     let k = key(fd);
     // SAFETY: copied out before removal.
     let fresh = unsafe { FRESH_SOCKETS.get(&k) }.copied()?;
-    let _ = FRESH_SOCKETS.remove(&k);
+    remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
     // The fd may have been closed without close(2) (dup2 over it,
     // close_range, close-on-exec) and reused: only the socket that
     // connected has first bytes to that peer.
@@ -111,7 +111,7 @@ pub fn on_iovec(fd: u64, iov: u64, vlen: u64) {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     if let Some(fd) = syscall_arg(&ctx, 0) {
         let k = key(fd);
-        let _ = FRESH_SOCKETS.remove(&k);
+        remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
         crate::dns::forget_socket(k);
     }
     0

@@ -665,6 +665,9 @@ impl Pipeline {
         // handed to a sink is delivered or counted lost, none in between.
         self.sinks.flush()?;
         let counters = kernel.counters()?;
+        let tables = kernel.tables()?;
+        let evicted =
+            |names: &[&str]| names.iter().map(|n| tables.evicted.get(n).copied().unwrap_or(0)).sum();
         let body = Body::Health(HealthView {
             status,
             uptime_s: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -677,17 +680,18 @@ impl Pipeline {
             unattributed_activity: self.stats.unattributed_activity,
             dns_parse_errors: self.stats.dns_parse_errors,
             dns_names_evicted: self.names.evicted,
-            ledger_keys_evicted: self.ledger.evicted,
+            ledger_keys_evicted: evicted(&["proc_stats", "syscall_counts", "flows"]),
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
             kernel_maps: kernel.map_memory.clone(),
-            kernel_tables: kernel.table_entries(),
+            gpu_stats_full: evicted(&["gpu_stats"]),
+            kernel_tables: tables.entries,
+            kernel_evictions: tables.evicted,
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
-            gpu_stats_full: counters.gpu_stats_full,
             gpu_devices: self.gpu.describe_devices(),
             nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
@@ -878,6 +882,12 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     // Stop the producers, then read what they left: programs still running
     // when the flag is set finish within microseconds. Detaching, which
     // takes the kernel most of a second, comes after the final records.
+    // The final records must be out before a service manager's stop
+    // timeout, and under a flood the producers take the CPU they need: the
+    // rest of the shutdown runs at a raised priority (root may; if not, as
+    // it is).
+    // SAFETY: plain syscall on this thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
     let mut ring = ring.into_inner();
     if let Err(e) = kernel.stop_records() {
         eprintln!("tracer: {e:#}; detaching now instead");

@@ -25,15 +25,21 @@ pub struct Options {
     pub out_dir: PathBuf,
 }
 
-/// Health's process table, then its `tables`.
-const TABLES: &[&str] = &[
-    "classifier_scopes",
-    "classifier_processes",
-    "dns_names",
-    "cgroup_paths",
-    "kernel_proc_stats",
-    "kernel_syscall_counts",
-    "kernel_flows",
+/// After health's process table: (object in health, entry, column). The
+/// tracer's own tables (`tables`), then the kernel's (`kernel_tables`).
+const TABLES: &[(&str, &str, &str)] = &[
+    ("tables", "classifier_scopes", "scopes"),
+    ("tables", "classifier_processes", "cl_procs"),
+    ("tables", "dns_names", "dns_names"),
+    ("tables", "cgroup_paths", "cgroups"),
+    ("tables", "kernel_proc_stats", "ledger_p"),
+    ("tables", "kernel_syscall_counts", "ledger_sys"),
+    ("tables", "kernel_flows", "ledger_fl"),
+    ("kernel_tables", "proc_stats", "k_procs"),
+    ("kernel_tables", "syscall_counts", "k_sys"),
+    ("kernel_tables", "last_runtime", "k_threads"),
+    ("kernel_tables", "flows", "k_flows"),
+    ("kernel_tables", "fresh_sockets", "k_fresh"),
 ];
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -45,6 +51,8 @@ struct Sample {
     tables: Vec<f64>,
     events_read: f64,
     dropped: f64,
+    /// Keys the kernel's LRU tables evicted, all tables together.
+    evicted: f64,
 }
 
 fn last_health(path: &Path) -> Option<Value> {
@@ -62,7 +70,10 @@ fn sample(t0: Instant, pid: u32, health: &Path) -> Sample {
         t_s: t0.elapsed().as_secs_f64().round(),
         rss_mib: rss_mib(pid),
         process_table: n(&h["process_table_size"]),
-        tables: TABLES.iter().map(|t| n(&h["tables"][t])).collect(),
+        tables: TABLES.iter().map(|(object, t, _)| n(&h[object][t])).collect(),
+        evicted: h["kernel_evictions"]
+            .as_object()
+            .map_or(f64::NAN, |e| e.values().filter_map(Value::as_f64).sum()),
         events_read: n(&h["events_read"]),
         dropped: n(&h["dropped_total"]),
     }
@@ -140,19 +151,20 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut report = String::from("\nseries (first third -> last third of the churn's samples): verdict\n");
     // The first sample is from before the churn.
     let churned = &samples[1.min(during.saturating_sub(1))..during.max(1)];
-    let mut all: Vec<(&str, Vec<f64>)> = vec![
-        ("rss_mib", churned.iter().map(|s| s.rss_mib).collect()),
-        ("process_table_size", churned.iter().map(|s| s.process_table).collect()),
+    let mut all: Vec<(String, Vec<f64>)> = vec![
+        ("rss_mib".into(), churned.iter().map(|s| s.rss_mib).collect()),
+        ("process_table_size".into(), churned.iter().map(|s| s.process_table).collect()),
     ];
-    for (i, t) in TABLES.iter().enumerate() {
-        all.push((t, churned.iter().map(|s| s.tables[i]).collect()));
+    for (i, (object, t, _)) in TABLES.iter().enumerate() {
+        let name = if *object == "kernel_tables" { format!("kernel {t}") } else { t.to_string() };
+        all.push((name, churned.iter().map(|s| s.tables[i]).collect()));
     }
     let mut growing = Vec::new();
     for (name, series) in &all {
         let (first, last, v) = verdict(series);
         report.push_str(&format!("  {name:<22} {first:>10.1} -> {last:>10.1}: {v}\n"));
         if v == "growing" {
-            growing.push(*name);
+            growing.push(name.as_str());
         }
     }
     let (start, end) = (&samples[0], samples.last().expect("at least one sample"));
@@ -165,9 +177,10 @@ pub fn run(opts: &Options) -> Result<()> {
         end.process_table
     ));
     report.push_str(&format!(
-        "events read {:.0}, dropped {:.0}; tracer exited {status}\nverdict: {}\n",
+        "events read {:.0}, dropped {:.0}, kernel table keys evicted {:.0}; tracer exited {status}\nverdict: {}\n",
         end.events_read,
         end.dropped,
+        end.evicted,
         if growing.is_empty() { "flat".to_string() } else { format!("growing ({})", growing.join(", ")) }
     ));
     println!("{report}");
@@ -178,8 +191,8 @@ pub fn run(opts: &Options) -> Result<()> {
 
 fn header() -> String {
     let mut h = format!("{:>6} {:>8} {:>8}", "t_s", "rss_mib", "procs");
-    for t in TABLES {
-        h.push_str(&format!(" {:>10}", t.trim_start_matches("classifier_").trim_start_matches("kernel_")));
+    for (_, _, column) in TABLES {
+        h.push_str(&format!(" {column:>10}"));
     }
     h + "\n"
 }

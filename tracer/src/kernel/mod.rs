@@ -2,6 +2,7 @@
 //! resolving what they need from BTF and tracefs, reading their counters,
 //! and decoding their records.
 
+mod batch;
 pub mod btf;
 pub mod events;
 pub mod tracefs;
@@ -11,14 +12,16 @@ use std::{collections::HashMap, path::Path};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{Program, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 use tracer_common::{
     Config, EventKind, FlowKey, FlowStats, GpuStat, GpuStatKey, NO_OFFSET, ProcStats, TracepointOffsets,
-    config_flags, control, counter,
+    config_flags, control, counter, table,
 };
+
+use self::batch::{BatchReader, pod};
 
 use crate::gpu::devices::GpuDevice;
 
@@ -126,9 +129,11 @@ pub struct Kernel {
     control: aya::maps::Array<MapData, u32>,
     gpu_devices: BpfHashMap<MapData, u32, u32>,
     pub map_memory: MapMemory,
-    /// Tables whose occupancy health reports (kernel memory that must stay
-    /// flat over days), keyed by name; values are not read.
-    tables: Vec<(&'static str, CountKeys)>,
+    /// The LRU tables, by `tracer_common::table` number, read in batches.
+    lru: Vec<BatchReader>,
+    /// Keys this process removed from each LRU table.
+    removed: [u64; table::COUNT as usize],
+    traced_tgids: BatchReader,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -143,7 +148,9 @@ pub struct KernelCounters {
     pub dropped: HashMap<&'static str, u64>,
     pub read_errors: u64,
     pub threads_created: u64,
-    pub gpu_stats_full: u64,
+    /// Keys the programs added to each LRU table and removed from it.
+    pub table_inserted: [u64; table::COUNT as usize],
+    pub table_deleted: [u64; table::COUNT as usize],
     /// Evidence the programs saw and could not report, by why.
     pub losses: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -235,6 +242,7 @@ impl Kernel {
         }
 
         let events = take_map(&mut ebpf, "EVENTS")?;
+        let lru = table::MAPS.iter().map(|name| reader(&ebpf, name)).collect::<Result<_>>()?;
         let mut kernel = Self {
             counters: take_map(&mut ebpf, "COUNTERS")?,
             gpu_stats: take_map(&mut ebpf, "GPU_STATS")?,
@@ -242,20 +250,9 @@ impl Kernel {
             control: take_map(&mut ebpf, "CONTROL")?,
             gpu_devices: take_map(&mut ebpf, "GPU_DEVICES")?,
             map_memory: MapMemory::of_this_process(),
-            tables: vec![
-                (
-                    "last_runtime",
-                    count_keys(take_map::<BpfHashMap<MapData, u32, u64>>(&mut ebpf, "LAST_RUNTIME")?),
-                ),
-                (
-                    "fresh_sockets",
-                    count_keys(take_map::<BpfHashMap<MapData, u64, [u8; 32]>>(&mut ebpf, "FRESH_SOCKETS")?),
-                ),
-                (
-                    "traced_tgids",
-                    count_keys(take_map::<BpfHashMap<MapData, u32, u8>>(&mut ebpf, "TRACED_TGIDS")?),
-                ),
-            ],
+            lru,
+            removed: [0; table::COUNT as usize],
+            traced_tgids: reader(&ebpf, "TRACED_TGIDS")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
@@ -268,9 +265,27 @@ impl Kernel {
     }
 
     /// Entries in the kernel tables that follow threads, processes and
-    /// sockets; they must stay flat however long the tracer runs.
-    pub fn table_entries(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.tables.iter().map(|(name, count)| (*name, count())).collect()
+    /// sockets (they must stay flat however long the tracer runs), and the
+    /// keys each LRU table evicted: added, neither removed nor there now.
+    ///
+    /// The counters are read before the walk and again after it: a key
+    /// added during the walk is in neither the first count nor, perhaps,
+    /// the walk, and one removed during it is in the second count, so what
+    /// is reported is at most what was evicted.
+    pub fn tables(&self) -> Result<KernelTables> {
+        let before = self.counters()?;
+        let mut out = KernelTables::default();
+        for (i, reader) in self.lru.iter().enumerate() {
+            out.entries
+                .insert(table_name(i), reader.len().with_context(|| format!("reading {}", table::MAPS[i]))?);
+        }
+        let after = self.counters()?;
+        for (i, name) in (0..self.lru.len()).map(|i| (i, table_name(i))) {
+            let gone = after.table_deleted[i] + self.removed[i] + out.entries[name];
+            out.evicted.insert(name, before.table_inserted[i].saturating_sub(gone));
+        }
+        out.entries.insert("traced_tgids", self.traced_tgids.len().context("reading TRACED_TGIDS")?);
+        Ok(out)
     }
 
     /// Stops every record at once (the programs check a flag before they
@@ -319,41 +334,45 @@ impl Kernel {
     /// Cumulative per-process counters, summed over CPUs.
     pub fn proc_snapshot(&self) -> Result<HashMap<u32, ProcStats>> {
         let mut out = HashMap::new();
-        for entry in self.proc_stats.iter() {
-            let (tgid, per_cpu) = entry.context("reading PROC_STATS")?;
-            out.insert(tgid, sum_proc_stats(per_cpu.iter()));
-        }
+        self.lru[table::PROC_STATS as usize]
+            .for_each(|k, per_cpu| {
+                out.insert(pod::<u32>(k), sum_proc_stats(per_cpu.map(pod::<ProcStats>)));
+            })
+            .context("reading PROC_STATS")?;
         Ok(out)
     }
 
     /// One process's cumulative counters (for its final account at exit).
     pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
-        self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter()))
+        self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()))
     }
 
     /// Cumulative syscall counts per (tgid, syscall number).
     pub fn syscall_snapshot(&self) -> Result<HashMap<(u32, u32), u64>> {
         let mut out = HashMap::new();
-        for entry in self.syscall_counts.iter() {
-            let (key, per_cpu) = entry.context("reading SYSCALL_COUNTS")?;
-            out.insert(((key >> 32) as u32, key as u32), per_cpu.iter().sum());
-        }
+        self.lru[table::SYSCALL_COUNTS as usize]
+            .for_each(|k, per_cpu| {
+                let key = pod::<u64>(k);
+                out.insert(((key >> 32) as u32, key as u32), per_cpu.map(pod::<u64>).sum());
+            })
+            .context("reading SYSCALL_COUNTS")?;
         Ok(out)
     }
 
     /// Cumulative bytes per (process, remote endpoint).
     pub fn flow_snapshot(&self) -> Result<HashMap<FlowKey, FlowStats>> {
         let mut out = HashMap::new();
-        for entry in self.flows.iter() {
-            let (key, per_cpu) = entry.context("reading FLOWS")?;
-            let total = per_cpu.iter().fold(FlowStats::default(), |a, v| FlowStats {
-                tx_bytes: a.tx_bytes + v.tx_bytes,
-                rx_bytes: a.rx_bytes + v.rx_bytes,
-                tx_calls: a.tx_calls + v.tx_calls,
-                rx_calls: a.rx_calls + v.rx_calls,
-            });
-            out.insert(key, total);
-        }
+        self.lru[table::FLOWS as usize]
+            .for_each(|k, per_cpu| {
+                let total = per_cpu.map(pod::<FlowStats>).fold(FlowStats::default(), |a, v| FlowStats {
+                    tx_bytes: a.tx_bytes + v.tx_bytes,
+                    rx_bytes: a.rx_bytes + v.rx_bytes,
+                    tx_calls: a.tx_calls + v.tx_calls,
+                    rx_calls: a.rx_calls + v.rx_calls,
+                });
+                out.insert(pod::<FlowKey>(k), total);
+            })
+            .context("reading FLOWS")?;
         Ok(out)
     }
 
@@ -364,30 +383,37 @@ impl Kernel {
         syscall_numbers: impl IntoIterator<Item = u32>,
         flows: impl IntoIterator<Item = FlowKey>,
     ) {
-        let _ = self.proc_stats.remove(&tgid);
+        let removed = &mut self.removed;
+        let mut count =
+            |table: u32, r: Result<(), aya::maps::MapError>| removed[table as usize] += u64::from(r.is_ok());
+        count(table::PROC_STATS, self.proc_stats.remove(&tgid));
         for nr in syscall_numbers {
-            let _ = self.syscall_counts.remove(&((u64::from(tgid) << 32) | u64::from(nr)));
+            count(
+                table::SYSCALL_COUNTS,
+                self.syscall_counts.remove(&((u64::from(tgid) << 32) | u64::from(nr))),
+            );
         }
         for key in flows {
-            let _ = self.flows.remove(&key);
+            count(table::FLOWS, self.flows.remove(&key));
         }
     }
 
     /// Cumulative GPU ioctl counters, summed over CPUs.
     pub fn gpu_snapshot(&self) -> Result<HashMap<GpuStatKey, GpuStat>> {
         let mut out = HashMap::new();
-        for entry in self.gpu_stats.iter() {
-            let (key, per_cpu) = entry.context("reading GPU_STATS")?;
-            let mut total = GpuStat::default();
-            for v in per_cpu.iter() {
-                total.calls += v.calls;
-                total.errors += v.errors;
-                total.total_ns += v.total_ns;
-                total.bytes += v.bytes;
-                total.bytes_requested += v.bytes_requested;
-            }
-            out.insert(key, total);
-        }
+        self.lru[table::GPU_STATS as usize]
+            .for_each(|k, per_cpu| {
+                let mut total = GpuStat::default();
+                for v in per_cpu.map(pod::<GpuStat>) {
+                    total.calls += v.calls;
+                    total.errors += v.errors;
+                    total.total_ns += v.total_ns;
+                    total.bytes += v.bytes;
+                    total.bytes_requested += v.bytes_requested;
+                }
+                out.insert(pod::<GpuStatKey>(k), total);
+            })
+            .context("reading GPU_STATS")?;
         Ok(out)
     }
 
@@ -397,18 +423,25 @@ impl Kernel {
         let keys: Vec<GpuStatKey> =
             self.gpu_stats.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
         for k in keys {
-            let _ = self.gpu_stats.remove(&k);
+            self.removed[table::GPU_STATS as usize] += u64::from(self.gpu_stats.remove(&k).is_ok());
         }
         let seen: Vec<u64> =
             self.gpu_seen.keys().filter_map(Result::ok).filter(|k| (k >> 32) as u32 == tgid).collect();
         for k in seen {
-            let _ = self.gpu_seen.remove(&k);
+            self.removed[table::GPU_SEEN as usize] += u64::from(self.gpu_seen.remove(&k).is_ok());
         }
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
         let sum = |slot: u32| -> Result<u64> {
             Ok(self.counters.get(&slot, 0).with_context(|| format!("reading counter {slot}"))?.iter().sum())
+        };
+        let per_table = |base: u32| -> Result<[u64; table::COUNT as usize]> {
+            let mut out = [0; table::COUNT as usize];
+            for (t, v) in out.iter_mut().enumerate() {
+                *v = sum(base + t as u32)?;
+            }
+            Ok(out)
         };
         let mut dropped = HashMap::new();
         for kind in EventKind::ALL {
@@ -418,7 +451,8 @@ impl Kernel {
             dropped,
             read_errors: sum(counter::READ_ERRORS)?,
             threads_created: sum(counter::THREADS_CREATED)?,
-            gpu_stats_full: sum(counter::GPU_STATS_FULL)?,
+            table_inserted: per_table(counter::TABLE_INSERTED_BASE)?,
+            table_deleted: per_table(counter::TABLE_DELETED_BASE)?,
             losses: [
                 ("traced_tgids_full", counter::TRACED_TGIDS_FULL),
                 ("first_bytes_stale_fd", counter::FIRST_BYTES_STALE),
@@ -482,12 +516,41 @@ pub fn possible_cpus() -> u32 {
         .unwrap_or(1)
 }
 
-/// Counts one kernel table's keys.
-type CountKeys = Box<dyn Fn() -> u64>;
+/// Occupancy and evictions of the kernel tables, for health.
+#[derive(Debug, Default)]
+pub struct KernelTables {
+    pub entries: std::collections::BTreeMap<&'static str, u64>,
+    pub evicted: std::collections::BTreeMap<&'static str, u64>,
+}
 
-/// Counts a hash map's keys (one syscall per key: for health, not hot paths).
-fn count_keys<K: aya::Pod + 'static, V: aya::Pod + 'static>(map: BpfHashMap<MapData, K, V>) -> CountKeys {
-    Box::new(move || map.keys().filter(Result::is_ok).count() as u64)
+/// A table's name in health: its map's, in lower case.
+fn table_name(t: usize) -> &'static str {
+    const NAMES: [&str; table::COUNT as usize] = [
+        "proc_stats",
+        "syscall_counts",
+        "flows",
+        "last_runtime",
+        "gpu_stats",
+        "gpu_seen",
+        "connects_in_flight",
+        "ioctls_in_flight",
+        "dns_recv",
+        "dns_sockets",
+        "fresh_sockets",
+    ];
+    NAMES[t]
+}
+
+/// A batch reader on one of the object's hash maps (its own fd: the map
+/// may also be taken, typed, for lookups and removals).
+fn reader(ebpf: &Ebpf, name: &str) -> Result<BatchReader> {
+    let (data, per_cpu) = match ebpf.map(name) {
+        Some(Map::HashMap(m) | Map::LruHashMap(m)) => (m, false),
+        Some(Map::PerCpuHashMap(m) | Map::PerCpuLruHashMap(m)) => (m, true),
+        Some(_) => bail!("map {name} is not a hash map"),
+        None => bail!("map {name} missing from the object"),
+    };
+    BatchReader::new(data, per_cpu).with_context(|| format!("map {name}"))
 }
 
 /// Takes a map out of the object, typed; it outlives the programs.
@@ -499,7 +562,7 @@ where
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
-fn sum_proc_stats<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> ProcStats {
+fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
     per_cpu.fold(ProcStats::default(), |a, v| ProcStats {
         cpu_ns: a.cpu_ns + v.cpu_ns,
         syscalls: a.syscalls + v.syscalls,

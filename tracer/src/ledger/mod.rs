@@ -74,10 +74,6 @@ pub struct Ledger {
     last_proc: HashMap<u32, ProcStats>,
     last_sys: HashMap<(u32, u32), u64>,
     last_flows: HashMap<FlowKey, FlowStats>,
-    /// Keys that vanished from a kernel map between two reports without the
-    /// process exiting: the map's LRU evicted them (its activity since the
-    /// previous report is lost, and counted here).
-    pub evicted: u64,
 }
 
 fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
@@ -107,12 +103,10 @@ impl Ledger {
         flows: &HashMap<FlowKey, FlowStats>,
     ) -> BTreeMap<u32, Delta> {
         let mut out: BTreeMap<u32, Delta> = BTreeMap::new();
-        let before = self.last_proc.len() + self.last_sys.len() + self.last_flows.len();
+        // Keys gone from a kernel map (evicted; counted by the kernel tables).
         self.last_proc.retain(|k, _| procs.contains_key(k));
         self.last_sys.retain(|k, _| syscalls.contains_key(k));
         self.last_flows.retain(|k, _| flows.contains_key(k));
-        self.evicted +=
-            (before - (self.last_proc.len() + self.last_sys.len() + self.last_flows.len())) as u64;
         for (tgid, now) in procs {
             let before = self.last_proc.insert(*tgid, *now).unwrap_or_default();
             let d = sub(now, &before);

@@ -341,7 +341,9 @@ pub struct HealthView {
     pub dns_parse_errors: u64,
     /// Address-to-name entries evicted from the bounded DNS cache.
     pub dns_names_evicted: u64,
-    /// Per-process kernel counters evicted by the maps' LRU before a report.
+    /// Keys of the per-process counter tables (proc_stats, syscall_counts,
+    /// flows) the kernel's LRU evicted: activity of a process or a peer
+    /// since its last report that is lost.
     pub ledger_keys_evicted: u64,
     /// Process-table entries dropped because the process vanished unseen.
     pub process_table_pruned: u64,
@@ -351,8 +353,11 @@ pub struct HealthView {
     /// Kernel memory the tracer's maps hold (preallocated, per possible CPU).
     pub kernel_maps: crate::kernel::MapMemory,
     /// Entries in the kernel tables that follow threads, processes and
-    /// sockets (last_runtime, fresh_sockets, traced_tgids).
+    /// sockets, by table.
     pub kernel_tables: std::collections::BTreeMap<&'static str, u64>,
+    /// Keys each kernel LRU table evicted since start (added by the
+    /// programs, neither removed nor there now).
+    pub kernel_evictions: std::collections::BTreeMap<&'static str, u64>,
     /// Evidence the kernel programs saw and could not report, by why.
     pub kernel_losses: std::collections::BTreeMap<&'static str, u64>,
     /// Records whose captured bytes are fewer than the bytes sent or
@@ -364,7 +369,8 @@ pub struct HealthView {
     pub unread_at_shutdown: std::collections::BTreeMap<&'static str, u64>,
     pub kernel_read_errors: u64,
     pub threads_created: u64,
-    /// GPU ioctls not counted because the per-process table was full.
+    /// GPU counter keys (process, device, ioctl) the kernel's LRU evicted:
+    /// calls since that key's last report are lost.
     pub gpu_stats_full: u64,
     /// Devices whose ioctls are attributed as GPU activity.
     pub gpu_devices: Vec<String>,
