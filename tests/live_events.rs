@@ -251,25 +251,36 @@ fn unix_socket_connect_is_reported_with_its_path() {
     assert_eq!(connects[0]["connect"]["result"], "ok");
 }
 
+/// `--cgroup` takes the subtree, as a container's or a systemd unit's
+/// processes live in cgroups below the one named (`init.scope`, a pod's
+/// containers under its slice).
 #[test]
-fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
+fn cgroup_filter_keeps_only_tasks_in_that_cgroup_and_below() {
     let mount = tracer::process::cgroup::cgroup2_mount().expect("a cgroup2 mount");
     let cg = mount.join(format!("tracer-test-{}", std::process::id()));
-    std::fs::create_dir_all(&cg).unwrap();
+    let below = cg.join("below");
+    std::fs::create_dir_all(&below).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = format!("read go; exec 3<>/dev/tcp/127.0.0.1/{port}");
     let mut inside = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
+    let mut nested = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
     let mut outside = bash(&script).stdin(Stdio::piped()).spawn().unwrap();
     std::fs::write(cg.join("cgroup.procs"), inside.id().to_string()).unwrap();
+    std::fs::write(below.join("cgroup.procs"), nested.id().to_string()).unwrap();
 
     let tracer = Tracer::start(&["--cgroup", cg.to_str().unwrap()]);
-    for child in [&mut inside, &mut outside] {
+    for child in [&mut inside, &mut nested, &mut outside] {
         writeln!(child.stdin.take().unwrap(), "go").unwrap();
         assert!(child.wait().unwrap().success());
     }
     let records = tracer.stop();
+    std::fs::remove_dir(&below).unwrap();
     std::fs::remove_dir(&cg).unwrap();
+
+    let nested_seen = connects_to(&records, nested.id(), port);
+    assert_eq!(nested_seen.len(), 1, "a task in a cgroup below the filter: {nested_seen:#?}");
+    assert!(nested_seen[0]["process"]["cgroup"].as_str().unwrap().ends_with("/below"), "{nested_seen:#?}");
 
     let seen = connects_to(&records, inside.id(), port);
     assert_eq!(seen.len(), 1, "{seen:#?}");

@@ -388,11 +388,13 @@ pub struct Config {
     pub tracer_tgid: u32,
     /// 1: only processes in `TRACED_TGIDS` (and their descendants) are traced.
     pub filter_tgids: u32,
-    /// Non-zero: only tasks in this cgroup v2 id are traced.
+    /// Non-zero: only tasks in this cgroup v2 or below it are traced.
     pub filter_cgroup_id: u64,
+    /// The filter cgroup's depth below the cgroup2 root (the root is 0):
+    /// a task is in its subtree when its ancestor at this level is it.
+    pub filter_cgroup_level: u32,
     /// `config_flags::*`.
     pub flags: u32,
-    pub _pad: u32,
     /// CLOCK_MONOTONIC when the tracer started: threads born later are
     /// charged their whole CPU time.
     pub started_ns: u64,
@@ -405,8 +407,8 @@ impl Config {
         tracer_tgid: 0,
         filter_tgids: 0,
         filter_cgroup_id: 0,
+        filter_cgroup_level: 0,
         flags: 0,
-        _pad: 0,
         started_ns: 0,
         kernel: KernelOffsets::UNKNOWN,
         tp: TracepointOffsets {

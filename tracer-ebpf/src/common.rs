@@ -2,8 +2,9 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
@@ -114,8 +115,12 @@ pub fn should_trace(tgid: u32) -> bool {
         return false;
     }
     if cfg.filter_cgroup_id != 0 {
-        // SAFETY: helper with no arguments.
-        if unsafe { bpf_get_current_cgroup_id() } != cfg.filter_cgroup_id {
+        // The task's ancestor at the filter's depth (itself when it is at
+        // that depth): the filter cgroup for tasks anywhere in its subtree.
+        // SAFETY: helper with a plain integer argument.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(cfg.filter_cgroup_level as i32) }
+            != cfg.filter_cgroup_id
+        {
             return false;
         }
     }

@@ -80,8 +80,8 @@ pub struct RunArgs {
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
 
-    /// Trace only tasks in this cgroup v2: a path (absolute, or relative to
-    /// the cgroup2 mount) or a numeric cgroup id.
+    /// Trace only tasks in this cgroup v2 and the cgroups below it: a path
+    /// (absolute, or relative to the cgroup2 mount) or a numeric cgroup id.
     #[arg(long, value_name = "PATH|ID")]
     pub cgroup: Option<String>,
 

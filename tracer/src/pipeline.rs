@@ -750,21 +750,25 @@ const DRAIN_TURN: Duration = Duration::from_millis(50);
 
 /// How long the shutdown reads what the ring still holds; the rest is
 /// counted. A service manager waits a few seconds at most before SIGKILL.
-const DRAIN_AT_SHUTDOWN: Duration = Duration::from_millis(300);
+const DRAIN_AT_SHUTDOWN: Duration = Duration::from_millis(200);
 
-/// Resolves `--cgroup` to a cgroup v2 id.
-fn cgroup_filter(arg: &str) -> Result<u64> {
+/// Resolves `--cgroup` to a cgroup v2 id and its depth below the root.
+fn cgroup_filter(arg: &str) -> Result<(u64, u32)> {
+    let mount =
+        cgroup::cgroup2_mount().ok_or_else(|| anyhow!("--cgroup {arg}: no cgroup2 mount on this host"))?;
     if let Ok(id) = arg.parse::<u64>() {
-        return Ok(id);
+        let level = cgroup::level_of_id(&mount, id).ok_or_else(|| {
+            anyhow!("--cgroup {arg}: no cgroup2 directory under {} has that id", mount.display())
+        })?;
+        return Ok((id, level));
     }
     let path = Path::new(arg);
-    let path = if path.exists() {
-        path.to_path_buf()
-    } else {
-        let mount = cgroup::cgroup2_mount().ok_or_else(|| anyhow!("no cgroup2 mount on this host"))?;
-        mount.join(arg.trim_start_matches('/'))
-    };
-    cgroup::id_of_path(&path).with_context(|| format!("cgroup {arg} ({})", path.display()))
+    let path = if path.exists() { path.to_path_buf() } else { mount.join(arg.trim_start_matches('/')) };
+    let id = cgroup::id_of_path(&path).with_context(|| format!("cgroup {arg} ({})", path.display()))?;
+    let level = cgroup::level_of_path(&mount, &path).ok_or_else(|| {
+        anyhow!("--cgroup {arg}: {} is not a cgroup v2 directory (under {})", path.display(), mount.display())
+    })?;
+    Ok((id, level))
 }
 
 /// `record`: the same as run, to a file, headed by a capture record.
@@ -790,13 +794,15 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
         }
         gpu_devices.push(d);
     }
+    let cgroup = args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or((0, 0));
     let opts = LoadOptions {
         ring_buffer_bytes: args
             .ring_buffer_kib
             .checked_mul(1024)
             .ok_or_else(|| anyhow!("--ring-buffer-kib {} is too large", args.ring_buffer_kib))?,
         tgids: args.pids.clone(),
-        cgroup_id: args.cgroup.as_deref().map(cgroup_filter).transpose()?.unwrap_or(0),
+        cgroup_id: cgroup.0,
+        cgroup_level: cgroup.1,
         gpu_devices: gpu_devices.clone(),
         syscall_histogram: !args.no_syscall_histogram,
         lite: args.lite,

@@ -109,8 +109,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Trace only these processes and their descendants (empty: all).
     pub tgids: Vec<u32>,
-    /// Trace only this cgroup v2 id (0: all).
+    /// Trace only this cgroup v2 id and its subtree (0: all), at this depth
+    /// below the cgroup2 root.
     pub cgroup_id: u64,
+    pub cgroup_level: u32,
     /// Devices whose ioctls are attributed as GPU activity.
     pub gpu_devices: Vec<GpuDevice>,
     /// Count syscalls per process and number (else per process only).
@@ -194,8 +196,8 @@ impl Kernel {
             tracer_tgid: std::process::id(),
             filter_tgids: u32::from(!opts.tgids.is_empty()),
             filter_cgroup_id: opts.cgroup_id,
+            filter_cgroup_level: opts.cgroup_level,
             flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
-            _pad: 0,
             started_ns: monotonic_ns(),
             kernel: kernel_offsets,
             tp,

@@ -31,6 +31,44 @@ pub fn id_of_path(path: &Path) -> std::io::Result<u64> {
     Ok(fs::metadata(path)?.ino())
 }
 
+/// The depth of a cgroup directory below the cgroup2 root (the root is 0),
+/// or None when it is not a directory of that mount (a v1 path, a typo).
+pub fn level_of_path(mount: &Path, path: &Path) -> Option<u32> {
+    let (mount, path) = (fs::canonicalize(mount).ok()?, fs::canonicalize(path).ok()?);
+    let same_fs = fs::metadata(&mount).ok()?.dev() == fs::metadata(&path).ok()?.dev();
+    let rel = path.strip_prefix(&mount).ok().filter(|_| same_fs)?;
+    Some(rel.components().count() as u32)
+}
+
+/// The depth of the cgroup with this id, found by walking the mount.
+pub fn level_of_id(mount: &Path, id: u64) -> Option<u32> {
+    let mut found = None;
+    walk(mount, &mut |dir, ino| {
+        if ino == id {
+            found = dir.strip_prefix(mount).ok().map(|rel| rel.components().count() as u32);
+        }
+    });
+    found
+}
+
+/// Calls `f(directory, inode)` for every cgroup under `mount`, itself too.
+fn walk(mount: &Path, f: &mut dyn FnMut(&Path, u64)) {
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(meta) = fs::metadata(&dir) {
+            f(&dir, meta.ino());
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+}
+
 /// The first 64-hex-digit run in `text`, the shape of container ids.
 pub fn container_id(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
@@ -85,21 +123,11 @@ impl CgroupResolver {
         self.scans += 1;
         let Some(mount) = self.mount.clone() else { return };
         self.paths.clear();
-        let mut stack = vec![mount.clone()];
-        while let Some(dir) = stack.pop() {
-            if let Ok(meta) = fs::metadata(&dir) {
-                let rel = dir.strip_prefix(&mount).map(|p| format!("/{}", p.display())).unwrap_or_default();
-                self.paths.insert(meta.ino(), rel);
-            }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
+        let paths = &mut self.paths;
+        walk(&mount, &mut |dir, ino| {
+            let rel = dir.strip_prefix(&mount).map(|p| format!("/{}", p.display())).unwrap_or_default();
+            paths.insert(ino, rel);
+        });
     }
 
     /// Cgroup paths known, for the health record.
@@ -159,6 +187,22 @@ mod tests {
             assert_eq!(r.path(u64::MAX - 7), None);
         }
         assert_eq!(r.scans - before, 1, "one walk for an id that is not there, not one per second");
+    }
+
+    #[test]
+    fn levels_count_from_the_cgroup2_root() {
+        let mount = cgroup2_mount().expect("a cgroup2 mount");
+        assert_eq!(level_of_path(&mount, &mount), Some(0));
+        assert_eq!(level_of_id(&mount, id_of_path(&mount).unwrap()), Some(0));
+        // Not a cgroup2 directory at all.
+        assert_eq!(level_of_path(&mount, Path::new("/tmp")), None);
+        let dir = mount.join(format!("tracer-level-test-{}", std::process::id()));
+        let child = dir.join("child");
+        fs::create_dir_all(&child).expect("creating a cgroup (the suite runs as root)");
+        let found = (level_of_path(&mount, &child), level_of_id(&mount, id_of_path(&child).unwrap()));
+        fs::remove_dir(&child).unwrap();
+        fs::remove_dir(&dir).unwrap();
+        assert_eq!(found, (Some(2), Some(2)));
     }
 
     #[test]
