@@ -207,6 +207,9 @@ fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str]) {
     put(out, "tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
     let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
     put(out, "tracer.process.argv_truncated", truncated.map(Value::from));
+    // Evidence in itself (rootkits hide their pids from /proc).
+    let hidden = bool_at(p, &["hidden_from_proc"]).filter(|h| *h);
+    put(out, "tracer.process.hidden_from_proc", hidden.map(Value::from));
 }
 
 /// `<side>.ip/port/address/domain` and `network.type` for an endpoint; an
@@ -364,6 +367,14 @@ mod tests {
         assert_eq!(q["event"]["action"], "dns-query");
         let r = ecs(json!({"kind": "file.open", "file": {"path": "/m/w.safetensors", "renamed": true}}));
         assert_eq!((&r["event"]["type"], &r["event"]["action"]), (&json!(["change"]), &json!("rename")));
+    }
+
+    #[test]
+    fn a_process_hidden_from_proc_says_so() {
+        let hidden = ecs(json!({"kind": "process.exec", "process": {"pid": 9, "hidden_from_proc": true}}));
+        assert_eq!(hidden["tracer"]["process"]["hidden_from_proc"], true);
+        let seen = ecs(json!({"kind": "process.exec", "process": {"pid": 9, "hidden_from_proc": false}}));
+        assert!(seen["tracer"]["process"].get("hidden_from_proc").is_none(), "{seen}");
     }
 
     #[test]

@@ -270,6 +270,9 @@ fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str], class_uid
     put(out, "unmapped.tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
     let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
     put(out, "unmapped.tracer.process.argv_truncated", truncated.map(Value::from));
+    // Evidence in itself (rootkits hide their pids from /proc).
+    let hidden = bool_at(p, &["hidden_from_proc"]).filter(|h| *h);
+    put(out, "unmapped.tracer.process.hidden_from_proc", hidden.map(Value::from));
 }
 
 /// A Network Endpoint; an address that is not an IP is left out (it stays
@@ -530,6 +533,13 @@ mod tests {
         assert_eq!((&v["confidence_id"], &v["confidence_score"]), (&json!(1), &json!(40)));
         assert_eq!(v["finding_info"]["uid"], "h:tree:7");
         assert!(v["finding_info"].get("attacks").is_none(), "no ATT&CK technique without an alert");
+    }
+
+    #[test]
+    fn a_process_hidden_from_proc_says_so() {
+        let p = json!({"pid": 9, "hidden_from_proc": true});
+        let exec = ocsf(json!({"kind": "process.exec", "host": "h", "process": p}));
+        assert_eq!(exec["unmapped"]["tracer"]["process"]["hidden_from_proc"], true, "{exec}");
     }
 
     #[test]
