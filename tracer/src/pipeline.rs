@@ -308,6 +308,7 @@ impl Pipeline {
     /// something, gpu.activity with the driver detail, and the roll-ups
     /// tree.activity (per session) and container.activity (per cgroup).
     pub fn emit_activity(&mut self, kernel: &mut Kernel) -> Result<()> {
+        self.clock = Clock::new();
         let interval_s = round3(self.last_activity.elapsed().as_secs_f64());
         self.last_activity = Instant::now();
         let deltas = self.ledger.deltas(
@@ -632,11 +633,9 @@ impl Pipeline {
         }
     }
 
-    /// The periodic health record. Also the moment to catch up with the
-    /// host: a clock step (NTP, `date -s`, a resumed VM) and GPU drivers
-    /// loaded after start.
+    /// The periodic health record. Also the moment to catch up with GPU
+    /// drivers loaded after start.
     fn tick_health(&mut self, kernel: &mut Kernel) -> Result<()> {
-        self.clock = Clock::new();
         let new = self.gpu.add_new(devices::discover());
         if let Err(e) = kernel.add_gpu_devices(&new) {
             eprintln!("tracer: {e:#}");
@@ -661,6 +660,7 @@ impl Pipeline {
     }
 
     pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
+        self.clock = Clock::new();
         // Written out first, so that the sinks' counts add up: every record
         // handed to a sink is delivered or counted lost, none in between.
         self.sinks.flush()?;
@@ -716,6 +716,9 @@ impl Pipeline {
         kernel: &mut Kernel,
         until: Instant,
     ) -> Result<bool> {
+        // Wall time follows a clock step (NTP, `date -s`, a resumed VM)
+        // from the next turn on: two vDSO reads.
+        self.clock = Clock::new();
         let mut n = 0u32;
         loop {
             // The clock is read every 64 records: a record takes microseconds.
