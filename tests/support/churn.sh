@@ -6,8 +6,17 @@
 set -u
 procs=$1 sessions=$2 seconds=$3 workers=${4:-2}
 
+# Microseconds since boot, from /proc/uptime (monotonic: a wall-clock step
+# must not end or stall the churn; 10 ms resolution is enough for pacing).
+uptime_us() {
+	local up _
+	read -r up _ </proc/uptime
+	echo $((10#${up/./} * 10000))
+}
+
 worker() {
-	local procs=$1 sessions=$2 start=${EPOCHREALTIME/./} done=0 made=0 total=$(($1 + $2))
+	local procs=$1 sessions=$2 start now_us done=0 made=0 total=$(($1 + $2))
+	start=$(uptime_us)
 	local budget=$((seconds * 1000000))
 	while ((done + made < total)); do
 		# Sessions interleaved evenly with the processes.
@@ -19,7 +28,8 @@ worker() {
 			done=$((done + 1))
 		fi
 		# Ahead of the even pace: wait; behind it: carry on as fast as forks go.
-		local due=$(((done + made) * budget / total)) now=$((${EPOCHREALTIME/./} - start))
+		read -r now_us _ </proc/uptime
+		local due=$(((done + made) * budget / total)) now=$((10#${now_us/./} * 10000 - start))
 		if ((due > now + 20000)); then
 			# read -t on a pipe nobody writes: a sleep that forks nothing.
 			read -rt "$(printf '%d.%06d' $(((due - now) / 1000000)) $(((due - now) % 1000000)))" -u "$idle"
