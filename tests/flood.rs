@@ -300,3 +300,44 @@ fn flow_table_evictions_are_counted() {
     assert_eq!(live + evicted, u64::from(PEERS), "{health}");
     assert_eq!(health["ledger_keys_evicted"].as_u64().unwrap(), evicted, "{health}");
 }
+
+/// Processes whose exit record was lost (a ring too small while the tracer
+/// was stopped) are forgotten anyway once they are gone from /proc: their
+/// kernel counters do not stay until the tables fill and evict.
+#[test]
+fn processes_whose_exit_was_dropped_are_forgotten() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    const CHILDREN: usize = 300;
+    let mut tracer = Tracer::start(&[
+        "--pid",
+        &std::process::id().to_string(),
+        "--ring-buffer-kib",
+        "4",
+        // The sweep of the vanished runs every twelfth report.
+        "--activity-interval",
+        "200ms",
+        "--health-interval",
+        "300ms",
+    ]);
+    tracer.signal(libc::SIGSTOP);
+    for _ in 0..CHILDREN {
+        assert!(Command::new("/bin/true").status().unwrap().success());
+    }
+    tracer.signal(libc::SIGCONT);
+    let procs = |r: &Value| r["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap_or(u64::MAX);
+    // While stopped, the children's counters were created in the kernel.
+    let full = tracer.wait_for(Duration::from_secs(10), |r| is_health(r, "running"));
+    let forgotten = tracer.wait_for(Duration::from_secs(15), |r| is_health(r, "running") && procs(r) < 20);
+    let records = tracer.stop();
+    let health = final_health(&records);
+    let dropped = health["dropped"]["exit"].as_u64().unwrap();
+    eprintln!(
+        "{CHILDREN} children, {dropped} exit records dropped; proc_stats {} -> {}; pruned {}",
+        procs(&full),
+        procs(&forgotten),
+        health["process_table_pruned"]
+    );
+    assert!(dropped > 100, "the ring must lose most exits for this test to mean anything: {health}");
+    assert!(procs(&full) > 100, "the children's counters were in the kernel table: {full}");
+    assert_eq!(health["kernel_evictions"]["proc_stats"], 0, "{health}");
+}

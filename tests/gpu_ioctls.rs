@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::{ffi::CString, path::PathBuf};
+use std::{ffi::CString, path::PathBuf, time::Duration};
 
 use serde_json::Value;
 use support::{Tracer, of_kind};
@@ -206,4 +206,64 @@ fn drm_submissions_are_counted_by_driver() {
     assert_eq!(op(a, "I915_GEM_EXECBUFFER2")["calls"], 10);
     assert_eq!(op(a, "I915_GEM_CREATE")["bytes_requested"], 4096);
     assert_eq!(a["gpu"]["summary"]["submissions"], 10);
+}
+
+/// A gpu.open lost in a full ring is written at the process's next GPU
+/// call: without it the process would never be known as a GPU user, and
+/// its final GPU account would never be written.
+#[test]
+fn a_dropped_gpu_open_is_written_at_the_next_call() {
+    let card = Node::new("renderD129");
+    let spec = format!("{}=i915", card.path.display());
+    let tracer =
+        Tracer::start(&["--gpu-device", &spec, "--ring-buffer-kib", "4", "--activity-interval", "1h"]);
+    let gpu = CString::new(card.path.to_str().unwrap()).unwrap();
+    let mut create = [0u8; 16];
+    put_u64(&mut create, 0, 4096);
+    let mut go = [0i32; 2];
+    // SAFETY: pipe with a valid out array.
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    // The ring fills while the tracer is stopped: these processes' records
+    // alone are many times its 4 KiB.
+    tracer.signal(libc::SIGSTOP);
+    for _ in 0..50 {
+        assert!(std::process::Command::new("/bin/true").status().unwrap().success());
+    }
+    // SAFETY: the child makes only async-signal-safe syscalls, then _exit.
+    let child = unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let fd = libc::open(gpu.as_ptr(), libc::O_RDWR);
+            // First call: its gpu.open finds the ring full.
+            libc::ioctl(fd, 0xc010645b_u64 as _, create.as_mut_ptr());
+            let mut byte = 0u8;
+            libc::read(go[0], (&raw mut byte).cast(), 1);
+            libc::ioctl(fd, 0xc010645b_u64 as _, create.as_mut_ptr());
+            libc::_exit(0);
+        }
+        pid as u32
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    tracer.signal(libc::SIGCONT);
+    // Read out (4 KiB take the tracer microseconds), so the second call
+    // finds room.
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: writing one byte to our pipe, then reaping our child.
+    unsafe {
+        assert_eq!(libc::write(go[1], b"g".as_ptr().cast(), 1), 1);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(child as i32, &mut status, 0), child as i32);
+    }
+    let records = tracer.stop();
+    let health = support::final_health(&records);
+    assert!(
+        health["dropped"]["gpu_open"].as_u64().unwrap() >= 1,
+        "the first gpu.open must be lost: {health}"
+    );
+    let opens = of_kind(&records, "gpu.open", child);
+    assert_eq!(opens.len(), 1, "{opens:#?}");
+    let activity = of_kind(&records, "gpu.activity", child);
+    assert_eq!(activity.len(), 1, "the final GPU account: {activity:#?}");
+    assert_eq!(op(activity[0], "I915_GEM_CREATE")["calls"], 2);
 }

@@ -189,9 +189,12 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
 
     let seen_key = ((tgid as u64) << 32) | rdev as u64;
     // SAFETY: presence check only.
+    // Marked only once its record is in the ring: a dropped gpu.open (ring
+    // full) is tried again at the next call, or user space would never
+    // learn the process uses the GPU and never write its final account.
     if unsafe { GPU_SEEN.get(&seen_key) }.is_none() {
-        upsert!(GPU_SEEN, table::GPU_SEEN, &seen_key, &1);
         if let Some(mut entry) = reserve::<GpuOpenEvent>(EventKind::GpuOpen) {
+            upsert!(GPU_SEEN, table::GPU_SEEN, &seen_key, &1);
             // SAFETY: reservation sized for GpuOpenEvent; all fields written.
             let event = unsafe { &mut *entry.as_mut_ptr() };
             fill_header(&mut event.header, EventKind::GpuOpen);

@@ -397,17 +397,34 @@ impl Pipeline {
             });
             self.emit(now, None, body)?;
         }
-        // Every twelfth report, drop entries whose exit was never seen.
+        // Exited processes have had their last interval: forget them.
+        let mut gone: HashSet<u32> = self.table.sweep_exited().into_iter().collect();
+        // Every twelfth report, also those whose exit was never seen (its
+        // record dropped in a full ring): gone from /proc, whether the
+        // table knew them or only the kernel's counters did.
         self.reports += 1;
         if self.reports.is_multiple_of(12) {
-            self.stats.table_pruned += self.table.prune_vanished() as u64;
+            let pruned = self.table.prune_vanished();
+            self.stats.table_pruned += pruned.len() as u64;
+            gone.extend(pruned);
+            let unknown: Vec<u32> = self
+                .ledger
+                .tgids()
+                .filter(|t| self.table.get(*t).is_none() && !self.table.in_proc(*t))
+                .collect();
+            gone.extend(unknown);
+            for tgid in &gone {
+                if self.gpu_tgids.remove(tgid) {
+                    kernel.forget_gpu_process(*tgid);
+                    self.gpu.forget(*tgid);
+                }
+            }
         }
-        // Exited processes have had their last interval: forget them.
-        for tgid in self.table.sweep_exited() {
-            kernel.forget_process(tgid, self.ledger.syscall_numbers(tgid), self.ledger.flow_keys(tgid));
-            self.names.forget(tgid);
-            self.libraries_checked.remove(&tgid);
-            self.ledger.forget(tgid);
+        let keys = self.ledger.forget(&gone);
+        kernel.forget_processes(&gone, keys);
+        for tgid in &gone {
+            self.names.forget(*tgid);
+            self.libraries_checked.remove(tgid);
         }
         Ok(())
     }

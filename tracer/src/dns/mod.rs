@@ -194,6 +194,8 @@ pub fn parse(b: &[u8]) -> Result<Message, ParseError> {
 pub struct NameCache {
     by_process: HashMap<u32, HashMap<IpAddr, String>>,
     order: VecDeque<(u32, IpAddr)>,
+    /// Entries of `order` whose process was forgotten.
+    stale: usize,
     pub evicted: u64,
 }
 
@@ -211,11 +213,11 @@ impl NameCache {
             }
         }
         while self.order.len() > NAME_CACHE_MAX {
-            if let Some((t, ip)) = self.order.pop_front()
-                && let Some(m) = self.by_process.get_mut(&t)
-            {
-                m.remove(&ip);
+            let Some((t, ip)) = self.order.pop_front() else { break };
+            if self.by_process.get_mut(&t).and_then(|m| m.remove(&ip)).is_some() {
                 self.evicted += 1;
+            } else {
+                self.stale = self.stale.saturating_sub(1);
             }
         }
     }
@@ -226,16 +228,24 @@ impl NameCache {
 
     /// Names held, for the health record.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.order.len() - self.stale.min(self.order.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 
+    /// Forgets a process's names. Its entries in the eviction order are
+    /// left behind and compacted away once they are half of it: a pass
+    /// over 65 536 entries per exit made exits quadratic.
     pub fn forget(&mut self, tgid: u32) {
-        self.by_process.remove(&tgid);
-        self.order.retain(|(t, _)| *t != tgid);
+        let Some(names) = self.by_process.remove(&tgid) else { return };
+        self.stale += names.len();
+        if self.stale > self.order.len() / 2 {
+            let by_process = &self.by_process;
+            self.order.retain(|(t, ip)| by_process.get(t).is_some_and(|m| m.contains_key(ip)));
+            self.stale = 0;
+        }
     }
 }
 
@@ -278,6 +288,27 @@ pub mod tests {
         cache.learn(7, &r);
         assert_eq!(cache.name(7, &"10.1.2.3".parse().unwrap()).as_deref(), Some("svc.tracer.test"));
         assert_eq!(cache.name(8, &"10.1.2.3".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn forgotten_processes_leave_the_cache_and_its_count() {
+        let r = parse(&response("svc.tracer.test", [10, 1, 2, 3])).unwrap();
+        let mut cache = NameCache::default();
+        for tgid in 0..1000 {
+            cache.learn(tgid, &r);
+        }
+        for tgid in 0..999 {
+            cache.forget(tgid);
+        }
+        assert_eq!(cache.len(), 1);
+        assert!(cache.order.len() < 1000, "stale order entries are compacted away");
+        assert_eq!(cache.name(999, &"10.1.2.3".parse().unwrap()).as_deref(), Some("svc.tracer.test"));
+        // Filling it again evicts the oldest live entries only, counted.
+        for tgid in 1000..1000 + NAME_CACHE_MAX as u32 {
+            cache.learn(tgid, &r);
+        }
+        assert_eq!((cache.len(), cache.evicted), (NAME_CACHE_MAX, 1));
+        assert_eq!(cache.name(999, &"10.1.2.3".parse().unwrap()), None);
     }
 
     #[test]

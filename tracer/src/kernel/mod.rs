@@ -378,24 +378,26 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Drops an exited process's counters.
-    pub fn forget_process(
+    /// Drops gone processes' counters: their keys in PROC_STATS and the
+    /// (tgid, syscall) and flow keys the ledger knew for them.
+    pub fn forget_processes(
         &mut self,
-        tgid: u32,
-        syscall_numbers: impl IntoIterator<Item = u32>,
-        flows: impl IntoIterator<Item = FlowKey>,
+        tgids: &std::collections::HashSet<u32>,
+        keys: crate::ledger::KernelKeys,
     ) {
         let removed = &mut self.removed;
         let mut count =
             |table: u32, r: Result<(), aya::maps::MapError>| removed[table as usize] += u64::from(r.is_ok());
-        count(table::PROC_STATS, self.proc_stats.remove(&tgid));
-        for nr in syscall_numbers {
+        for tgid in tgids {
+            count(table::PROC_STATS, self.proc_stats.remove(tgid));
+        }
+        for (tgid, nr) in keys.syscalls {
             count(
                 table::SYSCALL_COUNTS,
                 self.syscall_counts.remove(&((u64::from(tgid) << 32) | u64::from(nr))),
             );
         }
-        for key in flows {
+        for key in keys.flows {
             count(table::FLOWS, self.flows.remove(&key));
         }
     }

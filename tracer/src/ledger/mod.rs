@@ -4,7 +4,7 @@
 
 pub mod syscalls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -136,20 +136,43 @@ impl Ledger {
     }
 
     /// Flow keys seen for a process (to delete its kernel keys).
-    pub fn flow_keys(&self, tgid: u32) -> Vec<FlowKey> {
-        self.last_flows.keys().filter(|k| k.tgid == tgid).copied().collect()
+    /// Forgets these processes in one pass over the tables (per process,
+    /// a pass each made the work of an interval with a thousand exits
+    /// quadratic); returns their kernel keys to delete.
+    pub fn forget(&mut self, tgids: &HashSet<u32>) -> KernelKeys {
+        let mut keys = KernelKeys::default();
+        if tgids.is_empty() {
+            return keys;
+        }
+        self.last_proc.retain(|t, _| !tgids.contains(t));
+        self.last_sys.retain(|k, _| {
+            let gone = tgids.contains(&k.0);
+            if gone {
+                keys.syscalls.push(*k);
+            }
+            !gone
+        });
+        self.last_flows.retain(|k, _| {
+            let gone = tgids.contains(&k.tgid);
+            if gone {
+                keys.flows.push(*k);
+            }
+            !gone
+        });
+        keys
     }
 
-    pub fn forget(&mut self, tgid: u32) {
-        self.last_proc.remove(&tgid);
-        self.last_sys.retain(|k, _| k.0 != tgid);
-        self.last_flows.retain(|k, _| k.tgid != tgid);
+    /// Processes with counters reported, for the sweep of the vanished.
+    pub fn tgids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.last_proc.keys().copied()
     }
+}
 
-    /// Syscall numbers seen for a process (to delete its kernel keys).
-    pub fn syscall_numbers(&self, tgid: u32) -> Vec<u32> {
-        self.last_sys.keys().filter(|k| k.0 == tgid).map(|k| k.1).collect()
-    }
+/// Kernel keys of forgotten processes: (tgid, syscall number) and flows.
+#[derive(Debug, Default)]
+pub struct KernelKeys {
+    pub syscalls: Vec<(u32, u32)>,
+    pub flows: Vec<FlowKey>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -212,9 +212,9 @@ impl ProcessTable {
 
     /// Drops live-looking entries whose process is gone from /proc (its exit
     /// was never seen, e.g. dropped); returns how many.
-    pub fn prune_vanished(&mut self) -> usize {
+    pub fn prune_vanished(&mut self) -> Vec<u32> {
         let root = self.proc_root.clone();
-        let before = self.by_tgid.len();
+        let mut pruned = Vec::new();
         self.by_tgid.retain(|tgid, p| {
             if p.exited
                 || procfs::read(&root, *tgid)
@@ -224,9 +224,18 @@ impl ProcessTable {
             }
             // Not gone: hidden since it was first seen.
             p.hidden_from_proc |= procfs::hidden(&root, *tgid);
+            if !p.hidden_from_proc {
+                pruned.push(*tgid);
+            }
             p.hidden_from_proc
         });
-        before - self.by_tgid.len()
+        pruned
+    }
+
+    /// Whether /proc has an entry for this tgid (hidden ones included: a
+    /// bind mount over /proc/PID leaves the directory).
+    pub fn in_proc(&self, tgid: u32) -> bool {
+        self.proc_root.join(tgid.to_string()).exists()
     }
 
     /// Removes the processes marked exited; returns their tgids.
