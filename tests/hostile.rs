@@ -365,3 +365,35 @@ fn a_process_that_hides_while_traced_is_marked() {
     assert_eq!(after["process"]["hidden_from_proc"], true, "{after}");
     assert_eq!(after["process"]["exe"], "/bin/sh", "{after}");
 }
+
+/// Hostile bytes are parsed by a tracer that is no longer full root: once
+/// attached it keeps CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH,
+/// CAP_DAC_OVERRIDE and CAP_SYS_NICE (effective, permitted and bounding),
+/// with no_new_privs, and goes on working.
+#[test]
+fn after_load_the_tracer_keeps_only_the_capabilities_it_needs() {
+    let mut tracer = Tracer::start(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tracer.pid())).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("{name}"))
+    };
+    let kept = format!("{:016x}", tracer::privileges::KEPT);
+    assert_eq!(kept, "0000008000880006");
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(set), kept, "{set} in\n{status}");
+    }
+    assert_eq!(
+        (field("CapInh:"), field("CapAmb:"), field("NoNewPrivs:")),
+        ("0000000000000000", "0000000000000000", "1")
+    );
+    // Still at work: a process started now is seen, with its exe (read
+    // from another process's /proc entry).
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let exec = tracer.wait_for(std::time::Duration::from_secs(10), |r| {
+        r["kind"] == "process.exec" && r["process"]["pid"] == pid
+    });
+    assert!(exec["process"]["exe"].as_str().is_some_and(|e| e.ends_with("true")), "{exec}");
+    drop(tracer.stop());
+}

@@ -111,6 +111,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_nvml: bool,
 
+    /// Keep every capability after the programs are attached. By default
+    /// the tracer keeps only CAP_BPF, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH,
+    /// CAP_DAC_OVERRIDE and CAP_SYS_NICE, and sets no_new_privs.
+    #[arg(long)]
+    pub keep_privileges: bool,
+
     /// Interval between activity records (process, tree, container, GPU).
     #[arg(long, default_value = "5s", value_parser = parse_period)]
     pub activity_interval: Duration,

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod output;
 pub mod pipeline;
+pub mod privileges;
 pub mod process;
 pub mod protocols;
 pub mod replay;

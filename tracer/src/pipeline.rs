@@ -801,7 +801,7 @@ pub fn run(args: RunArgs, record: bool) -> Result<()> {
 
 async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let started = Instant::now();
-    let sinks = Sinks::open(&sink_specs(&args, record)?)?;
+    let specs = sink_specs(&args, record)?;
     let rules = if args.no_classify { None } else { Some(Rules::load(args.rules.as_deref())?) };
     let mut gpu_devices = devices::discover();
     let mut gpu_paths = HashMap::new();
@@ -832,6 +832,12 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
 
     let (mut kernel, ring) = Kernel::load(&opts)?;
+    // Before any thread is started: capabilities are per thread, and the
+    // sinks' threads inherit what the main thread has when they start.
+    if !args.keep_privileges {
+        crate::privileges::drop_after_load().context("dropping privileges after load")?;
+    }
+    let sinks = Sinks::open(&specs)?;
     let mut pipeline =
         Pipeline::new(sinks, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
     if !args.no_nvml {
