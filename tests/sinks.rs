@@ -552,3 +552,50 @@ fn a_broken_stdout_exits_non_zero() {
     };
     assert_eq!(status.code(), Some(141), "{status}");
 }
+
+/// A receiver that accepts and never answers holds a request for the HTTP
+/// timeout (10 s by default); the shutdown still ends within its grace, and
+/// the unacknowledged batch waits in the spool for the next start.
+#[test]
+fn a_stalled_receiver_does_not_hold_the_shutdown_past_its_grace() {
+    let dir = scratch("stalled");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts every connection and keeps it open, silent.
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    let mut tracer = Tracer::start(&[
+        "--shutdown-grace",
+        "1s",
+        "--sink",
+        "-",
+        "--sink",
+        &format!("http://127.0.0.1:{port}/ingest;spool={};batch_age=100ms", dir.join("spool").display()),
+    ]);
+    spawn_marked("stalled", 5);
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = Instant::now();
+    tracer.signal(libc::SIGTERM);
+    let exited = tracer.wait_exit(Duration::from_secs(30));
+    let took = sent.elapsed();
+    eprintln!("exit {took:?} after SIGTERM with a 1 s grace ({exited:?})");
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    // 0.2 s of reading, the grace, then detaching (~1 s): well short of
+    // the 10 s the request in flight would hold.
+    assert!(took < Duration::from_secs(5), "the tracer exited {took:?} after SIGTERM");
+    let spooled: u64 = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "seg"))
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(spooled > 0, "the batch in flight stays in the spool");
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}

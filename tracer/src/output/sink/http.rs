@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
 
 use super::{
@@ -328,7 +328,9 @@ impl Sink for HttpSink {
     fn finish(&mut self, deadline: Instant) -> Result<()> {
         self.spool.close(deadline)?;
         if let Some(s) = self.sender.take() {
-            s.join().map_err(|_| anyhow!("the HTTP sender panicked"))?;
+            // Left behind, its batch stays in the spool: sent again at the
+            // next start (with the same _id for Elasticsearch).
+            super::join_by(s, deadline, "HTTP")?;
         }
         let pending = lock(self.spool.queue.stats()).pending.unwrap_or(0);
         if pending > 0 {

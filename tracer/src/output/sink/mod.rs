@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -119,6 +119,22 @@ struct Configured {
 struct Failure {
     retry_at: Instant,
     backoff: Duration,
+}
+
+/// Waits for a sink's sender thread until `deadline`: a request in flight
+/// (an HTTP timeout, a syslog connect or back-off) must not hold the
+/// shutdown past the grace a service manager gives. Returns whether it
+/// ended; one still busy is left to end with the process.
+pub fn join_by(sender: std::thread::JoinHandle<()>, deadline: Instant, what: &str) -> Result<bool> {
+    while !sender.is_finished() {
+        if Instant::now() >= deadline {
+            eprintln!("tracer: the {what} sender was still busy when the shutdown grace ended; left behind");
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sender.join().map_err(|_| anyhow!("the {what} sender panicked"))?;
+    Ok(true)
 }
 
 /// First retry after a failure, and the longest wait between retries.

@@ -265,8 +265,10 @@ impl Sink for SyslogSink {
     fn finish(&mut self, deadline: Instant) -> Result<()> {
         *self.shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
         self.tx = None;
-        if let Some(w) = self.worker.take() {
-            w.join().map_err(|_| anyhow!("the syslog sender panicked"))?;
+        if let Some(w) = self.worker.take()
+            && !super::join_by(w, deadline, "syslog")?
+        {
+            eprintln!("tracer: syslog messages still queued for {:?} are not delivered", self.opts.transport);
         }
         // The final health record is already written: say it here.
         if let Some(n) = lock(&self.stats).dropped.get("shutdown").filter(|n| **n > 0) {
