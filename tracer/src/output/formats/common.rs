@@ -23,6 +23,12 @@ pub(super) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
     at(v, path)?.as_u64()
 }
 
+/// A process's exit code as shells and ECS's example (137) give it: its
+/// status, or 128 + the signal that ended it.
+pub(super) fn exit_code(exit: &Value) -> Option<u64> {
+    u64_at(exit, &["code"]).or_else(|| u64_at(exit, &["signal"]).map(|s| 128 + s))
+}
+
 pub(super) fn f64_at(v: &Value, path: &[&str]) -> Option<f64> {
     at(v, path)?.as_f64()
 }

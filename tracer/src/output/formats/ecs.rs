@@ -12,9 +12,9 @@ use serde_json::{Map, Value, json};
 use super::{
     ECS_VERSION,
     common::{
-        at, attack_for, basename, body, bool_at, command_line, dirname, extension, f64_at, ip_version,
-        map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at,
-        verdict_severity,
+        at, attack_for, basename, body, bool_at, command_line, dirname, exit_code, extension, f64_at,
+        ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls,
+        u64_at, verdict_severity,
     },
 };
 
@@ -54,7 +54,7 @@ pub(super) fn convert(record: &Value) -> Value {
     let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
     match kind {
         "process.exit" => {
-            put(&mut out, "process.exit_code", some_u64(u64_at(b("exit"), &["code"])));
+            put(&mut out, "process.exit_code", some_u64(exit_code(b("exit"))));
             put(&mut out, "process.end", some_str(str_at(record, &["time"])));
         }
         "network.connect" => connect(&mut out, b("connect")),
@@ -367,6 +367,14 @@ mod tests {
         assert_eq!(q["event"]["action"], "dns-query");
         let r = ecs(json!({"kind": "file.open", "file": {"path": "/m/w.safetensors", "renamed": true}}));
         assert_eq!((&r["event"]["type"], &r["event"]["action"]), (&json!(["change"]), &json!("rename")));
+    }
+
+    #[test]
+    fn a_signalled_exit_has_an_exit_code() {
+        let killed = ecs(json!({"kind": "process.exit", "exit": {"code": null, "signal": 9}}));
+        assert_eq!(killed["process"]["exit_code"], 137);
+        let exited = ecs(json!({"kind": "process.exit", "exit": {"code": 3, "signal": null}}));
+        assert_eq!(exited["process"]["exit_code"], 3);
     }
 
     #[test]

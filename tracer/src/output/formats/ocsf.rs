@@ -20,9 +20,9 @@ use serde_json::{Map, Value, json};
 use super::{
     OCSF_VERSION,
     common::{
-        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, f64_at, ip_version,
-        map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls, u64_at,
-        verdict_severity,
+        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, exit_code, f64_at,
+        ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls,
+        u64_at, verdict_severity,
     },
 };
 
@@ -112,7 +112,7 @@ pub(super) fn convert(record: &Value) -> Value {
 
     let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
     match kind {
-        "process.exit" => put(&mut out, "exit_code", some_u64(u64_at(b("exit"), &["code"]))),
+        "process.exit" => put(&mut out, "exit_code", some_u64(exit_code(b("exit")))),
         "network.connect" => connect(&mut out, b("connect")),
         "network.listen" => {
             let (addr, port) = (str_at(b("listen"), &["address"]), u64_at(b("listen"), &["port"]));
@@ -533,6 +533,12 @@ mod tests {
         assert_eq!((&v["confidence_id"], &v["confidence_score"]), (&json!(1), &json!(40)));
         assert_eq!(v["finding_info"]["uid"], "h:tree:7");
         assert!(v["finding_info"].get("attacks").is_none(), "no ATT&CK technique without an alert");
+    }
+
+    #[test]
+    fn a_signalled_exit_has_an_exit_code() {
+        let killed = ocsf(json!({"kind": "process.exit", "host": "h", "exit": {"code": null, "signal": 15}}));
+        assert_eq!(killed["exit_code"], 143, "{killed}");
     }
 
     #[test]
