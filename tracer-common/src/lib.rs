@@ -147,6 +147,20 @@ pub mod table {
         "DNS_SOCKETS",
         "FRESH_SOCKETS",
     ];
+    /// Their names in health (`kernel_tables`, `kernel_evictions`).
+    pub const NAMES: [&str; COUNT as usize] = [
+        "proc_stats",
+        "syscall_counts",
+        "flows",
+        "last_runtime",
+        "gpu_stats",
+        "gpu_seen",
+        "connects_in_flight",
+        "ioctls_in_flight",
+        "dns_recv",
+        "dns_sockets",
+        "fresh_sockets",
+    ];
 }
 
 /// Flags in [`ExecEvent::flags`].

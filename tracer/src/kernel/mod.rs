@@ -278,11 +278,13 @@ impl Kernel {
         let before = self.counters()?;
         let mut out = KernelTables::default();
         for (i, reader) in self.lru.iter().enumerate() {
-            out.entries
-                .insert(table_name(i), reader.len().with_context(|| format!("reading {}", table::MAPS[i]))?);
+            out.entries.insert(
+                table::NAMES[i],
+                reader.len().with_context(|| format!("reading {}", table::MAPS[i]))?,
+            );
         }
         let after = self.counters()?;
-        for (i, name) in (0..self.lru.len()).map(|i| (i, table_name(i))) {
+        for (i, name) in table::NAMES.iter().copied().enumerate() {
             let gone = after.table_deleted[i] + self.removed[i] + out.entries[name];
             out.evicted.insert(name, before.table_inserted[i].saturating_sub(gone));
         }
@@ -525,24 +527,6 @@ pub fn possible_cpus() -> u32 {
 pub struct KernelTables {
     pub entries: std::collections::BTreeMap<&'static str, u64>,
     pub evicted: std::collections::BTreeMap<&'static str, u64>,
-}
-
-/// A table's name in health: its map's, in lower case.
-fn table_name(t: usize) -> &'static str {
-    const NAMES: [&str; table::COUNT as usize] = [
-        "proc_stats",
-        "syscall_counts",
-        "flows",
-        "last_runtime",
-        "gpu_stats",
-        "gpu_seen",
-        "connects_in_flight",
-        "ioctls_in_flight",
-        "dns_recv",
-        "dns_sockets",
-        "fresh_sockets",
-    ];
-    NAMES[t]
 }
 
 /// A batch reader on one of the object's hash maps (its own fd: the map
