@@ -108,6 +108,9 @@ pub mod counter {
     /// An open/rename whose path filled the path buffer: its end, which
     /// the watched suffixes are matched on, was not seen.
     pub const OPEN_PATH_TOO_LONG: u32 = 24;
+    /// The kprobe fallback for socket lengths found its table of calls in
+    /// flight full: that call's bytes are not counted.
+    pub const SOCK_CALLS_FULL: u32 = 25;
     /// `COUNTERS[TABLE_INSERTED_BASE + table]`: keys the programs added to
     /// that table (see [`super::table`]).
     pub const TABLE_INSERTED_BASE: u32 = 32;

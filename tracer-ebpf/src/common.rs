@@ -148,7 +148,11 @@ pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
 #[inline(always)]
 pub fn read_user_bounded<const N: usize>(dst: &mut [u8; N], src: u64, len: u64) -> Option<u64> {
     let len = if len >= N as u64 { N as u64 - 1 } else { len };
-    let len = len & (N as u64 - 1);
+    // Through the stack, so the compiler cannot fold the mask into the
+    // comparison above: older verifiers (6.1, 5.10) lose a bound proven on
+    // one register copy and reject the read as possibly negative in size.
+    // SAFETY: a local.
+    let len = unsafe { core::ptr::read_volatile(&len) } & (N as u64 - 1);
     // SAFETY: dst has N bytes and len < N; the helper validates src.
     let ret = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(

@@ -1,20 +1,21 @@
 //! High-rate activity, aggregated in the kernel per process and drained by
 //! user space on an interval: CPU time (sched_switch), syscall counts by
-//! number (sys_enter), socket bytes (sock_send_length / sock_recv_length).
+//! number (sys_enter), socket bytes (sock_send_length / sock_recv_length,
+//! or kprobes on the inet send and receive handlers where those are absent).
 //! These are raw tracepoints, whose arguments are the TP_PROTO arguments:
 //! they skip building a perf record per event. Nothing here writes to the
 //! ring buffer but setsid.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, LruPerCpuHashMap},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
-use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags, table};
+use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags, counter, table};
 
 use crate::{
-    common::{config, current_task, fill_header, read_field, reserve, should_trace},
+    common::{config, count, current_task, fill_header, read_field, reserve, should_trace},
     process::read_tp,
 };
 
@@ -122,6 +123,7 @@ fn try_switch() -> Option<()> {
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     if let Some(tid) = read_tp::<i32>(&ctx, config().tp.free_pid) {
         remove_counted!(LAST_RUNTIME, table::LAST_RUNTIME, &(tid as u32));
+        forget_sock_call(tid as u32);
     }
     0
 }
@@ -172,11 +174,96 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
 /// caller's context. include/trace/events/sock.h (sock_msg_length):
 /// TP_PROTO(struct sock *sk, int ret, int flags); `ret` is bytes or -errno.
 fn try_sock_length(ctx: &RawTracePointContext, send: bool) -> Option<()> {
-    let ret = ctx.arg::<u64>(1) as i32;
-    if ret <= 0 {
+    if !send && ctx.arg::<u64>(2) as i32 & MSG_PEEK != 0 {
         return None;
     }
-    if !send && ctx.arg::<u64>(2) as i32 & MSG_PEEK != 0 {
+    account_bytes(ctx.arg(0), ctx.arg::<u64>(1) as i32, send)
+}
+
+/// Kernels before 6.3 have no sock_*_length tracepoints. There the same
+/// lengths come from the inet protocol handlers every send and receive of
+/// an IPv4/IPv6 socket goes through (net/socket.c: sock_sendmsg_nosec and
+/// sock_recvmsg_nosec call them, for syscalls and io_uring alike), as a
+/// kprobe at entry (the socket) and a kretprobe at return (the length).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SockCall {
+    sk: u64,
+    peek: u32,
+    _pad: u32,
+}
+
+/// Thread id -> the inet send or receive it is in. An entry whose return
+/// was missed is replaced by the thread's next call, or removed when the
+/// thread is freed.
+#[map]
+static SOCK_CALLS: HashMap<u32, SockCall> = HashMap::with_max_entries(16384, 0);
+
+/// inet_sendmsg / inet6_sendmsg (struct socket *sock, struct msghdr *msg,
+/// size_t size), and inet_recvmsg / inet6_recvmsg (…, int flags).
+#[kprobe]
+pub fn sock_send_enter(ctx: ProbeContext) -> u32 {
+    let _ = enter_sock_call(&ctx, false);
+    0
+}
+
+#[kprobe]
+pub fn sock_recv_enter(ctx: ProbeContext) -> u32 {
+    let flags = ctx.arg::<u64>(3).unwrap_or(0) as i32;
+    let _ = enter_sock_call(&ctx, flags & MSG_PEEK != 0);
+    0
+}
+
+#[kretprobe]
+pub fn sock_send_return(ctx: RetProbeContext) -> u32 {
+    let _ = return_sock_call(&ctx, true);
+    0
+}
+
+#[kretprobe]
+pub fn sock_recv_return(ctx: RetProbeContext) -> u32 {
+    let _ = return_sock_call(&ctx, false);
+    0
+}
+
+#[inline(always)]
+fn enter_sock_call(ctx: &ProbeContext, peek: bool) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return None;
+    }
+    let sock: u64 = ctx.arg(0)?;
+    let sk: u64 = read_field(sock, config().kernel.socket_sk)?;
+    let call = SockCall { sk, peek: peek as u32, _pad: 0 };
+    if SOCK_CALLS.insert(&(pid_tgid as u32), &call, 0).is_err() {
+        count(counter::SOCK_CALLS_FULL);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn return_sock_call(ctx: &RetProbeContext, send: bool) -> Option<()> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out before removal.
+    let call = unsafe { SOCK_CALLS.get(&tid) }.copied()?;
+    let _ = SOCK_CALLS.remove(&tid);
+    if call.peek != 0 {
+        return None;
+    }
+    account_bytes(call.sk, ctx.ret::<u64>() as i32, send)
+}
+
+/// Called when a thread is freed: no call of its can still return.
+#[inline(always)]
+pub fn forget_sock_call(tid: u32) {
+    let _ = SOCK_CALLS.remove(&tid);
+}
+
+/// Charges `ret` bytes (or nothing for -errno) sent or received on `sk` to
+/// the current process and its flow to the socket's peer.
+#[inline(always)]
+fn account_bytes(sk: u64, ret: i32, send: bool) -> Option<()> {
+    if ret <= 0 {
         return None;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -194,7 +281,6 @@ fn try_sock_length(ctx: &RawTracePointContext, send: bool) -> Option<()> {
             (*stats).rx_calls += 1;
         }
     }
-    let sk: u64 = ctx.arg(0);
     let key = flow_key(tgid, sk)?;
     if FLOWS.get_ptr_mut(&key).is_none() {
         insert_new!(FLOWS, table::FLOWS, &key, &FlowStats::default());

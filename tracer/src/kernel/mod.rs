@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{Program, RawTracePoint, TracePoint},
+    programs::{KProbe, Program, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 use tracer_common::{
@@ -37,7 +37,26 @@ static PROGRAMS: &[u8] = &[];
 enum Hook {
     Tracepoint { category: &'static str, name: &'static str },
     Raw { name: &'static str },
+    /// At the entry, or the return, of each of these kernel functions.
+    KProbe { functions: &'static [&'static str] },
+    KRetProbe { functions: &'static [&'static str] },
 }
+
+/// The inet protocol handlers every IPv4/IPv6 send or receive goes through.
+const INET_SENDMSG: &[&str] = &["inet_sendmsg", "inet6_sendmsg"];
+const INET_RECVMSG: &[&str] = &["inet_recvmsg", "inet6_recvmsg"];
+
+/// Programs tried only where the program they stand in for could not be
+/// attached (a hook this kernel lacks): (replaced program, program, hook).
+/// Health lists them with what they replace.
+const FALLBACK_HOOKS: [(&str, &str, Hook); 4] = [
+    // sock_*_length appeared in 6.3; before it, bytes and peers come from
+    // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
+    ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
+    ("sock_send_length", "sock_send_return", Hook::KRetProbe { functions: INET_SENDMSG }),
+    ("sock_recv_length", "sock_recv_enter", Hook::KProbe { functions: INET_RECVMSG }),
+    ("sock_recv_length", "sock_recv_return", Hook::KRetProbe { functions: INET_RECVMSG }),
+];
 
 /// Program name in the object, and its hook.
 const PROGRAM_HOOKS: [(&str, Hook); 30] = [
@@ -89,6 +108,8 @@ impl Hook {
         match self {
             Self::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
             Self::Raw { name } => format!("raw_tracepoint:{name}"),
+            Self::KProbe { functions } => format!("kprobe:{}", functions.join("+")),
+            Self::KRetProbe { functions } => format!("kretprobe:{}", functions.join("+")),
         }
     }
 }
@@ -101,6 +122,9 @@ pub struct AttachStatus {
     pub attached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A fallback: the program it stands in for on this kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -219,25 +243,31 @@ impl Kernel {
             }
         }
 
-        let attach = PROGRAM_HOOKS
-            .iter()
-            .map(|&(program, hook)| {
-                let result = if opts.lite && hook.is_syscall_level() {
-                    Err(anyhow!("not loaded: --lite skips syscall hooks"))
-                } else {
-                    match required_missing(program, &config) {
-                        Some(why) => Err(anyhow!("not loaded: {why}")),
-                        None => attach_one(&mut ebpf, program, hook),
-                    }
-                };
-                AttachStatus {
-                    program,
-                    hook: hook.describe(),
-                    attached: result.is_ok(),
-                    error: result.err().map(|e| format!("{e:#}")),
+        let mut try_attach = |program: &'static str, hook: Hook, replaces: Option<&'static str>| {
+            let result = if opts.lite && hook.is_syscall_level() {
+                Err(anyhow!("not loaded: --lite skips syscall hooks"))
+            } else {
+                match required_missing(program, &config) {
+                    Some(why) => Err(anyhow!("not loaded: {why}")),
+                    None => attach_one(&mut ebpf, program, hook),
                 }
-            })
-            .collect::<Vec<_>>();
+            };
+            AttachStatus {
+                program,
+                hook: hook.describe(),
+                attached: result.is_ok(),
+                error: result.err().map(|e| format!("{e:#}")),
+                replaces,
+            }
+        };
+        let mut attach: Vec<_> = PROGRAM_HOOKS.iter().map(|&(program, hook)| try_attach(program, hook, None)).collect();
+        let failed: Vec<&str> = attach.iter().filter(|a| !a.attached).map(|a| a.program).collect();
+        for &(replaced, program, hook) in &FALLBACK_HOOKS {
+            // Not where the primary was left out on purpose (--lite).
+            if failed.contains(&replaced) && !(opts.lite && hook.is_syscall_level()) {
+                attach.push(try_attach(program, hook, Some(replaced)));
+            }
+        }
         if attach.iter().all(|a| !a.attached) {
             let reasons: Vec<_> = attach.iter().filter_map(|a| a.error.clone()).collect();
             bail!("no program could be attached: {}", reasons.join("; "));
@@ -465,6 +495,7 @@ impl Kernel {
                 ("connect_addr_unreadable", counter::CONNECT_ADDR_UNREADABLE),
                 ("open_path_unreadable", counter::OPEN_PATH_UNREADABLE),
                 ("open_path_too_long", counter::OPEN_PATH_TOO_LONG),
+                ("sock_calls_full", counter::SOCK_CALLS_FULL),
             ]
             .into_iter()
             .map(|(name, slot)| Ok((name, sum(slot)?)))
@@ -575,6 +606,13 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook) -> Result<()> {
             tp.load().context("load")?;
             tp.attach(name).context("attach")?;
         }
+        Hook::KProbe { functions } | Hook::KRetProbe { functions } => {
+            let probe: &mut KProbe = prog.try_into()?;
+            probe.load().context("load")?;
+            for function in functions {
+                probe.attach(*function, 0).with_context(|| format!("attach to {function}"))?;
+            }
+        }
     }
     Ok(())
 }
@@ -616,6 +654,7 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
+        "sock_send_enter" | "sock_recv_enter" => &[(k.socket_sk, "socket.sk"), (k.sk_family, "sock_common.skc_family")],
         "sys_enter_write"
         | "sys_enter_writev"
         | "sys_enter_openat"
