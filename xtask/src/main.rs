@@ -10,6 +10,7 @@ mod fuzz;
 mod gpu_check;
 mod setup;
 mod soak;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -78,6 +79,25 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         minutes: u64,
     },
+    /// Boot Debian's kernels under QEMU (software emulation) and run the
+    /// tracer on a fixed workload inside each; compare its records, field
+    /// by field, with the same workload traced on this host. Prints one
+    /// table: kernel, programs attached, fallbacks, checks passed.
+    VmTest {
+        /// 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+    },
+    /// (kernel matrix helper) Run the fixed workload under TRACER and print
+    /// the records: what each guest runs as its init's job.
+    #[command(hide = true)]
+    VmGuest {
+        #[arg(long, default_value = "/bin/tracer")]
+        tracer: PathBuf,
+    },
+    /// (kernel matrix helper) One step of the fixed workload.
+    #[command(hide = true)]
+    VmWorkload { role: String },
     /// (benchmark helper) N getppid calls; prints ns per call.
     #[command(hide = true)]
     SyscallLoop { n: u64 },
@@ -167,6 +187,18 @@ fn main() -> Result<()> {
                 out_dir: target.join("soak"),
             })
         }
+        Task::VmTest { kernel } => {
+            setup::ensure_toolchain()?;
+            require_root("the tracer loads eBPF programs")?;
+            setup::ensure_packages(vm::PACKAGES)?;
+            cargo(&root, &["build", "--package", "tracer"])?;
+            vm::run(&vm::Options::new(&root, &kernel)?)
+        }
+        Task::VmGuest { tracer } => {
+            print!("{}", vm::workload::run_traced(&tracer)?);
+            Ok(())
+        }
+        Task::VmWorkload { role } => vm::workload::role(&role),
         Task::SyscallLoop { n } => {
             bench::syscall_loop(n);
             Ok(())
@@ -179,7 +211,22 @@ fn main() -> Result<()> {
             setup::ensure_packages(&["rsyslog"])?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
-            cargo_test(&root, &cmd)
+            let tests = cargo_test(&root, &cmd);
+            // The README's platform, Debian 12's own kernel, under QEMU:
+            // part of every full run; a filtered run is about the host.
+            if !args.is_empty() {
+                println!("kernel matrix: not run (the run was filtered); `cargo xtask vm-test` runs it");
+                return tests;
+            }
+            let matrix = setup::ensure_packages(vm::PACKAGES)
+                .and_then(|()| vm::run(&vm::Options::new(&root, vm::CI_KERNEL)?));
+            match &matrix {
+                Ok(()) => {
+                    println!("kernel matrix: Linux {} under QEMU gave this host's records", vm::CI_KERNEL)
+                }
+                Err(e) => println!("kernel matrix: FAILED: {e:#}"),
+            }
+            tests.and(matrix)
         }
     }
 }

@@ -35,11 +35,20 @@ static PROGRAMS: &[u8] = &[];
 /// How a program hooks into the kernel.
 #[derive(Clone, Copy)]
 enum Hook {
-    Tracepoint { category: &'static str, name: &'static str },
-    Raw { name: &'static str },
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    Raw {
+        name: &'static str,
+    },
     /// At the entry, or the return, of each of these kernel functions.
-    KProbe { functions: &'static [&'static str] },
-    KRetProbe { functions: &'static [&'static str] },
+    KProbe {
+        functions: &'static [&'static str],
+    },
+    KRetProbe {
+        functions: &'static [&'static str],
+    },
 }
 
 /// The inet protocol handlers every IPv4/IPv6 send or receive goes through.
@@ -260,7 +269,8 @@ impl Kernel {
                 replaces,
             }
         };
-        let mut attach: Vec<_> = PROGRAM_HOOKS.iter().map(|&(program, hook)| try_attach(program, hook, None)).collect();
+        let mut attach: Vec<_> =
+            PROGRAM_HOOKS.iter().map(|&(program, hook)| try_attach(program, hook, None)).collect();
         let failed: Vec<&str> = attach.iter().filter(|a| !a.attached).map(|a| a.program).collect();
         for &(replaced, program, hook) in &FALLBACK_HOOKS {
             // Not where the primary was left out on purpose (--lite).
@@ -654,7 +664,9 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
-        "sock_send_enter" | "sock_recv_enter" => &[(k.socket_sk, "socket.sk"), (k.sk_family, "sock_common.skc_family")],
+        "sock_send_enter" | "sock_recv_enter" => {
+            &[(k.socket_sk, "socket.sk"), (k.sk_family, "sock_common.skc_family")]
+        }
         "sys_enter_write"
         | "sys_enter_writev"
         | "sys_enter_openat"
