@@ -21,7 +21,9 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 /// What the matrix runs with: QEMU, and a static busybox for the guest.
-pub const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
+/// (Debian 12's QEMU replaces a newer backported qemu-utils where one is
+/// installed; asking for qemu-utils keeps `qemu-img` on the machine.)
+pub const PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils", "busybox-static"];
 /// The kernel every full test run boots: Debian 12's, the README's platform.
 pub const CI_KERNEL: &str = "6.1";
 
