@@ -9,7 +9,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+
+use super::output;
 
 /// The guest's /init: mounts what the tracer needs, runs the workload
 /// under the tracer with the records on the second serial port, and
@@ -110,7 +112,7 @@ pub fn build(tracer: &Path, xtask: &Path, scratch: &Path) -> Result<Vec<u8>> {
     let mut libs = BTreeSet::new();
     for (name, binary) in [("tracer", tracer), ("xtask", xtask)] {
         let stripped = scratch.join(name);
-        run(Command::new("strip").arg("-o").arg(&stripped).arg(binary))?;
+        output(Command::new("strip").arg("-o").arg(&stripped).arg(binary))?;
         a.file(&format!("bin/{name}"), 0o755, &std::fs::read(&stripped)?);
         libs.extend(shared_libraries(binary)?);
     }
@@ -123,7 +125,7 @@ pub fn build(tracer: &Path, xtask: &Path, scratch: &Path) -> Result<Vec<u8>> {
 
 /// The libraries `ldd` says the binary loads, with the loader.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = run(Command::new("ldd").arg(binary))?;
+    let out = output(Command::new("ldd").arg(binary))?;
     Ok(out
         .lines()
         .filter_map(|l| {
@@ -144,13 +146,6 @@ fn which(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} not found"))
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 #[cfg(test)]
 mod tests {

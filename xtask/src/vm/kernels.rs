@@ -8,7 +8,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
+
+use super::output;
 
 /// A kernel series of the matrix: Debian release, and the package name's
 /// shape (`{}` is where the ABI number goes).
@@ -76,7 +78,7 @@ impl Fetcher {
             })
             .collect();
         std::fs::write(self.dir.join("sources.list"), sources)?;
-        run(Command::new("apt-get").args(self.apt_options()).arg("update"))?;
+        output(Command::new("apt-get").args(self.apt_options()).arg("update"))?;
         self.updated = true;
         Ok(())
     }
@@ -92,7 +94,7 @@ impl Fetcher {
             }
         }
         self.update()?;
-        let out = run(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
+        let out = output(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
         let package = out
             .lines()
             .filter(|p| p.ends_with(series.suffix))
@@ -106,7 +108,7 @@ impl Fetcher {
         let release = package["linux-image-".len()..package.len() - "-unsigned".len()].to_string();
         let debs = self.dir.join("debs");
         std::fs::create_dir_all(&debs)?;
-        run(Command::new("apt-get")
+        output(Command::new("apt-get")
             .args(self.apt_options())
             .args(["download", &package])
             .current_dir(&debs))?;
@@ -118,7 +120,7 @@ impl Fetcher {
             .with_context(|| format!("apt-get download {package} left no .deb"))?;
         let unpacked = self.dir.join(format!("unpack-{release}"));
         std::fs::create_dir_all(&unpacked)?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
         let vmlinuz = self.dir.join(format!("vmlinuz-{release}"));
         std::fs::copy(unpacked.join(format!("boot/vmlinuz-{release}")), &vmlinuz)
             .with_context(|| format!("no boot/vmlinuz-{release} in {}", deb.display()))?;
@@ -131,10 +133,3 @@ impl Fetcher {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
