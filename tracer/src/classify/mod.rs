@@ -801,18 +801,35 @@ mod tests {
 
     #[test]
     fn verdicts_are_stable_against_a_weaker_category() {
-        let mut c = classifier();
-        c.observe(&rec(
-            "network.first_bytes",
-            40,
-            40,
-            "t",
-            ("first_bytes", json!({"protocol": "stratum", "mining": true, "port": 3333})),
-        ));
-        // AI-looking evidence afterwards does not flip the verdict.
-        let out = c.observe(&rec("network.listen", 40, 40, "t", ("listen", json!({"port": 29500}))));
-        let cat: Vec<_> = out.iter().map(|v| v["classification"]["category"].clone()).collect();
-        assert!(cat.iter().all(|c| c == "crypto_mining"), "{cat:?}");
+        // Weights chosen so that only the margin decides: mining at 1.2,
+        // then a rival at 1.5 (leads, but by less than the 0.5 margin),
+        // then at 1.8 (leads by 0.6).
+        let rules = Rules::parse(
+            "verdict_score = 1.0\nstable_margin = 0.5\n\
+             [[indicator]]\nid='t-mine'\ncategory='crypto_mining'\nweight=1.2\nwhat='w'\nmatch={remote_port=[3333]}\n\
+             [[indicator]]\nid='t-ai-a'\ncategory='ai_training'\nweight=1.5\nwhat='w'\nmatch={listen_port=[29500]}\n\
+             [[indicator]]\nid='t-ai-b'\ncategory='ai_training'\nweight=0.3\nwhat='w'\nmatch={listen_port=[29501]}\n",
+            "test",
+        )
+        .unwrap();
+        let mut c = Classifier::new(rules);
+        let verdicts = |out: Vec<Value>| -> Vec<(String, Value)> {
+            out.iter()
+                .map(|v| {
+                    let c = &v["classification"];
+                    (c["category"].as_str().unwrap().to_string(), c["previous"].clone())
+                })
+                .collect()
+        };
+        let first = c.observe(&rec("network.connect", 40, 40, "t", ("connect", json!({"port": 3333}))));
+        assert_eq!(verdicts(first), [("crypto_mining".to_string(), Value::Null)]);
+        // The rival leads by 0.3: the verdict stays, re-reported with the
+        // new evidence.
+        let second = c.observe(&rec("network.listen", 40, 40, "t", ("listen", json!({"port": 29500}))));
+        assert_eq!(verdicts(second), [("crypto_mining".to_string(), Value::Null)]);
+        // Now by 0.6: it flips, and says what it was.
+        let third = c.observe(&rec("network.listen", 40, 40, "t", ("listen", json!({"port": 29501}))));
+        assert_eq!(verdicts(third), [("ai_training".to_string(), json!("crypto_mining"))]);
     }
 
     #[test]
