@@ -441,6 +441,28 @@ fn rotation_under_load_and_sighup_lose_and_duplicate_nothing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// SIGHUP reopens the file at its path: without it, nothing would create
+/// a new `events.jsonl` here (no size limit), and records would go on into
+/// the moved file.
+#[test]
+fn sighup_reopens_the_file_at_its_path() {
+    let dir = scratch("sighup");
+    let live = dir.join("events.jsonl");
+    let moved = dir.join("events.jsonl.moved");
+    let tracer = Tracer::start(&["--sink", "-", "--sink", &live.display().to_string()]);
+    spawn_marked("before-hup", 3);
+    std::fs::rename(&live, &moved).unwrap();
+    tracer.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(5), "a new events.jsonl after SIGHUP", || live.exists());
+    spawn_marked("after-hup", 3);
+    let records = tracer.stop();
+    assert_eq!(exec_markers(&records, "after-hup"), 3);
+    assert_eq!(exec_markers(&read_jsonl(&live), "after-hup"), 3, "after the HUP: the new file");
+    assert_eq!(exec_markers(&read_jsonl(&moved), "after-hup"), 0, "not the moved one");
+    assert_eq!(exec_markers(&read_jsonl(&moved), "before-hup"), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 // -------------------------------------------------------------- examples
 
 #[test]
