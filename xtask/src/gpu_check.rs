@@ -123,6 +123,20 @@ fn summarise(out: &Path, workload_s: f64) -> Result<()> {
     for ((driver, op), (calls, errors, time_us, bytes)) in by_calls.iter().take(40) {
         println!("{driver:<12} {op:<48} {calls:>8} {errors:>7} {time_us:>10} {bytes:>14}");
     }
+    // A CUDA workload opens the driver and makes calls that succeed; a
+    // tracer that saw none of it, or only failures, missed the GPU.
+    let (calls, errors) = by_calls.iter().fold((0, 0), |(c, e), (_, v)| (c + v.0, e + v.1));
+    if opens.is_empty() {
+        bail!("no gpu.open record: the workload's first driver call was not seen");
+    }
+    if calls == 0 || errors == calls {
+        bail!("{calls} GPU driver calls attributed, {errors} of them failed: no successful call was seen");
+    }
+    println!(
+        "
+gpu-check: passed ({} first uses, {calls} driver calls, {errors} failed)",
+        opens.len()
+    );
     Ok(())
 }
 
