@@ -113,7 +113,15 @@ pub(super) fn convert(record: &Value) -> Value {
     let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
     match kind {
         "process.exit" => put(&mut out, "exit_code", some_u64(exit_code(b("exit")))),
-        "network.connect" => connect(&mut out, b("connect")),
+        "network.connect" => {
+            connect(&mut out, b("connect"));
+            // Network Activity needs an endpoint (at_least_one of dst and
+            // src, events/network/network.json); a sockaddr the tracer could
+            // not read as any family leaves only this host, the source.
+            if !out.contains_key("dst_endpoint") {
+                put(&mut out, "src_endpoint.hostname", some_str(str_at(record, &["host"])));
+            }
+        }
         "network.listen" => {
             let (addr, port) = (str_at(b("listen"), &["address"]), u64_at(b("listen"), &["port"]));
             // The listening socket is the responder of connections to come.
@@ -140,7 +148,7 @@ pub(super) fn convert(record: &Value) -> Value {
     if out.contains_key("device") || out.contains_key("actor") {
         profiles.push("host");
     }
-    if out.contains_key("container") {
+    if some_str(str_at(record, &["process", "container_id"])).is_some() {
         profiles.push("container");
     }
     put(&mut out, "metadata.profiles", (!profiles.is_empty()).then(|| json!(profiles)));
@@ -186,7 +194,7 @@ fn processes(out: &mut Map<String, Value>, c: &Class, kind: &str, p: &Value, for
             // The child's grandparent is the forking process's parent.
             let mut lineage: Vec<&str> = str_at(p, &["parent", "entity_id"]).into_iter().collect();
             lineage.extend(ancestors);
-            extras(out, p, &lineage, c.uid);
+            extras(out, p, &lineage);
         }
         "process.exec" | "process.exit" => {
             put(out, "process", object(process(p)));
@@ -194,11 +202,11 @@ fn processes(out: &mut Map<String, Value>, c: &Class, kind: &str, p: &Value, for
             // process; an exit is reported from the exiting task itself.
             let actor = if kind == "process.exec" { parent(p) } else { brief(p) };
             put(out, "actor.process", object(actor));
-            extras(out, p, &ancestors, c.uid);
+            extras(out, p, &ancestors);
         }
         _ => {
             put(out, "actor.process", object(process(p)));
-            extras(out, p, &ancestors, c.uid);
+            extras(out, p, &ancestors);
         }
     }
 }
@@ -226,6 +234,9 @@ fn process(p: &Value) -> Map<String, Value> {
     put(&mut m, "tid", some_u64(u64_at(p, &["tid"])));
     put(&mut m, "cmd_line", command_line(&argv).map(Value::from));
     put(&mut m, "user.uid", u64_at(p, &["uid"]).map(|u| json!(u.to_string())));
+    // OCSF 1.4.0's container profile adds `container` to the Process object
+    // (objects/process.json), not to any event class.
+    put(&mut m, "container.uid", some_str(str_at(p, &["container_id"])));
     put(&mut m, "parent_process", object(parent(p)));
     m
 }
@@ -249,16 +260,8 @@ fn parent(p: &Value) -> Map<String, Value> {
     m
 }
 
-/// The container of the process, and what OCSF has no attribute for. The
-/// container profile is one the System and Network Activity classes take; on
-/// other classes the container id stays in `unmapped`.
-fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str], class_uid: u64) {
-    let container = some_str(str_at(p, &["container_id"]));
-    if matches!(class_uid / 1000, 1 | 4) {
-        put(out, "container.uid", container);
-    } else {
-        put(out, "unmapped.tracer.process.container_id", container);
-    }
+/// What OCSF has no attribute for.
+fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str]) {
     let argv = strings_at(p, &["argv"]);
     // cmd_line loses argument boundaries; argv keeps them.
     put(out, "unmapped.tracer.process.argv", (!argv.is_empty()).then(|| json!(argv)));
@@ -549,16 +552,34 @@ mod tests {
     }
 
     #[test]
-    fn containers_where_the_class_takes_them() {
+    fn a_connect_with_no_readable_address_still_has_an_endpoint() {
+        let r = ocsf(
+            json!({"kind": "network.connect", "host": "h", "connect": {"family": "other", "result": "ok"}}),
+        );
+        assert!(r.get("dst_endpoint").is_none());
+        assert_eq!(r["src_endpoint"]["hostname"], "h", "{r}");
+        let inet = ocsf(json!({"kind": "network.connect", "host": "h",
+            "connect": {"family": "inet", "address": "10.0.0.1", "port": 80, "result": "ok"}}));
+        assert!(inet.get("src_endpoint").is_none() && inet["dst_endpoint"]["ip"] == "10.0.0.1");
+    }
+
+    #[test]
+    fn containers_belong_to_the_process_object() {
         let p = json!({"pid": 1, "container_id": "c0ffee"});
         let exec = ocsf(json!({"kind": "process.exec", "host": "h", "process": p}));
+        // No event class has a top-level `container` in OCSF 1.4.0.
+        assert!(exec.get("container").is_none(), "{exec}");
         assert_eq!(
-            (&exec["container"]["uid"], &exec["metadata"]["profiles"]),
+            (&exec["process"]["container"]["uid"], &exec["metadata"]["profiles"]),
             (&json!("c0ffee"), &json!(["host", "container"]))
         );
-        let activity = ocsf(json!({"kind": "process.activity", "process": p}));
-        assert!(activity.get("container").is_none());
-        assert_eq!(activity["unmapped"]["tracer"]["process"]["container_id"], "c0ffee");
+        let connect = ocsf(json!({"kind": "network.connect", "host": "h", "process": p, "connect": {}}));
+        assert_eq!(connect["actor"]["process"]["container"]["uid"], "c0ffee", "{connect}");
+        let activity = ocsf(json!({"kind": "process.activity", "host": "h", "process": p}));
+        assert_eq!(activity["actor"]["process"]["container"]["uid"], "c0ffee", "{activity}");
+        let none =
+            ocsf(json!({"kind": "process.exec", "host": "h", "process": {"pid": 1, "container_id": null}}));
+        assert_eq!(none["metadata"]["profiles"], json!(["host"]));
     }
 
     #[test]
