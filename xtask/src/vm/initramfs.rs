@@ -146,7 +146,6 @@ fn which(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} not found"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

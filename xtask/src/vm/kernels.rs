@@ -94,7 +94,8 @@ impl Fetcher {
             }
         }
         self.update()?;
-        let out = output(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
+        let out =
+            output(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
         let package = out
             .lines()
             .filter(|p| p.ends_with(series.suffix))
@@ -108,10 +109,9 @@ impl Fetcher {
         let release = package["linux-image-".len()..package.len() - "-unsigned".len()].to_string();
         let debs = self.dir.join("debs");
         std::fs::create_dir_all(&debs)?;
-        output(Command::new("apt-get")
-            .args(self.apt_options())
-            .args(["download", &package])
-            .current_dir(&debs))?;
+        output(
+            Command::new("apt-get").args(self.apt_options()).args(["download", &package]).current_dir(&debs),
+        )?;
         let deb = std::fs::read_dir(&debs)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| {
@@ -132,4 +132,3 @@ impl Fetcher {
         Ok(Kernel { release, vmlinuz })
     }
 }
-

@@ -296,12 +296,16 @@ fn classification(out: &mut Map<String, Value>, v: &Value) {
     let category = str_at(v, &["category"]);
     let alert = bool_at(v, &["alert"]) == Some(true);
     let evidence = at(v, &["evidence"]).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    // The indicators that matched are the rules behind the verdict.
-    let ids: Vec<&str> = evidence.iter().filter_map(|e| str_at(e, &["indicator"])).collect();
-    let names: Vec<&str> = evidence.iter().filter_map(|e| str_at(e, &["what"])).collect();
+    // ECS has one rule per event (rule.id is a keyword, not an array): the
+    // strongest indicator behind the verdict's category. All of them stay
+    // in tracer.classification.evidence.
+    let strongest = evidence.iter().filter(|e| str_at(e, &["category"]) == category).max_by(|a, b| {
+        f64_at(a, &["weight"]).unwrap_or(0.0).total_cmp(&f64_at(b, &["weight"]).unwrap_or(0.0))
+    });
     put(out, "rule.category", some_str(category));
-    put(out, "rule.id", (!ids.is_empty()).then(|| json!(ids)));
-    put(out, "rule.name", (!names.is_empty()).then(|| json!(names)));
+    put(out, "rule.ruleset", Some(json!("tracer")));
+    put(out, "rule.id", some_str(strongest.and_then(|e| str_at(e, &["indicator"]))));
+    put(out, "rule.name", some_str(strongest.and_then(|e| str_at(e, &["what"]))));
     let (severity, _) = verdict_severity(alert, f64_at(v, &["confidence"]).unwrap_or(0.0));
     put(out, "event.severity", Some(json!(severity)));
     if let Some(a) = category.and_then(attack_for).filter(|_| alert) {
