@@ -8,6 +8,7 @@ mod bench;
 mod eval;
 mod fuzz;
 mod gpu_check;
+mod schemas;
 mod setup;
 mod soak;
 mod vm;
@@ -98,6 +99,15 @@ enum Task {
     /// (kernel matrix helper) One step of the fixed workload.
     #[command(hide = true)]
     VmWorkload { role: String },
+    /// Reduce the official ECS 8.11.0 and OCSF 1.4.0 definitions (git
+    /// clones of elastic/ecs and ocsf/ocsf-schema) to the files the format
+    /// tests check against, in tests/fixtures/schemas/.
+    Schemas {
+        #[arg(long, value_name = "REPO")]
+        ecs: PathBuf,
+        #[arg(long, value_name = "REPO")]
+        ocsf: PathBuf,
+    },
     /// (benchmark helper) N getppid calls; prints ns per call.
     #[command(hide = true)]
     SyscallLoop { n: u64 },
@@ -194,6 +204,7 @@ fn main() -> Result<()> {
             cargo(&root, &["build", "--package", "tracer"])?;
             vm::run(&vm::Options::new(&root, &kernel)?)
         }
+        Task::Schemas { ecs, ocsf } => schemas::run(&ecs, &ocsf, &root.join("tests/fixtures/schemas")),
         Task::VmGuest { tracer } => {
             print!("{}", vm::workload::run_traced(&tracer)?);
             Ok(())
