@@ -142,6 +142,111 @@ fn broken_records_fail() {
 
 /// A character device on /dev/full's driver (1:7), registered as a GPU
 /// below, as tests/gpu_ioctls.rs does: these hosts have no GPU.
+/// Every record as ECS and as OCSF, checked against the official
+/// definitions; problems once per (format, kind, problem).
+fn format_problems(records: &[Value]) -> Vec<String> {
+    use tracer::output::formats::{Format, convert};
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        let kind = r["kind"].as_str().unwrap_or("?");
+        for p in support::conformance::ecs(&convert(Format::Ecs, r)) {
+            seen.insert(format!("ECS {kind}: {p}"));
+        }
+        for p in support::conformance::ocsf(&convert(Format::Ocsf, r)) {
+            seen.insert(format!("OCSF {kind}: {p}"));
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// The committed native record of every kind, and the variants the live
+/// run may not produce here: a process in a container, a signalled exit,
+/// a connect whose address could not be read, a verdict that changed.
+fn native_fixtures_and_variants() -> Vec<Value> {
+    let dir = repo().join("tests/fixtures/formats");
+    let mut records: Vec<Value> = KINDS
+        .iter()
+        .map(|(kind, _, _)| {
+            let path = dir.join(format!("{kind}.native.json"));
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        })
+        .collect();
+    let of = |kind: &str| records.iter().find(|r| r["kind"] == kind).unwrap().clone();
+    let mut variants = Vec::new();
+    for kind in [
+        "process.exec",
+        "process.fork",
+        "process.exit",
+        "network.connect",
+        "network.dns",
+        "file.open",
+        "process.activity",
+    ] {
+        let mut r = of(kind);
+        r["process"]["container_id"] =
+            json!("4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff");
+        variants.push(r);
+    }
+    let mut killed = of("process.exit");
+    killed["exit"]["code"] = Value::Null;
+    killed["exit"]["signal"] = json!(9);
+    variants.push(killed);
+    let mut unreadable = of("network.connect");
+    unreadable["connect"] =
+        json!({"family": "other", "result": "ok", "ret": 0, "source": "syscall", "fd": 3});
+    variants.push(unreadable);
+    let mut changed = of("classification");
+    changed["classification"]["previous"] = json!("ai_training");
+    variants.push(changed);
+    records.extend(variants);
+    records
+}
+
+#[test]
+fn every_kind_conforms_to_ecs_8_11_and_ocsf_1_4() {
+    let problems = format_problems(&native_fixtures_and_variants());
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// The checkers catch what the reviews found and what a mapper could get
+/// wrong, so a pass means something.
+#[test]
+fn the_format_checkers_catch_broken_records() {
+    use support::conformance::{ecs, ocsf};
+    use tracer::output::formats::{Format, convert};
+    let exec = native_fixtures_and_variants().into_iter().find(|r| r["kind"] == "process.exec").unwrap();
+    let good_ocsf = convert(Format::Ocsf, &exec);
+    let good_ecs = convert(Format::Ecs, &exec);
+    assert!(ocsf(&good_ocsf).is_empty() && ecs(&good_ecs).is_empty());
+    let broken_ocsf: [(&str, fn(&mut Value)); 6] = [
+        ("top-level container", |e| e["container"] = json!({"uid": "c"})),
+        ("type_uid arithmetic", |e| e["type_uid"] = json!(100702)),
+        ("enum", |e| e["activity_id"] = json!(42)),
+        ("type", |e| e["process"]["pid"] = json!("12")),
+        ("required", |e| _ = e.as_object_mut().unwrap().remove("process")),
+        ("profile not declared", |e| {
+            e["process"]["container"] = json!({"uid": "c"});
+            e["metadata"]["profiles"] = json!(["host"]);
+        }),
+    ];
+    for (what, broken) in broken_ocsf {
+        let mut e = good_ocsf.clone();
+        broken(&mut e);
+        assert!(!ocsf(&e).is_empty(), "OCSF checker passed a record with a broken {what}");
+    }
+    let broken_ecs: [(&str, fn(&mut Value)); 4] = [
+        ("unknown field", |e| e["process"]["nonsense"] = json!(1)),
+        ("array where ECS keeps one value", |e| e["process"]["pid"] = json!([1, 2])),
+        ("allowed value", |e| e["event"]["kind"] = json!("happening")),
+        ("category/type pair", |e| e["event"]["type"] = json!(["allowed"])),
+    ];
+    for (what, broken) in broken_ecs {
+        let mut e = good_ecs.clone();
+        broken(&mut e);
+        assert!(!ecs(&e).is_empty(), "ECS checker passed a record with a broken {what}");
+    }
+}
+
 fn mknod_fake_gpu(path: &Path) {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: mknod with a valid path; these tests run as root.
@@ -305,6 +410,8 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
     eprintln!("{} records by kind: {counts:?}", records.len());
     problems.extend(counts.iter().filter(|(_, n)| **n == 0).map(|(k, _)| format!("no {k} record")));
     problems.extend(accepted_mutants(&v, &first_of_each_kind(&records)));
+    // Every live record, as ECS and OCSF, against the official definitions.
+    problems.extend(format_problems(&records));
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

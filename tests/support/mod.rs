@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+pub mod conformance;
+
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},

@@ -107,7 +107,7 @@ pub(super) fn convert(record: &Value) -> Value {
         put_at(&mut out, &["unmapped", "tracer", key], strip_nulls(value));
     }
     if let Some(p) = at(record, &["process"]).filter(|p| p.is_object()) {
-        processes(&mut out, &c, kind, p, at(record, &["fork"]).unwrap_or(&Value::Null));
+        processes(&mut out, kind, p, at(record, &["fork"]).unwrap_or(&Value::Null));
     }
 
     let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
@@ -176,7 +176,7 @@ fn header(out: &mut Map<String, Value>, c: &Class, kind: &str) {
 }
 
 /// `process` and `actor.process` of a record about native process `p`.
-fn processes(out: &mut Map<String, Value>, c: &Class, kind: &str, p: &Value, fork: &Value) {
+fn processes(out: &mut Map<String, Value>, kind: &str, p: &Value, fork: &Value) {
     let ancestors = strings_at(p, &["ancestors"]);
     match kind {
         "process.fork" => {
