@@ -1,7 +1,17 @@
 """A mining pool simulator on loopback: answers Stratum v1 (mining.subscribe,
 mining.authorize, mining.submit) and XMRig/CryptoNote (login, submit,
-keepalived) with jobs, and accepts every share. Usage: pool.py PORT"""
+keepalived) with jobs, and accepts every share. With LOG, appends one line per
+login and per share, so the eval knows a miner really mined.
+Usage: pool.py PORT [LOG]"""
 import json, socket, sys, threading
+
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
+lock = threading.Lock()
+
+def log(what):
+    if LOG:
+        with lock, open(LOG, "a") as f:
+            f.write(f"{sys.argv[1]} {what}\n")
 
 def serve(conn):
     f = conn.makefile("rwb")
@@ -11,6 +21,10 @@ def serve(conn):
         except ValueError:
             break
         method, mid = msg.get("method"), msg.get("id")
+        if method in ("mining.subscribe", "login"):
+            log("login")
+        elif method in ("mining.submit", "submit"):
+            log("share")
         if method == "mining.subscribe":
             reply = {"id": mid, "result": [[["mining.notify", "1"]], "08000002", 4], "error": None}
             f.write((json.dumps(reply) + "\n").encode())

@@ -1,5 +1,11 @@
 //! `cargo xtask eval`: real workloads under the tracer, each labelled; prints
-//! a confusion matrix, per-class precision and recall, and time to verdict.
+//! a confusion matrix, per-class precision and recall, time to verdict from
+//! the workload's start, development and held-out scores, and pass or fail
+//! against stated targets (exits non-zero on a miss). A case whose workload
+//! did not run as intended (exit status, the pool's log of logins and
+//! shares, peers connected, checkpoints written) is reported as failed,
+//! never as a verdict; every other tree or container that got a verdict
+//! during a case is scored too.
 //!
 //! Every workload runs in its own session (so it is one process tree to the
 //! classifier), on loopback only, with software from the registries this
@@ -29,11 +35,32 @@ unsafe extern "C" {
     fn libc_setsid() -> i32;
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "getsid"]
+    fn libc_getsid(pid: i32) -> i32;
+}
+
+/// How the eval knows a workload ran as intended; one that did not proves
+/// nothing and is reported as failed, never as a verdict.
+#[derive(Clone, Copy)]
+enum Ran {
+    /// It exited 0.
+    Exit,
+    /// And the pool simulator logged a login and at least one share.
+    PoolShares,
+    /// And its session made a successful TCP connect to this port (peers).
+    Peers(u16),
+    /// And it left a file ending so in its work dir (a checkpoint).
+    Wrote(&'static str),
 }
 
 struct Case {
     name: &'static str,
     label: &'static str,
+    ran: Ran,
+    /// Added after the rules' weights were last chosen and never used to
+    /// choose them (see rules/default.toml): scored apart, as the honest
+    /// estimate of how the rules do on what they were not fitted to.
+    held_out: bool,
     /// argv; `{py}` is the eval venv's python, `{dir}` the case's work dir,
     /// `{work}` the eval's (with `blob`, 256 MiB of random bytes), `{pg}` a
     /// free port for PostgreSQL,
@@ -45,41 +72,57 @@ const CASES: &[Case] = &[
     Case {
         name: "stratum-pool-port",
         label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: false,
         argv: &["{py}", "{eval}/miner.py", "stratum", "{pool}", "8"],
     },
     Case {
         name: "xmrig-protocol-port-443-style",
         label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: false,
         argv: &["{py}", "{eval}/miner.py", "xmrig", "{pool443}", "8"],
     },
     Case {
         name: "stratum-renamed-process",
         label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: false,
         argv: &["{py}", "{eval}/miner.py", "stratum", "{pool443}", "8", "backupd"],
     },
     Case {
         name: "numpy-training-safetensors",
         label: "ai_training",
+        ran: Ran::Wrote(".safetensors"),
+        held_out: false,
         argv: &["{py}", "{eval}/train.py", "{dir}", "8"],
     },
     Case {
         name: "pytorch-training",
         label: "ai_training",
+        ran: Ran::Wrote(".pt"),
+        held_out: false,
         argv: &["{py}", "{eval}/torch_train.py", "{dir}", "8"],
     },
     Case {
         name: "pytorch-ddp-gloo-2-ranks",
         label: "ai_training",
+        ran: Ran::Wrote(".pt"),
+        held_out: false,
         argv: &["{py}", "{eval}/torch_ddp.py", "{dir}", "8"],
     },
     Case {
         name: "inference-server",
         label: "ai_inference",
+        ran: Ran::Exit,
+        held_out: false,
         argv: &["{py}", "{eval}/infer.py", "{dir}", "8"],
     },
     Case {
         name: "handshake-node",
         label: "blockchain_node",
+        ran: Ran::Peers(14038),
+        held_out: false,
         argv: &[
             "sh",
             "-c",
@@ -92,36 +135,81 @@ const CASES: &[Case] = &[
     Case {
         name: "sha256sum-large-file",
         label: "ordinary",
+        ran: Ran::Exit,
+        held_out: false,
         argv: &["sh", "-c", "sha256sum {work}/blob {work}/blob {work}/blob >/dev/null"],
     },
     Case {
         name: "gzip-large-file",
         label: "ordinary",
+        ran: Ran::Wrote(".gz"),
+        held_out: false,
         argv: &["sh", "-c", "gzip -c -6 {work}/blob > {dir}/blob.gz"],
     },
     Case {
         name: "openssl-speed",
         label: "ordinary",
+        ran: Ran::Exit,
+        held_out: false,
         argv: &["openssl", "speed", "-seconds", "6", "-multi", "2", "sha256"],
     },
     Case {
         name: "nginx-under-wrk",
         label: "ordinary",
+        ran: Ran::Exit,
+        held_out: false,
         argv: &["sh", "-c", "wrk -t1 -c16 -d6s http://127.0.0.1:{web}/ >/dev/null"],
     },
     Case {
         name: "postgres-under-pgbench",
         label: "ordinary",
+        ran: Ran::Exit,
+        held_out: false,
         argv: &["sh", "{eval}/pgbench.sh", "{dir}/pg", "{pg}", "6"],
     },
     Case {
         name: "cargo-build",
         label: "ordinary",
+        ran: Ran::Exit,
+        held_out: false,
         // From a clean target directory, so it really compiles.
         argv: &[
             "sh",
             "-c",
             "rm -rf {dir}/target && cargo build --offline --quiet -p xtask --target-dir {dir}/target",
+        ],
+    },
+    // Held out: added with no change to the rules after them.
+    Case {
+        name: "xmrig-renamed-kernel-thread",
+        label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: true,
+        argv: &["{py}", "{eval}/miner.py", "xmrig", "{pool}", "8", "kworker/0:1"],
+    },
+    Case {
+        name: "copy-model-weights-backup",
+        label: "ordinary",
+        ran: Ran::Wrote(".safetensors"),
+        held_out: true,
+        // A backup job: reads and writes model-weight files, trains nothing.
+        argv: &[
+            "sh",
+            "-c",
+            "head -c 8388608 /dev/urandom > {dir}/model.safetensors && cp {dir}/model.safetensors \
+             {dir}/backup.safetensors && sha256sum {dir}/backup.safetensors >/dev/null",
+        ],
+    },
+    Case {
+        name: "python-http-polling",
+        label: "ordinary",
+        ran: Ran::Exit,
+        held_out: true,
+        // Small periodic requests from Python, as a monitoring agent makes.
+        argv: &[
+            "{py}",
+            "-c",
+            "import time, urllib.request\nfor _ in range(30):\n    urllib.request.urlopen('http://127.0.0.1:{web}/').read(); time.sleep(0.2)",
         ],
     },
 ];
@@ -172,39 +260,59 @@ fn spawn_in_session(argv: &[String], dir: &Path, log: &Path) -> Result<Child> {
     cmd.spawn().with_context(|| format!("starting {argv:?}"))
 }
 
-/// The verdict for one tree in a capture, when it was first given, and when
-/// the first mining message was seen.
+/// The verdict for one tree in a capture, when the workload started and
+/// was first given a verdict (the tracer's `mono_ns` of both), and the
+/// verdicts any other scope got during the case.
 struct Outcome {
     category: String,
     confidence: f64,
+    /// The first record of the workload's session: its start as the
+    /// tracer saw it.
+    started: Option<u64>,
     first_verdict: Option<u64>,
     first_mining_message: Option<u64>,
     evidence: Vec<String>,
+    /// Successful TCP connects the session made, by port.
+    connects_ok: BTreeMap<u64, u32>,
+    /// (scope, key) -> the last verdict of every other tree or container.
+    others: BTreeMap<(String, String), String>,
+    /// Why the case proves nothing, when it does not.
+    failed: Option<String>,
 }
 
 fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
     let mut o = Outcome {
         category: "ordinary".into(),
         confidence: 0.0,
+        started: None,
         first_verdict: None,
         first_mining_message: None,
         evidence: Vec::new(),
+        connects_ok: BTreeMap::new(),
+        others: BTreeMap::new(),
+        failed: None,
     };
+    let key = sid.to_string();
     for line in BufReader::new(fs::File::open(capture)?).lines() {
         let r: Value = serde_json::from_str(&line?)?;
         let mono = r["mono_ns"].as_u64();
-        if r["kind"] == "network.first_bytes"
-            && r["first_bytes"]["mining"] == true
-            && r["process"]["session"].as_u64() == Some(u64::from(sid))
-        {
+        let ours = r["process"]["session"].as_u64() == Some(u64::from(sid));
+        if ours {
+            o.started = o.started.or(mono);
+        }
+        if ours && r["kind"] == "network.first_bytes" && r["first_bytes"]["mining"] == true {
             o.first_mining_message = o.first_mining_message.or(mono);
         }
+        if ours && r["kind"] == "network.connect" && r["connect"]["result"] == "ok" {
+            *o.connects_ok.entry(r["connect"]["port"].as_u64().unwrap_or(0)).or_default() += 1;
+        }
+        if r["kind"] != "classification" {
+            continue;
+        }
         let c = &r["classification"];
-        if r["kind"] == "classification"
-            && c["scope"] == "tree"
-            && c["key"].as_str() == Some(sid.to_string().as_str())
-        {
-            o.category = c["category"].as_str().unwrap_or("?").to_string();
+        let category = c["category"].as_str().unwrap_or("?").to_string();
+        if c["scope"] == "tree" && c["key"].as_str() == Some(key.as_str()) {
+            o.category = category;
             o.confidence = c["confidence"].as_f64().unwrap_or(0.0);
             o.first_verdict = o.first_verdict.or(mono);
             o.evidence = c["evidence"]
@@ -213,6 +321,12 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
                 .flatten()
                 .filter_map(|e| e["indicator"].as_str().map(str::to_string))
                 .collect();
+        } else {
+            let scope = (
+                c["scope"].as_str().unwrap_or("?").to_string(),
+                c["key"].as_str().unwrap_or("?").to_string(),
+            );
+            o.others.insert(scope, category);
         }
     }
     Ok(o)
@@ -284,11 +398,14 @@ pub fn run(opts: &Options) -> Result<()> {
     // A second pool on 443 when it is free: a miner on a non-mining port.
     let pool443 = if std::net::TcpListener::bind("127.0.0.1:443").is_ok() { 443 } else { free_port()?? };
     let mut pools = Helpers(Vec::new());
+    let pool_log = work.join("pool.log");
+    let _ = fs::remove_file(&pool_log);
     for port in [pool_port, pool443] {
         pools.0.push(
             Command::new(&py)
                 .arg(eval_dir.join("pool.py"))
                 .arg(port.to_string())
+                .arg(&pool_log)
                 .stdout(Stdio::null())
                 .spawn()
                 .context("starting the pool simulator")?,
@@ -344,6 +461,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .spawn()
             .context("starting the tracer")?;
         wait_started(&capture)?;
+        let pool_before = fs::read_to_string(&pool_log).unwrap_or_default().len();
         let started = Instant::now();
         let mut child = spawn_in_session(&argv, &opts.root, &dir.join("workload.log"))?;
         let sid = child.id();
@@ -355,68 +473,106 @@ pub fn run(opts: &Options) -> Result<()> {
         unsafe { libc_kill(tracer.id() as i32, 2) };
         tracer.wait()?;
         let mut o = outcome(&capture, sid)?;
-        if !status.success() {
-            // A workload that failed proves nothing: it is not counted right.
-            o.category = format!("workload failed ({status})");
-        }
+        let pool = fs::read_to_string(&pool_log).unwrap_or_default();
+        let pool = pool.get(pool_before..).unwrap_or_default();
+        o.failed = if !status.success() {
+            Some(format!("exit {status}"))
+        } else if o.started.is_none() {
+            Some("the tracer recorded nothing of its session".into())
+        } else {
+            match case.ran {
+                Ran::Exit => None,
+                Ran::PoolShares => (!pool.contains(" login") || !pool.contains(" share"))
+                    .then(|| "the pool saw no login and share from it".into()),
+                Ran::Peers(port) => (!o.connects_ok.contains_key(&u64::from(port)))
+                    .then(|| format!("no successful connect to a peer on {port}")),
+                Ran::Wrote(suffix) => {
+                    let wrote = fs::read_dir(&dir)?
+                        .filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().ends_with(suffix));
+                    (!wrote).then(|| format!("it wrote no *{suffix}"))
+                }
+            }
+        };
         eprintln!(
-            "eval: {:<32} label {:<14} verdict {:<14} ({:.2}) in {:.1}s, exit {status} [{}]",
+            "eval: {:<32} label {:<14} verdict {:<14} ({:.2}) in {:.1}s, exit {status}{} [{}]",
             case.name,
             case.label,
             o.category,
             o.confidence,
             ran.as_secs_f64(),
+            o.failed.as_ref().map(|f| format!(", FAILED: {f}")).unwrap_or_default(),
             o.evidence.join(", ")
         );
         rows.push((case, o));
     }
     drop(nginx);
     drop(pools);
-    report(&rows, &work)
+    // SAFETY: no preconditions. The pools and peers run in this session.
+    let helpers = unsafe { libc_getsid(0) }.to_string();
+    report(&rows, &helpers, &work)
 }
 
-fn report(rows: &[(&Case, Outcome)], work: &Path) -> Result<()> {
-    let classes = [
-        "crypto_mining",
-        "blockchain_node",
-        "ai_training",
-        "ai_inference",
-        "distributed_storage",
-        "ordinary",
-    ];
-    let present: Vec<&str> = classes
-        .iter()
-        .copied()
-        .filter(|c| rows.iter().any(|(case, o)| case.label == *c || o.category == *c))
-        .collect();
-    let mut m: BTreeMap<(&str, &str), u32> = BTreeMap::new();
-    for (case, o) in rows {
-        *m.entry((case.label, present.iter().copied().find(|c| *c == o.category).unwrap_or("ordinary")))
-            .or_default() += 1;
+/// What the eval must reach; `cargo xtask eval` fails when it misses one.
+const TARGET_MINER_RECALL: f64 = 1.0;
+const TARGET_OVERALL: f64 = 0.95;
+const TARGET_TIME_TO_VERDICT_S: f64 = 10.0;
+
+const CLASSES: [&str; 6] =
+    ["crypto_mining", "blockchain_node", "ai_training", "ai_inference", "distributed_storage", "ordinary"];
+
+fn seconds(from: Option<u64>, to: Option<u64>) -> Option<f64> {
+    match (from, to) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e9),
+        _ => None,
     }
+}
+
+/// Correct: the case ran as intended and its tree got its label.
+fn correct(case: &Case, o: &Outcome) -> bool {
+    o.failed.is_none() && case.label == o.category
+}
+
+fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     let mut out = String::new();
-    writeln!(out, "| case | label | verdict | confidence | evidence | time to verdict |")?;
-    writeln!(out, "|---|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| case | split | label | verdict | confidence | evidence | s from start | s from first mining message |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for (case, o) in rows {
-        let ttv = match (o.first_mining_message, o.first_verdict) {
-            (Some(msg), Some(v)) if v >= msg => {
-                format!("{:.2} s after the first mining message", (v - msg) as f64 / 1e9)
-            }
-            (_, Some(_)) => "at first evidence".into(),
-            _ => "-".into(),
+        let verdict = match &o.failed {
+            Some(why) => format!("FAILED ({why})"),
+            None => o.category.clone(),
         };
+        let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} |",
             case.name,
+            if case.held_out { "held-out" } else { "dev" },
             case.label,
-            o.category,
+            verdict,
             o.confidence,
             o.evidence.join(", "),
-            ttv
+            s(seconds(o.started, o.first_verdict)),
+            s(seconds(o.first_mining_message, o.first_verdict)),
         )?;
     }
-    writeln!(out, "\nconfusion matrix (rows: label, columns: verdict)\n")?;
+
+    // The matrix holds the cases that ran; failed ones are listed above.
+    let ran: Vec<_> = rows.iter().filter(|(_, o)| o.failed.is_none()).collect();
+    let present: Vec<&str> = CLASSES
+        .iter()
+        .copied()
+        .filter(|c| ran.iter().any(|(case, o)| case.label == *c || o.category == *c))
+        .collect();
+    let mut m: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    for (case, o) in &ran {
+        *m.entry((case.label, present.iter().copied().find(|c| *c == o.category).unwrap_or("?")))
+            .or_default() += 1;
+    }
+    writeln!(out, "\nconfusion matrix of the cases that ran (rows: label, columns: verdict)\n")?;
     write!(out, "| label \\ verdict |")?;
     for c in &present {
         write!(out, " {c} |")?;
@@ -440,15 +596,107 @@ fn report(rows: &[(&Case, Outcome)], work: &Path) -> Result<()> {
         let r = if actual > 0 { format!("{:.2}", tp / f64::from(actual)) } else { "-".into() };
         writeln!(out, "| {c} | {p} | {r} |")?;
     }
-    let correct = rows.iter().filter(|(c, o)| c.label == o.category).count();
+
+    // Every other tree and container that got a verdict during a case:
+    // benign, unless it is the eval's own session (the pool simulators
+    // and Handshake peers run there and are what they look like).
+    let mut flagged_scopes = Vec::new();
+    writeln!(out, "\nother scopes with a verdict during a case\n")?;
+    writeln!(out, "| case | scope | key | verdict | scored |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for (case, o) in rows {
+        for ((scope, key), category) in &o.others {
+            let helper = scope == "tree" && key == helpers;
+            let scored = if helper {
+                "no: the eval's helpers (pool simulators, Handshake peers)"
+            } else if category == "ordinary" {
+                "yes: correct"
+            } else {
+                flagged_scopes.push(format!("{} {scope} {key}: {category}", case.name));
+                "yes: FALSE POSITIVE"
+            };
+            writeln!(out, "| {} | {scope} | {key} | {category} | {scored} |", case.name)?;
+        }
+    }
+
+    let split = |held_out: bool| -> (usize, usize) {
+        let cases: Vec<_> = rows.iter().filter(|(c, _)| c.held_out == held_out).collect();
+        (cases.iter().filter(|(c, o)| correct(c, o)).count(), cases.len())
+    };
+    let (dev_ok, dev_n) = split(false);
+    let (ho_ok, ho_n) = split(true);
+    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+    writeln!(out, "\n| split | correct | cases | share |")?;
+    writeln!(out, "|---|---|---|---|")?;
     writeln!(
         out,
-        "\noverall: {correct} of {} correct ({:.0} %)",
-        rows.len(),
-        100.0 * correct as f64 / rows.len() as f64
+        "| development (the rules were tuned on these) | {dev_ok} | {dev_n} | {:.0} % |",
+        pct(dev_ok, dev_n)
     )?;
+    writeln!(out, "| held-out | {ho_ok} | {ho_n} | {:.0} % |", pct(ho_ok, ho_n))?;
+
+    let miners: Vec<_> = rows.iter().filter(|(c, _)| c.label == "crypto_mining").collect();
+    let miner_recall =
+        miners.iter().filter(|(c, o)| correct(c, o)).count() as f64 / miners.len().max(1) as f64;
+    let benign_cases_flagged: Vec<_> = rows
+        .iter()
+        .filter(|(c, o)| c.label == "ordinary" && o.failed.is_none() && o.category != "ordinary")
+        .map(|(c, o)| format!("{}: {}", c.name, o.category))
+        .collect();
+    let failed: Vec<_> = rows.iter().filter(|(_, o)| o.failed.is_some()).map(|(c, _)| c.name).collect();
+    let overall = (dev_ok + ho_ok) as f64 / rows.len().max(1) as f64;
+    let slow: Vec<_> = rows
+        .iter()
+        .filter(|(c, o)| correct(c, o) && c.label != "ordinary")
+        .filter_map(|(c, o)| {
+            let s = seconds(o.started, o.first_verdict)?;
+            (s > TARGET_TIME_TO_VERDICT_S).then(|| format!("{} ({s:.1} s)", c.name))
+        })
+        .collect();
+    let checks = [
+        (
+            format!("every workload ran as intended ({} failed)", failed.len()),
+            failed.is_empty(),
+            failed.join(", "),
+        ),
+        (
+            format!(
+                "miner recall {:.0} % (target {:.0} %)",
+                100.0 * miner_recall,
+                100.0 * TARGET_MINER_RECALL
+            ),
+            miner_recall >= TARGET_MINER_RECALL,
+            String::new(),
+        ),
+        (
+            format!("benign flagged: {} (target 0)", benign_cases_flagged.len() + flagged_scopes.len()),
+            benign_cases_flagged.is_empty() && flagged_scopes.is_empty(),
+            [benign_cases_flagged.join(", "), flagged_scopes.join(", ")].join(" "),
+        ),
+        (
+            format!("overall {:.0} % (target ≥ {:.0} %)", 100.0 * overall, 100.0 * TARGET_OVERALL),
+            overall >= TARGET_OVERALL,
+            String::new(),
+        ),
+        (
+            format!("verdict within {TARGET_TIME_TO_VERDICT_S} s of the workload's start"),
+            slow.is_empty(),
+            slow.join(", "),
+        ),
+    ];
+    writeln!(out, "\n| target | result |")?;
+    writeln!(out, "|---|---|")?;
+    for (what, ok, detail) in &checks {
+        let detail = detail.trim();
+        let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+        writeln!(out, "| {what} | {}{detail} |", if *ok { "pass" } else { "MISS" })?;
+    }
     print!("{out}");
     fs::write(work.join("eval.md"), &out)?;
     eprintln!("written to {}", work.join("eval.md").display());
+    let missed: Vec<_> = checks.iter().filter(|c| !c.1).map(|c| c.0.as_str()).collect();
+    if !missed.is_empty() {
+        bail!("the eval missed {} target(s): {}", missed.len(), missed.join("; "));
+    }
     Ok(())
 }
