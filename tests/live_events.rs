@@ -295,6 +295,51 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup_and_below() {
     assert!(connects_to(&records, outside.id(), port).is_empty(), "a task outside the cgroup was reported");
 }
 
+/// `--pid`: the process, a descendant it already had when the tracer
+/// started, and descendants forked later (two levels down) are traced;
+/// nothing else is, not even this test process's own children.
+#[test]
+fn pid_filter_follows_descendants_and_excludes_the_rest() {
+    let dir = std::env::temp_dir().join(format!("tracer-pid-filter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let script = format!(
+        "( while [ ! -e {go} ]; do sleep 0.05; done; exec /bin/true pid-filter-old ) &
+         while [ ! -e {go} ]; do sleep 0.05; done
+         bash -c '/bin/true pid-filter-grandchild; exit 0'
+         wait",
+        go = go.display()
+    );
+    let mut parent = bash(&script).spawn().unwrap();
+    // The waiting subshell exists before the tracer starts.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let tracer = Tracer::start(&["--pid", &parent.id().to_string()]);
+    let mut others: Vec<_> =
+        (0..3).map(|_| Command::new("/bin/true").arg("pid-filter-other").spawn().unwrap()).collect();
+    for o in &mut others {
+        assert!(o.wait().unwrap().success());
+    }
+    std::fs::write(&go, b"").unwrap();
+    assert!(parent.wait().unwrap().success());
+    let records = tracer.stop();
+    let execs_with = |marker: &str| {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "process.exec")
+            .filter(|r| r["process"]["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == marker)))
+            .count()
+    };
+    assert_eq!(execs_with("pid-filter-old"), 1, "the descendant that predates the tracer");
+    assert_eq!(execs_with("pid-filter-grandchild"), 1, "a descendant two levels down, forked later");
+    assert_eq!(execs_with("pid-filter-other"), 0, "processes outside the tree");
+    for o in &others {
+        assert!(records.iter().all(|r| r["process"]["pid"] != o.id()), "a process outside the tree was reported");
+    }
+    assert!(records.iter().all(|r| r["process"]["pid"] != std::process::id()), "the test process was reported");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn comm_filter_keeps_only_matching_threads() {
     let tracer = Tracer::start(&["--comm", "sh"]);
