@@ -84,7 +84,8 @@ fn cpu_time_and_bytes_are_attributed_to_the_child() {
     assert!((cpu_ms(a) - kernel_cpu_ms).abs() <= kernel_cpu_ms * 0.10);
     // The histogram counts by syscall number, exactly.
     let top = a["syscalls"]["top"].as_array().unwrap();
-    let getppid = top.iter().find(|s| s["name"] == "getppid").unwrap_or_else(|| panic!("no getppid in {top:?}"));
+    let getppid =
+        top.iter().find(|s| s["name"] == "getppid").unwrap_or_else(|| panic!("no getppid in {top:?}"));
     assert_eq!((getppid["nr"].as_u64(), getppid["count"].as_u64()), (Some(110), Some(GETPPIDS)), "{top:?}");
 }
 

@@ -334,9 +334,15 @@ fn pid_filter_follows_descendants_and_excludes_the_rest() {
     assert_eq!(execs_with("pid-filter-grandchild"), 1, "a descendant two levels down, forked later");
     assert_eq!(execs_with("pid-filter-other"), 0, "processes outside the tree");
     for o in &others {
-        assert!(records.iter().all(|r| r["process"]["pid"] != o.id()), "a process outside the tree was reported");
+        assert!(
+            records.iter().all(|r| r["process"]["pid"] != o.id()),
+            "a process outside the tree was reported"
+        );
     }
-    assert!(records.iter().all(|r| r["process"]["pid"] != std::process::id()), "the test process was reported");
+    assert!(
+        records.iter().all(|r| r["process"]["pid"] != std::process::id()),
+        "the test process was reported"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -99,10 +99,30 @@ pub fn body_lines(opts: &HttpOptions, format: &str, meta: &Meta, line: &[u8]) ->
     Ok(out)
 }
 
+#[derive(Debug, PartialEq)]
 enum Outcome {
     Delivered { rejected: u64 },
     Rejected(String),
     Retry(String),
+}
+
+/// The policy per status (see the module comment), apart from the request
+/// so that every status can be tested.
+fn outcome_of(status: u16, shape: HttpShape, text: &str, records: u64) -> Outcome {
+    match status {
+        // Items Elasticsearch asks to retry (429: es_rejected_execution):
+        // the whole batch goes again; the items it already took come
+        // back 409 (same _id), which is not a failure.
+        200..=299 if shape == HttpShape::EsBulk && bulk_items_to_retry(text) > 0 => {
+            Outcome::Retry(format!("_bulk: {} items answered 429", bulk_items_to_retry(text)))
+        }
+        200..=299 if shape == HttpShape::EsBulk => {
+            Outcome::Delivered { rejected: bulk_rejections(text).min(records) }
+        }
+        200..=299 => Outcome::Delivered { rejected: 0 },
+        400 | 413 | 422 => Outcome::Rejected(format!("HTTP {status}: {}", snippet(text))),
+        _ => Outcome::Retry(format!("HTTP {status}: {}", snippet(text))),
+    }
 }
 
 struct Sender {
@@ -145,20 +165,7 @@ impl Sender {
         };
         let status = resp.status().as_u16();
         let text = resp.body_mut().with_config().limit(16 << 20).read_to_string().unwrap_or_default();
-        match status {
-            // Items Elasticsearch asks to retry (429: es_rejected_execution):
-            // the whole batch goes again; the items it already took come
-            // back 409 (same _id), which is not a failure.
-            200..=299 if self.opts.shape == HttpShape::EsBulk && bulk_items_to_retry(&text) > 0 => {
-                Outcome::Retry(format!("_bulk: {} items answered 429", bulk_items_to_retry(&text)))
-            }
-            200..=299 if self.opts.shape == HttpShape::EsBulk => {
-                Outcome::Delivered { rejected: bulk_rejections(&text).min(records) }
-            }
-            200..=299 => Outcome::Delivered { rejected: 0 },
-            400 | 413 | 422 => Outcome::Rejected(format!("HTTP {status}: {}", snippet(&text))),
-            _ => Outcome::Retry(format!("HTTP {status}: {}", snippet(&text))),
-        }
+        outcome_of(status, self.opts.shape, &text, records)
     }
 
     fn run(self) {
@@ -435,6 +442,38 @@ mod tests {
         assert!(!why.contains("s3cret"), "{why}");
         assert!(why.contains("http://elastic:***@127.0.0.1:1/_bulk"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Malformed batches are dropped (and counted); everything a fixed
+    /// receiver, token or URL could answer differently later is retried.
+    #[test]
+    fn each_status_is_retried_or_dropped_as_documented() {
+        let retry = |o: &Outcome| matches!(o, Outcome::Retry(_));
+        for shape in [HttpShape::Ndjson, HttpShape::SplunkHec, HttpShape::EsBulk] {
+            for status in [200, 201, 204] {
+                assert_eq!(
+                    outcome_of(status, shape, "{}", 5),
+                    Outcome::Delivered { rejected: 0 },
+                    "{status}"
+                );
+            }
+            for status in [400, 413, 422] {
+                assert!(
+                    matches!(outcome_of(status, shape, "bad", 5), Outcome::Rejected(_)),
+                    "{status} {shape:?}"
+                );
+            }
+            for status in [301, 401, 403, 404, 408, 409, 429, 500, 502, 503, 504] {
+                assert!(retry(&outcome_of(status, shape, "", 5)), "{status} {shape:?} must be retried");
+            }
+        }
+        // A _bulk answer of 200 can still hold refusals, or ask for a retry.
+        let partial = r#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":400}}]}"#;
+        assert_eq!(outcome_of(200, HttpShape::EsBulk, partial, 2), Outcome::Delivered { rejected: 1 });
+        let busy = r#"{"errors":true,"items":[{"create":{"status":429}}]}"#;
+        assert!(retry(&outcome_of(200, HttpShape::EsBulk, busy, 1)));
+        // The same body means nothing to a plain NDJSON receiver.
+        assert_eq!(outcome_of(200, HttpShape::Ndjson, busy, 1), Outcome::Delivered { rejected: 0 });
     }
 
     #[test]
