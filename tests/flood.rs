@@ -214,6 +214,69 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
     }
 }
 
+/// The kinds the connect/exec flood does not make, each overflowing a
+/// 4 KiB ring while the tracer is stopped: read + dropped = made, per kind.
+#[test]
+fn every_other_kind_is_accounted_when_the_ring_overflows() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    const N: usize = 100;
+    let me = std::process::id();
+    let dir = std::env::temp_dir().join(format!("tracer-kinds-{me}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = pool.local_addr().unwrap().port();
+    let tracer = Tracer::start(&["--pid", &me.to_string(), "--ring-buffer-kib", "4"]);
+    tracer.signal(libc::SIGSTOP);
+    let mut keep = Vec::new();
+    for i in 0..N {
+        // network.listen
+        keep.push(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        // network.connect and network.first_bytes
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut c, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        // network.dns: a query to port 53 (nobody need answer)
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.send_to(&dns_query_bytes(i as u16), "127.0.0.153:53").unwrap();
+        // file.open of a watched suffix
+        std::fs::write(dir.join(format!("m{i}.safetensors")), b"w").unwrap();
+    }
+    tracer.signal(libc::SIGCONT);
+    let records = tracer.stop();
+    let health = final_health(&records);
+    let mine = |kind: &str, pred: &dyn Fn(&Value) -> bool| {
+        records.iter().filter(|r| r["kind"] == kind && r["process"]["pid"] == me && pred(r)).count() as u64
+    };
+    let rows = [
+        ("listen", "network.listen", mine("network.listen", &|_| true)),
+        ("first_bytes", "network.first_bytes", mine("network.first_bytes", &|r| r["first_bytes"]["port"] == port)),
+        ("dns", "network.dns", mine("network.dns", &|r| r["dns"]["port"] == 53)),
+        (
+            "file_open",
+            "file.open",
+            mine("file.open", &|r| r["file"]["path"].as_str().is_some_and(|p| p.ends_with(".safetensors"))),
+        ),
+    ];
+    for (kind, record, read) in rows {
+        let dropped = support::not_delivered(health, kind);
+        eprintln!("{record}: made {N}, read {read}, dropped {dropped}");
+        assert!(dropped > 0, "{record}: a 4 KiB ring held all {N}? {health}");
+        assert_eq!(read + dropped, N as u64, "{record}: read + dropped = made; {health}");
+    }
+    drop(keep);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A query for `q{id}.example` A, id `id`.
+fn dns_query_bytes(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    let label = format!("q{id}");
+    q.push(label.len() as u8);
+    q.extend_from_slice(label.as_bytes());
+    q.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1]);
+    q
+}
+
 /// A burst from a tight loop with nobody stalling: how fast records are
 /// read, and that counts still add up exactly. Here, not with the other
 /// live tests: every tracer started meanwhile would see the burst too.

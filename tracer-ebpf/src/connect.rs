@@ -100,6 +100,15 @@ fn try_exit_connect(ctx: &TracePointContext) {
     };
     remove_counted!(CONNECTS_IN_FLIGHT, table::CONNECTS_IN_FLIGHT, &pid_tgid);
     let ret = read_tp::<i64>(ctx, config().tp.connect_ret).unwrap_or(0);
+    // A TCP connection that is (being) established: its first write is
+    // evidence of the protocol spoken. Marked before the connect record is
+    // reserved: a connect record lost to a full ring (counted) must not
+    // lose its first bytes too, uncounted.
+    if (ret == 0 || ret == -(EINPROGRESS as i64)) && args.sock_type == SOCK_STREAM as u16 {
+        if let Some(peer) = endpoint_of(&args.addr) {
+            crate::payload::mark_fresh(args.fd as u64, &peer);
+        }
+    }
     let Some(mut entry) = reserve::<ConnectEvent>(EventKind::Connect) else { return };
     // SAFETY: reservation sized for ConnectEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
@@ -112,13 +121,6 @@ fn try_exit_connect(ctx: &TracePointContext) {
     event.addrlen = args.addrlen;
     event.addr = args.addr;
     entry.submit(0);
-    // A TCP connection that is (being) established: its first write is
-    // evidence of the protocol spoken.
-    if (ret == 0 || ret == -(EINPROGRESS as i64)) && args.sock_type == SOCK_STREAM as u16 {
-        if let Some(peer) = endpoint_of(&args.addr) {
-            crate::payload::mark_fresh(args.fd as u64, &peer);
-        }
-    }
 }
 
 /// The peer in a sockaddr_in/in6 as the caller passed it.
