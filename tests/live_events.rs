@@ -275,6 +275,8 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup_and_below() {
         assert!(child.wait().unwrap().success());
     }
     let records = tracer.stop();
+    // A cgroup2 directory's inode number is its cgroup id.
+    let cg_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&cg).unwrap());
     std::fs::remove_dir(&below).unwrap();
     std::fs::remove_dir(&cg).unwrap();
 
@@ -284,8 +286,7 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup_and_below() {
 
     let seen = connects_to(&records, inside.id(), port);
     assert_eq!(seen.len(), 1, "{seen:#?}");
-    let cgroup_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&mount).unwrap());
-    assert_ne!(seen[0]["process"]["cgroup_id"], cgroup_id, "the record carries the child's own cgroup");
+    assert_eq!(seen[0]["process"]["cgroup_id"], cg_id, "the record carries the child's own cgroup");
     assert!(
         seen[0]["process"]["cgroup"]
             .as_str()

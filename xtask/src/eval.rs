@@ -3,7 +3,7 @@
 //! the workload's start, development and held-out scores, and pass or fail
 //! against stated targets (exits non-zero on a miss). A case whose workload
 //! did not run as intended (exit status, the pool's log of logins and
-//! shares, peers connected, checkpoints written) is reported as failed,
+//! shares, bytes exchanged with peers, checkpoints written) is reported as failed,
 //! never as a verdict; every other tree or container that got a verdict
 //! during a case is scored too.
 //!
@@ -47,7 +47,8 @@ enum Ran {
     Exit,
     /// And the pool simulator logged a login and at least one share.
     PoolShares,
-    /// And its session made a successful TCP connect to this port (peers).
+    /// And its session exchanged bytes both ways with peers on this port
+    /// (a node's connects are non-blocking: their result says nothing).
     Peers(u16),
     /// And it left a file ending so in its work dir (a checkpoint).
     Wrote(&'static str),
@@ -272,8 +273,8 @@ struct Outcome {
     first_verdict: Option<u64>,
     first_mining_message: Option<u64>,
     evidence: Vec<String>,
-    /// Successful TCP connects the session made, by port.
-    connects_ok: BTreeMap<u64, u32>,
+    /// Remote ports the session exchanged bytes with, both ways.
+    talked_to: std::collections::BTreeSet<u64>,
     /// (scope, key) -> the last verdict of every other tree or container.
     others: BTreeMap<(String, String), String>,
     /// Why the case proves nothing, when it does not.
@@ -288,7 +289,7 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         first_verdict: None,
         first_mining_message: None,
         evidence: Vec::new(),
-        connects_ok: BTreeMap::new(),
+        talked_to: Default::default(),
         others: BTreeMap::new(),
         failed: None,
     };
@@ -303,8 +304,12 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         if ours && r["kind"] == "network.first_bytes" && r["first_bytes"]["mining"] == true {
             o.first_mining_message = o.first_mining_message.or(mono);
         }
-        if ours && r["kind"] == "network.connect" && r["connect"]["result"] == "ok" {
-            *o.connects_ok.entry(r["connect"]["port"].as_u64().unwrap_or(0)).or_default() += 1;
+        if ours && r["kind"] == "process.activity" {
+            for p in r["activity"]["network"]["peers"].as_array().into_iter().flatten() {
+                if p["tx_bytes"].as_u64() > Some(0) && p["rx_bytes"].as_u64() > Some(0) {
+                    o.talked_to.insert(p["port"].as_u64().unwrap_or(0));
+                }
+            }
         }
         if r["kind"] != "classification" {
             continue;
@@ -484,8 +489,8 @@ pub fn run(opts: &Options) -> Result<()> {
                 Ran::Exit => None,
                 Ran::PoolShares => (!pool.contains(" login") || !pool.contains(" share"))
                     .then(|| "the pool saw no login and share from it".into()),
-                Ran::Peers(port) => (!o.connects_ok.contains_key(&u64::from(port)))
-                    .then(|| format!("no successful connect to a peer on {port}")),
+                Ran::Peers(port) => (!o.talked_to.contains(&u64::from(port)))
+                    .then(|| format!("no bytes both ways with a peer on {port}")),
                 Ran::Wrote(suffix) => {
                     let wrote = fs::read_dir(&dir)?
                         .filter_map(|e| e.ok())
