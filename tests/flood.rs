@@ -248,7 +248,11 @@ fn every_other_kind_is_accounted_when_the_ring_overflows() {
     };
     let rows = [
         ("listen", "network.listen", mine("network.listen", &|_| true)),
-        ("first_bytes", "network.first_bytes", mine("network.first_bytes", &|r| r["first_bytes"]["port"] == port)),
+        (
+            "first_bytes",
+            "network.first_bytes",
+            mine("network.first_bytes", &|r| r["first_bytes"]["port"] == port),
+        ),
         ("dns", "network.dns", mine("network.dns", &|r| r["dns"]["port"] == 53)),
         (
             "file_open",

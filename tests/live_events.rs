@@ -442,3 +442,26 @@ fn watched_file_opens_are_reported() {
     let m = model.to_str().unwrap().to_string();
     assert_eq!(seen, vec![(m.clone(), true), (m, false)], "the .txt open is not reported");
 }
+
+/// A checkpoint saved the atomic way: written under a temporary name,
+/// renamed into place. The record names both.
+#[test]
+fn a_rename_into_place_names_the_old_and_new_path() {
+    let dir = std::env::temp_dir().join(format!("tracer-rename-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (tmp, saved) = (dir.join("ckpt.partial"), dir.join("ckpt.safetensors"));
+    std::fs::write(&tmp, b"w").unwrap();
+    let tracer = Tracer::start(&[]);
+    let mut child = Command::new("mv").arg(&tmp).arg(&saved).spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let renames: Vec<&Value> = of_kind(&records, "file.open", child.id());
+    assert_eq!(renames.len(), 1, "{renames:#?}");
+    let f = &renames[0]["file"];
+    assert_eq!(
+        (&f["renamed"], f["path"].as_str(), f["renamed_from"].as_str()),
+        (&Value::Bool(true), saved.to_str(), tmp.to_str()),
+        "{f}"
+    );
+}

@@ -161,7 +161,8 @@ fn format_problems(records: &[Value]) -> Vec<String> {
 
 /// The committed native record of every kind, and the variants the live
 /// run may not produce here: a process in a container, a signalled exit,
-/// a connect whose address could not be read, a verdict that changed.
+/// a connect whose address could not be read, a rename, a verdict that
+/// changed.
 fn native_fixtures_and_variants() -> Vec<Value> {
     let dir = repo().join("tests/fixtures/formats");
     let mut records: Vec<Value> = KINDS
@@ -195,6 +196,10 @@ fn native_fixtures_and_variants() -> Vec<Value> {
     unreadable["connect"] =
         json!({"family": "other", "result": "ok", "ret": 0, "source": "syscall", "fd": 3});
     variants.push(unreadable);
+    let mut renamed = of("file.open");
+    renamed["file"]["renamed"] = json!(true);
+    renamed["file"]["renamed_from"] = json!("/models/ckpt.partial");
+    variants.push(renamed);
     let mut changed = of("classification");
     changed["classification"]["previous"] = json!("ai_training");
     variants.push(changed);

@@ -519,7 +519,11 @@ pub struct FileOpenEvent {
     pub flags: u32,
     /// Bytes of `path` (without the NUL).
     pub path_len: u32,
+    /// A rename's source path: bytes of `old_path` (0 for an open).
+    pub old_path_len: u32,
+    pub _pad: u32,
     pub path: [u8; PATH_LEN],
+    pub old_path: [u8; PATH_LEN],
 }
 
 /// A TCP socket entering LISTEN.

@@ -59,11 +59,11 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 
 fn try_openat(ctx: &TracePointContext) -> Option<()> {
     let (path_ptr, flags) = (syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?);
-    report_if_watched(path_ptr, flags)
+    report_if_watched(path_ptr, flags, 0)
 }
 
 #[inline(always)]
-fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
+fn report_if_watched(path_ptr: u64, flags: u64, old_ptr: u64) -> Option<()> {
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
@@ -92,6 +92,15 @@ fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
     event.flags = flags as u32;
     event.path_len = n as u32;
     event.path = *buf;
+    event._pad = 0;
+    // A rename's source, read straight into the record (up to 255 bytes).
+    event.old_path_len = if old_ptr == 0 {
+        0
+    } else {
+        // SAFETY: bpf_probe_read_user_str validates the address.
+        unsafe { bpf_probe_read_user_str_bytes(old_ptr as *const u8, &mut event.old_path) }
+            .map_or(0, |s| s.len() as u32)
+    };
     entry.submit(0);
     Some(())
 }
@@ -101,7 +110,7 @@ fn report_if_watched(path_ptr: u64, flags: u64) -> Option<()> {
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     if let (Some(path), Some(flags)) = (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1)) {
-        let _ = report_if_watched(path, flags);
+        let _ = report_if_watched(path, flags, 0);
     }
     0
 }
@@ -110,7 +119,7 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     if let Some(path) = syscall_arg(&ctx, 0) {
-        let _ = report_if_watched(path, 0o1101);
+        let _ = report_if_watched(path, 0o1101, 0);
     }
     0
 }
@@ -120,7 +129,7 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     if let (Some(path), Some(how)) = (syscall_arg(&ctx, 1), syscall_arg(&ctx, 2)) {
-        let _ = report_if_watched(path, read_user::<u64>(how).unwrap_or(0));
+        let _ = report_if_watched(path, read_user::<u64>(how).unwrap_or(0), 0);
     }
     0
 }
@@ -131,24 +140,24 @@ const RENAMED: u64 = 1 << 31;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
 pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
-    if let Some(new) = syscall_arg(&ctx, 3) {
-        let _ = report_if_watched(new, RENAMED | 1);
+    if let (Some(old), Some(new)) = (syscall_arg(&ctx, 1), syscall_arg(&ctx, 3)) {
+        let _ = report_if_watched(new, RENAMED | 1, old);
     }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
 pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
-    if let Some(new) = syscall_arg(&ctx, 3) {
-        let _ = report_if_watched(new, RENAMED | 1);
+    if let (Some(old), Some(new)) = (syscall_arg(&ctx, 1), syscall_arg(&ctx, 3)) {
+        let _ = report_if_watched(new, RENAMED | 1, old);
     }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
 pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
-    if let Some(new) = syscall_arg(&ctx, 1) {
-        let _ = report_if_watched(new, RENAMED | 1);
+    if let (Some(old), Some(new)) = (syscall_arg(&ctx, 0), syscall_arg(&ctx, 1)) {
+        let _ = report_if_watched(new, RENAMED | 1, old);
     }
     0
 }

@@ -556,19 +556,27 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FileOpen { flags, path } => {
+            EventBody::FileOpen { flags, path, old_path } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
                 }
                 let process = self.view(&h);
                 let (path, escaped) = text(&path, "path");
+                let (renamed_from, old_escaped) = match old_path {
+                    Some(old) => {
+                        let (old, e) = text(&old, "renamed_from");
+                        (Some(old), e)
+                    }
+                    None => (None, None),
+                };
                 let body = Body::FileOpen(FileOpenView {
                     path,
                     write: flags & 3 != 0,
                     renamed: flags & (1 << 31) != 0,
+                    renamed_from,
                     flags: flags & !(1 << 31),
-                    escaped: escaped.into_iter().collect(),
+                    escaped: escaped.into_iter().chain(old_escaped).collect(),
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }

@@ -102,6 +102,8 @@ pub enum Body {
     FileOpen {
         flags: u32,
         path: Vec<u8>,
+        /// A rename's source path.
+        old_path: Option<Vec<u8>>,
     },
     /// A TCP socket started listening.
     Listen {
@@ -256,9 +258,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::FileOpen => {
             let raw: FileOpenEvent = read(bytes, raw_kind)?;
             let n = (raw.path_len as usize).min(raw.path.len());
+            let old = (raw.old_path_len as usize).min(raw.old_path.len());
             Ok(Event {
                 header: header(&raw.header, kind),
-                body: Body::FileOpen { flags: raw.flags, path: cstr(&raw.path[..n]) },
+                body: Body::FileOpen {
+                    flags: raw.flags,
+                    path: cstr(&raw.path[..n]),
+                    old_path: (old > 0).then(|| cstr(&raw.old_path[..old])),
+                },
             })
         }
         EventKind::Listen => {

@@ -99,6 +99,9 @@ pub struct FileOpenView {
     /// Written elsewhere and renamed into place (an atomic save).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub renamed: bool,
+    /// A rename's source path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     /// open(2) flags (without the rename marker).
     pub flags: u32,
     /// Fields whose bytes were not UTF-8 and are written escaped (as in

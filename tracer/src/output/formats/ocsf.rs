@@ -69,7 +69,7 @@ fn class_of(kind: &str, record: &Value) -> Class {
             Some("response") => class(4003, "DNS Activity", 2, "Response"),
             _ => class(4003, "DNS Activity", 0, "Unknown"),
         },
-        // Renames are reported at rename(2) entry, naming only the new path.
+        // Renames are reported at rename(2) entry, with both names.
         "file.open" if bool_at(record, &["file", "renamed"]) == Some(true) => {
             class(1001, "File System Activity", 5, "Rename")
         }
@@ -138,7 +138,15 @@ pub(super) fn convert(record: &Value) -> Value {
         "network.dns" => dns(&mut out, b("dns"), time.and_then(epoch_ms)),
         "file.open" => {
             let path = str_at(b("file"), &["path"]);
-            put(&mut out, "file", path.map(|path| file(path, 0, "Unknown")));
+            match str_at(b("file"), &["renamed_from"]) {
+                // Rename: `file` is the activity's target, the name it had;
+                // `file_result` what it became (file_activity.json).
+                Some(from) => {
+                    put(&mut out, "file", Some(file(from, 0, "Unknown")));
+                    put(&mut out, "file_result", path.map(|path| file(path, 0, "Unknown")));
+                }
+                None => put(&mut out, "file", path.map(|path| file(path, 0, "Unknown"))),
+            }
         }
         "classification" => finding(&mut out, b("classification"), str_at(record, &["host"])),
         _ => {}
@@ -549,6 +557,17 @@ mod tests {
         let p = json!({"pid": 9, "hidden_from_proc": true});
         let exec = ocsf(json!({"kind": "process.exec", "host": "h", "process": p}));
         assert_eq!(exec["unmapped"]["tracer"]["process"]["hidden_from_proc"], true, "{exec}");
+    }
+
+    #[test]
+    fn a_rename_has_the_old_name_as_file_and_the_new_as_file_result() {
+        let r = ocsf(json!({"kind": "file.open", "host": "h",
+            "file": {"path": "/m/w.safetensors", "renamed": true, "renamed_from": "/m/w.tmp", "write": true, "flags": 1}}));
+        assert_eq!(
+            (&r["activity_id"], &r["file"]["path"], &r["file_result"]["path"]),
+            (&json!(5), &json!("/m/w.tmp"), &json!("/m/w.safetensors")),
+            "{r}"
+        );
     }
 
     #[test]
