@@ -442,7 +442,10 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut rows = Vec::new();
     for case in CASES {
+        // From nothing: files an earlier run left (a model already saved,
+        // say) would change what the workload does.
         let dir = work.join(case.name);
+        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let argv: Vec<String> = case
             .argv
