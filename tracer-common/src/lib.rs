@@ -111,6 +111,11 @@ pub mod counter {
     /// The kprobe fallback for socket lengths found its table of calls in
     /// flight full: that call's bytes are not counted.
     pub const SOCK_CALLS_FULL: u32 = 25;
+    /// The kprobe fallback saw a thread enter a send or receive while its
+    /// previous one had not returned: that return was missed (the kernel
+    /// skips a kprobe program when another BPF program or a BPF map syscall
+    /// holds the CPU), and its bytes are not counted.
+    pub const SOCK_RETURNS_MISSED: u32 = 26;
     /// `COUNTERS[TABLE_INSERTED_BASE + table]`: keys the programs added to
     /// that table (see [`super::table`]).
     pub const TABLE_INSERTED_BASE: u32 = 32;

@@ -235,7 +235,12 @@ fn enter_sock_call(ctx: &ProbeContext, peek: bool) -> Option<()> {
     let sock: u64 = ctx.arg(0)?;
     let sk: u64 = read_field(sock, config().kernel.socket_sk)?;
     let call = SockCall { sk, peek: peek as u32, _pad: 0 };
-    if SOCK_CALLS.insert(&(pid_tgid as u32), &call, 0).is_err() {
+    let tid = pid_tgid as u32;
+    // SAFETY: presence check only.
+    if unsafe { SOCK_CALLS.get(&tid) }.is_some() {
+        count(counter::SOCK_RETURNS_MISSED);
+    }
+    if SOCK_CALLS.insert(&tid, &call, 0).is_err() {
         count(counter::SOCK_CALLS_FULL);
     }
     Some(())

@@ -506,6 +506,7 @@ impl Kernel {
                 ("open_path_unreadable", counter::OPEN_PATH_UNREADABLE),
                 ("open_path_too_long", counter::OPEN_PATH_TOO_LONG),
                 ("sock_calls_full", counter::SOCK_CALLS_FULL),
+                ("sock_returns_missed", counter::SOCK_RETURNS_MISSED),
             ]
             .into_iter()
             .map(|(name, slot)| Ok((name, sum(slot)?)))
