@@ -40,18 +40,25 @@ fn a_live_capture_replays_to_the_same_verdicts() {
         s.read_to_end(&mut b).unwrap();
     });
 
+    // The capture is gzip (unreadable while written): the same records on
+    // stdout say when the programs are attached.
     let mut rec = tracer()
-        .args(["record", "--health-interval", "1h", "--activity-interval", "1h", "-o"])
+        .args(["record", "--health-interval", "1h", "--activity-interval", "1h", "--sink", "-", "-o"])
         .arg(&capture)
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the capture header and the started record.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::metadata(&capture).is_ok_and(|m| m.len() > 0) {
-        assert!(std::time::Instant::now() < deadline, "recorder did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let stdout = rec.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"status\":\"started\"") {
+                let _ = started_tx.send(());
+            }
+        }
+    });
+    started_rx.recv_timeout(support::READY_TIMEOUT).expect("the recorder started");
 
     let login = b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{\"login\":\"44AF\",\"pass\":\"x\",\"agent\":\"XMRig/6.21.0\"}}\n";
     let child = fork_child(|| {
@@ -73,6 +80,7 @@ fn a_live_capture_replays_to_the_same_verdicts() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     assert!(rec.wait().unwrap().success());
+    drain.join().unwrap();
 
     let mut text = String::new();
     flate2::read::MultiGzDecoder::new(std::fs::File::open(&capture).unwrap())
@@ -132,13 +140,31 @@ fn damaged_captures_are_read_up_to_the_damage() {
     assert_eq!(out, expected, "nothing before the damage is lost");
     assert!(err.contains(&format!("capture line {}", lines.len() + 1)), "{err}");
 
-    // Cut mid-line.
+    // Garbage just before the record the verdict comes from (the miner's
+    // login): reading stops there, so no verdict; going on past the bad
+    // line would give it.
+    let login = lines.iter().position(|l| l.contains("\"kind\":\"network.first_bytes\"")).unwrap();
+    let mut damaged: Vec<&str> = lines.clone();
+    damaged.insert(login, "{\"kind\": oops");
+    let middle = dir.join("middle.jsonl");
+    std::fs::write(&middle, damaged.join("\n") + "\n").unwrap();
+    let (ok, out, err) = replay(&middle);
+    assert!(!ok);
+    assert!(!expected.is_empty());
+    assert_eq!(out, "", "no verdict from records after the damage");
+    assert!(err.contains(&format!("capture line {}", login + 1)), "{err}");
+
+    // Cut mid-line: the verdicts of every whole line before the cut.
     let cut = dir.join("cut.jsonl");
     let text = lines.join("\n");
     std::fs::write(&cut, &text[..text.len() - 7]).unwrap();
-    let (ok, _, err) = replay(&cut);
+    let (ok, out, err) = replay(&cut);
     assert!(!ok);
     assert!(err.contains(&format!("capture line {}", lines.len())), "{err}");
+    let whole = dir.join("whole.jsonl");
+    std::fs::write(&whole, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let (_, before_cut, _) = replay(&whole);
+    assert_eq!(out, before_cut, "the lines before the cut give what they give alone");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
