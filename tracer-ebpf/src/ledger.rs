@@ -123,7 +123,6 @@ fn try_switch() -> Option<()> {
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     if let Some(tid) = read_tp::<i32>(&ctx, config().tp.free_pid) {
         remove_counted!(LAST_RUNTIME, table::LAST_RUNTIME, &(tid as u32));
-        forget_sock_call(tid as u32);
     }
     0
 }
@@ -258,10 +257,14 @@ fn return_sock_call(ctx: &RetProbeContext, send: bool) -> Option<()> {
     account_bytes(call.sk, ctx.ret::<u64>() as i32, send)
 }
 
-/// Called when a thread is freed: no call of its can still return.
-#[inline(always)]
-pub fn forget_sock_call(tid: u32) {
-    let _ = SOCK_CALLS.remove(&tid);
+/// A freed thread's call can no longer return. Part of the fallback, so
+/// kernels with the tracepoints pay nothing for it at every thread's end.
+#[tracepoint(category = "sched", name = "sched_process_free")]
+pub fn sock_calls_free(ctx: TracePointContext) -> u32 {
+    if let Some(tid) = read_tp::<i32>(&ctx, config().tp.free_pid) {
+        let _ = SOCK_CALLS.remove(&(tid as u32));
+    }
+    0
 }
 
 /// Charges `ret` bytes (or nothing for -errno) sent or received on `sk` to

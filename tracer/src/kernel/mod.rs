@@ -58,13 +58,15 @@ const INET_RECVMSG: &[&str] = &["inet_recvmsg", "inet6_recvmsg"];
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 4] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 5] = [
     // sock_*_length appeared in 6.3; before it, bytes and peers come from
     // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
     ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
     ("sock_send_length", "sock_send_return", Hook::KRetProbe { functions: INET_SENDMSG }),
     ("sock_recv_length", "sock_recv_enter", Hook::KProbe { functions: INET_RECVMSG }),
     ("sock_recv_length", "sock_recv_return", Hook::KRetProbe { functions: INET_RECVMSG }),
+    // Clears the fallback's calls in flight of threads that are gone.
+    ("sock_send_length", "sock_calls_free", Hook::Tracepoint { category: "sched", name: "sched_process_free" }),
 ];
 
 /// Program name in the object, and its hook.
@@ -655,7 +657,7 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
         ],
         "sys_exit_ioctl" => &[(t.ioctl_ret, "sys_exit_ioctl.ret")],
         "sys_exit_setsid" => &[(t.setsid_ret, "sys_exit_setsid.ret")],
-        "sched_process_free" => &[(t.free_pid, "sched_process_free.pid")],
+        "sched_process_free" | "sock_calls_free" => &[(t.free_pid, "sched_process_free.pid")],
         "sys_enter_sendto" | "sys_enter_sendmsg" | "sys_enter_sendmmsg" | "sys_enter_recvfrom" => &[
             (t.syscall_arg0, "sys_enter_sendto.fd"),
             (k.task_files, "task_struct.files"),
