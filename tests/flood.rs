@@ -221,8 +221,7 @@ fn every_other_kind_is_accounted_when_the_ring_overflows() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     const N: usize = 100;
     let me = std::process::id();
-    let dir = std::env::temp_dir().join(format!("tracer-kinds-{me}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch("kinds");
     let pool = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = pool.local_addr().unwrap().port();
     let tracer = Tracer::start(&["--pid", &me.to_string(), "--ring-buffer-kib", "4"]);

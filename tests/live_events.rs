@@ -301,10 +301,8 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup_and_below() {
 /// nothing else is, not even this test process's own children.
 #[test]
 fn pid_filter_follows_descendants_and_excludes_the_rest() {
-    let dir = std::env::temp_dir().join(format!("tracer-pid-filter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch("pid-filter");
     let go = dir.join("go");
-    let _ = std::fs::remove_file(&go);
     let script = format!(
         "( while [ ! -e {go} ]; do sleep 0.05; done; exec /bin/true pid-filter-old ) &
          while [ ! -e {go} ]; do sleep 0.05; done
@@ -447,8 +445,7 @@ fn watched_file_opens_are_reported() {
 /// renamed into place. The record names both.
 #[test]
 fn a_rename_into_place_names_the_old_and_new_path() {
-    let dir = std::env::temp_dir().join(format!("tracer-rename-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch("rename");
     let (tmp, saved) = (dir.join("ckpt.partial"), dir.join("ckpt.safetensors"));
     std::fs::write(&tmp, b"w").unwrap();
     let tracer = Tracer::start(&[]);

@@ -24,10 +24,7 @@ use serde_json::Value;
 use support::{Tracer, final_health};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tracer-sinks-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::scratch(&format!("sinks-{name}"))
 }
 
 fn free_port() -> u16 {

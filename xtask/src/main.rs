@@ -310,6 +310,15 @@ fn cargo_test(root: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command to completion; its stdout, or its stderr as the error.
+fn stdout_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {

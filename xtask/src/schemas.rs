@@ -22,7 +22,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::{Map, Value, json};
 
 pub const ECS_TAG: &str = "v8.11.0";
@@ -37,26 +37,16 @@ const OCSF_CLASSES: &[&str] = &[
     "dns_activity",
 ];
 
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    crate::stdout_of(Command::new("git").arg("-C").arg(repo).args(args))
+}
+
 fn git_show(repo: &Path, tag: &str, path: &str) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["show", &format!("{tag}:{path}")])
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git show {tag}:{path} in {}: {}", repo.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    git(repo, &["show", &format!("{tag}:{path}")])
 }
 
 fn commit_of(repo: &Path, tag: &str) -> Result<String> {
-    let out =
-        Command::new("git").arg("-C").arg(repo).args(["rev-parse", &format!("{tag}^{{commit}}")]).output()?;
-    if !out.status.success() {
-        bail!("no tag {tag} in {}", repo.display());
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    Ok(git(repo, &["rev-parse", &format!("{tag}^{{commit}}")])?.trim().to_string())
 }
 
 fn json_at(repo: &Path, path: &str) -> Result<Value> {
@@ -124,13 +114,9 @@ fn reduce_ecs(repo: &Path) -> Result<Value> {
 
 /// Definitions by name, from every JSON file under `dir` of the tag.
 fn definitions(repo: &Path, dir: &str) -> Result<BTreeMap<String, (String, Value)>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["ls-tree", "-r", "--name-only", OCSF_TAG, dir])
-        .output()?;
+    let listing = git(repo, &["ls-tree", "-r", "--name-only", OCSF_TAG, dir])?;
     let mut defs = BTreeMap::new();
-    for path in String::from_utf8(out.stdout)?.lines().filter(|p| p.ends_with(".json")) {
+    for path in listing.lines().filter(|p| p.ends_with(".json")) {
         let v = json_at(repo, path)?;
         if let Some(name) = v["name"].as_str() {
             defs.insert(name.to_string(), (path.to_string(), v));

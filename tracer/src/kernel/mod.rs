@@ -66,7 +66,11 @@ const FALLBACK_HOOKS: [(&str, &str, Hook); 5] = [
     ("sock_recv_length", "sock_recv_enter", Hook::KProbe { functions: INET_RECVMSG }),
     ("sock_recv_length", "sock_recv_return", Hook::KRetProbe { functions: INET_RECVMSG }),
     // Clears the fallback's calls in flight of threads that are gone.
-    ("sock_send_length", "sock_calls_free", Hook::Tracepoint { category: "sched", name: "sched_process_free" }),
+    (
+        "sock_send_length",
+        "sock_calls_free",
+        Hook::Tracepoint { category: "sched", name: "sched_process_free" },
+    ),
 ];
 
 /// Program name in the object, and its hook.

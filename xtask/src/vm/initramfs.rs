@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::output;
+use crate::stdout_of;
 
 /// The guest's /init: mounts what the tracer needs, runs the workload
 /// under the tracer with the records on the second serial port, and
@@ -112,7 +112,7 @@ pub fn build(tracer: &Path, xtask: &Path, scratch: &Path) -> Result<Vec<u8>> {
     let mut libs = BTreeSet::new();
     for (name, binary) in [("tracer", tracer), ("xtask", xtask)] {
         let stripped = scratch.join(name);
-        output(Command::new("strip").arg("-o").arg(&stripped).arg(binary))?;
+        stdout_of(Command::new("strip").arg("-o").arg(&stripped).arg(binary))?;
         a.file(&format!("bin/{name}"), 0o755, &std::fs::read(&stripped)?);
         libs.extend(shared_libraries(binary)?);
     }
@@ -125,7 +125,7 @@ pub fn build(tracer: &Path, xtask: &Path, scratch: &Path) -> Result<Vec<u8>> {
 
 /// The libraries `ldd` says the binary loads, with the loader.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = output(Command::new("ldd").arg(binary))?;
+    let out = stdout_of(Command::new("ldd").arg(binary))?;
     Ok(out
         .lines()
         .filter_map(|l| {

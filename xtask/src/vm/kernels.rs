@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::output;
+use crate::stdout_of;
 
 /// A kernel series of the matrix: Debian release, and the package name's
 /// shape (`{}` is where the ABI number goes).
@@ -78,7 +78,7 @@ impl Fetcher {
             })
             .collect();
         std::fs::write(self.dir.join("sources.list"), sources)?;
-        output(Command::new("apt-get").args(self.apt_options()).arg("update"))?;
+        stdout_of(Command::new("apt-get").args(self.apt_options()).arg("update"))?;
         self.updated = true;
         Ok(())
     }
@@ -95,7 +95,7 @@ impl Fetcher {
         }
         self.update()?;
         let out =
-            output(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
+            stdout_of(Command::new("apt-cache").args(self.apt_options()).args(["pkgnames", series.prefix]))?;
         let package = out
             .lines()
             .filter(|p| p.ends_with(series.suffix))
@@ -109,7 +109,7 @@ impl Fetcher {
         let release = package["linux-image-".len()..package.len() - "-unsigned".len()].to_string();
         let debs = self.dir.join("debs");
         std::fs::create_dir_all(&debs)?;
-        output(
+        stdout_of(
             Command::new("apt-get").args(self.apt_options()).args(["download", &package]).current_dir(&debs),
         )?;
         let deb = std::fs::read_dir(&debs)?
@@ -120,7 +120,7 @@ impl Fetcher {
             .with_context(|| format!("apt-get download {package} left no .deb"))?;
         let unpacked = self.dir.join(format!("unpack-{release}"));
         std::fs::create_dir_all(&unpacked)?;
-        output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        stdout_of(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
         let vmlinuz = self.dir.join(format!("vmlinuz-{release}"));
         std::fs::copy(unpacked.join(format!("boot/vmlinuz-{release}")), &vmlinuz)
             .with_context(|| format!("no boot/vmlinuz-{release} in {}", deb.display()))?;

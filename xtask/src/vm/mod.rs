@@ -222,15 +222,6 @@ fn write_facts(path: &Path, facts: &std::collections::BTreeMap<String, usize>) -
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs a command to completion; its stdout, or its stderr as the error.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn uname_r() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
 }
