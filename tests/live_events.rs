@@ -448,13 +448,26 @@ fn a_rename_into_place_names_the_old_and_new_path() {
     let dir = support::scratch("rename");
     let (tmp, saved) = (dir.join("ckpt.partial"), dir.join("ckpt.safetensors"));
     std::fs::write(&tmp, b"w").unwrap();
+    // A source path longer than the 255 bytes kept of it.
+    let deep = dir.join("d".repeat(200));
+    std::fs::create_dir_all(&deep).unwrap();
+    let long_tmp = deep.join("p".repeat(100));
+    std::fs::write(&long_tmp, b"w").unwrap();
     let tracer = Tracer::start(&[]);
     let mut child = Command::new("mv").arg(&tmp).arg(&saved).spawn().unwrap();
     assert!(child.wait().unwrap().success());
+    let mut long = Command::new("mv").arg(&long_tmp).arg(dir.join("long.safetensors")).spawn().unwrap();
+    assert!(long.wait().unwrap().success());
     let records = tracer.stop();
     std::fs::remove_dir_all(&dir).unwrap();
+    let cut = of_kind(&records, "file.open", long.id());
+    assert_eq!(cut.len(), 1, "{cut:#?}");
+    assert_eq!(cut[0]["file"]["renamed_from_truncated"], true, "{}", cut[0]);
+    assert_eq!(cut[0]["file"]["renamed_from"].as_str().map(str::len), Some(255));
+    assert_eq!(final_health(&records)["truncated"]["renamed_from"], 1);
     let renames: Vec<&Value> = of_kind(&records, "file.open", child.id());
     assert_eq!(renames.len(), 1, "{renames:#?}");
+    assert!(renames[0]["file"].get("renamed_from_truncated").is_none());
     let f = &renames[0]["file"];
     assert_eq!(
         (&f["renamed"], f["path"].as_str(), f["renamed_from"].as_str()),

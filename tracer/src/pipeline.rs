@@ -556,7 +556,7 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FileOpen { flags, path, old_path } => {
+            EventBody::FileOpen { flags, path, old_path, old_path_truncated } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
@@ -570,11 +570,15 @@ impl Pipeline {
                     }
                     None => (None, None),
                 };
+                if old_path_truncated {
+                    *self.stats.truncated.entry("renamed_from").or_default() += 1;
+                }
                 let body = Body::FileOpen(FileOpenView {
                     path,
                     write: flags & 3 != 0,
                     renamed: flags & (1 << 31) != 0,
                     renamed_from,
+                    renamed_from_truncated: old_path_truncated,
                     flags: flags & !(1 << 31),
                     escaped: escaped.into_iter().chain(old_escaped).collect(),
                 });

@@ -104,6 +104,8 @@ pub enum Body {
         path: Vec<u8>,
         /// A rename's source path.
         old_path: Option<Vec<u8>>,
+        /// It filled its buffer: its end may be missing.
+        old_path_truncated: bool,
     },
     /// A TCP socket started listening.
     Listen {
@@ -265,6 +267,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     flags: raw.flags,
                     path: cstr(&raw.path[..n]),
                     old_path: (old > 0).then(|| cstr(&raw.old_path[..old])),
+                    old_path_truncated: old >= raw.old_path.len() - 1,
                 },
             })
         }

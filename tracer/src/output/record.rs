@@ -102,6 +102,8 @@ pub struct FileOpenView {
     /// A rename's source path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renamed_from: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renamed_from_truncated: bool,
     /// open(2) flags (without the rename marker).
     pub flags: u32,
     /// Fields whose bytes were not UTF-8 and are written escaped (as in
