@@ -508,9 +508,18 @@ fn a_full_disk_fails_one_sink_and_the_others_go_on() {
     // Room again: the sink's next retry (back-off 0.5 s doubling to 30 s)
     // reopens it.
     mount_tmpfs(&disk, "remount,size=16m");
+    // A retry while the disk was still full can reopen the file and fail
+    // again at the next write: only health written after the remount (after
+    // this marker's exec) tells that the sink took records again.
+    spawn_marked("full-remounted", 1);
+    tracer
+        .wait_for(Duration::from_secs(60), |r| exec_markers(std::slice::from_ref(r), "full-remounted") == 1);
     let file_sink_recovered = |r: &Value| {
         r["kind"] == "tracer.health"
-            && r["health"]["sinks"].as_array().is_some_and(|s| s.iter().any(|s| s["recovered"] == 1))
+            && r["health"]["sinks"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["sink"] != "-" && s["failed"] == false && s["recovered"].as_u64() >= Some(1))
+            })
     };
     tracer.wait_for(Duration::from_secs(60), file_sink_recovered);
     spawn_marked("full-b", 50);
