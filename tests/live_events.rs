@@ -410,6 +410,69 @@ fn first_bytes_of_a_new_connection_are_recognised() {
     assert_eq!(f["bytes"], first.len());
 }
 
+/// A first message longer than one small record and split over sends is
+/// joined whole: a real XMRig login (571 bytes) in two writes, a real
+/// ClientHello (517 bytes) in one, and a Bitcoin `version` whose 24-byte
+/// header and payload go in two sends, as Bitcoin Core sends them.
+#[test]
+fn whole_first_messages_are_gathered_across_sends() {
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let login = fixture("xmrig-6.18.1-login.txt");
+    let hello = fixture("python-ssl-to-ip.bin");
+    let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
+    version.extend_from_slice(b"version\0\0\0\0\0");
+    version.extend_from_slice(&100u32.to_le_bytes());
+    version.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    version.extend_from_slice(&[0x7f; 100]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut all).unwrap();
+        }
+    });
+    let tracer = Tracer::start(&[]);
+    let messages: [(&[u8], usize); 3] = [(&login, 200), (&hello, hello.len()), (&version, 24)];
+    let child = support::fork_child(|| {
+        for (message, split) in messages {
+            // SAFETY: syscalls only, on our own socket.
+            unsafe {
+                let fd = support::connect_loopback(port);
+                if fd < 0 {
+                    return 2;
+                }
+                let buf = message.to_vec();
+                libc::write(fd, buf.as_ptr().cast(), split);
+                if split < buf.len() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    libc::send(fd, buf[split..].as_ptr().cast(), buf.len() - split, 0);
+                }
+                libc::close(fd);
+            }
+        }
+        0
+    });
+    assert_eq!(support::wait_rusage(child).0, 0);
+    reader.join().unwrap();
+    let records = tracer.stop();
+
+    let found = of_kind(&records, "network.first_bytes", child);
+    assert_eq!(found.len(), 3, "one record per connection: {found:#?}");
+    let f = |i: usize| &found[i]["first_bytes"];
+    assert_eq!((f(0)["protocol"].as_str(), f(0)["mining"].as_bool()), (Some("xmrig-stratum"), Some(true)));
+    assert_eq!(f(0)["agent"], "XMRig/6.18.1 (Linux x86_64) libuv/1.44.1 gcc/5.4.0");
+    assert_eq!((f(0)["bytes"].as_u64(), f(0)["captured"].as_u64(), f(0)["sends"].as_u64()), (Some(571), Some(571), Some(2)));
+    assert_eq!(f(1)["protocol"], "tls");
+    assert_eq!((f(1)["captured"].as_u64(), f(1)["sends"].as_u64()), (Some(517), Some(1)));
+    assert!(f(1)["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13i")), "{}", f(1));
+    assert_eq!((f(2)["captured"].as_u64(), f(2)["sends"].as_u64()), (Some(124), Some(2)));
+    assert_eq!(final_health(&records)["first_bytes_gaps"], 0);
+}
+
 /// Watched files (model weights here) are reported with the access mode;
 /// ordinary opens are not.
 #[test]

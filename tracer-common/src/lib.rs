@@ -483,8 +483,15 @@ pub struct ProcStats {
 }
 
 pub const DNS_CAPTURE: usize = 512;
-/// Bytes kept of the first message on a new TCP connection.
+/// Bytes kept of one send of a new connection's first message when the
+/// send is short (most are): the small record.
 pub const FIRST_BYTES: usize = 256;
+/// Bytes kept of a connection's first message in all, over its first sends
+/// (a real XMRig `login` is ~570 bytes, a post-quantum TLS ClientHello
+/// ~1.8 KiB): also the payload of the large record.
+pub const FIRST_BYTES_MAX: usize = 2048;
+/// Sends gathered into a first message at most.
+pub const FIRST_BYTES_SENDS: u32 = 4;
 
 /// The peer of a connection, as the kernel knows it.
 #[repr(C)]
@@ -499,18 +506,24 @@ pub struct Endpoint {
     pub addr: [u8; 16],
 }
 
-/// The first bytes written to a TCP connection this process opened.
+/// One of the first sends on a TCP connection this process opened: user
+/// space joins them into the first message. `N` is FIRST_BYTES or
+/// FIRST_BYTES_MAX (the ring buffer's reservations have a fixed size).
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct FirstBytesEvent {
+pub struct FirstBytesEvent<const N: usize = FIRST_BYTES> {
     pub header: EventHeader,
     pub peer: Endpoint,
     pub fd: i32,
-    /// Bytes of the first write (may exceed what was captured).
+    /// Bytes of this send (may exceed what was captured).
     pub len: u32,
     pub captured: u32,
+    /// Bytes the connection sent before this send.
+    pub offset: u32,
+    /// 1 when the kernel gathers no more sends for this connection.
+    pub last: u32,
     pub _pad: u32,
-    pub payload: [u8; FIRST_BYTES],
+    pub payload: [u8; N],
 }
 
 pub const PATH_LEN: usize = 256;

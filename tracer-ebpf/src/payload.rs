@@ -1,9 +1,11 @@
-//! The first bytes a process sends on each TCP connection it opens: what a
-//! mining client says to its pool (Stratum's `mining.subscribe`, XMRig's
-//! `login`), an HTTP request line, a TLS ClientHello. A successful connect(2)
-//! marks the (process, fd) as fresh; the first write/send/sendto/sendmsg/
-//! writev on it copies up to FIRST_BYTES and unmarks it. Every other write on
-//! the host costs one map lookup.
+//! The first message a process sends on each TCP connection it opens: what
+//! a mining client says to its pool (Stratum's `mining.subscribe`, XMRig's
+//! `login`), an HTTP request, a TLS ClientHello. A successful connect(2)
+//! marks the (process, fd) as fresh; each of its first sends is copied (up to
+//! FIRST_BYTES_MAX in all) until the message looks whole — a line ends, the
+//! TLS record is complete — or FIRST_BYTES_SENDS sends have been seen. Bitcoin
+//! Core, for one, sends a message's header and payload in two sends. Every
+//! other write on the host costs one map lookup.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -11,20 +13,38 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use tracer_common::{Endpoint, EventKind, FirstBytesEvent, counter, table};
+use tracer_common::{
+    Endpoint, EventKind, FIRST_BYTES, FIRST_BYTES_MAX, FIRST_BYTES_SENDS, FirstBytesEvent, counter, table,
+};
 
 use crate::{
     common::{count, fill_header, read_user, read_user_bounded, reserve, syscall_arg},
     files::sock_of_fd,
 };
 
-/// A connected socket not yet written to: its peer, and the `struct sock`
-/// the fd held at connect time (0 when the kernel's offsets are unknown).
+/// What the first send said the message is, which decides when it ends.
+const BINARY: u8 = 0;
+/// Starts with `{` or an upper-case letter (JSON-RPC lines, HTTP): ends
+/// with a newline.
+const TEXT: u8 = 1;
+/// A TLS record: ends after its length.
+const TLS: u8 = 2;
+
+/// A connected socket whose first message is not yet whole: its peer, the
+/// `struct sock` the fd held at connect time (0 when the kernel's offsets
+/// are unknown), and how far the message has come.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Fresh {
     peer: Endpoint,
     sk: u64,
+    /// Bytes sent so far.
+    sent: u32,
+    /// For TLS: the bytes the first record takes, header included.
+    want: u32,
+    sends: u16,
+    mode: u8,
+    _pad: [u8; 5],
 }
 
 /// (tgid << 32 | fd) -> the fresh socket.
@@ -40,35 +60,138 @@ fn key(fd: u64) -> u64 {
 /// progress (the socket's filter was applied at enter).
 #[inline(always)]
 pub fn mark_fresh(fd: u64, peer: &Endpoint) {
-    let fresh = Fresh { peer: *peer, sk: sock_of_fd(fd).unwrap_or(0) };
+    let fresh = Fresh {
+        peer: *peer,
+        sk: sock_of_fd(fd).unwrap_or(0),
+        sent: 0,
+        want: 0,
+        sends: 0,
+        mode: BINARY,
+        _pad: [0; 5],
+    };
     upsert!(FRESH_SOCKETS, table::FRESH_SOCKETS, &key(fd), &fresh);
 }
 
-/// If `fd` is fresh: unmark it and report `len` bytes at `buf`.
+/// What one send's copy showed: bytes copied, the first and the last.
+struct Copied {
+    captured: u32,
+    first: u8,
+    last: u8,
+    /// For a TLS record header at the start: its length field.
+    record_len: u32,
+}
+
+/// Reports one send of `len` bytes at `buf`, copying `take` of them, in a
+/// record with an N-byte payload. `done` decides, from the copy, whether
+/// the kernel stops gathering; the record says so.
+#[inline(always)]
+fn report<const N: usize>(
+    fresh: &Fresh,
+    fd: u64,
+    buf: u64,
+    len: u64,
+    take: u64,
+    mut done: impl FnMut(&Copied) -> bool,
+) -> Option<bool> {
+    let mut entry = reserve::<FirstBytesEvent<N>>(EventKind::FirstBytes)?;
+    // SAFETY: reservation sized for FirstBytesEvent<N>; every field written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::FirstBytes);
+    event.peer = fresh.peer;
+    event.fd = fd as i32;
+    event.len = len.min(u32::MAX as u64) as u32;
+    event.offset = fresh.sent;
+    event._pad = 0;
+    let captured = read_user_bounded(&mut event.payload, buf, take).unwrap_or(0) as usize;
+    let copied = Copied {
+        captured: captured as u32,
+        first: event.payload[0],
+        last: event.payload[captured.wrapping_sub(1) & (N - 1)],
+        record_len: u16::from_be_bytes([event.payload[3], event.payload[4]]) as u32,
+    };
+    event.captured = copied.captured;
+    let done = done(&copied);
+    event.last = done as u32;
+    entry.submit(0);
+    Some(done)
+}
+
+/// If `fd` is fresh: report this send of `len` bytes at `buf`, and stop
+/// gathering once the message is whole or the limits are reached.
 #[inline(always)]
 fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
     let k = key(fd);
-    // SAFETY: copied out before removal.
-    let fresh = unsafe { FRESH_SOCKETS.get(&k) }.copied()?;
-    remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
+    let slot = FRESH_SOCKETS.get_ptr_mut(&k)?;
+    // SAFETY: copied out; the slot is written back below only through this
+    // pointer, which stays valid while the program runs.
+    let fresh = unsafe { *slot };
     // The fd may have been closed without close(2) (dup2 over it,
     // close_range, close-on-exec) and reused: only the socket that
     // connected has first bytes to that peer.
     if fresh.sk != 0 && sock_of_fd(fd) != Some(fresh.sk) {
+        remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
         count(counter::FIRST_BYTES_STALE);
         return None;
     }
-    let peer = fresh.peer;
-    let mut entry = reserve::<FirstBytesEvent>(EventKind::FirstBytes)?;
-    // SAFETY: reservation sized for FirstBytesEvent; every field written.
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut event.header, EventKind::FirstBytes);
-    event.peer = peer;
-    event.fd = fd as i32;
-    event.len = len.min(u32::MAX as u64) as u32;
-    event._pad = 0;
-    event.captured = read_user_bounded(&mut event.payload, buf, len).unwrap_or(0) as u32;
-    entry.submit(0);
+    let limit = (FIRST_BYTES_MAX - 1) as u64;
+    let sent = (fresh.sent as u64).min(limit);
+    let take = len.min(limit - sent);
+    let total = sent + len;
+    let sends = fresh.sends as u32 + 1;
+    let at_start = fresh.sends == 0;
+    let (mode, want) = (fresh.mode, fresh.want as u64);
+    let done = |c: &Copied| -> bool {
+        if c.captured == 0 || sends >= FIRST_BYTES_SENDS || total >= limit {
+            return true;
+        }
+        if at_start {
+            if c.first == 0x16 {
+                return c.captured >= 5 && total >= 5 + c.record_len as u64;
+            }
+            let text = c.first == b'{' || c.first.is_ascii_uppercase();
+            return text && c.last == b'\n';
+        }
+        match mode {
+            TEXT => c.last == b'\n',
+            TLS => total >= want,
+            _ => false,
+        }
+    };
+    let (done, first, record_len) = if take < FIRST_BYTES as u64 {
+        let mut seen = (0u8, 0u32);
+        let d = report::<FIRST_BYTES>(&fresh, fd, buf, len, take, |c| {
+            seen = (c.first, c.record_len);
+            done(c)
+        });
+        (d, seen.0, seen.1)
+    } else {
+        let mut seen = (0u8, 0u32);
+        let d = report::<FIRST_BYTES_MAX>(&fresh, fd, buf, len, take, |c| {
+            seen = (c.first, c.record_len);
+            done(c)
+        });
+        (d, seen.0, seen.1)
+    };
+    // A lost record (ring full) ends the gathering too: the message has a
+    // hole, and the drop is counted.
+    if done.unwrap_or(true) {
+        remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
+        return Some(());
+    }
+    // SAFETY: the slot of an LRU element this program looked up.
+    let next = unsafe { &mut *slot };
+    next.sent = total.min(u32::MAX as u64) as u32;
+    next.sends = sends as u16;
+    if at_start {
+        next.mode = if first == 0x16 {
+            TLS
+        } else if first == b'{' || first.is_ascii_uppercase() {
+            TEXT
+        } else {
+            BINARY
+        };
+        next.want = 5 + record_len;
+    }
     Some(())
 }
 

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -25,6 +26,7 @@ use crate::{
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
     },
     ledger::{AccountView, ActivityView as LedgerActivity, Delta, Ledger, online_cpus},
+    protocols::first_message,
     output::{
         escape::bytes_to_string,
         record::{
@@ -52,6 +54,8 @@ pub struct Stats {
     pub table_pruned: u64,
     /// First writes whose buffer could not be read at syscall entry.
     pub first_bytes_unreadable: u64,
+    /// First messages with a send whose record was lost.
+    pub first_bytes_gaps: u64,
     pub classifications: u64,
     /// Records with fewer bytes captured than sent or received, by kind.
     pub truncated: BTreeMap<&'static str, u64>,
@@ -137,6 +141,8 @@ pub struct Pipeline {
     pub classifier: Option<Classifier>,
     /// Busy processes looked at for ML runtimes: when, and what was found.
     libraries_checked: HashMap<u32, (Instant, usize)>,
+    /// New connections' first sends, until each first message is whole.
+    first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>)>,
 }
 
 impl Pipeline {
@@ -162,6 +168,7 @@ impl Pipeline {
             nvml_status: "disabled".into(),
             ledger: Ledger::default(),
             names: NameCache::default(),
+            first_messages: Default::default(),
             reports: 0,
             classifier: None,
             libraries_checked: HashMap::new(),
@@ -429,6 +436,48 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A connection's first message, joined from its first sends.
+    fn emit_first_message(&mut self, m: first_message::Message<(Header, Option<(IpAddr, u16)>)>) -> Result<()> {
+        let (h, peer) = &m.header;
+        if m.data.is_empty() && m.bytes > 0 && !m.gap {
+            // The buffer was not resident at syscall entry; the record
+            // says captured 0, and health counts it.
+            self.stats.first_bytes_unreadable += 1;
+        }
+        if (m.data.len() as u64) < m.bytes {
+            *self.stats.truncated.entry("first_bytes").or_default() += 1;
+        }
+        if m.gap {
+            self.stats.first_bytes_gaps += 1;
+        }
+        let process = self.view(h);
+        let preview = &crate::protocols::redact::redact(&m.data)[..m.data.len().min(96)];
+        let (preview_text, preview_escaped) = text(preview, "preview");
+        let body = Body::FirstBytes(FirstBytesView {
+            address: peer.map(|(ip, _)| ip.to_string()),
+            port: peer.map(|(_, port)| port),
+            dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
+            fd: m.fd,
+            bytes: m.bytes.min(u64::from(u32::MAX)) as u32,
+            captured: m.data.len() as u32,
+            sends: m.sends,
+            recognised: crate::protocols::recognise(&m.data),
+            preview: preview_text,
+            escaped: preview_escaped.into_iter().collect(),
+        });
+        self.emit(h.ktime_ns, Some(process), body)
+    }
+
+    /// First messages that waited long enough for a next send.
+    fn flush_first_messages(&mut self, all: bool) -> Result<()> {
+        let done =
+            if all { self.first_messages.drain() } else { self.first_messages.expired(Clock::now_mono_ns()) };
+        for m in done {
+            self.emit_first_message(m)?;
+        }
+        Ok(())
+    }
+
     /// Handles one raw ring-buffer record.
     pub fn handle(&mut self, bytes: &[u8], kernel: &mut Kernel) -> Result<()> {
         self.stats.events_read += 1;
@@ -527,34 +576,25 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FirstBytes { peer, fd, len, payload } => {
+            EventBody::FirstBytes { peer, fd, len, offset, last, payload } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
                 }
-                if payload.is_empty() && len > 0 {
-                    // The buffer was not resident at syscall entry; the
-                    // record says captured 0, and health counts it.
-                    self.stats.first_bytes_unreadable += 1;
-                }
-                if (payload.len() as u32) < len {
-                    *self.stats.truncated.entry("first_bytes").or_default() += 1;
-                }
-                let process = self.view(&h);
-                let preview = &crate::protocols::redact::redact(&payload)[..payload.len().min(96)];
-                let (preview_text, preview_escaped) = text(preview, "preview");
-                let body = Body::FirstBytes(FirstBytesView {
-                    address: peer.map(|(ip, _)| ip.to_string()),
-                    port: peer.map(|(_, port)| port),
-                    dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
+                let send = first_message::Send {
+                    header: (h.clone(), peer),
+                    tgid: h.tgid,
                     fd,
-                    bytes: len,
-                    captured: payload.len() as u32,
-                    recognised: crate::protocols::recognise(&payload),
-                    preview: preview_text,
-                    escaped: preview_escaped.into_iter().collect(),
-                });
-                self.emit(h.ktime_ns, Some(process), body)
+                    now_ns: h.ktime_ns,
+                    len,
+                    offset,
+                    last,
+                    payload: &payload,
+                };
+                for message in self.first_messages.add(send) {
+                    self.emit_first_message(message)?;
+                }
+                Ok(())
             }
             EventBody::FileOpen { flags, path, old_path, old_path_truncated } => {
                 if !wanted {
@@ -712,6 +752,7 @@ impl Pipeline {
             ledger_keys_evicted: evicted(&["proc_stats", "syscall_counts", "flows"]),
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
+            first_bytes_gaps: self.stats.first_bytes_gaps,
             kernel_maps: kernel.map_memory.clone(),
             gpu_stats_full: evicted(&["gpu_stats"]),
             kernel_tables: tables.entries,
@@ -752,9 +793,13 @@ impl Pipeline {
         loop {
             // The clock is read every 64 records: a record takes microseconds.
             if n % 64 == 63 && Instant::now() >= until {
+                self.flush_first_messages(false)?;
                 return Ok(false);
             }
-            let Some(item) = ring.next() else { return Ok(true) };
+            let Some(item) = ring.next() else {
+                self.flush_first_messages(false)?;
+                return Ok(true);
+            };
             self.handle(&item, kernel)?;
             n = n.wrapping_add(1);
         }
@@ -944,6 +989,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
             pipeline.drain(&mut ring, &mut kernel, until)?;
         }
         pipeline.count_unread(&mut ring);
+        pipeline.flush_first_messages(true)?;
         pipeline.emit_activity(&mut kernel)?;
         pipeline.emit_health(&kernel, "final")
     })();

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
-    FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
+    FIRST_BYTES_MAX, FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,11 +91,16 @@ pub enum Body {
     SetSid {
         sid: u32,
     },
-    /// The first bytes written to a new TCP connection.
+    /// One of the first sends on a new TCP connection (see
+    /// `protocols::first_message` for how they are joined).
     FirstBytes {
         peer: Option<(IpAddr, u16)>,
         fd: i32,
         len: u32,
+        /// Bytes the connection sent before this send.
+        offset: u32,
+        /// The kernel gathers no more sends for this connection.
+        last: bool,
         payload: Vec<u8>,
     },
     /// A watched file was opened.
@@ -245,17 +250,27 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             })
         }
         EventKind::FirstBytes => {
-            let raw: FirstBytesEvent = read(bytes, raw_kind)?;
-            let captured = (raw.captured as usize).min(raw.payload.len());
-            Ok(Event {
-                header: header(&raw.header, kind),
-                body: Body::FirstBytes {
+            // Two sizes: the kernel reserves the large record only for a
+            // send too long for the small one.
+            fn body<const N: usize>(raw: FirstBytesEvent<N>) -> Body {
+                let captured = (raw.captured as usize).min(raw.payload.len());
+                Body::FirstBytes {
                     peer: endpoint(&raw.peer),
                     fd: raw.fd,
                     len: raw.len,
+                    offset: raw.offset,
+                    last: raw.last != 0,
                     payload: raw.payload[..captured].to_vec(),
-                },
-            })
+                }
+            }
+            let (header_raw, body) = if bytes.len() >= size_of::<FirstBytesEvent<FIRST_BYTES_MAX>>() {
+                let raw: FirstBytesEvent<FIRST_BYTES_MAX> = read(bytes, raw_kind)?;
+                (raw.header, body(raw))
+            } else {
+                let raw: FirstBytesEvent = read(bytes, raw_kind)?;
+                (raw.header, body(raw))
+            };
+            Ok(Event { header: header(&header_raw, kind), body })
         }
         EventKind::FileOpen => {
             let raw: FileOpenEvent = read(bytes, raw_kind)?;

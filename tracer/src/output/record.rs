@@ -78,9 +78,12 @@ pub struct FirstBytesView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
     pub fd: i32,
-    /// Bytes of the first write; `captured` of them are kept.
+    /// Bytes of the first message's sends; `captured` of them are kept
+    /// (up to 2047, over at most 4 sends).
     pub bytes: u32,
     pub captured: u32,
+    /// Sends joined into the message.
+    pub sends: u32,
     #[serde(flatten)]
     pub recognised: crate::protocols::Recognised,
     /// The captured bytes as text (non-UTF-8 bytes as \xNN), at most 96.
@@ -355,6 +358,9 @@ pub struct HealthView {
     /// First writes on new connections whose buffer was not resident at
     /// syscall entry (recorded with captured 0).
     pub first_bytes_unreadable: u64,
+    /// First messages missing a send whose record was lost (ring full):
+    /// what was captured stops before it.
+    pub first_bytes_gaps: u64,
     /// Kernel memory the tracer's maps hold (preallocated, per possible CPU).
     pub kernel_maps: crate::kernel::MapMemory,
     /// Entries in the kernel tables that follow threads, processes and

@@ -8,7 +8,9 @@
 //! methods (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`), RFC 8446 §4.1.2
 //! and RFC 6066 §3 for the ClientHello and server_name extension.
 
+pub mod first_message;
 pub mod redact;
+pub mod tls;
 
 use serde::Serialize;
 
@@ -26,10 +28,13 @@ pub struct Recognised {
     pub agent: Option<String>,
     /// Whether the protocol is a mining protocol.
     pub mining: bool,
+    /// A TLS ClientHello's details and JA4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::ClientHello>,
 }
 
 fn unknown() -> Recognised {
-    Recognised { protocol: "unknown", detail: None, agent: None, mining: false }
+    Recognised { protocol: "unknown", detail: None, agent: None, mining: false, tls: None }
 }
 
 const STRATUM_METHODS: &[&str] = &[
@@ -45,6 +50,26 @@ const STRATUM_METHODS: &[&str] = &[
 const ETH_PROXY_METHODS: &[&str] =
     &["eth_submitLogin", "eth_getWork", "eth_submitWork", "eth_submitHashrate"];
 const XMRIG_METHODS: &[&str] = &["login", "submit", "keepalived", "getjob"];
+
+/// The whole length of a message whose header gives its payload's length:
+/// Bitcoin-family P2P (4-byte magic, a NUL-padded 12-byte ASCII command,
+/// a little-endian u32 payload length, a checksum) and Monero's levin
+/// (8-byte signature, a little-endian u64 body length, 33-byte header).
+pub fn length_prefixed(b: &[u8]) -> Option<u64> {
+    const LEVIN: [u8; 8] = [0x01, 0x21, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+    if b.starts_with(&LEVIN) && b.len() >= 16 {
+        let body = u64::from_le_bytes(b[8..16].try_into().ok()?);
+        return Some(33u64.saturating_add(body));
+    }
+    let command = b.get(4..16)?;
+    let name_len = command.iter().position(|&c| c == 0).unwrap_or(12);
+    let ascii = name_len > 0 && command[..name_len].iter().all(u8::is_ascii_lowercase);
+    if ascii && command[name_len..].iter().all(|&c| c == 0) && b.len() >= 24 {
+        let len = u32::from_le_bytes(b[16..20].try_into().ok()?);
+        return Some(24 + u64::from(len));
+    }
+    None
+}
 
 /// Names are capped so a hostile peer cannot make records huge.
 fn cap(s: &str) -> String {
@@ -72,7 +97,7 @@ fn json_rpc(b: &[u8]) -> Recognised {
         None => scan_method(line),
     };
     let Some(method) = method else {
-        return Recognised { protocol: "json-rpc", detail: None, agent: None, mining: false };
+        return Recognised { protocol: "json-rpc", detail: None, agent: None, mining: false, tls: None };
     };
     let params = parsed.as_ref().and_then(|v| v.get("params"));
     let (protocol, mining, agent) = if STRATUM_METHODS.contains(&method.as_str()) {
@@ -85,20 +110,39 @@ fn json_rpc(b: &[u8]) -> Recognised {
     } else if ETH_PROXY_METHODS.contains(&method.as_str()) {
         ("eth-proxy", true, None)
     } else if XMRIG_METHODS.contains(&method.as_str()) {
-        let agent = params.and_then(|p| p.get("agent")).and_then(|a| a.as_str()).map(cap);
+        // A capture cut inside the object still shows its fields: XMRig's
+        // login puts `login` first in `params` and `agent` third.
+        let agent = match parsed.as_ref() {
+            Some(_) => params.and_then(|p| p.get("agent")).and_then(|a| a.as_str()).map(cap),
+            None => scan_string(line, "agent"),
+        };
         // `login` with a wallet-like `login` parameter is CryptoNote stratum.
-        let looks_like_pool = method != "login" || params.and_then(|p| p.get("login")).is_some();
+        let looks_like_pool = method != "login"
+            || match parsed.as_ref() {
+                Some(_) => params.and_then(|p| p.get("login")).is_some(),
+                None => find(line, b"\"params\":{\"login\":").is_some(),
+            };
         ("xmrig-stratum", looks_like_pool, agent)
     } else {
         ("json-rpc", false, None)
     };
-    Recognised { protocol, detail: Some(cap(&method)), agent, mining }
+    Recognised { protocol, detail: Some(cap(&method)), agent, mining, tls: None }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `"method"` then `:` then a quoted string, in a truncated object.
 fn scan_method(b: &[u8]) -> Option<String> {
+    scan_string(b, "method")
+}
+
+/// `"key"` then `:` then a whole quoted string, in a truncated object.
+fn scan_string(b: &[u8], key: &str) -> Option<String> {
     let text = String::from_utf8_lossy(b);
-    let at = text.find("\"method\"")? + 8;
+    let quoted = format!("\"{key}\"");
+    let at = text.find(&quoted)? + quoted.len();
     let rest = text[at..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
     let end = rest.find('"')?;
     Some(cap(&rest[..end]))
@@ -118,68 +162,19 @@ fn http(b: &[u8]) -> Option<Recognised> {
             k.trim().eq_ignore_ascii_case(name).then(|| cap(v.trim()))
         })
     };
-    Some(Recognised { protocol: "http", detail: header("host"), agent: header("user-agent"), mining: false })
+    Some(Recognised {
+        protocol: "http",
+        detail: header("host"),
+        agent: header("user-agent"),
+        mining: false,
+        tls: None,
+    })
 }
 
-/// A TLS ClientHello's server_name (RFC 8446 §4.1.2, RFC 6066 §3).
+/// A TLS ClientHello: its server name as `detail`, the rest in `tls`.
 fn tls(b: &[u8]) -> Option<Recognised> {
-    let mut r = Reader { b, at: 0 };
-    // Record header: type 22, version, length; handshake type 1.
-    if r.u8()? != 0x16 {
-        return None;
-    }
-    r.skip(4)?;
-    if r.u8()? != 1 {
-        return None;
-    }
-    r.skip(3 + 2 + 32)?; // length, legacy_version, random
-    let sid = r.u8()? as usize;
-    r.skip(sid)?;
-    let suites = r.u16()? as usize;
-    r.skip(suites)?;
-    let comp = r.u8()? as usize;
-    r.skip(comp)?;
-    let ext_len = r.u16()? as usize;
-    let end = r.at + ext_len;
-    let mut sni = None;
-    while r.at + 4 <= end {
-        let ty = r.u16()?;
-        let len = r.u16()? as usize;
-        if ty == 0 {
-            // server_name_list: length, then (type 0, length, name).
-            let mut s = Reader { b: r.take(len)?, at: 0 };
-            s.skip(2)?;
-            if s.u8()? == 0 {
-                let n = s.u16()? as usize;
-                sni = Some(cap(&String::from_utf8_lossy(s.take(n)?)));
-            }
-            break;
-        }
-        r.skip(len)?;
-    }
-    Some(Recognised { protocol: "tls", detail: sni, agent: None, mining: false })
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-    fn skip(&mut self, n: usize) -> Option<()> {
-        self.take(n).map(|_| ())
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
-    }
+    let hello = tls::parse(b)?;
+    Some(Recognised { protocol: "tls", detail: hello.sni.clone(), agent: None, mining: false, tls: Some(hello) })
 }
 
 #[cfg(test)]
@@ -266,6 +261,52 @@ mod tests {
         for n in 0..full.len() {
             let _ = recognise(&full[..n]);
         }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A real XMRig login (571 bytes): whole, and cut where the old
+    /// 255-byte capture cut it.
+    #[test]
+    fn real_xmrig_login_whole_and_cut() {
+        let login = fixture("xmrig-6.18.1-login.txt");
+        let agent = Some("XMRig/6.18.1 (Linux x86_64) libuv/1.44.1 gcc/5.4.0");
+        let r = recognise(&login);
+        assert_eq!((r.protocol, r.mining, r.agent.as_deref()), ("xmrig-stratum", true, agent));
+        assert!(first_message::is_whole(&login));
+        let r = recognise(&login[..255]);
+        assert_eq!((r.protocol, r.mining, r.agent.as_deref()), ("xmrig-stratum", true, agent));
+        // Cut before the agent: still a CryptoNote login, with no agent.
+        let r = recognise(&login[..100]);
+        assert_eq!((r.protocol, r.mining, r.agent), ("xmrig-stratum", true, None));
+        assert!(!first_message::is_whole(&login[..255]));
+    }
+
+    #[test]
+    fn real_client_hellos_are_tls_with_ja4() {
+        let r = recognise(&fixture("python-ssl-to-ip.bin"));
+        assert_eq!((r.protocol, r.detail.as_deref()), ("tls", None));
+        let hello = r.tls.expect("parsed");
+        assert!(hello.ja4.starts_with("t13i"), "{}", hello.ja4);
+        let r = recognise(&fixture("curl-https-localhost.bin"));
+        assert_eq!(r.detail.as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn length_prefixed_messages() {
+        let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
+        version.extend_from_slice(b"version\0\0\0\0\0");
+        version.extend_from_slice(&102u32.to_le_bytes());
+        version.extend_from_slice(&[0; 4]);
+        assert_eq!(length_prefixed(&version), Some(126));
+        let mut levin = vec![0x01, 0x21, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+        levin.extend_from_slice(&200u64.to_le_bytes());
+        assert_eq!(length_prefixed(&levin), Some(233));
+        assert_eq!(length_prefixed(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(length_prefixed(&[0xff; 30]), None);
     }
 
     #[test]

@@ -286,7 +286,13 @@ fn first_bytes(out: &mut Map<String, Value>, f: &Value) {
     let protocol = str_at(f, &["protocol"]).filter(|p| *p != "unknown");
     put(out, "network.protocol", some_str(protocol));
     match protocol {
-        Some("tls") => put(out, "tls.client.server_name", some_str(str_at(f, &["detail"]))),
+        Some("tls") => {
+            put(out, "tls.client.server_name", some_str(str_at(f, &["detail"])));
+            if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
+                put(out, "tls.version", Some(json!(version)));
+                put(out, "tls.version_protocol", Some(json!("tls")));
+            }
+        }
         Some("http") => put(out, "user_agent.original", some_str(str_at(f, &["agent"]))),
         _ => {}
     }

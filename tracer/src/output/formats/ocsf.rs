@@ -134,6 +134,14 @@ pub(super) fn convert(record: &Value) -> Value {
                 (str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
             put(&mut out, "dst_endpoint", endpoint(addr, port, name));
             put(&mut out, "connection_info", Some(connection_info(Some("tcp"), addr, (2, "Outbound"))));
+            // The tls object requires a version; a hello cut before it has none.
+            if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
+                let mut tls = json!({"version": version});
+                if let Some(sni) = str_at(f, &["tls", "sni"]) {
+                    tls["sni"] = json!(sni);
+                }
+                put(&mut out, "tls", Some(tls));
+            }
         }
         "network.dns" => dns(&mut out, b("dns"), time.and_then(epoch_ms)),
         "file.open" => {
