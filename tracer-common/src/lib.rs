@@ -311,6 +311,12 @@ pub struct KernelOffsets {
     /// (CLOCK_MONOTONIC at fork).
     pub task_sum_exec_runtime: u32,
     pub task_start_time: u32,
+    /// The saved SSE control register of a `struct fpu`: from 5.16,
+    /// fpu->fpstate (a pointer; `fpu_fpstate`) then
+    /// fpstate.regs.xsave.i387.mxcsr (`fpu_mxcsr`); before, fpu_fpstate is
+    /// NO_OFFSET and fpu_mxcsr is fpu.state.xsave.i387.mxcsr.
+    pub fpu_fpstate: u32,
+    pub fpu_mxcsr: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -343,6 +349,8 @@ impl KernelOffsets {
         sk_v6_daddr: NO_OFFSET,
         task_sum_exec_runtime: NO_OFFSET,
         task_start_time: NO_OFFSET,
+        fpu_fpstate: NO_OFFSET,
+        fpu_mxcsr: NO_OFFSET,
     };
 }
 
@@ -480,6 +488,10 @@ pub struct ProcStats {
     pub rx_bytes: u64,
     pub tx_calls: u64,
     pub rx_calls: u64,
+    /// FPU state saves (x86_fpu_regs_deactivated) that found the SSE
+    /// rounding mode off its default: RandomX changes it all the time,
+    /// ordinary programs almost never.
+    pub fpu_rounding: u64,
 }
 
 pub const DNS_CAPTURE: usize = 512;

@@ -55,6 +55,41 @@ pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// MXCSR's rounding-control bits (13-14): 0 is round-to-nearest, the
+/// default every thread starts with.
+const MXCSR_ROUNDING: u32 = 0x6000;
+
+/// `x86_fpu:x86_fpu_regs_deactivated` fires when a task's FPU registers
+/// have been saved to memory, at context switch in the task's context
+/// (arch/x86/include/asm/fpu/sched.h: switch_fpu_prepare). RandomX sets the
+/// SSE rounding mode from its program on every floating-point step, so a
+/// miner's threads are mostly caught off the default; ordinary programs
+/// (JITs, numpy) almost never. Two kernel reads for every task, a
+/// per-process count only when the mode is off the default.
+#[raw_tracepoint(tracepoint = "x86_fpu_regs_deactivated")]
+pub fn fpu_regs_deactivated(ctx: RawTracePointContext) -> i32 {
+    let _ = count_rounding(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn count_rounding(fpu: u64) -> Option<()> {
+    let k = &config().kernel;
+    let state = if k.fpu_fpstate == tracer_common::NO_OFFSET { fpu } else { read_field::<u64>(fpu, k.fpu_fpstate)? };
+    let mxcsr: u32 = read_field(state, k.fpu_mxcsr)?;
+    if mxcsr & MXCSR_ROUNDING == 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe { (*stats).fpu_rounding += 1 };
+    Some(())
+}
+
 /// An mmap asking for huge pages, by the current process.
 #[inline(always)]
 pub fn count_hugetlb_mmap() -> Option<()> {

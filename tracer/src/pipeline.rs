@@ -139,7 +139,8 @@ pub struct Pipeline {
     names: NameCache,
     reports: u64,
     pub classifier: Option<Classifier>,
-    /// Busy processes looked at for ML runtimes: when, and what was found.
+    /// Busy processes whose memory map was read: when, and how many ML
+    /// runtimes it showed.
     libraries_checked: HashMap<u32, (Instant, usize)>,
     /// New connections' first sends, until each first message is whole.
     first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>)>,
@@ -364,17 +365,21 @@ impl Pipeline {
             let busy = gpu_summary.is_some() || delta.stats.cpu_ns > 100_000_000;
             let mut activity =
                 LedgerActivity::with_names(&delta, interval_s, ncpus, gpu_summary, |ip| names.name(tgid, ip));
-            // Busy processes are looked at for ML runtimes they mapped, and
-            // again a minute later while busy (a job that imports numpy
-            // first and torch later); reported when something new shows.
-            let due =
-                self.libraries_checked.get(&tgid).is_none_or(|(at, _)| at.elapsed() >= LIBRARIES_RECHECK);
-            if busy && due {
-                let found = crate::ledger::ml_libraries(tgid);
-                let before =
-                    self.libraries_checked.insert(tgid, (Instant::now(), found.len())).map_or(0, |(_, n)| n);
-                if found.len() > before {
-                    activity.ml_libraries = found;
+            // Busy processes' memory maps are read each interval they are
+            // busy, for ML runtimes (a job that imports numpy first and
+            // torch later) and a miner's footprint; the libraries are
+            // reported when something new shows, the footprint each time.
+            if busy {
+                let found = crate::process::maps::scan(tgid);
+                let before = self
+                    .libraries_checked
+                    .insert(tgid, (Instant::now(), found.ml_libraries.len()))
+                    .map_or(0, |(_, n)| n);
+                if found.ml_libraries.len() > before {
+                    activity.ml_libraries = found.ml_libraries;
+                }
+                if !found.memory.is_empty() {
+                    activity.memory = Some(found.memory);
                 }
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
@@ -818,8 +823,6 @@ impl Pipeline {
     }
 }
 
-/// How often a busy process is looked at again for ML runtimes.
-const LIBRARIES_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long one turn of the event loop reads records before it looks at
 /// signals and timers again.

@@ -1,9 +1,10 @@
 """A mining pool simulator on loopback: answers Stratum v1 (mining.subscribe,
 mining.authorize, mining.submit) and XMRig/CryptoNote (login, submit,
 keepalived) with jobs, and accepts every share. With LOG, appends one line per
-login and per share, so the eval knows a miner really mined.
-Usage: pool.py PORT [LOG]"""
-import json, socket, sys, threading
+login and per share, so the eval knows a miner really mined. With CERT and
+KEY, it speaks TLS (as pools do on their TLS ports).
+Usage: pool.py PORT [LOG [CERT KEY]]"""
+import json, socket, ssl, sys, threading
 
 LOG = sys.argv[2] if len(sys.argv) > 2 else None
 lock = threading.Lock()
@@ -44,6 +45,20 @@ sock = socket.socket()
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", int(sys.argv[1])))
 sock.listen(16)
+tls = None
+if len(sys.argv) > 4:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[3], sys.argv[4])
+
+def accept(c):
+    if tls is not None:
+        try:
+            c = tls.wrap_socket(c, server_side=True)
+        except (ssl.SSLError, OSError):
+            c.close()
+            return
+    serve(c)
+
 while True:
     c, _ = sock.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, args=(c,), daemon=True).start()

@@ -65,7 +65,8 @@ struct Case {
     /// argv; `{py}` is the eval venv's python, `{dir}` the case's work dir,
     /// `{work}` the eval's (with `blob`, 256 MiB of random bytes), `{pg}` a
     /// free port for PostgreSQL,
-    /// `{eval}` xtask/eval, `{pool}` the pool's port, `{web}` nginx's port.
+    /// `{eval}` xtask/eval, `{pool}` the pool's port (`{pool443}` one on 443,
+/// `{pooltls}` one speaking TLS), `{web}` nginx's port.
     argv: &'static [&'static str],
 }
 
@@ -90,6 +91,22 @@ const CASES: &[Case] = &[
         ran: Ran::PoolShares,
         held_out: false,
         argv: &["{py}", "{eval}/miner.py", "stratum", "{pool443}", "8", "backupd"],
+    },
+    // The real RandomX (Debian's librandomx0) behind an XMRig-shaped client,
+    // in the evasions an operator would try.
+    Case {
+        name: "randomx-xmrig-login-port-443-renamed",
+        label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: false,
+        argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool443}", "12", "2", "systemd-journal"],
+    },
+    Case {
+        name: "randomx-offline-benchmark",
+        label: "crypto_mining",
+        ran: Ran::Exit,
+        held_out: false,
+        argv: &["{py}", "{eval}/randomx_miner.py", "offline", "0", "12", "2", "nginx-worker"],
     },
     Case {
         name: "numpy-training-safetensors",
@@ -187,6 +204,56 @@ const CASES: &[Case] = &[
         ran: Ran::PoolShares,
         held_out: true,
         argv: &["{py}", "{eval}/miner.py", "xmrig", "{pool}", "8", "kworker/0:1"],
+    },
+    Case {
+        name: "randomx-tls-to-ip-no-sni",
+        label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: true,
+        argv: &["{py}", "{eval}/randomx_miner.py", "tls", "{pooltls}", "12", "2", "kworker/u4:2"],
+    },
+    Case {
+        name: "randomx-throttled-one-thread",
+        label: "crypto_mining",
+        ran: Ran::PoolShares,
+        held_out: true,
+        argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool}", "12", "1", "backupd"],
+    },
+    // Benign look-alikes of the host-footprint evidence: a JIT (anonymous
+    // executable memory, CPU-bound), floating-point number crunching, and a
+    // long TLS connection with no SNI carrying small periodic messages.
+    Case {
+        name: "node-jit-cpu-loop",
+        label: "ordinary",
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &[
+            "node",
+            "-e",
+            "let x = 0; const end = Date.now() + 8000; while (Date.now() < end) { for (let i = 0; i < 1e6; i++) x = Math.sqrt(x + i) * 1.0001; } console.log(x > 0)",
+        ],
+    },
+    Case {
+        name: "numpy-matmul-loop",
+        label: "ordinary",
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &[
+            "{py}",
+            "-c",
+            "import time, numpy as np\na = np.random.rand(300, 300)\nend = time.time() + 8\nwhile time.time() < end:\n    a = (a @ a) / 300.0",
+        ],
+    },
+    Case {
+        name: "python-tls-heartbeat-to-ip",
+        label: "ordinary",
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &[
+            "{py}",
+            "-c",
+            "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\ns = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {pooltls})))\nf = s.makefile('rwb')\nfor i in range(16):\n    f.write(b'{\"id\":%d,\"method\":\"status.ping\",\"params\":[]}\\n' % i); f.flush(); f.readline(); time.sleep(0.5)",
+        ],
     },
     Case {
         name: "copy-model-weights-backup",
@@ -391,7 +458,7 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::setup::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql"])?;
+    crate::setup::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql", "librandomx0"])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
     let py = prepare(&opts.root, &work)?;
@@ -405,16 +472,25 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut pools = Helpers(Vec::new());
     let pool_log = work.join("pool.log");
     let _ = fs::remove_file(&pool_log);
-    for port in [pool_port, pool443] {
-        pools.0.push(
-            Command::new(&py)
-                .arg(eval_dir.join("pool.py"))
-                .arg(port.to_string())
-                .arg(&pool_log)
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting the pool simulator")?,
-        );
+    // And one speaking TLS, with a certificate made for the run.
+    let pool_tls = free_port()??;
+    let (cert, key) = (work.join("pool-cert.pem"), work.join("pool-key.pem"));
+    crate::stdout_of(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pool"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )
+    .context("making the TLS pool's certificate")?;
+    for (port, tls) in [(pool_port, false), (pool443, false), (pool_tls, true)] {
+        let mut pool = Command::new(&py);
+        pool.arg(eval_dir.join("pool.py")).arg(port.to_string()).arg(&pool_log);
+        if tls {
+            pool.arg(&cert).arg(&key);
+        }
+        pools.0.push(pool.stdout(Stdio::null()).spawn().context("starting the pool simulator")?);
     }
     // Four Handshake peers (regtest, in memory) on their own loopback
     // addresses, for the node case to connect to.
@@ -456,6 +532,7 @@ pub fn run(opts: &Options) -> Result<()> {
                     .replace("{work}", work.to_str().unwrap_or_default())
                     .replace("{eval}", eval_dir.to_str().unwrap_or_default())
                     .replace("{pool443}", &pool443.to_string())
+                    .replace("{pooltls}", &pool_tls.to_string())
                     .replace("{pool}", &pool_port.to_string())
                     .replace("{web}", &nginx.port.to_string())
                     .replace("{pg}", &pg_port.to_string())

@@ -431,6 +431,34 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             .flatten()?;
         seen.push(format!("SNI {}", any_glob(&m.tls_sni, &[sni])?));
     }
+    if let Some(prints) = &m.ja4 {
+        let ja4 = (kind == "network.first_bytes").then(|| s(fb, &["tls", "ja4"])).flatten()?;
+        prints.iter().any(|p| p == ja4).then_some(())?;
+        seen.push(format!("TLS fingerprint JA4 {ja4}"));
+    }
+    if m.tls_no_sni == Some(true) {
+        let hello = (kind == "network.first_bytes").then(|| fb["tls"].as_object()).flatten()?;
+        hello.get("sni").is_none().then_some(())?;
+        seen.push(format!(
+            "TLS with no server name to {}:{}",
+            s(fb, &["address"]).unwrap_or("?"),
+            u(fb, &["port"]).unwrap_or(0)
+        ));
+    }
+    if let Some(min) = m.fpu_rounding_saves {
+        let n = (kind == "process.activity").then(|| u(r, &["activity", "cpu", "fpu_rounding_saves"])).flatten()?;
+        (n >= min.max(1)).then_some(())?;
+        seen.push(format!("{n} FPU saves with the SSE rounding mode changed (RandomX) in one report"));
+    }
+    if m.randomx_memory == Some(true) {
+        let what = (kind == "process.activity").then(|| s(r, &["activity", "memory", "randomx_sized"])).flatten()?;
+        let size = if what == "dataset" { "2080 MiB" } else { "256 MiB" };
+        seen.push(format!("a private anonymous mapping of RandomX's {what} size ({size})"));
+    }
+    if m.anon_exec_memory == Some(true) {
+        let kib = (kind == "process.activity").then(|| u(r, &["activity", "memory", "anon_exec_kib"])).flatten()?;
+        seen.push(format!("{kib} KiB of anonymous memory writable and executable at once"));
+    }
     if m.dns_name.is_some() {
         let names: Vec<&str> = match kind {
             "network.dns" => r["dns"]["questions"]
@@ -479,13 +507,17 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         (kind == "process.activity" && state.gpu_bytes >= min.max(1)).then_some(())?;
         seen.push(format!("{} MiB of GPU memory", state.gpu_bytes >> 20));
     }
-    if let Some(min_share) = m.cpu_share_pct {
+    if m.cpu_share_pct.is_some() || m.cpu_cores.is_some() {
         if kind != "process.activity" {
             return None;
         }
         let a = &r["activity"];
         let share = f(a, &["cpu", "host_share_pct"]).unwrap_or(0.0);
         let cpu_s = f(a, &["cpu", "time_ms"]).unwrap_or(0.0) / 1000.0;
+        // Captures from before `cores` was recorded: from the interval.
+        let cores = f(a, &["cpu", "cores"])
+            .or_else(|| f(a, &["interval_s"]).filter(|i| *i > 0.0).map(|i| cpu_s / i))
+            .unwrap_or(0.0);
         let rate = if cpu_s > 0.0 {
             u(a, &["syscalls", "count"]).unwrap_or(0) as f64 / cpu_s
         } else {
@@ -493,13 +525,14 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         };
         let max_rate = m.syscalls_per_cpu_second.unwrap_or(f64::INFINITY);
         let needed = m.intervals.unwrap_or(1);
+        let busy = m.cpu_share_pct.is_none_or(|min| share >= min) && m.cpu_cores.is_none_or(|min| cores >= min);
         let streak = state.streaks.entry(ind.id.clone()).or_default();
-        *streak = if share >= min_share && rate <= max_rate { streak.saturating_add(1) } else { 0 };
+        *streak = if busy && rate <= max_rate { streak.saturating_add(1) } else { 0 };
         if *streak < needed {
             return None;
         }
         seen.push(format!(
-            "{share:.0} % of host CPU at {rate:.0} syscalls per CPU-second for {needed} reports"
+            "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} syscalls per CPU-second for {needed} reports"
         ));
     }
     if let Some(min) = m.distinct_peers {
@@ -641,7 +674,7 @@ mod tests {
                 "t",
                 (
                     "activity",
-                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0}, "syscalls": {"count": 3}}),
+                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0, "cores": 1.0}, "syscalls": {"count": 3}}),
                 ),
             );
             assert!(c.observe(&a).is_empty());
@@ -656,7 +689,7 @@ mod tests {
                 "t",
                 (
                     "activity",
-                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0}, "syscalls": {"count": 3}}),
+                    json!({"cpu": {"time_ms": 2000.0, "host_share_pct": 100.0, "cores": 1.0}, "syscalls": {"count": 3}}),
                 ),
             )));
         }

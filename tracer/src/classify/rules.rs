@@ -37,6 +37,12 @@ pub struct Match {
     pub hugetlb_mmaps: Option<u64>,
     pub library: Option<Vec<String>>,
     pub hidden_from_proc: Option<bool>,
+    pub ja4: Option<Vec<String>>,
+    pub tls_no_sni: Option<bool>,
+    pub cpu_cores: Option<f64>,
+    pub fpu_rounding_saves: Option<u64>,
+    pub randomx_memory: Option<bool>,
+    pub anon_exec_memory: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -176,6 +182,7 @@ mod tests {
                 "storage-fanout",
                 "msr-write",
                 "checkpoint-write",
+                "fpu-rounding-mode",
             ];
             assert!(
                 strong.contains(&i.id.as_str()) || i.weight < r.verdict_score,

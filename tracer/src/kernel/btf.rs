@@ -55,7 +55,21 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         sk_v6_daddr: field("sock", "__sk_common.skc_v6_daddr"),
         task_sum_exec_runtime: field("task_struct", "se.sum_exec_runtime"),
         task_start_time: field("task_struct", "start_time"),
+        fpu_fpstate: NO_OFFSET,
+        fpu_mxcsr: NO_OFFSET,
     };
+    let mut offsets = offsets;
+    // The FPU layout changed in 5.16 (struct fpstate behind a pointer).
+    match (byte_offset(&btf, "fpu", "fpstate"), byte_offset(&btf, "fpstate", "regs.xsave.i387.mxcsr")) {
+        (Ok(ptr), Ok(mxcsr)) => (offsets.fpu_fpstate, offsets.fpu_mxcsr) = (ptr, mxcsr),
+        (new_ptr, _) => match byte_offset(&btf, "fpu", "state.xsave.i387.mxcsr") {
+            Ok(mxcsr) => offsets.fpu_mxcsr = mxcsr,
+            Err(old) => missing.push(format!(
+                "fpu.fpstate / fpstate.regs.xsave.i387.mxcsr ({}) nor fpu.state.xsave.i387.mxcsr: {old:#}",
+                new_ptr.err().map_or("found".into(), |e| format!("{e:#}"))
+            )),
+        },
+    }
     Ok(ResolvedOffsets { offsets, missing })
 }
 
@@ -142,5 +156,7 @@ mod tests {
         // mm_struct keeps arg_start/arg_end inside an anonymous struct.
         assert!(o.mm_arg_end == o.mm_arg_start + 8, "{o:?}");
         assert_ne!(o.task_pid, o.task_tgid);
+        // fxregs_state: cwd, swd, twd, fop (2 each), rip, rdp (8 each), then mxcsr.
+        assert_eq!(o.fpu_mxcsr % 64, 24, "{o:?}");
     }
 }

@@ -74,7 +74,7 @@ const FALLBACK_HOOKS: [(&str, &str, Hook); 5] = [
 ];
 
 /// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 30] = [
+const PROGRAM_HOOKS: [(&str, Hook); 31] = [
     ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
     ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
@@ -87,6 +87,7 @@ const PROGRAM_HOOKS: [(&str, Hook); 30] = [
     // The high-rate hooks are raw tracepoints: no perf record is built per
     // event, which is most of a classic tracepoint's cost.
     ("sched_switch", Hook::Raw { name: "sched_switch" }),
+    ("fpu_regs_deactivated", Hook::Raw { name: "x86_fpu_regs_deactivated" }),
     ("raw_sys_enter", Hook::Raw { name: "sys_enter" }),
     ("sock_send_length", Hook::Raw { name: "sock_send_length" }),
     ("sock_recv_length", Hook::Raw { name: "sock_recv_length" }),
@@ -607,6 +608,7 @@ fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
         rx_bytes: a.rx_bytes + v.rx_bytes,
         tx_calls: a.tx_calls + v.tx_calls,
         rx_calls: a.rx_calls + v.rx_calls,
+        fpu_rounding: a.fpu_rounding + v.fpu_rounding,
     })
 }
 

@@ -55,6 +55,7 @@ impl Delta {
         a.rx_bytes += b.rx_bytes;
         a.tx_calls += b.tx_calls;
         a.rx_calls += b.rx_calls;
+        a.fpu_rounding += b.fpu_rounding;
         for (nr, n) in &other.by_syscall {
             *self.by_syscall.entry(*nr).or_default() += n;
         }
@@ -85,6 +86,7 @@ fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
         rx_bytes: now.rx_bytes.saturating_sub(before.rx_bytes),
         tx_calls: now.tx_calls.saturating_sub(before.tx_calls),
         rx_calls: now.rx_calls.saturating_sub(before.rx_calls),
+        fpu_rounding: now.fpu_rounding.saturating_sub(before.fpu_rounding),
     }
 }
 
@@ -180,6 +182,13 @@ pub struct CpuView {
     pub time_ms: f64,
     /// Share of the whole host's CPU capacity over the interval, percent.
     pub host_share_pct: f64,
+    /// CPU-seconds per second: 1.0 is one core busy, whatever the host's
+    /// size (a miner throttled to one thread is 1.6 % of a 64-core host).
+    pub cores: f64,
+    /// FPU state saves that found the SSE rounding mode off its default
+    /// (RandomX's signature; x86 only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fpu_rounding_saves: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -242,6 +251,10 @@ pub struct ActivityView {
     /// libcudart, libnccl, …), reported once, the first time seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ml_libraries: Vec<String>,
+    /// The memory footprint of a busy process, where it shows RandomX's
+    /// or JIT code's (see process::maps); looked at with the libraries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::process::maps::MemoryView>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -292,6 +305,8 @@ impl ActivityView {
                 } else {
                     0.0
                 },
+                cores: if interval_s > 0.0 { (time_ms / (interval_s * 1000.0) * 1000.0).round() / 1000.0 } else { 0.0 },
+                fpu_rounding_saves: d.stats.fpu_rounding,
             },
             syscalls: SyscallsView {
                 count: d.stats.syscalls,
@@ -314,6 +329,7 @@ impl ActivityView {
             gpu,
             hugetlb_mmaps: d.stats.hugetlb_mmaps,
             ml_libraries: Vec::new(),
+            memory: None,
         }
     }
 }
@@ -336,36 +352,6 @@ impl AccountView {
             rx_bytes: s.rx_bytes,
         }
     }
-}
-
-/// Libraries that mark a machine-learning runtime.
-const ML_LIBRARIES: &[&str] = &[
-    "libtorch",
-    "libcudart",
-    "libnccl",
-    "libcublas",
-    "libcudnn",
-    "libggml",
-    "libllama",
-    "libonnxruntime",
-    "libtensorflow",
-    "libjax",
-    "libxla",
-];
-
-/// The ML runtime libraries mapped into a process, from /proc/PID/maps.
-pub fn ml_libraries(pid: u32) -> Vec<String> {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
-    let mut found: Vec<String> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter_map(|p| p.rsplit('/').next())
-        .filter(|name| ML_LIBRARIES.iter().any(|m| name.starts_with(m)))
-        .map(str::to_string)
-        .collect();
-    found.sort();
-    found.dedup();
-    found
 }
 
 /// The host's online CPUs. Not `available_parallelism()`: that honours the

@@ -4,6 +4,7 @@
 //! processes already running are attributed too.
 
 pub mod cgroup;
+pub mod maps;
 pub mod procfs;
 
 use std::{collections::HashMap, path::PathBuf};

@@ -1,0 +1,164 @@
+//! What a busy process's memory map says (`/proc/PID/maps`), read only for
+//! processes that were CPU-busy or used a GPU in an activity interval: the
+//! machine-learning runtimes it mapped, and the footprint a RandomX miner
+//! cannot do without — a 256 MiB cache or a ~2080 MiB dataset, often in huge
+//! pages, and JIT code in anonymous memory that is writable and executable
+//! at once (XMRig maps its JIT read-write-execute per thread).
+
+use serde::Serialize;
+
+/// Libraries that mark a machine-learning runtime.
+const ML_LIBRARIES: &[&str] = &[
+    "libtorch",
+    "libcudart",
+    "libnccl",
+    "libcublas",
+    "libcudnn",
+    "libggml",
+    "libllama",
+    "libonnxruntime",
+    "libtensorflow",
+    "libjax",
+    "libxla",
+];
+
+const MIB: u64 = 1 << 20;
+/// tevador/RandomX src/configuration.h: RANDOMX_ARGON_MEMORY 262144 KiB.
+const RANDOMX_CACHE: u64 = 256 * MIB;
+/// RANDOMX_DATASET_BASE_SIZE + RANDOMX_DATASET_EXTRA_SIZE = 2 181 038 016.
+const RANDOMX_DATASET: u64 = 2_181_038_016;
+/// Allocators round up (to pages, huge pages, or an alignment).
+const SLACK: u64 = 8 * MIB;
+
+/// The footprint, when any part of it shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryView {
+    /// Anonymous private memory mapped writable and executable at once.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub anon_exec_kib: u64,
+    /// Memory in explicit huge pages (MAP_HUGETLB: `/anon_hugepage`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hugetlb_kib: u64,
+    /// A private anonymous mapping the size of RandomX's `cache` (256 MiB)
+    /// or `dataset` (2080 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub randomx_sized: Option<&'static str>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl MemoryView {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MapsScan {
+    /// Base names, sorted, deduplicated.
+    pub ml_libraries: Vec<String>,
+    pub memory: MemoryView,
+}
+
+pub fn scan(pid: u32) -> MapsScan {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).map(|m| parse(&m)).unwrap_or_default()
+}
+
+/// `start-end perms offset dev inode [path]` per line (proc(5)).
+pub fn parse(maps: &str) -> MapsScan {
+    let mut out = MapsScan::default();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        let path = fields.nth(3);
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16)) else {
+            continue;
+        };
+        let size = end.saturating_sub(start);
+        let private_rw = perms.starts_with("rw") && perms.ends_with('p');
+        match path {
+            None if private_rw && perms.as_bytes().get(2) == Some(&b'x') => out.memory.anon_exec_kib += size / 1024,
+            None if private_rw => {
+                if (RANDOMX_DATASET..RANDOMX_DATASET + SLACK).contains(&size) {
+                    out.memory.randomx_sized = Some("dataset");
+                } else if (RANDOMX_CACHE..RANDOMX_CACHE + SLACK).contains(&size)
+                    && out.memory.randomx_sized.is_none()
+                {
+                    out.memory.randomx_sized = Some("cache");
+                }
+            }
+            Some(p) if p.starts_with("/anon_hugepage") => {
+                out.memory.hugetlb_kib += size / 1024;
+                if (RANDOMX_DATASET..RANDOMX_DATASET + SLACK).contains(&size) {
+                    out.memory.randomx_sized = Some("dataset");
+                } else if (RANDOMX_CACHE..RANDOMX_CACHE + SLACK).contains(&size)
+                    && out.memory.randomx_sized.is_none()
+                {
+                    out.memory.randomx_sized = Some("cache");
+                }
+            }
+            Some(p) => {
+                if let Some(name) = p.rsplit('/').next()
+                    && ML_LIBRARIES.iter().any(|m| name.starts_with(m))
+                {
+                    out.ml_libraries.push(name.to_string());
+                }
+            }
+            None => {}
+        }
+    }
+    out.ml_libraries.sort();
+    out.ml_libraries.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn randomx_footprint_and_libraries() {
+        let maps = "\
+55d0c0000000-55d0c0100000 r-xp 00000000 08:01 1234 /usr/bin/python3.11
+7f0000000000-7f0010000000 rw-p 00000000 00:00 0 
+7f0010000000-7f0010040000 rwxp 00000000 00:00 0 
+7f0020000000-7f00a0000000 rw-p 00000000 00:1a 99 /anon_hugepage (deleted)
+7f00b0000000-7f00b0200000 r-xp 00000000 08:01 77 /opt/torch/lib/libtorch_cpu.so
+7f00c0000000-7f00c0001000 rwxp 00000000 08:01 78 /tmp/jit.bin
+";
+        let s = parse(maps);
+        assert_eq!(s.ml_libraries, vec!["libtorch_cpu.so"]);
+        assert_eq!(s.memory.anon_exec_kib, 256);
+        assert_eq!(s.memory.hugetlb_kib, 2 * 1024 * 1024);
+        assert_eq!(s.memory.randomx_sized, Some("cache"));
+    }
+
+    #[test]
+    fn a_dataset_in_huge_pages() {
+        // 1041 huge pages of 2 MiB: the dataset rounded up.
+        let end = 0x7f00_0000_0000u64 + 1041 * 2 * MIB;
+        let maps = format!("7f0000000000-{end:x} rw-p 00000000 00:1a 5 /anon_hugepage (deleted)\n");
+        assert_eq!(parse(&maps).memory.randomx_sized, Some("dataset"));
+    }
+
+    #[test]
+    fn ordinary_maps_show_nothing() {
+        let maps = "\
+7f0000000000-7f0004000000 rw-p 00000000 00:00 0 
+7f0004000000-7f0008000000 ---p 00000000 00:00 0 
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+garbage line
+";
+        let s = parse(maps);
+        assert!(s.memory.is_empty() && s.ml_libraries.is_empty(), "{s:?}");
+    }
+
+    #[test]
+    fn this_process_can_be_scanned() {
+        let s = scan(std::process::id());
+        assert_eq!(s.memory.randomx_sized, None);
+    }
+}
