@@ -397,3 +397,96 @@ fn after_load_the_tracer_keeps_only_the_capabilities_it_needs() {
     assert!(exec["process"]["exe"].as_str().is_some_and(|e| e.ends_with("true")), "{exec}");
     drop(tracer.stop());
 }
+
+/// The miner string set, read from the rules file at run time: this test's
+/// own binary must not carry the strings (a tracer beside it would scan it).
+fn miner_strings() -> Vec<String> {
+    let path = support::repo().join("rules/miner-strings.txt");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// A miner renamed after a system daemon, in a directory of its own, in a
+/// session of its own: its name and its network say nothing, its code does.
+#[test]
+fn a_renamed_miner_binary_is_known_by_its_code() {
+    let dir = Scratch::new("miner-code");
+    let exe = dir.0.join("dbus-daemon-helper");
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    for s in miner_strings().iter().take(4) {
+        bytes.push(0);
+        bytes.extend_from_slice(s.as_bytes());
+    }
+    std::fs::write(&exe, &bytes).unwrap();
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tracer = Tracer::start(&[]);
+    let mut child = Command::new("setsid").arg(&exe).arg("2").spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+
+    // setsid(1) runs first in the same process, then execs the miner.
+    let found: Vec<&Value> = of_kind(&records, "process.executable", pid)
+        .into_iter()
+        .filter(|r| r["executable"]["path"] == exe.to_str().unwrap())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let e = &found[0]["executable"];
+    assert_eq!(e["sha256"], sha256_of(&exe));
+    assert_eq!(e["size"], bytes.len());
+    assert_eq!(e["miner_strings"].as_array().map(Vec::len), Some(4), "{e}");
+    let verdict = records
+        .iter()
+        .filter(|r| r["kind"] == "classification")
+        .map(|r| &r["classification"])
+        .find(|c| c["evidence"].as_array().unwrap().iter().any(|e| e["pid"] == pid))
+        .unwrap_or_else(|| panic!("a verdict on the renamed miner"));
+    assert_eq!(verdict["category"], "crypto_mining", "{verdict}");
+    assert!(
+        verdict["evidence"].as_array().unwrap().iter().any(|e| e["indicator"] == "exe-miner-code"),
+        "{verdict}"
+    );
+    assert_eq!(final_health(&records)["executables"]["dropped"], 0);
+}
+
+/// Fileless: a binary written to a memfd and run from it is read through
+/// /proc/PID/exe all the same, and named for what it is.
+#[test]
+fn a_program_run_from_a_memfd_is_identified() {
+    let tracer = Tracer::start(&[]);
+    let sleep = std::fs::read("/bin/sleep").unwrap();
+    let child = fork_child(|| {
+        // SAFETY: syscalls only, in the child.
+        unsafe {
+            let fd = libc::memfd_create(c"kworker".as_ptr(), 0);
+            if fd < 0 || libc::write(fd, sleep.as_ptr().cast(), sleep.len()) != sleep.len() as isize {
+                return 2;
+            }
+            let argv = [c"kworker".as_ptr(), c"1".as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            libc::fexecve(fd, argv.as_ptr(), envp.as_ptr());
+        }
+        3
+    });
+    assert_eq!(support::wait_rusage(child).0, 0);
+    let records = tracer.stop();
+
+    let found = of_kind(&records, "process.executable", child);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let e = &found[0]["executable"];
+    assert_eq!(
+        (e["memfd"].as_bool(), e["path"].as_str()),
+        (Some(true), Some("/memfd:kworker (deleted)")),
+        "{e}"
+    );
+    assert_eq!(e["sha256"], sha256_of(Path::new("/bin/sleep")));
+}

@@ -465,7 +465,10 @@ fn whole_first_messages_are_gathered_across_sends() {
     let f = |i: usize| &found[i]["first_bytes"];
     assert_eq!((f(0)["protocol"].as_str(), f(0)["mining"].as_bool()), (Some("xmrig-stratum"), Some(true)));
     assert_eq!(f(0)["agent"], "XMRig/6.18.1 (Linux x86_64) libuv/1.44.1 gcc/5.4.0");
-    assert_eq!((f(0)["bytes"].as_u64(), f(0)["captured"].as_u64(), f(0)["sends"].as_u64()), (Some(571), Some(571), Some(2)));
+    assert_eq!(
+        (f(0)["bytes"].as_u64(), f(0)["captured"].as_u64(), f(0)["sends"].as_u64()),
+        (Some(571), Some(571), Some(2))
+    );
     assert_eq!(f(1)["protocol"], "tls");
     assert_eq!((f(1)["captured"].as_u64(), f(1)["sends"].as_u64()), (Some(517), Some(1)));
     assert!(f(1)["tls"]["ja4"].as_str().is_some_and(|j| j.starts_with("t13i")), "{}", f(1));

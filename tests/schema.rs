@@ -22,7 +22,7 @@ use support::{
 };
 
 /// Every record kind, its body object, and one field that body requires.
-const KINDS: [(&str, &str, &str); 16] = [
+const KINDS: [(&str, &str, &str); 17] = [
     ("process.exec", "exec", "filename"),
     ("process.fork", "fork", "child_pid"),
     ("process.exit", "exit", "core_dumped"),
@@ -31,6 +31,7 @@ const KINDS: [(&str, &str, &str); 16] = [
     ("network.first_bytes", "first_bytes", "protocol"),
     ("network.listen", "listen", "port"),
     ("file.open", "file", "path"),
+    ("process.executable", "executable", "inode"),
     ("gpu.open", "gpu", "first_op"),
     ("gpu.activity", "gpu", "summary"),
     ("process.activity", "activity", "cpu"),

@@ -75,7 +75,8 @@ pub fn fpu_regs_deactivated(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn count_rounding(fpu: u64) -> Option<()> {
     let k = &config().kernel;
-    let state = if k.fpu_fpstate == tracer_common::NO_OFFSET { fpu } else { read_field::<u64>(fpu, k.fpu_fpstate)? };
+    let state =
+        if k.fpu_fpstate == tracer_common::NO_OFFSET { fpu } else { read_field::<u64>(fpu, k.fpu_fpstate)? };
     let mxcsr: u32 = read_field(state, k.fpu_mxcsr)?;
     if mxcsr & MXCSR_ROUNDING == 0 {
         return None;

@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod cli;
 pub mod dns;
+mod embedded;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gpu;

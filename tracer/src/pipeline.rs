@@ -26,7 +26,6 @@ use crate::{
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
     },
     ledger::{AccountView, ActivityView as LedgerActivity, Delta, Ledger, online_cpus},
-    protocols::first_message,
     output::{
         escape::bytes_to_string,
         record::{
@@ -36,7 +35,9 @@ use crate::{
         },
         sink::{Meta, Outgoing, SinkSpec, Sinks},
     },
+    process::executable::{Done as ExecutableDone, Executables},
     process::{ProcessTable, cgroup},
+    protocols::first_message,
 };
 
 /// Counts kept by user space, reported in every health record.
@@ -142,6 +143,10 @@ pub struct Pipeline {
     /// Busy processes whose memory map was read: when, and how many ML
     /// runtimes it showed.
     libraries_checked: HashMap<u32, (Instant, usize)>,
+    /// The worker that identifies and scans executables (not in replay).
+    pub executables: Option<Executables>,
+    /// The file last reported as each live process's executable.
+    exe_reported: HashMap<u32, (u64, u64)>,
     /// New connections' first sends, until each first message is whole.
     first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>)>,
 }
@@ -170,6 +175,8 @@ impl Pipeline {
             ledger: Ledger::default(),
             names: NameCache::default(),
             first_messages: Default::default(),
+            executables: None,
+            exe_reported: HashMap::new(),
             reports: 0,
             classifier: None,
             libraries_checked: HashMap::new(),
@@ -437,12 +444,16 @@ impl Pipeline {
         for tgid in &gone {
             self.names.forget(*tgid);
             self.libraries_checked.remove(tgid);
+            self.exe_reported.remove(tgid);
         }
         Ok(())
     }
 
     /// A connection's first message, joined from its first sends.
-    fn emit_first_message(&mut self, m: first_message::Message<(Header, Option<(IpAddr, u16)>)>) -> Result<()> {
+    fn emit_first_message(
+        &mut self,
+        m: first_message::Message<(Header, Option<(IpAddr, u16)>)>,
+    ) -> Result<()> {
         let (h, peer) = &m.header;
         if m.data.is_empty() && m.bytes > 0 && !m.gap {
             // The buffer was not resident at syscall entry; the record
@@ -473,8 +484,41 @@ impl Pipeline {
         self.emit(h.ktime_ns, Some(process), body)
     }
 
-    /// First messages that waited long enough for a next send.
-    fn flush_first_messages(&mut self, all: bool) -> Result<()> {
+    /// Executables the worker finished: a record for the first process seen
+    /// running each file, and for every process whose file is suspicious
+    /// (miner strings, a packer, a memfd, deleted).
+    fn emit_executables(&mut self, done: Vec<ExecutableDone>) -> Result<()> {
+        for d in done {
+            let Ok(e) = d.result else { continue };
+            if !(d.first || e.suspicious()) {
+                continue;
+            }
+            // The worker reads the file a process runs when it gets to it: a
+            // quick second exec (setsid, a wrapper) can show the same file twice.
+            if self.exe_reported.insert(d.tgid, (e.device, e.inode)) == Some((e.device, e.inode)) {
+                continue;
+            }
+            let Some(process) = self.view_of_tgid(d.tgid) else { continue };
+            if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_slice() == process.comm.as_bytes()) {
+                self.stats.filtered_out += 1;
+                continue;
+            }
+            let now = Clock::now_mono_ns();
+            self.emit(now, Some(process), Body::Executable((*e).clone()))?;
+        }
+        Ok(())
+    }
+
+    /// What finished since the last look: executables the worker
+    /// identified, first messages that waited long enough for a next send.
+    /// `all` at shutdown: everything still waiting.
+    fn collect_finished(&mut self, all: bool) -> Result<()> {
+        let finished = match self.executables.as_mut() {
+            Some(x) if all => x.finish(Duration::from_millis(500)),
+            Some(x) => x.finished(),
+            None => Vec::new(),
+        };
+        self.emit_executables(finished)?;
         let done =
             if all { self.first_messages.drain() } else { self.first_messages.expired(Clock::now_mono_ns()) };
         for m in done {
@@ -510,6 +554,9 @@ impl Pipeline {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
+                }
+                if let Some(x) = self.executables.as_mut() {
+                    x.submit(h.tgid);
                 }
                 let process = self.view(&h);
                 let (filename, escaped) = text(&exec.filename, "filename");
@@ -726,6 +773,8 @@ impl Pipeline {
             ("dns_names", self.names.len()),
             ("cgroup_paths", self.cgroups.len()),
             ("libraries_checked", self.libraries_checked.len()),
+            ("executables_reported", self.exe_reported.len()),
+            ("executables_waiting", self.executables.as_ref().map_or(0, |x| x.waiting)),
             ("gpu_processes", self.gpu_tgids.len()),
             ("kernel_proc_stats", proc_keys),
             ("kernel_syscall_counts", syscall_keys),
@@ -758,6 +807,7 @@ impl Pipeline {
             process_table_pruned: self.stats.table_pruned,
             first_bytes_unreadable: self.stats.first_bytes_unreadable,
             first_bytes_gaps: self.stats.first_bytes_gaps,
+            executables: self.executables.as_ref().map(|x| x.counts),
             kernel_maps: kernel.map_memory.clone(),
             gpu_stats_full: evicted(&["gpu_stats"]),
             kernel_tables: tables.entries,
@@ -798,11 +848,11 @@ impl Pipeline {
         loop {
             // The clock is read every 64 records: a record takes microseconds.
             if n % 64 == 63 && Instant::now() >= until {
-                self.flush_first_messages(false)?;
+                self.collect_finished(false)?;
                 return Ok(false);
             }
             let Some(item) = ring.next() else {
-                self.flush_first_messages(false)?;
+                self.collect_finished(false)?;
                 return Ok(true);
             };
             self.handle(&item, kernel)?;
@@ -823,6 +873,8 @@ impl Pipeline {
     }
 }
 
+/// How often the event loop collects what its worker finished.
+const BACKGROUND_POLL: Duration = Duration::from_millis(250);
 
 /// How long one turn of the event loop reads records before it looks at
 /// signals and timers again.
@@ -910,6 +962,17 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     // Seeded after the programs attach: a process is either in /proc now or
     // its exec/fork arrives through the ring buffer.
     pipeline.table.seed();
+    // Processes already running have their executables looked at too.
+    match Executables::start() {
+        Ok(mut x) => {
+            let me = std::process::id();
+            for tgid in pipeline.table.tgids().into_iter().filter(|t| *t != me) {
+                x.submit(tgid);
+            }
+            pipeline.executables = Some(x);
+        }
+        Err(e) => eprintln!("tracer: no executable identification: starting its thread: {e}"),
+    }
     pipeline.emit_health(&kernel, "started")?;
 
     // SAFETY: the ring buffer owns its fd and outlives the registration,
@@ -921,6 +984,10 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     activity.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut health = interval_at(tokio::time::Instant::now() + args.health_interval, args.health_interval);
     health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Work finished off the event loop (executables) and first messages
+    // whose wait is over are written within this, even when no record comes.
+    let mut background = interval_at(tokio::time::Instant::now() + BACKGROUND_POLL, BACKGROUND_POLL);
+    background.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let until_deadline = async {
         match deadline {
@@ -956,6 +1023,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                 }
             },
             _ = health.tick() => pipeline.tick_health(&mut kernel),
+            _ = background.tick() => pipeline.collect_finished(false).and_then(|()| pipeline.sinks.flush()),
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
             _ = sighup.recv() => pipeline.sinks.reopen(),
             _ = sigint.recv() => break Ok(()),
@@ -992,7 +1060,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
             pipeline.drain(&mut ring, &mut kernel, until)?;
         }
         pipeline.count_unread(&mut ring);
-        pipeline.flush_first_messages(true)?;
+        pipeline.collect_finished(true)?;
         pipeline.emit_activity(&mut kernel)?;
         pipeline.emit_health(&kernel, "final")
     })();

@@ -66,7 +66,7 @@ struct Case {
     /// `{work}` the eval's (with `blob`, 256 MiB of random bytes), `{pg}` a
     /// free port for PostgreSQL,
     /// `{eval}` xtask/eval, `{pool}` the pool's port (`{pool443}` one on 443,
-/// `{pooltls}` one speaking TLS), `{web}` nginx's port.
+    /// `{pooltls}` one speaking TLS), `{web}` nginx's port.
     argv: &'static [&'static str],
 }
 
@@ -339,6 +339,10 @@ struct Outcome {
     started: Option<u64>,
     first_verdict: Option<u64>,
     first_mining_message: Option<u64>,
+    /// When the tree was first called crypto_mining with confidence ≥ 0.8.
+    confident_mining: Option<u64>,
+    /// When a real miner says it hashed first (its `first-hash` file).
+    first_hash: Option<u64>,
     evidence: Vec<String>,
     /// Remote ports the session exchanged bytes with, both ways.
     talked_to: std::collections::BTreeSet<u64>,
@@ -355,6 +359,8 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         started: None,
         first_verdict: None,
         first_mining_message: None,
+        confident_mining: None,
+        first_hash: None,
         evidence: Vec::new(),
         talked_to: Default::default(),
         others: BTreeMap::new(),
@@ -387,6 +393,9 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
             o.category = category;
             o.confidence = c["confidence"].as_f64().unwrap_or(0.0);
             o.first_verdict = o.first_verdict.or(mono);
+            if o.category == "crypto_mining" && o.confidence >= CONFIDENT {
+                o.confident_mining = o.confident_mining.or(mono);
+            }
             o.evidence = c["evidence"]
                 .as_array()
                 .into_iter()
@@ -558,6 +567,7 @@ pub fn run(opts: &Options) -> Result<()> {
         unsafe { libc_kill(tracer.id() as i32, 2) };
         tracer.wait()?;
         let mut o = outcome(&capture, sid)?;
+        o.first_hash = fs::read_to_string(dir.join("first-hash")).ok().and_then(|t| t.trim().parse().ok());
         let pool = fs::read_to_string(&pool_log).unwrap_or_default();
         let pool = pool.get(pool_before..).unwrap_or_default();
         o.failed = if !status.success() {
@@ -602,6 +612,9 @@ pub fn run(opts: &Options) -> Result<()> {
 const TARGET_MINER_RECALL: f64 = 1.0;
 const TARGET_OVERALL: f64 = 0.95;
 const TARGET_TIME_TO_VERDICT_S: f64 = 10.0;
+/// A real miner must be called one with this confidence within
+/// TARGET_TIME_TO_VERDICT_S of its first hash.
+const CONFIDENT: f64 = 0.8;
 
 const CLASSES: [&str; 6] =
     ["crypto_mining", "blockchain_node", "ai_training", "ai_inference", "distributed_storage", "ordinary"];
@@ -622,9 +635,9 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     let mut out = String::new();
     writeln!(
         out,
-        "| case | split | label | verdict | confidence | evidence | s from start | s from first mining message |"
+        "| case | split | label | verdict | confidence | evidence | s from start | s from first mining message | s from first hash to ≥ {CONFIDENT} |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
     for (case, o) in rows {
         let verdict = match &o.failed {
             Some(why) => format!("FAILED ({why})"),
@@ -633,7 +646,7 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
         let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
             case.name,
             if case.held_out { "held-out" } else { "dev" },
             case.label,
@@ -642,6 +655,10 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
             o.evidence.join(", "),
             s(seconds(o.started, o.first_verdict)),
             s(seconds(o.first_mining_message, o.first_verdict)),
+            match o.first_hash {
+                Some(_) => s(seconds(o.first_hash, o.confident_mining)).replace('-', "never"),
+                None => "-".into(),
+            },
         )?;
     }
 
@@ -732,10 +749,22 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     let overall = (dev_ok + ho_ok) as f64 / rows.len().max(1) as f64;
     let slow: Vec<_> = rows
         .iter()
-        .filter(|(c, o)| correct(c, o) && c.label != "ordinary")
+        // Real miners are timed from their first hash (below): a RandomX
+        // cache takes seconds to build before anything is mined.
+        .filter(|(c, o)| correct(c, o) && c.label != "ordinary" && o.first_hash.is_none())
         .filter_map(|(c, o)| {
             let s = seconds(o.started, o.first_verdict)?;
             (s > TARGET_TIME_TO_VERDICT_S).then(|| format!("{} ({s:.1} s)", c.name))
+        })
+        .collect();
+    // Real miners (those that say when they hashed first): confident soon.
+    let unsure: Vec<_> = rows
+        .iter()
+        .filter(|(c, o)| c.label == "crypto_mining" && o.first_hash.is_some())
+        .filter_map(|(c, o)| match seconds(o.first_hash, o.confident_mining) {
+            Some(s) if s <= TARGET_TIME_TO_VERDICT_S => None,
+            Some(s) => Some(format!("{} ({s:.1} s)", c.name)),
+            None => Some(format!("{} (never)", c.name)),
         })
         .collect();
     let checks = [
@@ -767,6 +796,13 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
             format!("verdict within {TARGET_TIME_TO_VERDICT_S} s of the workload's start"),
             slow.is_empty(),
             slow.join(", "),
+        ),
+        (
+            format!(
+                "real miners: crypto_mining at confidence ≥ {CONFIDENT} within {TARGET_TIME_TO_VERDICT_S} s of the first hash"
+            ),
+            unsure.is_empty(),
+            unsure.join(", "),
         ),
     ];
     writeln!(out, "\n| target | result |")?;

@@ -446,18 +446,51 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         ));
     }
     if let Some(min) = m.fpu_rounding_saves {
-        let n = (kind == "process.activity").then(|| u(r, &["activity", "cpu", "fpu_rounding_saves"])).flatten()?;
+        let n = (kind == "process.activity")
+            .then(|| u(r, &["activity", "cpu", "fpu_rounding_saves"]))
+            .flatten()?;
         (n >= min.max(1)).then_some(())?;
         seen.push(format!("{n} FPU saves with the SSE rounding mode changed (RandomX) in one report"));
     }
     if m.randomx_memory == Some(true) {
-        let what = (kind == "process.activity").then(|| s(r, &["activity", "memory", "randomx_sized"])).flatten()?;
+        let what =
+            (kind == "process.activity").then(|| s(r, &["activity", "memory", "randomx_sized"])).flatten()?;
         let size = if what == "dataset" { "2080 MiB" } else { "256 MiB" };
         seen.push(format!("a private anonymous mapping of RandomX's {what} size ({size})"));
     }
     if m.anon_exec_memory == Some(true) {
-        let kib = (kind == "process.activity").then(|| u(r, &["activity", "memory", "anon_exec_kib"])).flatten()?;
+        let kib =
+            (kind == "process.activity").then(|| u(r, &["activity", "memory", "anon_exec_kib"])).flatten()?;
         seen.push(format!("{kib} KiB of anonymous memory writable and executable at once"));
+    }
+    let exe = &r["executable"];
+    let is_exe = kind == "process.executable";
+    if let Some(min) = m.exe_miner_strings {
+        let found: Vec<&str> = is_exe
+            .then(|| exe["miner_strings"].as_array())
+            .flatten()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (found.len() >= min.max(1)).then_some(())?;
+        seen.push(format!(
+            "{} contains miner code ({} strings: {})",
+            s(exe, &["path"]).unwrap_or("?"),
+            found.len(),
+            found.iter().take(6).map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if m.exe_packed == Some(true) {
+        let packer = is_exe.then(|| s(exe, &["packer"])).flatten()?;
+        seen.push(format!("{} is packed ({packer})", s(exe, &["path"]).unwrap_or("?")));
+    }
+    if m.exe_memfd == Some(true) {
+        (is_exe && exe["memfd"].as_bool() == Some(true)).then_some(())?;
+        seen.push(format!("runs from memory, no file: {}", s(exe, &["path"]).unwrap_or("?")));
+    }
+    if m.exe_deleted == Some(true) {
+        (is_exe && exe["deleted"].as_bool() == Some(true)).then_some(())?;
+        seen.push(format!("its executable was deleted: {}", s(exe, &["path"]).unwrap_or("?")));
     }
     if m.dns_name.is_some() {
         let names: Vec<&str> = match kind {
@@ -525,7 +558,8 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         };
         let max_rate = m.syscalls_per_cpu_second.unwrap_or(f64::INFINITY);
         let needed = m.intervals.unwrap_or(1);
-        let busy = m.cpu_share_pct.is_none_or(|min| share >= min) && m.cpu_cores.is_none_or(|min| cores >= min);
+        let busy =
+            m.cpu_share_pct.is_none_or(|min| share >= min) && m.cpu_cores.is_none_or(|min| cores >= min);
         let streak = state.streaks.entry(ind.id.clone()).or_default();
         *streak = if busy && rate <= max_rate { streak.saturating_add(1) } else { 0 };
         if *streak < needed {

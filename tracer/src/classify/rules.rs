@@ -7,7 +7,12 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
-pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
+/// The shipped rules (`rules/default.toml`), kept encoded in the binary so
+/// that its pool names and stratum URLs do not make the tracer's own
+/// executable look like a miner's.
+pub fn default_rules() -> String {
+    crate::embedded::decode(crate::embedded::DEFAULT_RULES)
+}
 
 pub const CATEGORIES: &[&str] =
     &["crypto_mining", "blockchain_node", "ai_training", "ai_inference", "distributed_storage"];
@@ -43,6 +48,10 @@ pub struct Match {
     pub fpu_rounding_saves: Option<u64>,
     pub randomx_memory: Option<bool>,
     pub anon_exec_memory: Option<bool>,
+    pub exe_miner_strings: Option<usize>,
+    pub exe_packed: Option<bool>,
+    pub exe_memfd: Option<bool>,
+    pub exe_deleted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -122,7 +131,7 @@ impl Rules {
     /// The shipped rules, plus an operator's file: its indicators replace
     /// those with the same id or are added; its allow entries are added.
     pub fn load(extra: Option<&Path>) -> Result<Self> {
-        let mut rules = Self::parse(DEFAULT_RULES, "rules/default.toml")?;
+        let mut rules = Self::parse(&default_rules(), "rules/default.toml")?;
         if let Some(path) = extra {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -183,6 +192,7 @@ mod tests {
                 "msr-write",
                 "checkpoint-write",
                 "fpu-rounding-mode",
+                "exe-miner-code",
             ];
             assert!(
                 strong.contains(&i.id.as_str()) || i.weight < r.verdict_score,

@@ -5,8 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent,
-    FIRST_BYTES_MAX, FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source, exec_flags,
+    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FIRST_BYTES_MAX,
+    FileOpenEvent, FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source,
+    exec_flags,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -305,7 +305,11 @@ impl ActivityView {
                 } else {
                     0.0
                 },
-                cores: if interval_s > 0.0 { (time_ms / (interval_s * 1000.0) * 1000.0).round() / 1000.0 } else { 0.0 },
+                cores: if interval_s > 0.0 {
+                    (time_ms / (interval_s * 1000.0) * 1000.0).round() / 1000.0
+                } else {
+                    0.0
+                },
                 fpu_rounding_saves: d.stats.fpu_rounding,
             },
             syscalls: SyscallsView {

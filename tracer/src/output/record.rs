@@ -50,6 +50,8 @@ pub enum Body {
     /// container.activity
     Container(ContainerView),
     Health(HealthView),
+    /// process.executable
+    Executable(crate::process::executable::Executable),
 }
 
 /// A DNS query or response seen on the wire.
@@ -168,6 +170,7 @@ impl Body {
             Self::Tree(_) => "tree.activity",
             Self::Container(_) => "container.activity",
             Self::Health(_) => "tracer.health",
+            Self::Executable(_) => "process.executable",
         }
     }
 }
@@ -361,6 +364,11 @@ pub struct HealthView {
     /// First messages missing a send whose record was lost (ring full):
     /// what was captured stops before it.
     pub first_bytes_gaps: u64,
+    /// Executables identified (process.executable): files read, processes
+    /// whose file was known, processes not looked at (queue full), and
+    /// processes gone or unreadable before the look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executables: Option<crate::process::executable::Counts>,
     /// Kernel memory the tracer's maps hold (preallocated, per possible CPU).
     pub kernel_maps: crate::kernel::MapMemory,
     /// Entries in the kernel tables that follow threads, processes and

@@ -80,7 +80,9 @@ pub fn parse(maps: &str) -> MapsScan {
         let size = end.saturating_sub(start);
         let private_rw = perms.starts_with("rw") && perms.ends_with('p');
         match path {
-            None if private_rw && perms.as_bytes().get(2) == Some(&b'x') => out.memory.anon_exec_kib += size / 1024,
+            None if private_rw && perms.as_bytes().get(2) == Some(&b'x') => {
+                out.memory.anon_exec_kib += size / 1024
+            }
             None if private_rw => {
                 if (RANDOMX_DATASET..RANDOMX_DATASET + SLACK).contains(&size) {
                     out.memory.randomx_sized = Some("dataset");

@@ -4,6 +4,7 @@
 //! processes already running are attributed too.
 
 pub mod cgroup;
+pub mod executable;
 pub mod maps;
 pub mod procfs;
 
@@ -71,6 +72,11 @@ impl ProcessTable {
 
     pub fn len(&self) -> usize {
         self.by_tgid.len()
+    }
+
+    /// The processes now in the table.
+    pub fn tgids(&self) -> Vec<u32> {
+        self.by_tgid.keys().copied().collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -142,13 +142,7 @@ impl<H: Clone> FirstMessages<H> {
 /// further sends on this connection are not taken for a new message.
 fn return_emitted<H: Clone>(p: &mut Pending<H>) -> Pending<H> {
     p.emitted = true;
-    Pending {
-        message: p.message.clone(),
-        sent: p.sent,
-        first_ns: p.first_ns,
-        emitted: false,
-        cut: p.cut,
-    }
+    Pending { message: p.message.clone(), sent: p.sent, first_ns: p.first_ns, emitted: false, cut: p.cut }
 }
 
 impl<H> Pending<H> {

@@ -174,7 +174,13 @@ fn http(b: &[u8]) -> Option<Recognised> {
 /// A TLS ClientHello: its server name as `detail`, the rest in `tls`.
 fn tls(b: &[u8]) -> Option<Recognised> {
     let hello = tls::parse(b)?;
-    Some(Recognised { protocol: "tls", detail: hello.sni.clone(), agent: None, mining: false, tls: Some(hello) })
+    Some(Recognised {
+        protocol: "tls",
+        detail: hello.sni.clone(),
+        agent: None,
+        mining: false,
+        tls: Some(hello),
+    })
 }
 
 #[cfg(test)]

@@ -72,6 +72,19 @@ pub(super) fn convert(record: &Value) -> Value {
             put(&mut out, "file.directory", some_str(path.and_then(dirname)));
             put(&mut out, "file.extension", some_str(path.and_then(extension)));
         }
+        "process.executable" => {
+            let e = b("executable");
+            let path = str_at(e, &["path"]);
+            put(&mut out, "file.path", some_str(path));
+            put(&mut out, "file.name", some_str(path.map(basename)));
+            put(&mut out, "file.directory", some_str(path.and_then(dirname)));
+            put(&mut out, "file.size", some_u64(u64_at(e, &["size"])));
+            put(&mut out, "file.inode", u64_at(e, &["inode"]).map(|i| json!(i.to_string())));
+            put(&mut out, "file.device", u64_at(e, &["device"]).map(|d| json!(d.to_string())));
+            put(&mut out, "file.mtime", at(e, &["mtime"]).and_then(Value::as_i64).and_then(epoch_rfc3339));
+            put(&mut out, "file.hash.sha256", some_str(str_at(e, &["sha256"])));
+            put(&mut out, "process.hash.sha256", some_str(str_at(e, &["sha256"])));
+        }
         "tree.activity" => {
             let t = b("tree");
             put(&mut out, "process.session_leader.pid", some_u64(u64_at(t, &["sid"])));
@@ -131,6 +144,7 @@ fn categorize(kind: &str, record: &Value) -> Categorization {
             c("event", &["file"], &["change"], "rename")
         }
         "file.open" => c("event", &["file"], &["access"], "open"),
+        "process.executable" => c("event", &["file"], &["info"], "executable"),
         "gpu.open" => c("event", &["driver"], &["info"], "gpu-open"),
         "gpu.activity" => c("metric", &["driver"], &["info"], "gpu-activity"),
         "process.activity" => c("metric", &["process"], &["info"], "process-activity"),
@@ -273,6 +287,12 @@ fn dns(out: &mut Map<String, Value>, d: &Value) {
         answers.iter().filter_map(|a| str_at(a, &["data"])).filter(|d| ip_version(d).is_some()).collect();
     put(out, "dns.resolved_ip", (!resolved.is_empty()).then(|| json!(resolved)));
     put(out, "dns.answers", (!answers.is_empty()).then_some(Value::Array(answers)));
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC).
+fn epoch_rfc3339(secs: i64) -> Option<Value> {
+    let ns = u128::try_from(secs).ok()? * 1_000_000_000;
+    Some(json!(crate::output::record::rfc3339_nanos(ns)))
 }
 
 fn first_question<'a>(d: &'a Value, field: &str) -> Option<&'a str> {

@@ -102,7 +102,7 @@ mod tests {
     use super::*;
 
     /// Every kind the tracer writes; each has a native, an ECS and an OCSF fixture.
-    const KINDS: [&str; 16] = [
+    const KINDS: [&str; 17] = [
         "process.exec",
         "process.fork",
         "process.exit",
@@ -111,6 +111,7 @@ mod tests {
         "network.first_bytes",
         "network.listen",
         "file.open",
+        "process.executable",
         "gpu.open",
         "gpu.activity",
         "process.activity",

@@ -74,6 +74,8 @@ fn class_of(kind: &str, record: &Value) -> Class {
             class(1001, "File System Activity", 5, "Rename")
         }
         "file.open" => class(1001, "File System Activity", 14, "Open"),
+        // The executable's identity and hash: its attributes, read.
+        "process.executable" => class(1001, "File System Activity", 8, "Get Attributes"),
         "classification" if at(record, &["classification", "previous"]).is_some() => {
             class(2004, "Detection Finding", 2, "Update")
         }
@@ -154,6 +156,34 @@ pub(super) fn convert(record: &Value) -> Value {
                     put(&mut out, "file_result", path.map(|path| file(path, 0, "Unknown")));
                 }
                 None => put(&mut out, "file", path.map(|path| file(path, 0, "Unknown"))),
+            }
+        }
+        "process.executable" => {
+            let e = b("executable");
+            if let Some(path) = str_at(e, &["path"]) {
+                let mut f = file(path, 1, "Regular File");
+                if let Value::Object(m) = &mut f {
+                    put(m, "size", some_u64(u64_at(e, &["size"])));
+                    put(
+                        m,
+                        "uid",
+                        u64_at(e, &["inode"])
+                            .map(|i| json!(format!("{}:{i}", u64_at(e, &["device"]).unwrap_or(0)))),
+                    );
+                    put(
+                        m,
+                        "modified_time",
+                        at(e, &["mtime"]).and_then(Value::as_i64).map(|s| json!(s * 1000)),
+                    );
+                    put(m, "is_deleted", bool_at(e, &["deleted"]).filter(|d| *d).map(|d| json!(d)));
+                    put(
+                        m,
+                        "hashes",
+                        str_at(e, &["sha256"])
+                            .map(|h| json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": h}])),
+                    );
+                }
+                put(&mut out, "file", Some(f));
             }
         }
         "classification" => finding(&mut out, b("classification"), str_at(record, &["host"])),
