@@ -259,7 +259,8 @@ const CASES: &[Case] = &[
         name: "copy-model-weights-backup",
         label: "ordinary",
         ran: Ran::Wrote(".safetensors"),
-        held_out: true,
+        // Held out until checkpoint-write was weakened because of it.
+        held_out: false,
         // A backup job: reads and writes model-weight files, trains nothing.
         argv: &[
             "sh",

@@ -83,6 +83,10 @@ struct ProcessState {
     gpu_contexts: u64,
     gpu_bytes: u64,
     last_ns: u64,
+    /// TCP peers of the last two activity reports, with the bytes
+    /// exchanged: a peer in both is a long-lived connection.
+    peers_before: HashMap<String, u64>,
+    peers_now: HashMap<String, u64>,
 }
 
 /// How long a process with no record is remembered: its exit record may
@@ -294,6 +298,18 @@ impl Classifier {
             state.gpu_contexts.saturating_add(u(a, &["gpu", "compute_contexts"]).unwrap_or(0));
         state.gpu_bytes =
             state.gpu_bytes.saturating_add(u(a, &["gpu", "memory_allocated_bytes"]).unwrap_or(0));
+        let peers: HashMap<String, u64> = a["network"]["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["protocol"] == "tcp")
+            .filter_map(|p| {
+                let bytes = u(p, &["tx_bytes"]).unwrap_or(0).saturating_add(u(p, &["rx_bytes"]).unwrap_or(0));
+                Some((format!("{}:{}", s(p, &["address"])?, u(p, &["port"])?), bytes))
+            })
+            .take(16)
+            .collect();
+        state.peers_before = std::mem::replace(&mut state.peers_now, peers);
     }
 
     fn allowlisted(&self, process: &Value) -> Option<String> {
@@ -560,13 +576,21 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         let needed = m.intervals.unwrap_or(1);
         let busy =
             m.cpu_share_pct.is_none_or(|min| share >= min) && m.cpu_cores.is_none_or(|min| cores >= min);
+        // A long-lived connection with little on it: a pool's jobs and shares.
+        let quiet = m.quiet_peer_bytes.is_none_or(|max| {
+            state.peers_now.iter().any(|(peer, bytes)| {
+                (1..=max).contains(bytes)
+                    && state.peers_before.get(peer).is_some_and(|b| (1..=max).contains(b))
+            })
+        });
         let streak = state.streaks.entry(ind.id.clone()).or_default();
-        *streak = if busy && rate <= max_rate { streak.saturating_add(1) } else { 0 };
+        *streak = if busy && quiet && rate <= max_rate { streak.saturating_add(1) } else { 0 };
         if *streak < needed {
             return None;
         }
+        let with = if m.quiet_peer_bytes.is_some() { ", with a long-lived quiet connection," } else { "" };
         seen.push(format!(
-            "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} syscalls per CPU-second for {needed} reports"
+            "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} syscalls per CPU-second{with} for {needed} reports"
         ));
     }
     if let Some(min) = m.distinct_peers {

@@ -49,6 +49,7 @@ pub struct Match {
     pub randomx_memory: Option<bool>,
     pub anon_exec_memory: Option<bool>,
     pub exe_miner_strings: Option<usize>,
+    pub quiet_peer_bytes: Option<u64>,
     pub exe_packed: Option<bool>,
     pub exe_memfd: Option<bool>,
     pub exe_deleted: Option<bool>,
@@ -190,7 +191,6 @@ mod tests {
                 "p2p-node-fanout",
                 "storage-fanout",
                 "msr-write",
-                "checkpoint-write",
                 "fpu-rounding-mode",
                 "exe-miner-code",
             ];
