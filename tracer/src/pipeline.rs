@@ -965,8 +965,21 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     // Processes already running have their executables looked at too.
     match Executables::start() {
         Ok(mut x) => {
+            // Only those the filters trace: the kernel applies them to what
+            // it reports, the seed comes from /proc. With --cgroup, running
+            // processes are left out (their cgroup is the kernel's to tell);
+            // those that exec later are looked at.
             let me = std::process::id();
-            for tgid in pipeline.table.tgids().into_iter().filter(|t| *t != me) {
+            let table = &pipeline.table;
+            let traced = |tgid: u32| {
+                if !args.pids.is_empty() {
+                    args.pids.contains(&tgid)
+                        || table.ancestors(tgid).iter().any(|p| args.pids.contains(&p.tgid))
+                } else {
+                    cgroup.0 == 0
+                }
+            };
+            for tgid in table.tgids().into_iter().filter(|t| *t != me && traced(*t)) {
                 x.submit(tgid);
             }
             pipeline.executables = Some(x);
