@@ -2,10 +2,10 @@
 librandomx0, tevador/RandomX, through ctypes; the library releases the GIL,
 so threads hash in parallel) in light mode (its 256 MiB cache, its JIT), and
 speaks to a CryptoNote pool as XMRig does: a `login` with XMRig's field order
-and algorithm list, then a `submit` per share found. Writes `first-hash` (the
-CLOCK_MONOTONIC time of its first hash) in the working directory.
+and algorithm list, then a `submit` per share found. Writes DIR/first-hash (the
+CLOCK_MONOTONIC time of its first hash).
 
-Usage: randomx_miner.py MODE PORT SECONDS THREADS [PROCESS-NAME]
+Usage: randomx_miner.py MODE PORT SECONDS THREADS DIR [PROCESS-NAME]
   MODE plain   a pool on 127.0.0.1:PORT
        tls     the same over TLS, to the address, with no SNI (XMRig's
                default; Python's ssl is OpenSSL 3.0, as XMRig's releases)
@@ -38,9 +38,10 @@ def send(f, obj):
 
 def main():
     mode, port, seconds, threads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-    if len(sys.argv) > 5:
+    mark = sys.argv[5] + "/first-hash"
+    if len(sys.argv) > 6:
         # Disguise: the thread name every tool shows (PR_SET_NAME = 15).
-        ctypes.CDLL(None).prctl(15, sys.argv[5].encode(), 0, 0, 0)
+        ctypes.CDLL(None).prctl(15, sys.argv[6].encode(), 0, 0, 0)
     f, blob = None, bytes(76)
     if mode != "offline":
         sock = socket.create_connection(("127.0.0.1", port))
@@ -70,8 +71,8 @@ def main():
             if n == 0 and t == 0:
                 # For the eval: when mining began (CLOCK_MONOTONIC, the
                 # tracer's clock), to time the verdict from.
-                with open("first-hash", "w") as mark:
-                    mark.write(str(time.monotonic_ns()))
+                with open(mark, "w") as out:
+                    out.write(str(time.monotonic_ns()))
             n += 1
             if out.raw[31] < 8:  # a share at this eval's difficulty
                 with lock:

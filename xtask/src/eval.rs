@@ -99,14 +99,23 @@ const CASES: &[Case] = &[
         label: "crypto_mining",
         ran: Ran::PoolShares,
         held_out: false,
-        argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool443}", "12", "2", "systemd-journal"],
+        argv: &[
+            "{py}",
+            "{eval}/randomx_miner.py",
+            "plain",
+            "{pool443}",
+            "12",
+            "2",
+            "{dir}",
+            "systemd-journal",
+        ],
     },
     Case {
         name: "randomx-offline-benchmark",
         label: "crypto_mining",
         ran: Ran::Exit,
         held_out: false,
-        argv: &["{py}", "{eval}/randomx_miner.py", "offline", "0", "12", "2", "nginx-worker"],
+        argv: &["{py}", "{eval}/randomx_miner.py", "offline", "0", "12", "2", "{dir}", "nginx-worker"],
     },
     Case {
         name: "numpy-training-safetensors",
@@ -210,14 +219,14 @@ const CASES: &[Case] = &[
         label: "crypto_mining",
         ran: Ran::PoolShares,
         held_out: true,
-        argv: &["{py}", "{eval}/randomx_miner.py", "tls", "{pooltls}", "12", "2", "kworker/u4:2"],
+        argv: &["{py}", "{eval}/randomx_miner.py", "tls", "{pooltls}", "12", "2", "{dir}", "kworker/u4:2"],
     },
     Case {
         name: "randomx-throttled-one-thread",
         label: "crypto_mining",
         ran: Ran::PoolShares,
         held_out: true,
-        argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool}", "12", "1", "backupd"],
+        argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool}", "12", "1", "{dir}", "backupd"],
     },
     // Benign look-alikes of the host-footprint evidence: a JIT (anonymous
     // executable memory, CPU-bound), floating-point number crunching, and a
@@ -761,10 +770,11 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     // Real miners (those that say when they hashed first): confident soon.
     let unsure: Vec<_> = rows
         .iter()
-        .filter(|(c, o)| c.label == "crypto_mining" && o.first_hash.is_some())
+        .filter(|(c, _)| c.label == "crypto_mining" && c.argv.iter().any(|a| a.ends_with("randomx_miner.py")))
         .filter_map(|(c, o)| match seconds(o.first_hash, o.confident_mining) {
             Some(s) if s <= TARGET_TIME_TO_VERDICT_S => None,
             Some(s) => Some(format!("{} ({s:.1} s)", c.name)),
+            None if o.first_hash.is_none() => Some(format!("{} (no first-hash: it never hashed)", c.name)),
             None => Some(format!("{} (never)", c.name)),
         })
         .collect();
