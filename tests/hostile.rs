@@ -444,6 +444,10 @@ fn a_renamed_miner_binary_is_known_by_its_code() {
     assert_eq!(e["sha256"], sha256_of(&exe));
     assert_eq!(e["size"], bytes.len());
     assert_eq!(e["miner_strings"].as_array().map(Vec::len), Some(4), "{e}");
+    // Its records from then on carry the hash: its exit, two seconds later.
+    let exits = of_kind(&records, "process.exit", pid);
+    assert_eq!(exits.len(), 1, "{exits:#?}");
+    assert_eq!(exits[0]["process"]["exe_sha256"], sha256_of(&exe), "{}", exits[0]);
     let verdict = records
         .iter()
         .filter(|r| r["kind"] == "classification")

@@ -201,6 +201,13 @@ fn native_fixtures_and_variants() -> Vec<Value> {
     renamed["file"]["renamed"] = json!(true);
     renamed["file"]["renamed_from"] = json!("/models/ckpt.partial");
     variants.push(renamed);
+    // A process whose executable has been read carries its hash.
+    for kind in ["process.exec", "network.connect", "process.executable"] {
+        let mut r = of(kind);
+        r["process"]["exe_sha256"] =
+            json!("4add4bb89d8ca0e3b1bd861130ddd7ae0fd9617a8055de0a38c8d2ca1ac95723");
+        variants.push(r);
+    }
     let mut changed = of("classification");
     changed["classification"]["previous"] = json!("ai_training");
     variants.push(changed);

@@ -490,6 +490,10 @@ impl Pipeline {
     fn emit_executables(&mut self, done: Vec<ExecutableDone>) -> Result<()> {
         for d in done {
             let Ok(e) = d.result else { continue };
+            // Every later record of the process carries the hash.
+            if let Some(p) = self.table.get_mut(d.tgid) {
+                p.exe_sha256.clone_from(&e.sha256);
+            }
             if !(d.first || e.suspicious()) {
                 continue;
             }
@@ -540,6 +544,8 @@ impl Pipeline {
             EventBody::Exec(exec) => {
                 let p = self.table.resolve(&h);
                 p.comm = h.comm.clone();
+                // A new image: its hash comes with its process.executable.
+                p.exe_sha256 = None;
                 p.exe = Some(if exec.filename.starts_with(b"/") {
                     exec.filename.clone()
                 } else {

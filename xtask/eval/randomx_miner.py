@@ -71,8 +71,8 @@ def main():
             if n == 0 and t == 0:
                 # For the eval: when mining began (CLOCK_MONOTONIC, the
                 # tracer's clock), to time the verdict from.
-                with open(mark, "w") as out:
-                    out.write(str(time.monotonic_ns()))
+                with open(mark, "w") as f_mark:
+                    f_mark.write(str(time.monotonic_ns()))
             n += 1
             if out.raw[31] < 8:  # a share at this eval's difficulty
                 with lock:

@@ -636,6 +636,15 @@ fn seconds(from: Option<u64>, to: Option<u64>) -> Option<f64> {
     }
 }
 
+/// Seconds from a real miner's first hash to a confident mining verdict; 0
+/// when the verdict came first (its login spoke before it hashed).
+fn to_confident(o: &Outcome) -> Option<f64> {
+    match (o.first_hash, o.confident_mining) {
+        (Some(hash), Some(verdict)) => Some(verdict.saturating_sub(hash) as f64 / 1e9),
+        _ => None,
+    }
+}
+
 /// Correct: the case ran as intended and its tree got its label.
 fn correct(case: &Case, o: &Outcome) -> bool {
     o.failed.is_none() && case.label == o.category
@@ -666,7 +675,7 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
             s(seconds(o.started, o.first_verdict)),
             s(seconds(o.first_mining_message, o.first_verdict)),
             match o.first_hash {
-                Some(_) => s(seconds(o.first_hash, o.confident_mining)).replace('-', "never"),
+                Some(_) => s(to_confident(o)).replace('-', "never"),
                 None => "-".into(),
             },
         )?;
@@ -771,7 +780,7 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     let unsure: Vec<_> = rows
         .iter()
         .filter(|(c, _)| c.label == "crypto_mining" && c.argv.iter().any(|a| a.ends_with("randomx_miner.py")))
-        .filter_map(|(c, o)| match seconds(o.first_hash, o.confident_mining) {
+        .filter_map(|(c, o)| match to_confident(o) {
             Some(s) if s <= TARGET_TIME_TO_VERDICT_S => None,
             Some(s) => Some(format!("{} ({s:.1} s)", c.name)),
             None if o.first_hash.is_none() => Some(format!("{} (no first-hash: it never hashed)", c.name)),

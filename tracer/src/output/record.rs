@@ -212,6 +212,9 @@ pub struct ProcessView {
     /// and is described from the kernel's records alone.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub hidden_from_proc: bool,
+    /// SHA-256 of the executable, once known (process.executable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
 }
 
 impl ProcessView {
@@ -250,6 +253,7 @@ impl ProcessView {
             ancestors: parents.iter().skip(1).map(|a| a.entity_id.clone()).collect(),
             escaped,
             hidden_from_proc: p.hidden_from_proc,
+            exe_sha256: p.exe_sha256.clone(),
         }
     }
 }

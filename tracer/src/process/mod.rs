@@ -38,6 +38,9 @@ pub struct Process {
     /// Exited; kept until the next activity report so late counters and
     /// events still find it.
     pub exited: bool,
+    /// SHA-256 of the executable, once the worker has read it (see
+    /// executable.rs); a fork inherits it, an exec clears it.
+    pub exe_sha256: Option<String>,
 }
 
 pub struct ProcessTable {
@@ -114,6 +117,7 @@ impl ProcessTable {
             sid: Some(e.sid),
             hidden_from_proc: false,
             exited: false,
+            exe_sha256: None,
         }
     }
 
@@ -149,6 +153,7 @@ impl ProcessTable {
                     sid: None,
                     hidden_from_proc: procfs::hidden(&self.proc_root, h.tgid),
                     exited: false,
+                    exe_sha256: None,
                 }
             });
             self.by_tgid.insert(h.tgid, p);
@@ -168,7 +173,7 @@ impl ProcessTable {
 
     /// A new process: it starts as a copy of its parent's image.
     pub fn fork(&mut self, parent: &Header, child_tgid: u32, child_start_ns: u64) -> &Process {
-        let (exe, argv, argv_truncated, cgroup, container_id, sid) = self
+        let (exe, argv, argv_truncated, cgroup, container_id, sid, exe_sha256) = self
             .by_tgid
             .get(&parent.tgid)
             .map(|p| {
@@ -179,6 +184,7 @@ impl ProcessTable {
                     p.cgroup.clone(),
                     p.container_id.clone(),
                     p.sid,
+                    p.exe_sha256.clone(),
                 )
             })
             .unwrap_or_default();
@@ -199,12 +205,18 @@ impl ProcessTable {
             sid,
             hidden_from_proc: false,
             exited: false,
+            exe_sha256,
         };
         self.by_tgid.insert(child_tgid, child);
         &self.by_tgid[&child_tgid]
     }
 
     /// The process with this tgid, read from /proc when not yet known.
+    /// A process already in the table, to change.
+    pub fn get_mut(&mut self, tgid: u32) -> Option<&mut Process> {
+        self.by_tgid.get_mut(&tgid)
+    }
+
     pub fn lookup(&mut self, tgid: u32) -> Option<&Process> {
         if !self.by_tgid.contains_key(&tgid) {
             let p = procfs::read(&self.proc_root, tgid).map(|e| self.process_of(e))?;

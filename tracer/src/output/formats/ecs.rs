@@ -188,6 +188,7 @@ fn process(out: &mut Map<String, Value>, p: &Value) {
     put(&mut m, "parent.entity_id", some_str(str_at(p, &["parent", "entity_id"])));
     put(&mut m, "parent.executable", some_str(str_at(p, &["parent", "exe"])));
     put(&mut m, "session_leader.pid", some_u64(u64_at(p, &["session"])));
+    put(&mut m, "hash.sha256", some_str(str_at(p, &["exe_sha256"])));
     put(out, "process", object(m));
     put(out, "container.id", some_str(str_at(p, &["container_id"])));
     extras(out, p, &strings_at(p, &["ancestors"]));

@@ -293,7 +293,11 @@ fn brief(p: &Value) -> Map<String, Value> {
     put(&mut m, "pid", some_u64(u64_at(p, &["pid"])));
     put(&mut m, "uid", some_str(str_at(p, &["entity_id"])));
     put(&mut m, "name", some_str(str_at(p, &["comm"])));
-    put(&mut m, "file", executable(str_at(p, &["exe"])));
+    let mut file = executable(str_at(p, &["exe"]));
+    if let (Some(Value::Object(f)), Some(hash)) = (file.as_mut(), str_at(p, &["exe_sha256"])) {
+        put(f, "hashes", Some(json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": hash}])));
+    }
+    put(&mut m, "file", file);
     m
 }
 
