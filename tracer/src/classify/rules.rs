@@ -189,6 +189,7 @@ mod tests {
                 "mining-protocol",
                 "miner-agent",
                 "p2p-node-fanout",
+                "chain-p2p-protocol",
                 "storage-fanout",
                 "msr-write",
                 "fpu-rounding-mode",

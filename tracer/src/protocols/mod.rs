@@ -8,6 +8,7 @@
 //! methods (`eth_submitLogin`, `eth_getWork`, `eth_submitWork`), RFC 8446 §4.1.2
 //! and RFC 6066 §3 for the ClientHello and server_name extension.
 
+pub mod chain;
 pub mod first_message;
 pub mod redact;
 pub mod tls;
@@ -31,10 +32,14 @@ pub struct Recognised {
     /// A TLS ClientHello's details and JA4.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<tls::ClientHello>,
+    /// The chain network a peer-to-peer protocol names (mainnet, testnet,
+    /// regtest, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<&'static str>,
 }
 
 fn unknown() -> Recognised {
-    Recognised { protocol: "unknown", detail: None, agent: None, mining: false, tls: None }
+    Recognised { protocol: "unknown", detail: None, agent: None, mining: false, tls: None, network: None }
 }
 
 const STRATUM_METHODS: &[&str] = &[
@@ -54,12 +59,18 @@ const XMRIG_METHODS: &[&str] = &["login", "submit", "keepalived", "getjob"];
 /// The whole length of a message whose header gives its payload's length:
 /// Bitcoin-family P2P (4-byte magic, a NUL-padded 12-byte ASCII command,
 /// a little-endian u32 payload length, a checksum) and Monero's levin
-/// (8-byte signature, a little-endian u64 body length, 33-byte header).
+/// (8-byte signature, a little-endian u64 body length, 33-byte header), and
+/// Handshake's (4-byte magic, a command byte, a little-endian u32 length).
 pub fn length_prefixed(b: &[u8]) -> Option<u64> {
     const LEVIN: [u8; 8] = [0x01, 0x21, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
     if b.starts_with(&LEVIN) && b.len() >= 16 {
         let body = u64::from_le_bytes(b[8..16].try_into().ok()?);
         return Some(33u64.saturating_add(body));
+    }
+    if let (Some(m), Some(len)) = (b.get(..4), b.get(5..9))
+        && chain::HSD_MAGICS.iter().any(|(magic, _)| magic == m)
+    {
+        return Some(9 + u64::from(u32::from_le_bytes([len[0], len[1], len[2], len[3]])));
     }
     let command = b.get(4..16)?;
     let name_len = command.iter().position(|&c| c == 0).unwrap_or(12);
@@ -80,6 +91,18 @@ pub fn recognise(payload: &[u8]) -> Recognised {
     if payload.first() == Some(&0x16) {
         return tls(payload).unwrap_or_else(unknown);
     }
+    if let Some(c) =
+        chain::levin(payload).or_else(|| chain::bitcoin(payload)).or_else(|| chain::handshake(payload))
+    {
+        return Recognised {
+            protocol: c.protocol,
+            detail: Some(c.command),
+            agent: c.agent,
+            mining: false,
+            tls: None,
+            network: c.network,
+        };
+    }
     let trimmed = payload.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &payload[i..]);
     if trimmed.first() == Some(&b'{') {
         return json_rpc(trimmed);
@@ -97,7 +120,14 @@ fn json_rpc(b: &[u8]) -> Recognised {
         None => scan_method(line),
     };
     let Some(method) = method else {
-        return Recognised { protocol: "json-rpc", detail: None, agent: None, mining: false, tls: None };
+        return Recognised {
+            protocol: "json-rpc",
+            detail: None,
+            agent: None,
+            mining: false,
+            tls: None,
+            network: None,
+        };
     };
     let params = parsed.as_ref().and_then(|v| v.get("params"));
     let (protocol, mining, agent) = if STRATUM_METHODS.contains(&method.as_str()) {
@@ -126,7 +156,7 @@ fn json_rpc(b: &[u8]) -> Recognised {
     } else {
         ("json-rpc", false, None)
     };
-    Recognised { protocol, detail: Some(cap(&method)), agent, mining, tls: None }
+    Recognised { protocol, detail: Some(cap(&method)), agent, mining, tls: None, network: None }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -168,6 +198,7 @@ fn http(b: &[u8]) -> Option<Recognised> {
         agent: header("user-agent"),
         mining: false,
         tls: None,
+        network: None,
     })
 }
 
@@ -180,6 +211,7 @@ fn tls(b: &[u8]) -> Option<Recognised> {
         agent: None,
         mining: false,
         tls: Some(hello),
+        network: None,
     })
 }
 
