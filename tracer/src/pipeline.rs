@@ -140,9 +140,9 @@ pub struct Pipeline {
     names: NameCache,
     reports: u64,
     pub classifier: Option<Classifier>,
-    /// Busy processes whose memory map was read: when, and how many ML
-    /// runtimes it showed.
-    libraries_checked: HashMap<u32, (Instant, usize)>,
+    /// Busy processes whose memory map was read, and how many ML runtimes
+    /// it showed last.
+    libraries_checked: HashMap<u32, usize>,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -345,7 +345,7 @@ impl Pipeline {
                 self.stats.unattributed_activity += 1;
                 continue;
             };
-            if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_slice() == process.comm.as_bytes()) {
+            if !self.wants_comm(process.comm.as_bytes()) {
                 self.stats.filtered_out += 1;
                 continue;
             }
@@ -378,10 +378,7 @@ impl Pipeline {
             // reported when something new shows, the footprint each time.
             if busy {
                 let found = crate::process::maps::scan(tgid);
-                let before = self
-                    .libraries_checked
-                    .insert(tgid, (Instant::now(), found.ml_libraries.len()))
-                    .map_or(0, |(_, n)| n);
+                let before = self.libraries_checked.insert(tgid, found.ml_libraries.len()).unwrap_or(0);
                 if found.ml_libraries.len() > before {
                     activity.ml_libraries = found.ml_libraries;
                 }
@@ -503,7 +500,7 @@ impl Pipeline {
                 continue;
             }
             let Some(process) = self.view_of_tgid(d.tgid) else { continue };
-            if !self.comms.is_empty() && !self.comms.iter().any(|c| c.as_slice() == process.comm.as_bytes()) {
+            if !self.wants_comm(process.comm.as_bytes()) {
                 self.stats.filtered_out += 1;
                 continue;
             }
@@ -531,6 +528,11 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Whether `--comm` (none given: everything) keeps a thread of this name.
+    fn wants_comm(&self, comm: &[u8]) -> bool {
+        self.comms.is_empty() || self.comms.iter().any(|c| c.as_slice() == comm)
+    }
+
     /// Handles one raw ring-buffer record.
     pub fn handle(&mut self, bytes: &[u8], kernel: &mut Kernel) -> Result<()> {
         self.stats.events_read += 1;
@@ -539,7 +541,7 @@ impl Pipeline {
             return Ok(());
         };
         *self.stats.by_kind.entry(h.kind.name()).or_default() += 1;
-        let wanted = self.comms.is_empty() || self.comms.contains(&h.comm);
+        let wanted = self.wants_comm(&h.comm);
         match body {
             EventBody::Exec(exec) => {
                 let p = self.table.resolve(&h);

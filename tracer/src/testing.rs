@@ -16,6 +16,12 @@ pub fn random_inputs(mut seed: u64, max_len: u64, count: usize) -> impl Iterator
     })
 }
 
+/// A committed real first message (tests/fixtures/first_bytes/).
+pub fn first_bytes_fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// Says that a test could not test what it names on this host, and why.
 /// cargo has no way to report a skip, so `cargo xtask test` collects these
 /// (from the file named by `TRACER_TEST_SKIPS`) and counts the test as

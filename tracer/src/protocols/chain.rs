@@ -121,14 +121,9 @@ pub fn handshake(b: &[u8]) -> Option<Chain> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     #[test]
     fn a_real_monerod_handshake() {
-        let b = fixture("monerod-0.18-regtest-handshake.bin");
+        let b = crate::testing::first_bytes_fixture("monerod-0.18-regtest-handshake.bin");
         let c = levin(&b).expect("levin");
         assert_eq!(
             (c.protocol, c.command.as_str(), c.network),
@@ -140,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_real_hsd_version() {
-        let b = fixture("hsd-8.0.0-regtest-version.bin");
+        let b = crate::testing::first_bytes_fixture("hsd-8.0.0-regtest-version.bin");
         let c = handshake(&b).expect("hsd");
         assert_eq!(
             (c.protocol, c.command.as_str(), c.network),
@@ -177,7 +172,7 @@ mod tests {
     #[test]
     fn cut_and_hostile_input() {
         for name in ["monerod-0.18-regtest-handshake.bin", "hsd-8.0.0-regtest-version.bin"] {
-            let b = fixture(name);
+            let b = crate::testing::first_bytes_fixture(name);
             for n in 0..b.len() {
                 let _ = (levin(&b[..n]), bitcoin(&b[..n]), handshake(&b[..n]));
             }

@@ -301,16 +301,11 @@ mod tests {
         }
     }
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     /// A real XMRig login (571 bytes): whole, and cut where the old
     /// 255-byte capture cut it.
     #[test]
     fn real_xmrig_login_whole_and_cut() {
-        let login = fixture("xmrig-6.18.1-login.txt");
+        let login = crate::testing::first_bytes_fixture("xmrig-6.18.1-login.txt");
         let agent = Some("XMRig/6.18.1 (Linux x86_64) libuv/1.44.1 gcc/5.4.0");
         let r = recognise(&login);
         assert_eq!((r.protocol, r.mining, r.agent.as_deref()), ("xmrig-stratum", true, agent));
@@ -325,11 +320,11 @@ mod tests {
 
     #[test]
     fn real_client_hellos_are_tls_with_ja4() {
-        let r = recognise(&fixture("python-ssl-to-ip.bin"));
+        let r = recognise(&crate::testing::first_bytes_fixture("python-ssl-to-ip.bin"));
         assert_eq!((r.protocol, r.detail.as_deref()), ("tls", None));
         let hello = r.tls.expect("parsed");
         assert!(hello.ja4.starts_with("t13i"), "{}", hello.ja4);
-        let r = recognise(&fixture("curl-https-localhost.bin"));
+        let r = recognise(&crate::testing::first_bytes_fixture("curl-https-localhost.bin"));
         assert_eq!(r.detail.as_deref(), Some("localhost"));
     }
 

@@ -231,18 +231,12 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    /// Real ClientHellos captured on this platform (see
-    /// tests/fixtures/first_bytes/README.md for how).
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     #[test]
     fn openssl_default_hello_without_sni_matches_the_published_ja4() {
         // The reference computed this JA4 from the same client (OpenSSL 3.0
         // defaults, no SNI): XMRig's TLS as released.
-        let h = parse(&fixture("openssl-s_client-noservername.bin")).expect("a hello");
+        let h = parse(&crate::testing::first_bytes_fixture("openssl-s_client-noservername.bin"))
+            .expect("a hello");
         assert_eq!(h.ja4, "t13i310900_e8f1e7e78f70_1f22a2ca17c4");
         assert_eq!((h.version, h.sni.as_deref(), h.alpn.len(), h.cut), ("1.3", None, 0, false));
         assert_eq!(h.ciphers.len(), 31);
@@ -251,7 +245,7 @@ mod tests {
 
     #[test]
     fn curl_hello_has_sni_and_alpn() {
-        let h = parse(&fixture("curl-https-localhost.bin")).expect("a hello");
+        let h = parse(&crate::testing::first_bytes_fixture("curl-https-localhost.bin")).expect("a hello");
         assert_eq!(h.sni.as_deref(), Some("localhost"));
         assert_eq!(h.alpn.first().map(String::as_str), Some("h2"));
         assert!(h.ja4.starts_with("t13d"), "{}", h.ja4);
@@ -260,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_cut_hello_keeps_what_came_before_the_cut() {
-        let full = fixture("openssl-s_client-noservername.bin");
+        let full = crate::testing::first_bytes_fixture("openssl-s_client-noservername.bin");
         let h = parse(&full[..150]).expect("the ciphers fit in 150 bytes");
         assert!(h.cut);
         assert_eq!(h.ciphers.len(), 31);
