@@ -48,7 +48,7 @@ fn tcp_connect_over_ipv4_is_reported_once_with_the_child() {
     assert_eq!(r["connect"]["family"], "inet");
     assert_eq!(r["connect"]["address"], "127.0.0.1");
     assert_eq!(r["connect"]["result"], "ok");
-    assert_eq!(r["connect"]["source"], "syscall");
+    assert_eq!(r["connect"]["source"], "socket");
     assert_eq!(r["connect"]["protocol"], "tcp");
     assert_eq!(r["connect"]["socket_type"], "stream");
     assert_eq!(r["process"]["exe"], "/usr/bin/bash", "{r}");
@@ -153,43 +153,89 @@ fn process_started_before_the_tracer_is_attributed() {
 
 /// io_uring's IORING_OP_CONNECT never enters connect(2); the TCP state
 /// change still shows it.
+/// io_uring's connect, send and sendmsg never pass through the syscall
+/// hooks: a program that does its networking through it must leave the
+/// same connect, first-bytes and DNS records as one that uses syscalls.
 #[test]
-fn connect_through_io_uring_is_reported() {
+fn connect_first_bytes_and_dns_through_io_uring_are_reported() {
+    const LOGIN: &[u8] = b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{\"login\":\"4A\",\"pass\":\"x\",\"agent\":\"XMRig/6.18.1\"}}\n";
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let responder = support::dns_responder([127, 0, 0, 154]);
+    let query = support::dns_query("pool.uring.test");
     let tracer = Tracer::start(&[]);
 
-    // SAFETY: plain socket and io_uring calls on fds this test owns.
-    let result = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([127, 0, 0, 1]) },
-            sin_zero: [0; 8],
-        };
-        let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
-        let op = io_uring::opcode::Connect::new(
-            io_uring::types::Fd(fd),
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        )
-        .build();
-        ring.submission().push(&op).unwrap();
-        ring.submit_and_wait(1).unwrap();
-        let res = ring.completion().next().unwrap().result();
-        libc::close(fd);
-        res
+    let sockaddr = |addr: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(addr) },
+        sin_zero: [0; 8],
     };
-    assert_eq!(result, 0, "io_uring connect failed: {}", std::io::Error::from_raw_os_error(-result));
+    let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
+    let mut run = |op: io_uring::squeue::Entry| -> i32 {
+        // SAFETY: every buffer an entry points at outlives its completion.
+        unsafe { ring.submission().push(&op).unwrap() };
+        ring.submit_and_wait(1).unwrap();
+        ring.completion().next().unwrap().result()
+    };
+    // SAFETY: plain socket calls on fds this test owns.
+    let (tcp, udp) = unsafe {
+        (libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0), libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0))
+    };
+    assert!(tcp >= 0 && udp >= 0);
+    let pool = sockaddr([127, 0, 0, 1], port);
+    let len = size_of::<libc::sockaddr_in>() as u32;
+    let connected =
+        run(io_uring::opcode::Connect::new(io_uring::types::Fd(tcp), (&raw const pool).cast(), len).build());
+    assert_eq!(connected, 0, "io_uring connect: {}", std::io::Error::from_raw_os_error(-connected));
+    let sent = run(
+        io_uring::opcode::Send::new(io_uring::types::Fd(tcp), LOGIN.as_ptr(), LOGIN.len() as u32).build()
+    );
+    assert_eq!(sent, LOGIN.len() as i32);
+    // An unconnected UDP socket's query, with the server's address in the
+    // message (sendmsg), as resolvers that ask several servers send.
+    let server = sockaddr([127, 0, 0, 154], 53);
+    let mut iov = libc::iovec { iov_base: query.as_ptr() as *mut _, iov_len: query.len() };
+    // SAFETY: a zeroed msghdr is valid; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw const server) as *mut _;
+    msg.msg_namelen = len;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    let asked = run(io_uring::opcode::SendMsg::new(io_uring::types::Fd(udp), &raw const msg).build());
+    assert_eq!(asked, query.len() as i32);
+    let mut answer = [0u8; 512];
+    let got = run(io_uring::opcode::Recv::new(io_uring::types::Fd(udp), answer.as_mut_ptr(), 512).build());
+    assert!(got > 28, "no DNS answer: {got}");
+    responder.join().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: fds this test owns.
+    unsafe {
+        libc::close(tcp);
+        libc::close(udp);
+    }
     let records = tracer.stop();
 
-    let connects = connects_to(&records, std::process::id(), port);
+    let me = std::process::id();
+    let connects = connects_to(&records, me, port);
     assert_eq!(connects.len(), 1, "{connects:#?}");
-    assert_eq!(connects[0]["connect"]["source"], "sock_state");
+    assert_eq!(connects[0]["connect"]["source"], "socket");
+    assert_eq!(connects[0]["connect"]["result"], "ok");
     assert_eq!(connects[0]["connect"]["protocol"], "tcp");
     assert_eq!(connects[0]["connect"]["address"], "127.0.0.1");
+    let first: Vec<_> = of_kind(&records, "network.first_bytes", me)
+        .into_iter()
+        .filter(|r| r["first_bytes"]["port"] == port)
+        .collect();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0]["first_bytes"]["protocol"], "xmrig-stratum", "{}", first[0]);
+    assert_eq!(first[0]["first_bytes"]["bytes"], LOGIN.len());
+    let dns: Vec<_> = of_kind(&records, "network.dns", me)
+        .into_iter()
+        .filter(|r| r["dns"]["server"] == "127.0.0.154")
+        .map(|r| (r["dns"]["direction"].as_str().unwrap(), r["dns"]["questions"][0]["name"].clone()))
+        .collect();
+    assert_eq!(dns, [("query", "pool.uring.test".into()), ("response", "pool.uring.test".into())], "{dns:?}");
 }
 
 /// A consumer that stalls (SIGSTOP) while a traced process bursts: the kernel
@@ -236,7 +282,8 @@ fn unix_socket_connect_is_reported_with_its_path() {
     let path = dir.join("unix.sock");
     let _ = std::fs::remove_file(&path);
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let tracer = Tracer::start(&[]);
+    // Unix sockets pass no inet socket hook: their connects need --syscalls.
+    let tracer = Tracer::start(&["--syscalls"]);
     let _stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
     let records = tracer.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -484,7 +531,8 @@ fn watched_file_opens_are_reported() {
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("model.safetensors");
     let other = dir.join("notes.txt");
-    let tracer = Tracer::start(&[]);
+    // Exact open watching is a syscall hook, attached with --syscalls.
+    let tracer = Tracer::start(&["--syscalls"]);
     let script =
         format!("echo w > {m}; cat {m} > /dev/null; echo x > {o}", m = model.display(), o = other.display());
     let mut child = bash(&script).spawn().unwrap();
@@ -519,7 +567,7 @@ fn a_rename_into_place_names_the_old_and_new_path() {
     std::fs::create_dir_all(&deep).unwrap();
     let long_tmp = deep.join("p".repeat(100));
     std::fs::write(&long_tmp, b"w").unwrap();
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--syscalls"]);
     let mut child = Command::new("mv").arg(&tmp).arg(&saved).spawn().unwrap();
     assert!(child.wait().unwrap().success());
     let mut long = Command::new("mv").arg(&long_tmp).arg(dir.join("long.safetensors")).spawn().unwrap();

@@ -116,6 +116,13 @@ pub mod counter {
     /// skips a kprobe program when another BPF program or a BPF map syscall
     /// holds the CPU), and its bytes are not counted.
     pub const SOCK_RETURNS_MISSED: u32 = 26;
+    /// A packet of a connection's first message that did not follow the
+    /// bytes before it (a lost segment's hole, or data before the
+    /// handshake): the message ends there.
+    pub const FIRST_BYTES_OUT_OF_ORDER: u32 = 27;
+    /// A packet the socket-layer programs could not parse (an IP option or
+    /// extension header they do not follow, a header cut short).
+    pub const PACKETS_UNPARSED: u32 = 28;
     /// `COUNTERS[TABLE_INSERTED_BASE + table]`: keys the programs added to
     /// that table (see [`super::table`]).
     pub const TABLE_INSERTED_BASE: u32 = 32;
@@ -140,7 +147,8 @@ pub mod table {
     pub const DNS_RECV: u32 = 8;
     pub const DNS_SOCKETS: u32 = 9;
     pub const FRESH_SOCKETS: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const SOCKETS: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// Map names in the object, by table number.
     pub const MAPS: [&str; COUNT as usize] = [
         "PROC_STATS",
@@ -154,6 +162,7 @@ pub mod table {
         "DNS_RECV",
         "DNS_SOCKETS",
         "FRESH_SOCKETS",
+        "SOCKETS",
     ];
     /// Their names in health (`kernel_tables`, `kernel_evictions`).
     pub const NAMES: [&str; COUNT as usize] = [
@@ -168,6 +177,7 @@ pub mod table {
         "dns_recv",
         "dns_sockets",
         "fresh_sockets",
+        "sockets",
     ];
 }
 
@@ -186,6 +196,10 @@ pub mod connect_source {
     /// `sock:inet_sock_set_state` CLOSE -> SYN_SENT outside `connect(2)`
     /// (io_uring, kernel callers). The handshake has started; no result yet.
     pub const SOCK_STATE: u8 = 2;
+    /// The cgroup `connect4`/`connect6` hooks, in the caller's context, for
+    /// `connect(2)` and io_uring alike; a TCP connect is reported when its
+    /// handshake ends (`inet_sock_set_state`), with the result.
+    pub const SOCKET: u8 = 3;
 }
 
 /// Common prefix of every record. 64 bytes.
@@ -317,6 +331,9 @@ pub struct KernelOffsets {
     /// NO_OFFSET and fpu_mxcsr is fpu.state.xsave.i387.mxcsr.
     pub fpu_fpstate: u32,
     pub fpu_mxcsr: u32,
+    /// sock.sk_err: why a connection failed (ECONNREFUSED, ETIMEDOUT).
+    pub sk_err: u32,
+    pub _pad: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -351,6 +368,8 @@ impl KernelOffsets {
         task_start_time: NO_OFFSET,
         fpu_fpstate: NO_OFFSET,
         fpu_mxcsr: NO_OFFSET,
+        sk_err: NO_OFFSET,
+        _pad: 0,
     };
 }
 
@@ -376,7 +395,8 @@ pub struct TracepointOffsets {
     pub sock_sport: u32,
     pub sock_saddr: u32,
     pub sock_saddr_v6: u32,
-    pub _pad0: u32,
+    /// `inet_sock_set_state.skaddr`: the `struct sock` changing state.
+    pub sock_skaddr: u32,
     pub ioctl_fd: u32,
     pub ioctl_cmd: u32,
     pub ioctl_arg: u32,
@@ -402,7 +422,10 @@ pub mod control {
     /// Some GPU device is registered in GPU_DEVICES: without any, ioctls
     /// return before walking the fd. Set when a driver appears after start.
     pub const GPU_DEVICES: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// The cgroup socket hooks are attached: they report inet connects, so
+    /// connect(2)'s programs keep to unix sockets.
+    pub const SOCKET_HOOKS: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 pub mod config_flags {
@@ -459,7 +482,7 @@ impl Config {
             sock_sport: NO_OFFSET,
             sock_saddr: NO_OFFSET,
             sock_saddr_v6: NO_OFFSET,
-            _pad0: 0,
+            sock_skaddr: NO_OFFSET,
             ioctl_fd: NO_OFFSET,
             ioctl_cmd: NO_OFFSET,
             ioctl_arg: NO_OFFSET,
@@ -535,6 +558,9 @@ pub struct FirstBytesEvent<const N: usize = FIRST_BYTES> {
     /// 1 when the kernel gathers no more sends for this connection.
     pub last: u32,
     pub _pad: u32,
+    /// The connection, while it lives (the socket cookie; 0 from the
+    /// syscall hooks, which key by fd).
+    pub conn: u64,
     pub payload: [u8; N],
 }
 

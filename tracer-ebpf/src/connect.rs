@@ -1,6 +1,9 @@
-//! Socket connects: `connect(2)` through its enter/exit tracepoints, and TCP
-//! connects that never pass through `connect(2)` (io_uring, in-kernel callers)
-//! through `sock:inet_sock_set_state`. Each connection is reported once.
+//! Socket connects where the cgroup connect hooks (`sockets.rs`) cannot
+//! serve: `connect(2)` through its enter/exit tracepoints (with
+//! `--syscalls`, or where those hooks do not attach), and TCP connects that
+//! pass through neither (in-kernel callers) through
+//! `sock:inet_sock_set_state`, which also ends the handshakes `sockets.rs`
+//! waits on. Each connection is reported once.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -13,7 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
-    common::{config, count, fill_header, read_user_bounded, reserve, should_trace},
+    common::{config, control, count, fill_header, read_user_bounded, reserve, should_trace},
     files::socket_kind,
     process::read_tp,
 };
@@ -22,6 +25,7 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// include/net/tcp_states.h
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
@@ -73,6 +77,9 @@ fn try_enter_connect(ctx: &TracePointContext) {
     }
     let family = u16::from_ne_bytes([args.addr[0], args.addr[1]]);
     if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
+        return;
+    }
+    if family != AF_UNIX && control(tracer_common::control::SOCKET_HOOKS) {
         return;
     }
     args.addrlen = len as u32;
@@ -156,7 +163,19 @@ fn try_sock_state(ctx: &TracePointContext) {
         report_listen(ctx, tp);
         return;
     }
+    let sk: u64 = read_tp(ctx, tp.sock_skaddr).unwrap_or(0);
+    if old == TCP_SYN_SENT {
+        crate::sockets::on_state(sk, new == TCP_ESTABLISHED, new == TCP_CLOSE);
+        return;
+    }
     if old != TCP_CLOSE || new != TCP_SYN_SENT {
+        if new == TCP_CLOSE {
+            crate::sockets::on_state(sk, false, true);
+        }
+        return;
+    }
+    // Reported by the connect hooks, with its outcome to come.
+    if crate::sockets::is_tracked(sk) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -25,6 +25,8 @@ mod ledger;
 mod payload;
 #[cfg(target_arch = "bpf")]
 mod process;
+#[cfg(target_arch = "bpf")]
+mod sockets;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -14,7 +14,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Endpoint, EventKind, FIRST_BYTES, FIRST_BYTES_MAX, FIRST_BYTES_SENDS, FirstBytesEvent, counter, table,
+    Endpoint, EventHeader, EventKind, FIRST_BYTES, FIRST_BYTES_MAX, FIRST_BYTES_SENDS, FirstBytesEvent,
+    counter, table,
 };
 
 use crate::{
@@ -30,6 +31,140 @@ const TEXT: u8 = 1;
 /// A TLS record: ends after its length.
 const TLS: u8 = 2;
 
+/// How far a connection's first message has come. The syscall hooks keep it
+/// per (process, fd), the packet hooks (`sockets.rs`) per socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Progress {
+    /// Bytes sent so far.
+    pub sent: u32,
+    /// For TLS: the bytes the first record takes, header included.
+    pub want: u32,
+    pub sends: u16,
+    pub mode: u8,
+    pub _pad: u8,
+}
+
+/// What one send's copy showed.
+struct Copied {
+    captured: u32,
+    first: u8,
+    last: u8,
+    /// For a TLS record header at the start: its length field.
+    record_len: u32,
+}
+
+const LIMIT: u64 = (FIRST_BYTES_MAX - 1) as u64;
+
+impl Progress {
+    pub const NEW: Self = Self { sent: 0, want: 0, sends: 0, mode: BINARY, _pad: 0 };
+
+    /// Bytes of a send of `len` that fit in what is left of the limit.
+    #[inline(always)]
+    fn take(&self, len: u64) -> u64 {
+        len.min(LIMIT - (self.sent as u64).min(LIMIT))
+    }
+
+    /// Whether the message is whole, or the limits reached, with this send.
+    #[inline(always)]
+    fn done(&self, len: u64, c: &Copied) -> bool {
+        let total = self.sent as u64 + len;
+        if c.captured == 0 || self.sends as u32 + 1 >= FIRST_BYTES_SENDS || total >= LIMIT {
+            return true;
+        }
+        if self.sends == 0 {
+            if c.first == 0x16 {
+                return c.captured >= 5 && total >= 5 + c.record_len as u64;
+            }
+            let text = c.first == b'{' || c.first.is_ascii_uppercase();
+            return text && c.last == b'\n';
+        }
+        match self.mode {
+            TEXT => c.last == b'\n',
+            TLS => total >= self.want as u64,
+            _ => false,
+        }
+    }
+
+    /// The progress after a send that left the message unfinished.
+    #[inline(always)]
+    fn after(&self, len: u64, c: &Copied) -> Self {
+        let mut next = *self;
+        next.sent = (self.sent as u64 + len).min(u32::MAX as u64) as u32;
+        next.sends = self.sends + 1;
+        if self.sends == 0 {
+            next.mode = if c.first == 0x16 {
+                TLS
+            } else if c.first == b'{' || c.first.is_ascii_uppercase() {
+                TEXT
+            } else {
+                BINARY
+            };
+            next.want = 5 + c.record_len;
+        }
+        next
+    }
+}
+
+/// Where one send's record gets its header and its bytes: the sending
+/// task and its buffer (syscall hooks), or the socket's owner and the
+/// packet (socket hooks).
+pub trait Source {
+    fn header(&self, header: &mut EventHeader);
+    /// Copies `take` (< N) bytes into `dst`; returns how many it copied.
+    fn copy<const N: usize>(&self, dst: &mut [u8; N], take: u64) -> u32;
+}
+
+/// A send's record: which connection, and the send's length.
+pub struct Send<'a> {
+    pub peer: &'a Endpoint,
+    pub fd: i32,
+    pub conn: u64,
+    pub len: u64,
+}
+
+/// Reports one send of a first message; returns the progress after it, or
+/// `None` when the kernel stops gathering (the message is whole, a limit
+/// is reached, or the record was lost to a full ring: the message has a
+/// hole, and the drop is counted).
+#[inline(always)]
+pub fn gather<S: Source>(src: &S, progress: &Progress, send: &Send) -> Option<Progress> {
+    let take = progress.take(send.len);
+    let copied = if take < FIRST_BYTES as u64 {
+        report::<FIRST_BYTES, S>(src, progress, send, take)
+    } else {
+        report::<FIRST_BYTES_MAX, S>(src, progress, send, take)
+    }?;
+    (!progress.done(send.len, &copied)).then(|| progress.after(send.len, &copied))
+}
+
+/// Reports one send, copying `take` of its bytes into a record with an
+/// N-byte payload; the record says whether the kernel stops gathering.
+#[inline(always)]
+fn report<const N: usize, S: Source>(src: &S, progress: &Progress, send: &Send, take: u64) -> Option<Copied> {
+    let mut entry = reserve::<FirstBytesEvent<N>>(EventKind::FirstBytes)?;
+    // SAFETY: reservation sized for FirstBytesEvent<N>; every field written.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    src.header(&mut event.header);
+    event.peer = *send.peer;
+    event.fd = send.fd;
+    event.len = send.len.min(u32::MAX as u64) as u32;
+    event.offset = progress.sent;
+    event._pad = 0;
+    event.conn = send.conn;
+    let captured = src.copy(&mut event.payload, take) as usize;
+    let copied = Copied {
+        captured: captured as u32,
+        first: event.payload[0],
+        last: event.payload[captured.wrapping_sub(1) & (N - 1)],
+        record_len: u16::from_be_bytes([event.payload[3], event.payload[4]]) as u32,
+    };
+    event.captured = copied.captured;
+    event.last = progress.done(send.len, &copied) as u32;
+    entry.submit(0);
+    Some(copied)
+}
+
 /// A connected socket whose first message is not yet whole: its peer, the
 /// `struct sock` the fd held at connect time (0 when the kernel's offsets
 /// are unknown), and how far the message has come.
@@ -38,13 +173,7 @@ const TLS: u8 = 2;
 struct Fresh {
     peer: Endpoint,
     sk: u64,
-    /// Bytes sent so far.
-    sent: u32,
-    /// For TLS: the bytes the first record takes, header included.
-    want: u32,
-    sends: u16,
-    mode: u8,
-    _pad: [u8; 5],
+    progress: Progress,
 }
 
 /// (tgid << 32 | fd) -> the fresh socket.
@@ -60,60 +189,23 @@ fn key(fd: u64) -> u64 {
 /// progress (the socket's filter was applied at enter).
 #[inline(always)]
 pub fn mark_fresh(fd: u64, peer: &Endpoint) {
-    let fresh = Fresh {
-        peer: *peer,
-        sk: sock_of_fd(fd).unwrap_or(0),
-        sent: 0,
-        want: 0,
-        sends: 0,
-        mode: BINARY,
-        _pad: [0; 5],
-    };
+    let fresh = Fresh { peer: *peer, sk: sock_of_fd(fd).unwrap_or(0), progress: Progress::NEW };
     upsert!(FRESH_SOCKETS, table::FRESH_SOCKETS, &key(fd), &fresh);
 }
 
-/// What one send's copy showed: bytes copied, the first and the last.
-struct Copied {
-    captured: u32,
-    first: u8,
-    last: u8,
-    /// For a TLS record header at the start: its length field.
-    record_len: u32,
-}
+/// A send(2) from the calling task's buffer.
+struct UserBuffer(u64);
 
-/// Reports one send of `len` bytes at `buf`, copying `take` of them, in a
-/// record with an N-byte payload. `done` decides, from the copy, whether
-/// the kernel stops gathering; the record says so.
-#[inline(always)]
-fn report<const N: usize>(
-    fresh: &Fresh,
-    fd: u64,
-    buf: u64,
-    len: u64,
-    take: u64,
-    mut done: impl FnMut(&Copied) -> bool,
-) -> Option<bool> {
-    let mut entry = reserve::<FirstBytesEvent<N>>(EventKind::FirstBytes)?;
-    // SAFETY: reservation sized for FirstBytesEvent<N>; every field written.
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut event.header, EventKind::FirstBytes);
-    event.peer = fresh.peer;
-    event.fd = fd as i32;
-    event.len = len.min(u32::MAX as u64) as u32;
-    event.offset = fresh.sent;
-    event._pad = 0;
-    let captured = read_user_bounded(&mut event.payload, buf, take).unwrap_or(0) as usize;
-    let copied = Copied {
-        captured: captured as u32,
-        first: event.payload[0],
-        last: event.payload[captured.wrapping_sub(1) & (N - 1)],
-        record_len: u16::from_be_bytes([event.payload[3], event.payload[4]]) as u32,
-    };
-    event.captured = copied.captured;
-    let done = done(&copied);
-    event.last = done as u32;
-    entry.submit(0);
-    Some(done)
+impl Source for UserBuffer {
+    #[inline(always)]
+    fn header(&self, header: &mut EventHeader) {
+        fill_header(header, EventKind::FirstBytes);
+    }
+
+    #[inline(always)]
+    fn copy<const N: usize>(&self, dst: &mut [u8; N], take: u64) -> u32 {
+        read_user_bounded(dst, self.0, take).unwrap_or(0) as u32
+    }
 }
 
 /// If `fd` is fresh: report this send of `len` bytes at `buf`, and stop
@@ -133,64 +225,11 @@ fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
         count(counter::FIRST_BYTES_STALE);
         return None;
     }
-    let limit = (FIRST_BYTES_MAX - 1) as u64;
-    let sent = (fresh.sent as u64).min(limit);
-    let take = len.min(limit - sent);
-    let total = sent + len;
-    let sends = fresh.sends as u32 + 1;
-    let at_start = fresh.sends == 0;
-    let (mode, want) = (fresh.mode, fresh.want as u64);
-    let done = |c: &Copied| -> bool {
-        if c.captured == 0 || sends >= FIRST_BYTES_SENDS || total >= limit {
-            return true;
-        }
-        if at_start {
-            if c.first == 0x16 {
-                return c.captured >= 5 && total >= 5 + c.record_len as u64;
-            }
-            let text = c.first == b'{' || c.first.is_ascii_uppercase();
-            return text && c.last == b'\n';
-        }
-        match mode {
-            TEXT => c.last == b'\n',
-            TLS => total >= want,
-            _ => false,
-        }
-    };
-    let (done, first, record_len) = if take < FIRST_BYTES as u64 {
-        let mut seen = (0u8, 0u32);
-        let d = report::<FIRST_BYTES>(&fresh, fd, buf, len, take, |c| {
-            seen = (c.first, c.record_len);
-            done(c)
-        });
-        (d, seen.0, seen.1)
-    } else {
-        let mut seen = (0u8, 0u32);
-        let d = report::<FIRST_BYTES_MAX>(&fresh, fd, buf, len, take, |c| {
-            seen = (c.first, c.record_len);
-            done(c)
-        });
-        (d, seen.0, seen.1)
-    };
-    // A lost record (ring full) ends the gathering too: the message has a
-    // hole, and the drop is counted.
-    if done.unwrap_or(true) {
-        remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k);
-        return Some(());
-    }
-    // SAFETY: the slot of an LRU element this program looked up.
-    let next = unsafe { &mut *slot };
-    next.sent = total.min(u32::MAX as u64) as u32;
-    next.sends = sends as u16;
-    if at_start {
-        next.mode = if first == 0x16 {
-            TLS
-        } else if first == b'{' || first.is_ascii_uppercase() {
-            TEXT
-        } else {
-            BINARY
-        };
-        next.want = 5 + record_len;
+    let send = Send { peer: &fresh.peer, fd: fd as i32, conn: 0, len };
+    match gather(&UserBuffer(buf), &fresh.progress, &send) {
+        // SAFETY: the slot of an LRU element this program looked up.
+        Some(next) => unsafe { (*slot).progress = next },
+        None => remove_counted!(FRESH_SOCKETS, table::FRESH_SOCKETS, &k),
     }
     Some(())
 }

@@ -95,17 +95,19 @@ pub struct RunArgs {
     #[arg(long = "gpu-device", value_name = "SPEC")]
     pub gpu_devices: Vec<String>,
 
-    /// Count syscalls per process only, not per process and syscall number
-    /// (one map update per syscall instead of two).
+    /// Also attach the syscall hooks: syscall counts per process and number,
+    /// exact file-open and rename watching (model files, checkpoints, MSR
+    /// devices), hugetlb mmaps, setsid, and unix-socket connects. Every
+    /// syscall on the host then takes the kernel's slower traced path (see
+    /// the README's figures); without it the tracer hooks the scheduler and
+    /// the socket layer only.
+    #[arg(long)]
+    pub syscalls: bool,
+
+    /// With --syscalls: count syscalls per process only, not per process
+    /// and syscall number (one map update per syscall instead of two).
     #[arg(long)]
     pub no_syscall_histogram: bool,
-
-    /// Lowest overhead: no syscall-level hooks at all. Keeps exec/fork/exit,
-    /// CPU time, socket bytes and TCP connects (from the socket state, without
-    /// the connect result); drops connect(2) records for UDP and unix sockets,
-    /// GPU ioctls, syscall counts and setsid.
-    #[arg(long)]
-    pub lite: bool,
 
     /// Do not sample NVIDIA's management library (libnvidia-ml) even where present.
     #[arg(long)]

@@ -470,7 +470,7 @@ impl Pipeline {
             address: peer.map(|(ip, _)| ip.to_string()),
             port: peer.map(|(_, port)| port),
             dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
-            fd: m.fd,
+            fd: (m.fd >= 0).then_some(m.fd),
             bytes: m.bytes.min(u64::from(u32::MAX)) as u32,
             captured: m.data.len() as u32,
             sends: m.sends,
@@ -636,7 +636,7 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FirstBytes { peer, fd, len, offset, last, payload } => {
+            EventBody::FirstBytes { peer, fd, conn, len, offset, last, payload } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
@@ -645,6 +645,7 @@ impl Pipeline {
                     header: (h.clone(), peer),
                     tgid: h.tgid,
                     fd,
+                    conn,
                     now_ns: h.ktime_ns,
                     len,
                     offset,
@@ -749,6 +750,7 @@ impl Pipeline {
                     source: match c.source {
                         ConnectSource::Syscall => "syscall",
                         ConnectSource::SockState => "sock_state",
+                        ConnectSource::Socket => "socket",
                     },
                     dns_name: match &c.addr {
                         SockAddr::Inet { ip, .. } => self.names.name(h.tgid, ip),
@@ -830,7 +832,9 @@ impl Pipeline {
             process_table_size: self.table.len(),
             tables: self.tables(),
             programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
-            programs_failed: kernel.attach.iter().filter(|a| !a.attached).count(),
+            programs_failed: kernel.attach.iter().filter(|a| !a.attached && !a.skipped()).count(),
+            programs_skipped: kernel.attach.iter().filter(|a| a.skipped()).count(),
+            syscall_hooks: kernel.syscall_hooks(),
             programs: kernel.attach.clone(),
             missing_kernel_fields: kernel.missing_fields.clone(),
             sinks: self.sinks.stats(),
@@ -945,7 +949,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
         cgroup_level: cgroup.1,
         gpu_devices: gpu_devices.clone(),
         syscall_histogram: !args.no_syscall_histogram,
-        lite: args.lite,
+        syscalls: args.syscalls,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -57,6 +57,8 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         task_start_time: field("task_struct", "start_time"),
         fpu_fpstate: NO_OFFSET,
         fpu_mxcsr: NO_OFFSET,
+        sk_err: field("sock", "sk_err"),
+        _pad: 0,
     };
     let mut offsets = offsets;
     // The FPU layout changed in 5.16 (struct fpstate behind a pointer).

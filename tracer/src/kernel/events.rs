@@ -39,6 +39,8 @@ pub struct Exec {
 pub enum ConnectSource {
     Syscall,
     SockState,
+    /// The cgroup connect hooks (see `tracer_common::connect_source::SOCKET`).
+    Socket,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,8 @@ pub enum Body {
     FirstBytes {
         peer: Option<(IpAddr, u16)>,
         fd: i32,
+        /// The connection's socket cookie (0 from the syscall hooks).
+        conn: u64,
         len: u32,
         /// Bytes the connection sent before this send.
         offset: u32,
@@ -258,6 +262,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 Body::FirstBytes {
                     peer: endpoint(&raw.peer),
                     fd: raw.fd,
+                    conn: raw.conn,
                     len: raw.len,
                     offset: raw.offset,
                     last: raw.last != 0,
@@ -319,10 +324,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 body: Body::Connect(Connect {
                     fd: raw.fd,
                     ret: raw.ret,
-                    source: if raw.source == connect_source::SOCK_STATE {
-                        ConnectSource::SockState
-                    } else {
-                        ConnectSource::Syscall
+                    source: match raw.source {
+                        connect_source::SOCK_STATE => ConnectSource::SockState,
+                        connect_source::SOCKET => ConnectSource::Socket,
+                        _ => ConnectSource::Syscall,
                     },
                     sock_type: raw.sock_type,
                     protocol: raw.protocol,

@@ -13,7 +13,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{KProbe, Program, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, KProbe, Program,
+        RawTracePoint, TracePoint,
+    },
 };
 use serde::Serialize;
 use tracer_common::{
@@ -49,16 +52,36 @@ enum Hook {
     KRetProbe {
         functions: &'static [&'static str],
     },
+    /// On the cgroup2 root, so every socket on the host: a sock_addr hook
+    /// (its kind is in the program), a socket create/release hook, or
+    /// packets in one direction.
+    CgroupSockAddr {
+        name: &'static str,
+    },
+    CgroupSock {
+        name: &'static str,
+    },
+    CgroupSkb {
+        egress: bool,
+    },
 }
 
 /// The inet protocol handlers every IPv4/IPv6 send or receive goes through.
 const INET_SENDMSG: &[&str] = &["inet_sendmsg", "inet6_sendmsg"];
 const INET_RECVMSG: &[&str] = &["inet_recvmsg", "inet6_recvmsg"];
 
+const fn tp(category: &'static str, name: &'static str) -> Hook {
+    Hook::Tracepoint { category, name }
+}
+
+const fn syscall(name: &'static str) -> Hook {
+    Hook::Tracepoint { category: "syscalls", name }
+}
+
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 5] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 15] = [
     // sock_*_length appeared in 6.3; before it, bytes and peers come from
     // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
     ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
@@ -66,54 +89,73 @@ const FALLBACK_HOOKS: [(&str, &str, Hook); 5] = [
     ("sock_recv_length", "sock_recv_enter", Hook::KProbe { functions: INET_RECVMSG }),
     ("sock_recv_length", "sock_recv_return", Hook::KRetProbe { functions: INET_RECVMSG }),
     // Clears the fallback's calls in flight of threads that are gone.
-    (
-        "sock_send_length",
-        "sock_calls_free",
-        Hook::Tracepoint { category: "sched", name: "sched_process_free" },
-    ),
+    ("sock_send_length", "sock_calls_free", tp("sched", "sched_process_free")),
+    // Without the cgroup socket hooks (no cgroup2, a kernel that refuses
+    // them): connects, first bytes and DNS from syscalls, blind to io_uring.
+    ("connect4", "sys_enter_connect", syscall("sys_enter_connect")),
+    ("connect4", "sys_exit_connect", syscall("sys_exit_connect")),
+    ("skb_egress", "sys_enter_write", syscall("sys_enter_write")),
+    ("skb_egress", "sys_enter_writev", syscall("sys_enter_writev")),
+    ("skb_egress", "sys_enter_close", syscall("sys_enter_close")),
+    ("skb_egress", "sys_enter_sendto", syscall("sys_enter_sendto")),
+    ("skb_egress", "sys_enter_sendmsg", syscall("sys_enter_sendmsg")),
+    ("skb_egress", "sys_enter_sendmmsg", syscall("sys_enter_sendmmsg")),
+    ("skb_egress", "sys_enter_recvfrom", syscall("sys_enter_recvfrom")),
+    ("skb_egress", "sys_exit_recvfrom", syscall("sys_exit_recvfrom")),
 ];
 
-/// Program name in the object, and its hook.
-const PROGRAM_HOOKS: [(&str, Hook); 31] = [
-    ("sched_process_exec", Hook::Tracepoint { category: "sched", name: "sched_process_exec" }),
-    ("sched_process_fork", Hook::Raw { name: "sched_process_fork" }),
-    ("sched_process_exit", Hook::Tracepoint { category: "sched", name: "sched_process_exit" }),
-    ("sched_process_free", Hook::Tracepoint { category: "sched", name: "sched_process_free" }),
-    ("sys_enter_connect", Hook::Tracepoint { category: "syscalls", name: "sys_enter_connect" }),
-    ("sys_exit_connect", Hook::Tracepoint { category: "syscalls", name: "sys_exit_connect" }),
-    ("inet_sock_set_state", Hook::Tracepoint { category: "sock", name: "inet_sock_set_state" }),
-    ("sys_enter_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_enter_ioctl" }),
-    ("sys_exit_ioctl", Hook::Tracepoint { category: "syscalls", name: "sys_exit_ioctl" }),
+/// Which programs a run attaches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HookSet {
+    /// Always: none of them is on the syscall path.
+    Default,
+    /// With `--syscalls`: every syscall on the host pays for them.
+    Syscalls,
+    /// Where a GPU device exists (ioctls are syscalls too).
+    Gpu,
+}
+
+/// Program name in the object, when it is attached, and its hook.
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 30] = [
+    ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
+    ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
+    ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
+    ("sched_process_free", HookSet::Default, tp("sched", "sched_process_free")),
+    ("inet_sock_set_state", HookSet::Default, tp("sock", "inet_sock_set_state")),
     // The high-rate hooks are raw tracepoints: no perf record is built per
     // event, which is most of a classic tracepoint's cost.
-    ("sched_switch", Hook::Raw { name: "sched_switch" }),
-    ("fpu_regs_deactivated", Hook::Raw { name: "x86_fpu_regs_deactivated" }),
-    ("raw_sys_enter", Hook::Raw { name: "sys_enter" }),
-    ("sock_send_length", Hook::Raw { name: "sock_send_length" }),
-    ("sock_recv_length", Hook::Raw { name: "sock_recv_length" }),
-    ("sys_exit_setsid", Hook::Tracepoint { category: "syscalls", name: "sys_exit_setsid" }),
-    ("sys_enter_sendto", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendto" }),
-    ("sys_enter_sendmsg", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendmsg" }),
-    ("sys_enter_sendmmsg", Hook::Tracepoint { category: "syscalls", name: "sys_enter_sendmmsg" }),
-    ("sys_enter_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_enter_recvfrom" }),
-    ("sys_exit_recvfrom", Hook::Tracepoint { category: "syscalls", name: "sys_exit_recvfrom" }),
-    ("sys_enter_write", Hook::Tracepoint { category: "syscalls", name: "sys_enter_write" }),
-    ("sys_enter_writev", Hook::Tracepoint { category: "syscalls", name: "sys_enter_writev" }),
-    ("sys_enter_close", Hook::Tracepoint { category: "syscalls", name: "sys_enter_close" }),
-    ("sys_enter_openat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat" }),
-    ("sys_enter_open", Hook::Tracepoint { category: "syscalls", name: "sys_enter_open" }),
-    ("sys_enter_openat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_openat2" }),
-    ("sys_enter_creat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_creat" }),
-    ("sys_enter_mmap", Hook::Tracepoint { category: "syscalls", name: "sys_enter_mmap" }),
-    ("sys_enter_renameat2", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat2" }),
-    ("sys_enter_renameat", Hook::Tracepoint { category: "syscalls", name: "sys_enter_renameat" }),
-    ("sys_enter_rename", Hook::Tracepoint { category: "syscalls", name: "sys_enter_rename" }),
+    ("sched_switch", HookSet::Default, Hook::Raw { name: "sched_switch" }),
+    ("fpu_regs_deactivated", HookSet::Default, Hook::Raw { name: "x86_fpu_regs_deactivated" }),
+    ("sock_send_length", HookSet::Default, Hook::Raw { name: "sock_send_length" }),
+    ("sock_recv_length", HookSet::Default, Hook::Raw { name: "sock_recv_length" }),
+    ("connect4", HookSet::Default, Hook::CgroupSockAddr { name: "connect4" }),
+    ("connect6", HookSet::Default, Hook::CgroupSockAddr { name: "connect6" }),
+    ("sendmsg4", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg4" }),
+    ("sendmsg6", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg6" }),
+    ("sock_release", HookSet::Default, Hook::CgroupSock { name: "sock_release" }),
+    ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
+    ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
+    ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
+    ("sys_exit_ioctl", HookSet::Gpu, syscall("sys_exit_ioctl")),
+    ("raw_sys_enter", HookSet::Syscalls, Hook::Raw { name: "sys_enter" }),
+    ("sys_exit_setsid", HookSet::Syscalls, syscall("sys_exit_setsid")),
+    // Unix-socket connects (the socket hooks see inet ones).
+    ("sys_enter_connect", HookSet::Syscalls, syscall("sys_enter_connect")),
+    ("sys_exit_connect", HookSet::Syscalls, syscall("sys_exit_connect")),
+    ("sys_enter_openat", HookSet::Syscalls, syscall("sys_enter_openat")),
+    ("sys_enter_open", HookSet::Syscalls, syscall("sys_enter_open")),
+    ("sys_enter_openat2", HookSet::Syscalls, syscall("sys_enter_openat2")),
+    ("sys_enter_creat", HookSet::Syscalls, syscall("sys_enter_creat")),
+    ("sys_enter_mmap", HookSet::Syscalls, syscall("sys_enter_mmap")),
+    ("sys_enter_renameat2", HookSet::Syscalls, syscall("sys_enter_renameat2")),
+    ("sys_enter_renameat", HookSet::Syscalls, syscall("sys_enter_renameat")),
+    ("sys_enter_rename", HookSet::Syscalls, syscall("sys_enter_rename")),
 ];
 
 impl Hook {
     /// Hooks on the syscall entry/exit path: attaching any of them sends
     /// every syscall of every task through the kernel's traced (slow) entry.
-    fn is_syscall_level(self) -> bool {
+    pub fn is_syscall_level(self) -> bool {
         matches!(
             self,
             Self::Tracepoint { category: "syscalls" | "raw_syscalls", .. } | Self::Raw { name: "sys_enter" }
@@ -126,11 +168,23 @@ impl Hook {
             Self::Raw { name } => format!("raw_tracepoint:{name}"),
             Self::KProbe { functions } => format!("kprobe:{}", functions.join("+")),
             Self::KRetProbe { functions } => format!("kretprobe:{}", functions.join("+")),
+            Self::CgroupSockAddr { name } | Self::CgroupSock { name } => format!("cgroup:{name}"),
+            Self::CgroupSkb { egress } => format!("cgroup_skb:{}", if egress { "egress" } else { "ingress" }),
         }
     }
 }
 
 /// The outcome of attaching one program, reported in every health record.
+/// Why a program was left out on purpose (not a failure).
+const SKIPPED: &str = "not attached:";
+
+impl AttachStatus {
+    /// Left out on purpose: not asked for, or not needed on this host.
+    pub fn skipped(&self) -> bool {
+        !self.attached && self.error.as_deref().is_some_and(|e| e.starts_with(SKIPPED))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachStatus {
     pub program: &'static str,
@@ -141,6 +195,8 @@ pub struct AttachStatus {
     /// A fallback: the program it stands in for on this kernel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaces: Option<&'static str>,
+    #[serde(skip)]
+    pub syscall_level: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -155,10 +211,11 @@ pub struct LoadOptions {
     pub cgroup_level: u32,
     /// Devices whose ioctls are attributed as GPU activity.
     pub gpu_devices: Vec<GpuDevice>,
-    /// Count syscalls per process and number (else per process only).
+    /// With `syscalls`: count syscalls per process and number (else per
+    /// process only).
     pub syscall_histogram: bool,
-    /// Skip every syscall-level hook (see `Hook::is_syscall_level`).
-    pub lite: bool,
+    /// Also attach the syscall hooks (`HookSet::Syscalls`).
+    pub syscalls: bool,
 }
 
 /// Loaded and attached programs, with the maps user space reads.
@@ -259,14 +316,13 @@ impl Kernel {
             }
         }
 
+        let cgroup_root = crate::process::cgroup::cgroup2_mount()
+            .ok_or_else(|| anyhow!("no cgroup2 mount"))
+            .and_then(|p| std::fs::File::open(&p).with_context(|| format!("opening {}", p.display())));
         let mut try_attach = |program: &'static str, hook: Hook, replaces: Option<&'static str>| {
-            let result = if opts.lite && hook.is_syscall_level() {
-                Err(anyhow!("not loaded: --lite skips syscall hooks"))
-            } else {
-                match required_missing(program, &config) {
-                    Some(why) => Err(anyhow!("not loaded: {why}")),
-                    None => attach_one(&mut ebpf, program, hook),
-                }
+            let result = match required_missing(program, &config) {
+                Some(why) => Err(anyhow!("not loaded: {why}")),
+                None => attach_one(&mut ebpf, program, hook, &cgroup_root),
             };
             AttachStatus {
                 program,
@@ -274,14 +330,36 @@ impl Kernel {
                 attached: result.is_ok(),
                 error: result.err().map(|e| format!("{e:#}")),
                 replaces,
+                syscall_level: hook.is_syscall_level(),
             }
         };
-        let mut attach: Vec<_> =
-            PROGRAM_HOOKS.iter().map(|&(program, hook)| try_attach(program, hook, None)).collect();
-        let failed: Vec<&str> = attach.iter().filter(|a| !a.attached).map(|a| a.program).collect();
+        let wanted = |set: HookSet| match set {
+            HookSet::Default => Ok(()),
+            HookSet::Syscalls if opts.syscalls => Ok(()),
+            HookSet::Syscalls => Err(format!("{SKIPPED} syscall hooks only with --syscalls")),
+            HookSet::Gpu if !opts.gpu_devices.is_empty() || opts.syscalls => Ok(()),
+            HookSet::Gpu => Err(format!("{SKIPPED} no GPU device on this host")),
+        };
+        let mut attach: Vec<_> = PROGRAM_HOOKS
+            .iter()
+            .map(|&(program, set, hook)| match wanted(set) {
+                Ok(()) => try_attach(program, hook, None),
+                Err(why) => AttachStatus {
+                    program,
+                    hook: hook.describe(),
+                    attached: false,
+                    error: Some(why),
+                    replaces: None,
+                    syscall_level: hook.is_syscall_level(),
+                },
+            })
+            .collect();
+        let failed: Vec<&str> =
+            attach.iter().filter(|a| !a.attached && !a.skipped()).map(|a| a.program).collect();
         for &(replaced, program, hook) in &FALLBACK_HOOKS {
-            // Not where the primary was left out on purpose (--lite).
-            if failed.contains(&replaced) && !(opts.lite && hook.is_syscall_level()) {
+            let already = attach.iter().any(|a| a.program == program && a.attached);
+            if failed.contains(&replaced) && !already {
+                attach.retain(|a| a.program != program);
                 attach.push(try_attach(program, hook, Some(replaced)));
             }
         }
@@ -289,6 +367,9 @@ impl Kernel {
             let reasons: Vec<_> = attach.iter().filter_map(|a| a.error.clone()).collect();
             bail!("no program could be attached: {}", reasons.join("; "));
         }
+        // The connect hooks serve inet sockets: connect(2)'s programs, when
+        // attached for unix sockets (--syscalls), leave those to them.
+        let socket_hooks = attach.iter().any(|a| a.program == "connect4" && a.attached);
 
         let events = take_map(&mut ebpf, "EVENTS")?;
         let lru = table::MAPS.iter().map(|name| reader(&ebpf, name)).collect::<Result<_>>()?;
@@ -310,7 +391,16 @@ impl Kernel {
             missing_fields,
         };
         kernel.add_gpu_devices(&opts.gpu_devices)?;
+        if socket_hooks {
+            kernel.control.set(control::SOCKET_HOOKS, 1, 0).context("setting CONTROL[SOCKET_HOOKS]")?;
+        }
         Ok((kernel, events))
+    }
+
+    /// Syscall-level programs attached: with any, every syscall on the host
+    /// takes the kernel's slower traced entry.
+    pub fn syscall_hooks(&self) -> usize {
+        self.attach.iter().filter(|a| a.attached && a.syscall_level).count()
     }
 
     /// Entries in the kernel tables that follow threads, processes and
@@ -514,6 +604,8 @@ impl Kernel {
                 ("open_path_too_long", counter::OPEN_PATH_TOO_LONG),
                 ("sock_calls_full", counter::SOCK_CALLS_FULL),
                 ("sock_returns_missed", counter::SOCK_RETURNS_MISSED),
+                ("first_bytes_out_of_order", counter::FIRST_BYTES_OUT_OF_ORDER),
+                ("packets_unparsed", counter::PACKETS_UNPARSED),
             ]
             .into_iter()
             .map(|(name, slot)| Ok((name, sum(slot)?)))
@@ -612,7 +704,8 @@ fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
     })
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook) -> Result<()> {
+fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook, cgroup_root: &Result<std::fs::File>) -> Result<()> {
+    let root = || cgroup_root.as_ref().map_err(|e| anyhow!("{e:#}"));
     let prog = ebpf.program_mut(program).ok_or_else(|| anyhow!("program {program} not in the object"))?;
     match hook {
         Hook::Tracepoint { category, name } => {
@@ -631,6 +724,25 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook) -> Result<()> {
             for function in functions {
                 probe.attach(*function, 0).with_context(|| format!("attach to {function}"))?;
             }
+        }
+        // Attached as links (5.7+), which the kernel always lets share a
+        // cgroup with other programs; link_create takes no mode flag
+        // (AllowMultiple there is EINVAL).
+        Hook::CgroupSockAddr { .. } => {
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            p.load().context("load")?;
+            p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
+        }
+        Hook::CgroupSock { .. } => {
+            let p: &mut CgroupSock = prog.try_into()?;
+            p.load().context("load")?;
+            p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
+        }
+        Hook::CgroupSkb { egress } => {
+            let p: &mut CgroupSkb = prog.try_into()?;
+            p.load().context("load")?;
+            let direction = if egress { CgroupSkbAttachType::Egress } else { CgroupSkbAttachType::Ingress };
+            p.attach(root()?, direction, CgroupAttachMode::Single).context("attach")?;
         }
     }
     Ok(())
@@ -735,7 +847,7 @@ fn tracepoint_offsets(root: &Path, missing: &mut Vec<String>) -> TracepointOffse
         sock_sport: get("sock", "inet_sock_set_state", "sport"),
         sock_saddr: get("sock", "inet_sock_set_state", "saddr"),
         sock_saddr_v6: get("sock", "inet_sock_set_state", "saddr_v6"),
-        _pad0: 0,
+        sock_skaddr: get("sock", "inet_sock_set_state", "skaddr"),
         ioctl_fd: get("syscalls", "sys_enter_ioctl", "fd"),
         ioctl_cmd: get("syscalls", "sys_enter_ioctl", "cmd"),
         ioctl_arg: get("syscalls", "sys_enter_ioctl", "arg"),

@@ -79,7 +79,10 @@ pub struct FirstBytesView {
     /// The name this process looked up that resolved to the address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
-    pub fd: i32,
+    /// The socket's fd, where the hook saw one (the syscall hooks; the
+    /// socket-layer hooks see sockets, not fds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
     /// Bytes of the first message's sends; `captured` of them are kept
     /// (up to 2047, over at most 4 sends).
     pub bytes: u32,
@@ -407,6 +410,8 @@ pub struct HealthView {
     pub programs: Vec<AttachStatus>,
     pub programs_attached: usize,
     pub programs_failed: usize,
+    pub programs_skipped: usize,
+    pub syscall_hooks: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_kernel_fields: Vec<String>,
     /// Per sink: records written or delivered, queued, dropped (and why).

@@ -44,6 +44,9 @@ pub struct Send<'a, H> {
     pub header: H,
     pub tgid: u32,
     pub fd: i32,
+    /// The connection (the socket hooks report fd -1 and this; the syscall
+    /// hooks the fd and 0).
+    pub conn: u64,
     pub now_ns: u64,
     pub len: u32,
     pub offset: u32,
@@ -52,7 +55,7 @@ pub struct Send<'a, H> {
 }
 
 pub struct FirstMessages<H> {
-    pending: HashMap<(u32, i32), Pending<H>>,
+    pending: HashMap<(u32, i32, u64), Pending<H>>,
 }
 
 impl<H> Default for FirstMessages<H> {
@@ -65,7 +68,7 @@ impl<H: Clone> FirstMessages<H> {
     /// Adds one send; returns the messages it completed (a new connection
     /// on the same fd completes the one before it).
     pub fn add(&mut self, send: Send<'_, H>) -> Vec<Message<H>> {
-        let key = (send.tgid, send.fd);
+        let key = (send.tgid, send.fd, send.conn);
         let mut done = Vec::new();
         if send.offset == 0 {
             if let Some(old) = self.pending.remove(&key) {
@@ -174,7 +177,7 @@ mod tests {
     use super::*;
 
     fn send<'a>(fd: i32, offset: u32, len: u32, last: bool, payload: &'a [u8]) -> Send<'a, u32> {
-        Send { header: offset, tgid: 7, fd, now_ns: 1_000, len, offset, last, payload }
+        Send { header: offset, tgid: 7, fd, conn: 0, now_ns: 1_000, len, offset, last, payload }
     }
 
     #[test]
