@@ -45,7 +45,10 @@ fn a_session_made_in_a_pid_namespace_has_its_host_id() {
 }
 
 /// A connected socket's fd replaced with a file by dup2 (no close(2)): the
-/// first write to the reused fd is not first bytes to the old peer.
+/// first write to the reused fd is not first bytes to the old peer. The
+/// socket hooks read first bytes from the socket's packets, so the file
+/// write cannot be taken for them; the syscall hooks (the fallback) check
+/// the fd still holds the socket, and count the stale fd.
 #[test]
 fn a_reused_fd_is_not_reported_as_first_bytes() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,8 +69,6 @@ fn a_reused_fd_is_not_reported_as_first_bytes() {
     let _ = std::fs::remove_file(&file);
     let stale = of_kind(&records, "network.first_bytes", child.id());
     assert!(stale.is_empty(), "a file write reported as first bytes: {stale:#?}");
-    let losses = &final_health(&records)["kernel_losses"];
-    assert!(losses["first_bytes_stale_fd"].as_u64().unwrap() >= 1, "{losses}");
 }
 
 /// `--pid` on a shell whose children already run: they are traced too.
@@ -95,7 +96,7 @@ fn open_and_openat2_are_watched() {
     let dir = std::env::temp_dir().join(format!("tracer-open2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b) = (dir.join("a.safetensors"), dir.join("b.gguf"));
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(&["--syscalls"]);
     // SYS_open = 2, SYS_openat2 = 437 on x86_64; struct open_how {flags, mode, resolve}.
     let script = format!(
         "import ctypes,os,struct\nlibc=ctypes.CDLL(None,use_errno=True)\n\
@@ -119,10 +120,12 @@ fn open_and_openat2_are_watched() {
 }
 
 /// A UDP connect whose sockaddr sits in a file mapping not yet faulted in:
-/// the kernel's own copy faults it in and the connect succeeds, the
-/// program's non-faulting read fails. The loss is counted.
+/// the kernel's own copy faults it in and the connect succeeds, where a
+/// syscall hook's non-faulting read of the caller's memory fails (the
+/// fallback counts that loss). The connect hook reads the kernel's copy:
+/// the connect is reported.
 #[test]
-fn a_connect_with_an_unreadable_address_is_counted() {
+fn a_connect_whose_address_is_not_resident_is_reported() {
     let file = std::env::temp_dir().join(format!("tracer-sockaddr-{}", std::process::id()));
     let tracer = Tracer::start(&[]);
     // The mapping's address from Python's mmap without touching it.
@@ -143,12 +146,10 @@ fn a_connect_with_an_unreadable_address_is_counted() {
     let records = tracer.stop();
     let _ = std::fs::remove_file(&file);
     let connects = of_kind(&records, "network.connect", child.id());
-    let losses = &final_health(&records)["kernel_losses"];
-    assert!(connects.iter().all(|c| c["connect"]["port"] != 9), "the address was readable after all");
-    assert!(
-        losses["connect_addr_unreadable"].as_u64().unwrap() >= 1,
-        "the lost connect is not counted: {losses}"
-    );
+    let to_9: Vec<_> = connects.iter().filter(|c| c["connect"]["port"] == 9).collect();
+    assert_eq!(to_9.len(), 1, "{connects:#?}");
+    assert_eq!(to_9[0]["connect"]["source"], "socket");
+    assert_eq!(to_9[0]["connect"]["address"], "127.0.0.1");
 }
 
 /// Thread churn: each thread's runtime entry goes when the thread does, so

@@ -41,7 +41,8 @@ fn cpu_time_and_bytes_are_attributed_to_the_child() {
     const BYTES: usize = 50_000;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+    // The per-syscall histogram is a syscall hook.
+    let tracer = Tracer::start(&["--activity-interval", "1h", "--syscalls"]);
 
     let child = fork_child(|| {
         burn_cpu(300);

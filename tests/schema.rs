@@ -335,7 +335,9 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
     let responder = dns_responder(RESOLVER);
 
     let spec = format!("{}=nvidia", gpu.display());
-    let mut recorder = Recorder::start(&capture, &["--activity-interval", "1s", "--gpu-device", &spec]);
+    // Every kind, file.open and setsid included: the syscall hooks too.
+    let mut recorder =
+        Recorder::start(&capture, &["--activity-interval", "1s", "--gpu-device", &spec, "--syscalls"]);
 
     // Listening once the tracer runs, so that network.listen is seen.
     let pool = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -202,7 +202,7 @@ pub mod connect_source {
     pub const SOCKET: u8 = 3;
 }
 
-/// Common prefix of every record. 64 bytes.
+/// Common prefix of every record. 72 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
@@ -222,6 +222,10 @@ pub struct EventHeader {
     /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
+    /// The session's host id (its leader's host pid), 0 when unknown: a
+    /// setsid is seen on the process's next record, with no syscall hook.
+    pub sid: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -333,7 +337,12 @@ pub struct KernelOffsets {
     pub fpu_mxcsr: u32,
     /// sock.sk_err: why a connection failed (ECONNREFUSED, ETIMEDOUT).
     pub sk_err: u32,
-    pub _pad: u32,
+    /// The session: task_struct.signal, signal_struct.pids (an array by
+    /// enum pid_type; PIDTYPE_SID is 3) and pid.numbers (numbers[0].nr is
+    /// the host pid).
+    pub task_signal: u32,
+    pub signal_pids: u32,
+    pub pid_numbers: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -369,7 +378,9 @@ impl KernelOffsets {
         fpu_fpstate: NO_OFFSET,
         fpu_mxcsr: NO_OFFSET,
         sk_err: NO_OFFSET,
-        _pad: 0,
+        task_signal: NO_OFFSET,
+        signal_pids: NO_OFFSET,
+        pid_numbers: NO_OFFSET,
     };
 }
 
@@ -515,6 +526,10 @@ pub struct ProcStats {
     /// rounding mode off its default: RandomX changes it all the time,
     /// ordinary programs almost never.
     pub fpu_rounding: u64,
+    /// Context switches that were not preemptions: the threads blocked (on
+    /// I/O, a lock, a sleep) or yielded. A hashing loop is almost only
+    /// preempted; what makes syscalls waits on many of them.
+    pub waits: u64,
 }
 
 pub const DNS_CAPTURE: usize = 512;

@@ -211,4 +211,22 @@ pub fn fill_header(header: &mut EventHeader, kind: EventKind) {
     // SAFETY: helper with no arguments.
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.sid = session_of(task).unwrap_or(0);
+    header._pad = 0;
+}
+
+/// include/linux/pid_types.h: enum pid_type.
+const PIDTYPE_SID: u32 = 3;
+
+/// The host pid of a task's session leader:
+/// task->signal->pids[PIDTYPE_SID]->numbers[0].nr.
+#[inline(always)]
+fn session_of(task: u64) -> Option<u32> {
+    let k = &config().kernel;
+    if k.signal_pids == NO_OFFSET {
+        return None;
+    }
+    let signal: u64 = read_field(task, k.task_signal)?;
+    let pid: u64 = read_field(signal, k.signal_pids + PIDTYPE_SID * 8)?;
+    read_field::<i32>(pid, k.pid_numbers).map(|nr| nr as u32)
 }

@@ -50,8 +50,11 @@ fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
 /// __schedule calls trace_sched_switch before context_switch, after
 /// pick_next_task has updated the task's runtime).
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn sched_switch(_ctx: RawTracePointContext) -> i32 {
-    try_switch();
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, …): the outgoing
+    // task waits unless it was preempted.
+    let preempt: u64 = ctx.arg(0);
+    try_switch(preempt & 0xff == 0);
     0
 }
 
@@ -109,14 +112,14 @@ pub fn count_hugetlb_mmap() -> Option<()> {
 /// up to a tick, which the thread's last switch then adds).
 #[inline(always)]
 pub fn charge_current_slice() -> Option<()> {
-    try_switch()
+    try_switch(false)
 }
 
 /// Charges the current thread's CPU time since it was last charged, from the
 /// scheduler's own account (`se.sum_exec_runtime`, include/linux/sched.h),
 /// which, unlike a clock, leaves out time stolen by the hypervisor and
 /// spent in interrupts, as /proc and getrusage do.
-fn try_switch() -> Option<()> {
+fn try_switch(waits: bool) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // tid 0 is the idle task.
@@ -143,10 +146,13 @@ fn try_switch() -> Option<()> {
             if started >= config().started_ns { 0 } else { runtime }
         }
     };
-    if runtime > last {
+    if runtime > last || waits {
         let stats = stats_of(tgid)?;
         // SAFETY: this CPU's copy of a per-CPU value.
-        unsafe { (*stats).cpu_ns += runtime - last };
+        unsafe {
+            (*stats).cpu_ns += runtime.saturating_sub(last);
+            (*stats).waits += waits as u64;
+        }
     }
     Some(())
 }

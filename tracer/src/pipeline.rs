@@ -334,6 +334,14 @@ impl Pipeline {
         let gpu = self.gpu_activity(kernel, None, interval_s)?;
         let now = Clock::now_mono_ns();
         let ncpus = online_cpus();
+        // Syscall counts exist only where their hook runs (--syscalls).
+        let counted = kernel.counts_syscalls();
+        let syscalls_if_counted = |mut a: LedgerActivity| {
+            if !counted {
+                a.syscalls = None;
+            }
+            a
+        };
 
         let mut trees: BTreeMap<u32, Rollup> = BTreeMap::new();
         let mut containers: BTreeMap<String, Rollup> = BTreeMap::new();
@@ -370,8 +378,13 @@ impl Pipeline {
             }
             let names = &self.names;
             let busy = gpu_summary.is_some() || delta.stats.cpu_ns > 100_000_000;
-            let mut activity =
-                LedgerActivity::with_names(&delta, interval_s, ncpus, gpu_summary, |ip| names.name(tgid, ip));
+            let mut activity = syscalls_if_counted(LedgerActivity::with_names(
+                &delta,
+                interval_s,
+                ncpus,
+                gpu_summary,
+                |ip| names.name(tgid, ip),
+            ));
             // Busy processes' memory maps are read each interval they are
             // busy, for ML runtimes (a job that imports numpy first and
             // torch later) and a miner's footprint; the libraries are
@@ -398,12 +411,12 @@ impl Pipeline {
                 pid: p.tgid,
                 exe: p.exe.as_deref().map(|e| bytes_to_string(e).0.into_owned()),
             });
-            let activity = LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu);
+            let activity = syscalls_if_counted(LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu));
             let body = Body::Tree(TreeView { sid, leader, active_processes: r.processes, activity });
             self.emit(now, None, body)?;
         }
         for (cgroup, r) in containers {
-            let activity = LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu);
+            let activity = syscalls_if_counted(LedgerActivity::new(&r.delta, interval_s, ncpus, r.gpu));
             let body = Body::Container(ContainerView {
                 cgroup,
                 cgroup_id: r.cgroup_id,
@@ -593,6 +606,9 @@ impl Pipeline {
                     let process = self.view(&h);
                     let mut exit = ExitView::from_raw(exit_code);
                     exit.account = kernel.proc_stats_of(h.tgid).as_ref().map(AccountView::new);
+                    if let Some(a) = exit.account.as_mut().filter(|_| !kernel.counts_syscalls()) {
+                        a.syscalls = None;
+                    }
                     self.emit(h.ktime_ns, Some(process), Body::Exit(exit))
                 } else {
                     self.stats.filtered_out += 1;

@@ -567,10 +567,16 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         let cores = f(a, &["cpu", "cores"])
             .or_else(|| f(a, &["interval_s"]).filter(|i| *i > 0.0).map(|i| cpu_s / i))
             .unwrap_or(0.0);
-        let rate = if cpu_s > 0.0 {
-            u(a, &["syscalls", "count"]).unwrap_or(0) as f64 / cpu_s
-        } else {
-            f64::INFINITY
+        // Syscalls where counted (--syscalls); else the waits (switches
+        // that were not preemptions), which a syscall-heavy process makes
+        // on many of its syscalls and a hashing loop almost never.
+        let (per, unit) = match u(a, &["syscalls", "count"]) {
+            Some(n) => (Some(n), "syscalls"),
+            None => (u(a, &["cpu", "waits"]), "waits"),
+        };
+        let rate = match per {
+            Some(n) if cpu_s > 0.0 => n as f64 / cpu_s,
+            _ => f64::INFINITY,
         };
         let max_rate = m.syscalls_per_cpu_second.unwrap_or(f64::INFINITY);
         let needed = m.intervals.unwrap_or(1);
@@ -590,7 +596,7 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         }
         let with = if m.quiet_peer_bytes.is_some() { ", with a long-lived quiet connection," } else { "" };
         seen.push(format!(
-            "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} syscalls per CPU-second{with} for {needed} reports"
+            "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} {unit} per CPU-second{with} for {needed} reports"
         ));
     }
     if let Some(min) = m.distinct_peers {

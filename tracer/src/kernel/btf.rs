@@ -58,7 +58,9 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         fpu_fpstate: NO_OFFSET,
         fpu_mxcsr: NO_OFFSET,
         sk_err: field("sock", "sk_err"),
-        _pad: 0,
+        task_signal: field("task_struct", "signal"),
+        signal_pids: field("signal_struct", "pids"),
+        pid_numbers: field("pid", "numbers"),
     };
     let mut offsets = offsets;
     // The FPU layout changed in 5.16 (struct fpstate behind a pointer).

@@ -22,6 +22,8 @@ pub struct Header {
     pub start_boottime_ns: u64,
     pub cgroup_id: u64,
     pub comm: Vec<u8>,
+    /// The session's host id, 0 when unknown.
+    pub sid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +184,7 @@ fn header(raw: &EventHeader, kind: EventKind) -> Header {
         start_boottime_ns: raw.start_boottime_ns,
         cgroup_id: raw.cgroup_id,
         comm: cstr(&raw.comm),
+        sid: raw.sid,
     }
 }
 
@@ -400,6 +403,8 @@ mod tests {
             start_boottime_ns: 7,
             cgroup_id: 99,
             comm,
+            sid: 0,
+            _pad: 0,
         }
     }
 

@@ -397,6 +397,11 @@ impl Kernel {
         Ok((kernel, events))
     }
 
+    /// Whether syscalls are counted (the raw sys_enter hook, --syscalls).
+    pub fn counts_syscalls(&self) -> bool {
+        self.attach.iter().any(|a| a.program == "raw_sys_enter" && a.attached)
+    }
+
     /// Syscall-level programs attached: with any, every syscall on the host
     /// takes the kernel's slower traced entry.
     pub fn syscall_hooks(&self) -> usize {
@@ -701,6 +706,7 @@ fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
         tx_calls: a.tx_calls + v.tx_calls,
         rx_calls: a.rx_calls + v.rx_calls,
         fpu_rounding: a.fpu_rounding + v.fpu_rounding,
+        waits: a.waits + v.waits,
     })
 }
 

@@ -56,6 +56,7 @@ impl Delta {
         a.tx_calls += b.tx_calls;
         a.rx_calls += b.rx_calls;
         a.fpu_rounding += b.fpu_rounding;
+        a.waits += b.waits;
         for (nr, n) in &other.by_syscall {
             *self.by_syscall.entry(*nr).or_default() += n;
         }
@@ -87,6 +88,7 @@ fn sub(now: &ProcStats, before: &ProcStats) -> ProcStats {
         tx_calls: now.tx_calls.saturating_sub(before.tx_calls),
         rx_calls: now.rx_calls.saturating_sub(before.rx_calls),
         fpu_rounding: now.fpu_rounding.saturating_sub(before.fpu_rounding),
+        waits: now.waits.saturating_sub(before.waits),
     }
 }
 
@@ -189,6 +191,9 @@ pub struct CpuView {
     /// (RandomX's signature; x86 only).
     #[serde(skip_serializing_if = "is_zero")]
     pub fpu_rounding_saves: u64,
+    /// Context switches that were not preemptions (blocking, yielding):
+    /// what stands for the syscall rate where syscalls are not counted.
+    pub waits: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -239,7 +244,9 @@ pub struct PeerView {
 pub struct ActivityView {
     pub interval_s: f64,
     pub cpu: CpuView,
-    pub syscalls: SyscallsView,
+    /// Counted with --syscalls only (a syscall hook); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallsView>,
     pub network: NetworkView,
     /// GPU driver activity summary, where the process used a GPU.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -311,15 +318,16 @@ impl ActivityView {
                     0.0
                 },
                 fpu_rounding_saves: d.stats.fpu_rounding,
+                waits: d.stats.waits,
             },
-            syscalls: SyscallsView {
+            syscalls: Some(SyscallsView {
                 count: d.stats.syscalls,
                 top: top
                     .into_iter()
                     .take(10)
                     .map(|(nr, count)| SyscallCount { name: syscalls::name(nr), nr, count })
                     .collect(),
-            },
+            }),
             network: NetworkView {
                 tx_bytes: d.stats.tx_bytes,
                 rx_bytes: d.stats.rx_bytes,
@@ -342,7 +350,9 @@ impl ActivityView {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AccountView {
     pub cpu_ms: f64,
-    pub syscalls: u64,
+    /// With --syscalls only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<u64>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
 }
@@ -351,7 +361,7 @@ impl AccountView {
     pub fn new(s: &ProcStats) -> Self {
         Self {
             cpu_ms: (s.cpu_ns as f64 / 1e3).round() / 1e3,
-            syscalls: s.syscalls,
+            syscalls: Some(s.syscalls),
             tx_bytes: s.tx_bytes,
             rx_bytes: s.rx_bytes,
         }
@@ -431,7 +441,8 @@ mod tests {
         let v = ActivityView::new(&d, 2.0, 2, None);
         assert_eq!(v.cpu.time_ms, 1000.0);
         assert_eq!(v.cpu.host_share_pct, 25.0);
-        assert_eq!(v.syscalls.top.len(), 10);
-        assert_eq!(v.syscalls.top[0].nr, 11);
+        let syscalls = v.syscalls.as_ref().unwrap();
+        assert_eq!(syscalls.top.len(), 10);
+        assert_eq!(syscalls.top[0].nr, 11);
     }
 }

@@ -164,6 +164,9 @@ impl ProcessTable {
             p.ppid = h.ppid;
         }
         p.uid = h.uid;
+        if h.sid != 0 {
+            p.sid = Some(h.sid);
+        }
         if !h.comm.is_empty() && h.pid == h.tgid {
             p.comm = h.comm.clone();
         }
@@ -302,6 +305,7 @@ mod tests {
             start_boottime_ns: start_ns,
             cgroup_id: 1,
             comm: b"x".to_vec(),
+            sid: 0,
         }
     }
 
