@@ -581,6 +581,16 @@ pub struct FirstBytesEvent<const N: usize = FIRST_BYTES> {
 
 pub const PATH_LEN: usize = 256;
 
+/// Which hook saw a `FileOpenEvent`.
+pub mod file_source {
+    /// open/openat/openat2/creat/rename (--syscalls).
+    pub const SYSCALL: u32 = 0;
+    /// The cgroup device hook: a device node opened.
+    pub const DEVICE: u32 = 1;
+    /// The cgroup sysctl hook: a /proc/sys knob written.
+    pub const SYSCTL: u32 = 2;
+}
+
 /// An open of a file whose name ends in one of the watched suffixes.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -592,7 +602,8 @@ pub struct FileOpenEvent {
     pub path_len: u32,
     /// A rename's source path: bytes of `old_path` (0 for an open).
     pub old_path_len: u32,
-    pub _pad: u32,
+    /// Which hook saw it: `file_source::*`.
+    pub source: u32,
     pub path: [u8; PATH_LEN],
     pub old_path: [u8; PATH_LEN],
 }

@@ -92,7 +92,7 @@ fn report_if_watched(path_ptr: u64, flags: u64, old_ptr: u64) -> Option<()> {
     event.flags = flags as u32;
     event.path_len = n as u32;
     event.path = *buf;
-    event._pad = 0;
+    event.source = tracer_common::file_source::SYSCALL;
     // A rename's source, read straight into the record (up to 255 bytes).
     event.old_path_len = if old_ptr == 0 {
         0

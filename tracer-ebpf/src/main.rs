@@ -10,6 +10,8 @@
 #[macro_use]
 mod common;
 #[cfg(target_arch = "bpf")]
+mod access;
+#[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
 mod dns;

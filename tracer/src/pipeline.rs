@@ -143,6 +143,8 @@ pub struct Pipeline {
     /// Busy processes whose memory map was read, and how many ML runtimes
     /// it showed last.
     libraries_checked: HashMap<u32, usize>,
+    /// Model files each busy process was seen holding (see emit_held_files).
+    files_held: HashMap<u32, HashSet<crate::process::open_files::Held>>,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -180,6 +182,7 @@ impl Pipeline {
             reports: 0,
             classifier: None,
             libraries_checked: HashMap::new(),
+            files_held: HashMap::new(),
         }
     }
 
@@ -319,6 +322,44 @@ impl Pipeline {
         Ok(())
     }
 
+    /// `file.open` records for the model files a busy process has open or
+    /// mapped, each (file, access) once per process.
+    fn emit_held_files(
+        &mut self,
+        now: u64,
+        process: &ProcessView,
+        tgid: u32,
+        mapped: &[String],
+    ) -> Result<()> {
+        use crate::process::open_files::{Held, open_model_files};
+        let (open, cut) = open_model_files(std::path::Path::new("/proc"), tgid);
+        if cut {
+            *self.stats.truncated.entry("open_files").or_default() += 1;
+        }
+        let found = open
+            .into_iter()
+            .map(|h| (h, "fd"))
+            .chain(mapped.iter().map(|p| (Held { path: p.as_bytes().to_vec(), write: false }, "map")));
+        for (h, source) in found {
+            if !self.files_held.entry(tgid).or_default().insert(h.clone()) {
+                continue;
+            }
+            let (path, escaped) = text(&h.path, "path");
+            let body = Body::FileOpen(FileOpenView {
+                path,
+                source,
+                write: h.write,
+                renamed: false,
+                renamed_from: None,
+                renamed_from_truncated: false,
+                flags: u32::from(h.write),
+                escaped: escaped.into_iter().collect(),
+            });
+            self.emit(now, Some(process.clone()), body)?;
+        }
+        Ok(())
+    }
+
     /// The activity interval: process.activity for every process that did
     /// something, gpu.activity with the driver detail, and the roll-ups
     /// tree.activity (per session) and container.activity (per cgroup).
@@ -398,6 +439,10 @@ impl Pipeline {
                 if !found.memory.is_empty() {
                     activity.memory = Some(found.memory);
                 }
+                // Without the open hooks, the model files it holds now.
+                if !counted {
+                    self.emit_held_files(now, &process, tgid, &found.model_files)?;
+                }
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
@@ -454,6 +499,7 @@ impl Pipeline {
         for tgid in &gone {
             self.names.forget(*tgid);
             self.libraries_checked.remove(tgid);
+            self.files_held.remove(tgid);
             self.exe_reported.remove(tgid);
         }
         Ok(())
@@ -673,7 +719,7 @@ impl Pipeline {
                 }
                 Ok(())
             }
-            EventBody::FileOpen { flags, path, old_path, old_path_truncated } => {
+            EventBody::FileOpen { flags, source, path, old_path, old_path_truncated } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
@@ -692,6 +738,7 @@ impl Pipeline {
                 }
                 let body = Body::FileOpen(FileOpenView {
                     path,
+                    source,
                     write: flags & 3 != 0,
                     renamed: flags & (1 << 31) != 0,
                     renamed_from,
@@ -799,6 +846,7 @@ impl Pipeline {
             ("dns_names", self.names.len()),
             ("cgroup_paths", self.cgroups.len()),
             ("libraries_checked", self.libraries_checked.len()),
+            ("files_held", self.files_held.len()),
             ("executables_reported", self.exe_reported.len()),
             ("executables_waiting", self.executables.as_ref().map_or(0, |x| x.waiting)),
             ("gpu_processes", self.gpu_tgids.len()),

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tracer_common::{
     ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, ExecEvent, ExitEvent, FIRST_BYTES_MAX,
     FileOpenEvent, FirstBytesEvent, ForkEvent, GpuOpenEvent, ListenEvent, SetSidEvent, connect_source,
-    exec_flags,
+    exec_flags, file_source,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,8 @@ pub enum Body {
     /// A watched file was opened.
     FileOpen {
         flags: u32,
+        /// The hook that saw it: syscall, device or sysctl.
+        source: &'static str,
         path: Vec<u8>,
         /// A rename's source path.
         old_path: Option<Vec<u8>>,
@@ -289,6 +291,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 header: header(&raw.header, kind),
                 body: Body::FileOpen {
                     flags: raw.flags,
+                    source: match raw.source {
+                        file_source::DEVICE => "device",
+                        file_source::SYSCTL => "sysctl",
+                        _ => "syscall",
+                    },
                     path: cstr(&raw.path[..n]),
                     old_path: (old > 0).then(|| cstr(&raw.old_path[..old])),
                     old_path_truncated: old >= raw.old_path.len() - 1,

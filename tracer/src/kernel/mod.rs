@@ -14,8 +14,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, KProbe, Program,
-        RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, RawTracePoint,
+        TracePoint,
     },
 };
 use serde::Serialize;
@@ -58,7 +58,8 @@ enum Hook {
     CgroupSockAddr {
         name: &'static str,
     },
-    CgroupSock {
+    /// A socket-release, device or sysctl hook.
+    Cgroup {
         name: &'static str,
     },
     CgroupSkb {
@@ -116,7 +117,7 @@ enum HookSet {
 }
 
 /// Program name in the object, when it is attached, and its hook.
-const PROGRAM_HOOKS: [(&str, HookSet, Hook); 30] = [
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 32] = [
     ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
     ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
@@ -132,7 +133,10 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 30] = [
     ("connect6", HookSet::Default, Hook::CgroupSockAddr { name: "connect6" }),
     ("sendmsg4", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg4" }),
     ("sendmsg6", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg6" }),
-    ("sock_release", HookSet::Default, Hook::CgroupSock { name: "sock_release" }),
+    ("sock_release", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
+    // Opens of MSR devices for writing, writes to vm.nr_hugepages.
+    ("device_access", HookSet::Default, Hook::Cgroup { name: "device" }),
+    ("sysctl_access", HookSet::Default, Hook::Cgroup { name: "sysctl" }),
     ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
     ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
     ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
@@ -168,7 +172,7 @@ impl Hook {
             Self::Raw { name } => format!("raw_tracepoint:{name}"),
             Self::KProbe { functions } => format!("kprobe:{}", functions.join("+")),
             Self::KRetProbe { functions } => format!("kretprobe:{}", functions.join("+")),
-            Self::CgroupSockAddr { name } | Self::CgroupSock { name } => format!("cgroup:{name}"),
+            Self::CgroupSockAddr { name } | Self::Cgroup { name } => format!("cgroup:{name}"),
             Self::CgroupSkb { egress } => format!("cgroup_skb:{}", if egress { "egress" } else { "ingress" }),
         }
     }
@@ -739,11 +743,21 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook, cgroup_root: &Result<s
             p.load().context("load")?;
             p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
         }
-        Hook::CgroupSock { .. } => {
-            let p: &mut CgroupSock = prog.try_into()?;
-            p.load().context("load")?;
-            p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
-        }
+        Hook::Cgroup { .. } => match prog {
+            Program::CgroupSock(p) => {
+                p.load().context("load")?;
+                p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
+            }
+            Program::CgroupDevice(p) => {
+                p.load().context("load")?;
+                p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
+            }
+            Program::CgroupSysctl(p) => {
+                p.load().context("load")?;
+                p.attach(root()?, CgroupAttachMode::Single).context("attach")?;
+            }
+            _ => bail!("program {program} is not a cgroup socket, device or sysctl program"),
+        },
         Hook::CgroupSkb { egress } => {
             let p: &mut CgroupSkb = prog.try_into()?;
             p.load().context("load")?;

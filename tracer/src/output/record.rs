@@ -104,6 +104,10 @@ pub struct FirstBytesView {
 pub struct FileOpenView {
     pub path: String,
     pub write: bool,
+    /// What saw it: `syscall` (an open or rename, --syscalls), `device`
+    /// (the device hook), `sysctl` (the sysctl hook), `fd` or `map` (a busy
+    /// process's open descriptors or memory map, looked at each interval).
+    pub source: &'static str,
     /// Written elsewhere and renamed into place (an atomic save).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub renamed: bool,

@@ -60,6 +60,9 @@ pub struct MapsScan {
     /// Base names, sorted, deduplicated.
     pub ml_libraries: Vec<String>,
     pub memory: MemoryView,
+    /// Model weights mapped (see `open_files::MODEL_SUFFIXES`), sorted,
+    /// deduplicated.
+    pub model_files: Vec<String>,
 }
 
 pub fn scan(pid: u32) -> MapsScan {
@@ -108,12 +111,17 @@ pub fn parse(maps: &str) -> MapsScan {
                 {
                     out.ml_libraries.push(name.to_string());
                 }
+                if p.starts_with('/') && super::open_files::is_model_file(p.as_bytes()) {
+                    out.model_files.push(p.to_string());
+                }
             }
             None => {}
         }
     }
     out.ml_libraries.sort();
     out.ml_libraries.dedup();
+    out.model_files.sort();
+    out.model_files.dedup();
     out
 }
 
@@ -130,8 +138,11 @@ mod tests {
 7f0020000000-7f00a0000000 rw-p 00000000 00:1a 99 /anon_hugepage (deleted)
 7f00b0000000-7f00b0200000 r-xp 00000000 08:01 77 /opt/torch/lib/libtorch_cpu.so
 7f00c0000000-7f00c0001000 rwxp 00000000 08:01 78 /tmp/jit.bin
+7f00d0000000-7f00e0000000 r--s 00000000 08:01 79 /models/llama-7b.Q4_K_M.gguf
+7f00e0000000-7f00f0000000 r--s 00000000 08:01 79 /models/llama-7b.Q4_K_M.gguf
 ";
         let s = parse(maps);
+        assert_eq!(s.model_files, vec!["/models/llama-7b.Q4_K_M.gguf"]);
         assert_eq!(s.ml_libraries, vec!["libtorch_cpu.so"]);
         assert_eq!(s.memory.anon_exec_kib, 256);
         assert_eq!(s.memory.hugetlb_kib, 2 * 1024 * 1024);

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod executable;
 pub mod maps;
+pub mod open_files;
 pub mod procfs;
 
 use std::{collections::HashMap, path::PathBuf};
