@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Tracer, final_health, of_kind};
+use support::{Tracer, of_kind};
 
 fn python(script: &str) -> Command {
     let mut c = Command::new("python3");

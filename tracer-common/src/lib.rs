@@ -287,7 +287,9 @@ pub struct ConnectArgs {
     pub addrlen: u32,
     pub sock_type: u16,
     pub protocol: u16,
-    pub _pad: u32,
+    /// 1: the connect hooks report this connect; only its first bytes and
+    /// DNS socket are followed here.
+    pub quiet: u32,
     pub addr: [u8; SOCKADDR_LEN],
 }
 
@@ -436,7 +438,10 @@ pub mod control {
     /// The cgroup socket hooks are attached: they report inet connects, so
     /// connect(2)'s programs keep to unix sockets.
     pub const SOCKET_HOOKS: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// The packet hooks are attached: first bytes and DNS come from them,
+    /// so the syscall programs need not follow connects for those.
+    pub const PACKET_HOOKS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 pub mod config_flags {

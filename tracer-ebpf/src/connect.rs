@@ -63,7 +63,7 @@ fn try_enter_connect(ctx: &TracePointContext) {
         addrlen: 0,
         sock_type: 0,
         protocol: 0,
-        _pad: 0,
+        quiet: 0,
         addr: [0; SOCKADDR_LEN],
     };
     // Unreadable: a bad pointer (connect fails with EFAULT) or a page not
@@ -79,8 +79,13 @@ fn try_enter_connect(ctx: &TracePointContext) {
     if family != AF_INET && family != AF_INET6 && family != AF_UNIX {
         return;
     }
+    // The socket hooks report inet connects; the packet hooks see their
+    // first bytes and DNS. What is left to this program it does.
     if family != AF_UNIX && control(tracer_common::control::SOCKET_HOOKS) {
-        return;
+        if control(tracer_common::control::PACKET_HOOKS) {
+            return;
+        }
+        args.quiet = 1;
     }
     args.addrlen = len as u32;
     if family == AF_INET || family == AF_INET6 {
@@ -115,6 +120,9 @@ fn try_exit_connect(ctx: &TracePointContext) {
         if let Some(peer) = endpoint_of(&args.addr) {
             crate::payload::mark_fresh(args.fd as u64, &peer);
         }
+    }
+    if args.quiet != 0 {
+        return;
     }
     let Some(mut entry) = reserve::<ConnectEvent>(EventKind::Connect) else { return };
     // SAFETY: reservation sized for ConnectEvent; all fields written.

@@ -399,15 +399,17 @@ fn stamp(header: &mut EventHeader, owner: &EventHeader, kind: EventKind) {
 }
 
 /// Copies `min(len, N - 1)` packet bytes from `at` into `dst`; returns the
-/// count. The mask proves the bound to the verifier (see read_user_bounded).
+/// count. The mask proves the bound to the verifier (see read_user_bounded);
+/// the helper takes no empty copy, so what is masked is `len - 1` (older
+/// verifiers must see 1 <= len <= N).
 #[inline(always)]
 fn load_bounded<const N: usize>(ctx: &SkBuffContext, at: u32, dst: &mut [u8; N], len: u64) -> u32 {
-    let len = if len >= N as u64 { N as u64 - 1 } else { len };
-    // SAFETY: a local.
-    let len = unsafe { core::ptr::read_volatile(&len) } & (N as u64 - 1);
     if len == 0 {
         return 0;
     }
+    let len = if len >= N as u64 { N as u64 - 1 } else { len };
+    // SAFETY: a local.
+    let len = (unsafe { core::ptr::read_volatile(&(len - 1)) } & (N as u64 - 1)) + 1;
     // SAFETY: dst has N bytes and len < N; the helper checks the packet.
     let ret = unsafe {
         aya_ebpf::helpers::generated::bpf_skb_load_bytes(

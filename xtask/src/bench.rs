@@ -1,16 +1,20 @@
 //! `cargo xtask bench`: what tracing costs, measured side by side in one run
 //! and reported as medians and ratios.
 //!
-//! 1. Syscall microbenchmark (a tight getppid loop): untraced, traced with
-//!    `--no-syscall-histogram`, traced with the default hook set (all hooks,
-//!    histogram on), and a bpftrace one-liner counting syscalls per process.
-//! 2. nginx on loopback under wrk: requests/s untraced vs traced.
-//! 3. Connect storm: TCP connects to a loopback listener at fixed rates;
-//!    records delivered vs connects made, drops, tracer CPU.
-//! 4. The tracer's own CPU and resident memory, idle and under each load.
+//! 1. Syscall microbenchmark (a tight getppid loop): untraced, the default
+//!    hook set (no syscall hook), `--syscalls` (the syscall hooks too, with
+//!    the per-syscall histogram), and a bpftrace one-liner counting syscalls
+//!    per process.
+//! 2. nginx on loopback under wrk: requests/s, the same configurations.
+//! 3. Connect storm from several threads: TCP connects to a loopback
+//!    listener at rising rates; records delivered vs connects made, drops.
+//! 4. What a record costs in each output format and sink.
+//! 5. The tracer's own CPU and resident memory, idle and under each load.
+//! 6. Each kernel program's cost from the kernel's own statistics, per
+//!    workload, against its budget.
 //!
-//! Runs alternate configurations (A B C D A B C D …) so drift on a noisy
-//! machine hits them all alike.
+//! Runs alternate configurations (A B C D, B C D A, …) so drift on a noisy
+//! machine hits them all alike; medians are printed with their spread.
 
 use std::{
     fmt::Write as _,
@@ -164,9 +168,8 @@ fn run_loop(xtask: &Path, n: u64) -> Result<f64> {
 #[derive(Clone, Copy, PartialEq)]
 enum Config {
     Untraced,
-    TracedLite,
-    TracedMinimal,
     TracedDefault,
+    TracedSyscalls,
     Bpftrace,
 }
 
@@ -174,11 +177,61 @@ impl Config {
     fn label(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
-            Self::TracedLite => "tracer --lite",
-            Self::TracedMinimal => "tracer --no-syscall-histogram",
-            Self::TracedDefault => "tracer, default hooks",
-            Self::Bpftrace => "bpftrace @[pid] = count()",
+            Self::TracedDefault => "tracer (default: no syscall hook)",
+            Self::TracedSyscalls => "tracer --syscalls",
+            Self::Bpftrace => "bpftrace raw_syscalls @[pid] = count()",
         }
+    }
+}
+
+const CONFIGS: [Config; 4] =
+    [Config::Untraced, Config::TracedDefault, Config::TracedSyscalls, Config::Bpftrace];
+
+/// `median (min–max)` of a sample.
+fn spread(v: &[f64], digits: usize) -> String {
+    let mut v = v.to_vec();
+    let m = median(&mut v);
+    let (lo, hi) = (v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN));
+    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
+/// Per program name, the ns per run of each round and the runs in it.
+#[derive(Default)]
+struct ProgramCosts(std::collections::BTreeMap<String, (Vec<f64>, Vec<f64>)>);
+
+impl ProgramCosts {
+    fn sample(&mut self, pid: u32) {
+        let Ok(progs) = crate::bpf_stats::of_process(pid) else { return };
+        for (name, r) in progs {
+            if r.count == 0 {
+                continue;
+            }
+            let e = self.0.entry(name).or_default();
+            e.0.push(r.ns as f64 / r.count as f64);
+            e.1.push(r.count as f64);
+        }
+    }
+
+    fn table(&self, report: &mut String, title: &str) -> Result<()> {
+        writeln!(report, "\n{title}\n")?;
+        writeln!(
+            report,
+            "| program | runs per round (median) | ns per run (median, min–max) | CPU ms per round | budget |"
+        )?;
+        writeln!(report, "|---|---|---|---|---|")?;
+        for (name, (ns, runs)) in &self.0 {
+            let (mut ns_m, mut runs_m) = (ns.clone(), runs.clone());
+            let (ns_med, runs_med) = (median(&mut ns_m), median(&mut runs_m));
+            let budget = crate::bpf_stats::budget_ns(name);
+            let verdict = if ns_med <= budget as f64 { "within" } else { "OVER" };
+            writeln!(
+                report,
+                "| {name} | {runs_med:.0} | {} | {:.2} | {budget} ns: {verdict} |",
+                spread(ns, 0),
+                ns_med * runs_med / 1e6
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -191,11 +244,8 @@ enum Running {
 fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
     Ok(match config {
         Config::Untraced => Running::None,
-        Config::TracedLite => Running::Tracer(Tracer::start(&opts.tracer, out, &["--lite"])?),
-        Config::TracedMinimal => {
-            Running::Tracer(Tracer::start(&opts.tracer, out, &["--no-syscall-histogram"])?)
-        }
         Config::TracedDefault => Running::Tracer(Tracer::start(&opts.tracer, out, &[])?),
+        Config::TracedSyscalls => Running::Tracer(Tracer::start(&opts.tracer, out, &["--syscalls"])?),
         Config::Bpftrace => Running::Bpftrace(Bpftrace::start()?),
     })
 }
@@ -230,7 +280,7 @@ impl Cost {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::setup::ensure_packages(&["bpftrace", "nginx", "wrk"])?;
+    crate::setup::ensure_packages(&["bpftrace", "bpftool", "nginx", "wrk"])?;
     fs::create_dir_all(&opts.out_dir)?;
     let xtask = std::env::current_exe()?;
     let out = opts.out_dir.join("bench-records.jsonl");
@@ -256,51 +306,66 @@ pub fn run(opts: &Options) -> Result<()> {
     idle.sample(t.pid(), before, idle_wall);
     t.stop()?;
 
+    let _stats = crate::bpf_stats::enable()?;
+    let mut programs: Vec<(String, ProgramCosts)> = Vec::new();
+
     // 1. Syscall microbenchmark.
     const CALLS: u64 = 3_000_000;
-    let configs = [Config::Untraced, Config::TracedMinimal, Config::TracedDefault, Config::Bpftrace];
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let n = CONFIGS.len();
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut loop_cost = Cost::default();
+    let mut loop_progs = [ProgramCosts::default(), ProgramCosts::default()];
     for round in 0..opts.runs {
-        let mut this_round = vec![0.0; configs.len()];
-        for k in 0..configs.len() {
-            let i = (k + round) % configs.len();
-            let running = start(configs[i], opts, &out)?;
+        let mut this_round = vec![0.0; n];
+        for k in 0..n {
+            let i = (k + round) % n;
+            let running = start(CONFIGS[i], opts, &out)?;
             let pid = tracer_pid(&running);
             let before = pid.map(cpu_seconds).unwrap_or(0.0);
             let t0 = Instant::now();
             let v = run_loop(&xtask, CALLS)?;
-            if let (Some(pid), Config::TracedDefault) = (pid, configs[i]) {
-                loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+            match (pid, CONFIGS[i]) {
+                (Some(pid), Config::TracedDefault) => {
+                    loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+                    loop_progs[0].sample(pid);
+                }
+                (Some(pid), Config::TracedSyscalls) => loop_progs[1].sample(pid),
+                _ => {}
             }
             stop(running)?;
             ns[i].push(v);
             this_round[i] = v;
         }
-        for i in 0..configs.len() {
+        for i in 0..n {
             ratios[i].push(this_round[i] / this_round[0]);
         }
     }
     writeln!(report, "1. syscall loop ({CALLS} getppid calls)\n")?;
-    writeln!(report, "| configuration | ns per syscall (median) | vs untraced |")?;
+    writeln!(report, "| configuration | ns per syscall: median (min–max) | vs untraced: median (min–max) |")?;
     writeln!(report, "|---|---|---|")?;
-    for (i, c) in configs.iter().enumerate() {
-        writeln!(report, "| {} | {:.1} | {:.3} |", c.label(), median(&mut ns[i]), median(&mut ratios[i]))?;
+    for (i, c) in CONFIGS.iter().enumerate() {
+        writeln!(report, "| {} | {} | {} |", c.label(), spread(&ns[i], 1), spread(&ratios[i], 3))?;
     }
-    let ours_vs_bpftrace: Vec<f64> = ns[2].iter().zip(&ns[3]).map(|(a, b)| a / b).collect();
+    let per_round =
+        |a: usize, b: usize| -> Vec<f64> { ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect() };
     writeln!(
         report,
-        "\ntracer default / bpftrace, per round: median {:.3}\n",
-        median(&mut ours_vs_bpftrace.clone())
+        "\nper round: tracer default / bpftrace {}; tracer --syscalls / bpftrace {}\n",
+        spread(&per_round(1, 3), 3),
+        spread(&per_round(2, 3), 3)
     )?;
+    let [loop_default, loop_syscalls] = loop_progs;
+    programs.push(("syscall loop, default hooks".into(), loop_default));
+    programs.push(("syscall loop, --syscalls".into(), loop_syscalls));
 
     // 2. nginx + wrk.
     let nginx = Nginx::start(&opts.out_dir)?;
-    let web = [Config::Untraced, Config::TracedLite, Config::TracedMinimal, Config::TracedDefault];
+    let web = &CONFIGS[..3];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
     let mut cost_ratio: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
     let mut nginx_cost = Cost::default();
+    let mut web_progs = [ProgramCosts::default(), ProgramCosts::default()];
     for round in 0..opts.runs {
         let mut this_round = vec![0.0; web.len()];
         for k in 0..web.len() {
@@ -310,8 +375,13 @@ pub fn run(opts: &Options) -> Result<()> {
             let before = pid.map(cpu_seconds).unwrap_or(0.0);
             let t0 = Instant::now();
             let v = nginx.wrk(5)?;
-            if let (Some(pid), Config::TracedDefault) = (pid, web[i]) {
-                nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+            match (pid, web[i]) {
+                (Some(pid), Config::TracedDefault) => {
+                    nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+                    web_progs[0].sample(pid);
+                }
+                (Some(pid), Config::TracedSyscalls) => web_progs[1].sample(pid),
+                _ => {}
             }
             stop(running)?;
             rps[i].push(v);
@@ -323,36 +393,51 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     drop(nginx);
     writeln!(report, "2. nginx (1 worker) under wrk (1 thread, 16 connections, 5 s) on loopback\n")?;
-    writeln!(report, "| configuration | requests/s (median) | cost: untraced rps / traced rps |")?;
+    writeln!(
+        report,
+        "| configuration | requests/s: median (min–max) | cost, untraced / traced per round: median (min–max) |"
+    )?;
     writeln!(report, "|---|---|---|")?;
     for (i, c) in web.iter().enumerate() {
-        writeln!(
-            report,
-            "| {} | {:.0} | {:.3} |",
-            c.label(),
-            median(&mut rps[i]),
-            median(&mut cost_ratio[i])
-        )?;
+        writeln!(report, "| {} | {} | {} |", c.label(), spread(&rps[i], 0), spread(&cost_ratio[i], 3))?;
     }
     writeln!(report)?;
+    let [web_default, web_syscalls] = web_progs;
+    programs.push(("nginx + wrk, default hooks".into(), web_default));
+    programs.push(("nginx + wrk, --syscalls".into(), web_syscalls));
 
-    // 3. Connect storm.
-    writeln!(report, "3. connect storm: TCP connects to a loopback listener for 3 s\n")?;
+    // 3. Connect storm, from several threads.
+    const STORM_THREADS: u32 = 4;
+    writeln!(
+        report,
+        "3. connect storm: TCP connects from {STORM_THREADS} threads to a loopback listener for 3 s, default ring buffer\n"
+    )?;
     writeln!(report, "| target rate | achieved connects/s | records delivered | dropped | tracer CPU % |")?;
     writeln!(report, "|---|---|---|---|---|")?;
     let mut storm_cost = Cost::default();
-    for rate in [10_000u64, 25_000, 50_000] {
+    let mut storm_progs = ProgramCosts::default();
+    let mut drops_from = None;
+    for rate in [10_000u64, 25_000, 50_000, 100_000, 200_000] {
         let t = Tracer::start(&opts.tracer, &out, &[])?;
         let before = cpu_seconds(t.pid());
         let t0 = Instant::now();
-        let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3)?;
+        let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3, STORM_THREADS)?;
         let wall = t0.elapsed().as_secs_f64();
         let cpu_pct = (cpu_seconds(t.pid()) - before) / wall * 100.0;
         storm_cost.sample(t.pid(), before, wall);
+        storm_progs.sample(t.pid());
         let records = t.stop()?;
         let (delivered, dropped) = count_connects(&records, pid, port)?;
+        if dropped > 0 && drops_from.is_none() {
+            drops_from = Some(achieved);
+        }
         writeln!(report, "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |")?;
     }
+    match drops_from {
+        Some(r) => writeln!(report, "\ndrops begin at about {r:.0} connects/s")?,
+        None => writeln!(report, "\nno drops at any rate reached")?,
+    }
+    programs.push(("connect storm, default hooks (one run per rate)".into(), storm_progs));
 
     // 4. What a record costs the tracer in each output format and sink.
     let (per_k, vs_native) = sink_costs(opts, &xtask, &out)?;
@@ -378,6 +463,13 @@ pub fn run(opts: &Options) -> Result<()> {
         ("connect storm", &mut storm_cost),
     ] {
         writeln!(report, "| {name} | {:.1} | {:.1} |", median(&mut c.cpu_pct), median(&mut c.rss_mib))?;
+    }
+    writeln!(
+        report,
+        "\n6. each kernel program's cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt of the tracer's programs, per round)"
+    )?;
+    for (title, costs) in &programs {
+        costs.table(&mut report, title)?;
     }
     print!("{report}");
     let path = opts.out_dir.join("bench.md");
@@ -406,7 +498,8 @@ fn sink_costs(opts: &Options, xtask: &Path, out: &Path) -> Result<(Vec<Vec<f64>>
     });
     let n = SINK_CONFIGS.len();
     let (mut per_k, mut vs_native) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-    for round in 0..opts.runs {
+    // Fewer rounds than the rest: each is a storm per output.
+    for round in 0..opts.runs.min(5) {
         let mut this_round = vec![0.0; n];
         for k in 0..n {
             let i = (k + round) % n;
@@ -414,7 +507,7 @@ fn sink_costs(opts: &Options, xtask: &Path, out: &Path) -> Result<(Vec<Vec<f64>>
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             let t = Tracer::start(&opts.tracer, out, &extra)?;
             let before = cpu_seconds(t.pid());
-            connect_storm(xtask, 5_000, 3)?;
+            connect_storm(xtask, 5_000, 3, 1)?;
             let cpu = cpu_seconds(t.pid()) - before;
             let records = BufReader::new(fs::File::open(t.stop()?)?).lines().count().max(1);
             this_round[i] = cpu * 1e6 / records as f64;
@@ -445,9 +538,9 @@ fn count_connects(records: &Path, pid: u32, port: u16) -> Result<(u64, u64)> {
 
 /// Runs `xtask connect-storm` as its own process; returns (connects made,
 /// its pid, the port, achieved rate).
-fn connect_storm(xtask: &Path, rate: u64, seconds: u64) -> Result<(u64, u32, u16, f64)> {
+fn connect_storm(xtask: &Path, rate: u64, seconds: u64, threads: u32) -> Result<(u64, u32, u16, f64)> {
     let child = Command::new(xtask)
-        .args(["connect-storm", &rate.to_string(), &seconds.to_string()])
+        .args(["connect-storm", &rate.to_string(), &seconds.to_string(), &threads.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
     let pid = child.id();
@@ -458,9 +551,10 @@ fn connect_storm(xtask: &Path, rate: u64, seconds: u64) -> Result<(u64, u32, u16
     Ok((made as u64, pid, port as u16, achieved))
 }
 
-/// The storm itself: a listener thread accepts and closes; the main thread
-/// connects and closes at `rate` per second. Prints "made port achieved".
-pub fn storm(rate: u64, seconds: u64) -> Result<()> {
+/// The storm itself: a listener thread accepts and closes; `threads`
+/// threads connect and close, together at `rate` per second. Prints "made
+/// port achieved".
+pub fn storm(rate: u64, seconds: u64, threads: u32) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let stop = Arc::new(AtomicBool::new(false));
@@ -474,21 +568,31 @@ pub fn storm(rate: u64, seconds: u64) -> Result<()> {
             }
         }
     });
+    let threads = u64::from(threads.max(1));
     let start = Instant::now();
-    let total = rate * seconds;
-    let mut made = 0u64;
-    while made < total {
-        let due = Duration::from_secs_f64(made as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        // Every attempt is a connect(2) the tracer must report, refused or not.
-        let _ = TcpStream::connect(("127.0.0.1", port));
-        made += 1;
-        if start.elapsed() > Duration::from_secs(seconds * 3) {
-            break;
-        }
-    }
+    let connectors: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (per_thread, mut made) = (rate / threads, 0u64);
+                let total = per_thread * seconds;
+                while made < total {
+                    let due = Duration::from_secs_f64(made as f64 / per_thread as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    // Every attempt is a connect the tracer must report,
+                    // refused or not.
+                    let _ = TcpStream::connect(("127.0.0.1", port));
+                    made += 1;
+                    if start.elapsed() > Duration::from_secs(seconds * 3) {
+                        break;
+                    }
+                }
+                made
+            })
+        })
+        .collect();
+    let made: u64 = connectors.into_iter().map(|c| c.join().unwrap_or(0)).sum();
     let elapsed = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     acceptor.join().ok();

@@ -5,6 +5,7 @@
 //! LLVM 22) and install what is missing; a second run only checks.
 
 mod bench;
+mod bpf_stats;
 mod eval;
 mod fuzz;
 mod gpu_check;
@@ -50,7 +51,7 @@ enum Task {
     /// and writes target/bench/bench.md.
     Bench {
         /// Rounds per configuration (medians are taken over them).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 9)]
         runs: usize,
     },
     /// Run labelled real workloads under the tracer (mining against a local
@@ -113,7 +114,13 @@ enum Task {
     SyscallLoop { n: u64 },
     /// (benchmark helper) TCP connects to a loopback listener at RATE/s.
     #[command(hide = true)]
-    ConnectStorm { rate: u64, seconds: u64 },
+    ConnectStorm {
+        rate: u64,
+        seconds: u64,
+        /// Connecting threads (the rate is shared among them).
+        #[arg(default_value_t = 1)]
+        threads: u32,
+    },
     /// On an NVIDIA GPU host: run a short PyTorch CUDA workload under the
     /// tracer and print the GPU driver activity attributed to it.
     GpuCheck {
@@ -214,7 +221,7 @@ fn main() -> Result<()> {
             bench::syscall_loop(n);
             Ok(())
         }
-        Task::ConnectStorm { rate, seconds } => bench::storm(rate, seconds),
+        Task::ConnectStorm { rate, seconds, threads } => bench::storm(rate, seconds, threads),
         Task::Test { args } => {
             setup::ensure_toolchain()?;
             require_root("the end-to-end tests load eBPF programs")?;

@@ -623,9 +623,16 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         (kind == "file.open" && r["file"]["write"].as_bool() == Some(write)).then_some(())?;
     }
     if let Some(min) = m.hugetlb_mmaps {
-        let n = (kind == "process.activity").then(|| u(r, &["activity", "hugetlb_mmaps"])).flatten()?;
-        (n >= min.max(1)).then_some(())?;
-        seen.push(format!("{n} huge-page mmaps"));
+        (kind == "process.activity").then_some(())?;
+        // The mmaps where the syscall hooks count them; else the huge-page
+        // memory the process's map shows.
+        match (u(r, &["activity", "hugetlb_mmaps"]), u(r, &["activity", "memory", "hugetlb_kib"])) {
+            (Some(n), _) if n >= min.max(1) => seen.push(format!("{n} huge-page mmaps")),
+            (_, Some(kib)) if kib > 0 => {
+                seen.push(format!("{} MiB mapped in explicit huge pages", kib >> 10))
+            }
+            _ => return None,
+        }
     }
     if let Some(prefixes) = &m.library {
         let libs =

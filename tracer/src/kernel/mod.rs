@@ -82,7 +82,7 @@ const fn syscall(name: &'static str) -> Hook {
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 15] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 17] = [
     // sock_*_length appeared in 6.3; before it, bytes and peers come from
     // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
     ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
@@ -95,6 +95,9 @@ const FALLBACK_HOOKS: [(&str, &str, Hook); 15] = [
     // them): connects, first bytes and DNS from syscalls, blind to io_uring.
     ("connect4", "sys_enter_connect", syscall("sys_enter_connect")),
     ("connect4", "sys_exit_connect", syscall("sys_exit_connect")),
+    // Connects mark the sockets whose first sends the write hooks copy.
+    ("skb_egress", "sys_enter_connect", syscall("sys_enter_connect")),
+    ("skb_egress", "sys_exit_connect", syscall("sys_exit_connect")),
     ("skb_egress", "sys_enter_write", syscall("sys_enter_write")),
     ("skb_egress", "sys_enter_writev", syscall("sys_enter_writev")),
     ("skb_egress", "sys_enter_close", syscall("sys_enter_close")),
@@ -374,6 +377,7 @@ impl Kernel {
         // The connect hooks serve inet sockets: connect(2)'s programs, when
         // attached for unix sockets (--syscalls), leave those to them.
         let socket_hooks = attach.iter().any(|a| a.program == "connect4" && a.attached);
+        let packet_hooks = attach.iter().any(|a| a.program == "skb_egress" && a.attached);
 
         let events = take_map(&mut ebpf, "EVENTS")?;
         let lru = table::MAPS.iter().map(|name| reader(&ebpf, name)).collect::<Result<_>>()?;
@@ -397,6 +401,9 @@ impl Kernel {
         kernel.add_gpu_devices(&opts.gpu_devices)?;
         if socket_hooks {
             kernel.control.set(control::SOCKET_HOOKS, 1, 0).context("setting CONTROL[SOCKET_HOOKS]")?;
+        }
+        if packet_hooks {
+            kernel.control.set(control::PACKET_HOOKS, 1, 0).context("setting CONTROL[PACKET_HOOKS]")?;
         }
         Ok((kernel, events))
     }
