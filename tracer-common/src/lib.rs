@@ -345,6 +345,13 @@ pub struct KernelOffsets {
     pub task_signal: u32,
     pub signal_pids: u32,
     pub pid_numbers: u32,
+    /// A written file's name: task_struct.flags (PF_KTHREAD), inode.i_dentry
+    /// (its first alias), dentry.d_u (the alias node in the dentry) and
+    /// dentry.d_name (a struct qstr).
+    pub task_flags: u32,
+    pub inode_dentries: u32,
+    pub dentry_alias: u32,
+    pub dentry_name: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -383,6 +390,10 @@ impl KernelOffsets {
         task_signal: NO_OFFSET,
         signal_pids: NO_OFFSET,
         pid_numbers: NO_OFFSET,
+        task_flags: NO_OFFSET,
+        inode_dentries: NO_OFFSET,
+        dentry_alias: NO_OFFSET,
+        dentry_name: NO_OFFSET,
     };
 }
 
@@ -594,6 +605,9 @@ pub mod file_source {
     pub const DEVICE: u32 = 1;
     /// The cgroup sysctl hook: a /proc/sys knob written.
     pub const SYSCTL: u32 = 2;
+    /// writeback_dirty_inode_enqueue: a file first written since it was
+    /// last clean; the path is the file's name only.
+    pub const WRITTEN: u32 = 3;
 }
 
 /// An open of a file whose name ends in one of the watched suffixes.

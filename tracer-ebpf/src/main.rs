@@ -29,6 +29,8 @@ mod payload;
 mod process;
 #[cfg(target_arch = "bpf")]
 mod sockets;
+#[cfg(target_arch = "bpf")]
+mod written;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

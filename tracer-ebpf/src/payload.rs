@@ -130,18 +130,25 @@ pub struct Send<'a> {
 #[inline(always)]
 pub fn gather<S: Source>(src: &S, progress: &Progress, send: &Send) -> Option<Progress> {
     let take = progress.take(send.len);
-    let copied = if take < FIRST_BYTES as u64 {
+    let (copied, done) = if take < FIRST_BYTES as u64 {
         report::<FIRST_BYTES, S>(src, progress, send, take)
     } else {
         report::<FIRST_BYTES_MAX, S>(src, progress, send, take)
     }?;
-    (!progress.done(send.len, &copied)).then(|| progress.after(send.len, &copied))
+    (!done).then(|| progress.after(send.len, &copied))
 }
 
 /// Reports one send, copying `take` of its bytes into a record with an
-/// N-byte payload; the record says whether the kernel stops gathering.
+/// N-byte payload; the record says whether the kernel stops gathering, and
+/// so does the return value (decided once: every branch here multiplies
+/// the paths an older verifier walks).
 #[inline(always)]
-fn report<const N: usize, S: Source>(src: &S, progress: &Progress, send: &Send, take: u64) -> Option<Copied> {
+fn report<const N: usize, S: Source>(
+    src: &S,
+    progress: &Progress,
+    send: &Send,
+    take: u64,
+) -> Option<(Copied, bool)> {
     let mut entry = reserve::<FirstBytesEvent<N>>(EventKind::FirstBytes)?;
     // SAFETY: reservation sized for FirstBytesEvent<N>; every field written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
@@ -160,9 +167,10 @@ fn report<const N: usize, S: Source>(src: &S, progress: &Progress, send: &Send, 
         record_len: u16::from_be_bytes([event.payload[3], event.payload[4]]) as u32,
     };
     event.captured = copied.captured;
-    event.last = progress.done(send.len, &copied) as u32;
+    let done = progress.done(send.len, &copied);
+    event.last = done as u32;
     entry.submit(0);
-    Some(copied)
+    Some((copied, done))
 }
 
 /// A connected socket whose first message is not yet whole: its peer, the

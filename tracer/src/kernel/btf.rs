@@ -61,6 +61,10 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         task_signal: field("task_struct", "signal"),
         signal_pids: field("signal_struct", "pids"),
         pid_numbers: field("pid", "numbers"),
+        task_flags: field("task_struct", "flags"),
+        inode_dentries: field("inode", "i_dentry"),
+        dentry_alias: field("dentry", "d_u"),
+        dentry_name: field("dentry", "d_name"),
     };
     let mut offsets = offsets;
     // The FPU layout changed in 5.16 (struct fpstate behind a pointer).

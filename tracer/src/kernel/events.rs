@@ -294,6 +294,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     source: match raw.source {
                         file_source::DEVICE => "device",
                         file_source::SYSCTL => "sysctl",
+                        file_source::WRITTEN => "write",
                         _ => "syscall",
                     },
                     path: cstr(&raw.path[..n]),

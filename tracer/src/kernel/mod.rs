@@ -120,7 +120,7 @@ enum HookSet {
 }
 
 /// Program name in the object, when it is attached, and its hook.
-const PROGRAM_HOOKS: [(&str, HookSet, Hook); 32] = [
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 33] = [
     ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
     ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
@@ -140,6 +140,8 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 32] = [
     // Opens of MSR devices for writing, writes to vm.nr_hugepages.
     ("device_access", HookSet::Default, Hook::Cgroup { name: "device" }),
     ("sysctl_access", HookSet::Default, Hook::Cgroup { name: "sysctl" }),
+    // Model files written (checkpoints), whatever call wrote them.
+    ("dirty_inode", HookSet::Default, Hook::Raw { name: "writeback_dirty_inode_enqueue" }),
     ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
     ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
     ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
@@ -204,6 +206,8 @@ pub struct AttachStatus {
     pub replaces: Option<&'static str>,
     #[serde(skip)]
     pub syscall_level: bool,
+    /// Time to load (verify) and attach it, milliseconds.
+    pub load_ms: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -327,11 +331,22 @@ impl Kernel {
             .ok_or_else(|| anyhow!("no cgroup2 mount"))
             .and_then(|p| std::fs::File::open(&p).with_context(|| format!("opening {}", p.display())));
         let mut try_attach = |program: &'static str, hook: Hook, replaces: Option<&'static str>| {
+            let started = std::time::Instant::now();
             let result = match required_missing(program, &config) {
                 Some(why) => Err(anyhow!("not loaded: {why}")),
                 None => attach_one(&mut ebpf, program, hook, &cgroup_root),
             };
+            // Nearly all of it is the kernel's verifier; a slow one (old
+            // kernels, emulated CPUs) delays the start, so it is said.
+            let took = started.elapsed();
+            if took > std::time::Duration::from_secs(1) {
+                eprintln!(
+                    "tracer: loading {program} took {:.1} s (the kernel's verifier)",
+                    took.as_secs_f64()
+                );
+            }
             AttachStatus {
+                load_ms: (took.as_secs_f64() * 1e4).round() / 10.0,
                 program,
                 hook: hook.describe(),
                 attached: result.is_ok(),
@@ -358,6 +373,7 @@ impl Kernel {
                     error: Some(why),
                     replaces: None,
                     syscall_level: hook.is_syscall_level(),
+                    load_ms: 0.0,
                 },
             })
             .collect();
@@ -812,6 +828,13 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
+        "dirty_inode" => &[
+            (k.task_flags, "task_struct.flags"),
+            (k.inode_mode, "inode.i_mode"),
+            (k.inode_dentries, "inode.i_dentry"),
+            (k.dentry_alias, "dentry.d_u"),
+            (k.dentry_name, "dentry.d_name"),
+        ],
         "sock_send_enter" | "sock_recv_enter" => {
             &[(k.socket_sk, "socket.sk"), (k.sk_family, "sock_common.skc_family")]
         }
