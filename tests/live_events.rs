@@ -593,9 +593,9 @@ fn a_rename_into_place_names_the_old_and_new_path() {
 /// With no syscall hook attached: an MSR device opened for writing (a node
 /// with the MSR major, made for the test: the device hook sees the device
 /// number before any driver is asked, so the open fails with ENXIO here and
-/// is still seen), a write to vm.nr_hugepages (its own value back), a model
-/// file written and closed at once, and the model files a busy process holds
-/// open or mapped.
+/// is still seen), a write to vm.nr_hugepages (its own value back), model
+/// files written, and read, and closed at once, and the model files a busy
+/// process holds open or mapped.
 #[test]
 fn file_evidence_without_syscall_hooks() {
     let dir = support::scratch("held");
@@ -606,19 +606,23 @@ fn file_evidence_without_syscall_hooks() {
     let (ckpt, weights) = (dir.join("ckpt.pt"), dir.join("model.gguf"));
     // Written and closed at once: only the written-file hook sees it.
     let quick = dir.join("saved.safetensors");
+    // Read and closed at once (300 KiB: model-sized for the read hooks).
+    let loaded = dir.join("loaded.onnx");
+    std::fs::write(&loaded, vec![7u8; 300 * 1024]).unwrap();
     std::fs::write(&weights, [b"GGUF".as_slice(), &[0u8; 8188]].concat()).unwrap();
     let tracer = Tracer::start(&["--activity-interval", "1s"]);
     let script = format!(
         "import mmap,os,time\n\
          try: os.open('{node}',os.O_WRONLY)\nexcept OSError: pass\n\
          v=open('/proc/sys/vm/nr_hugepages').read()\nopen('/proc/sys/vm/nr_hugepages','w').write(v)\n\
-         open('{quick}','wb').write(b'w')\n\
+         open('{quick}','wb').write(b'w')\nopen('{loaded}','rb').read()\n\
          w=open('{ckpt}','wb')\nimport ctypes\nlibc=ctypes.CDLL(None)\nlibc.mmap.restype=ctypes.c_void_p\n\
          libc.mmap.argtypes=[ctypes.c_void_p,ctypes.c_size_t,ctypes.c_int,ctypes.c_int,ctypes.c_int,ctypes.c_long]\n\
          fd=os.open('{weights}',os.O_RDONLY)\np=libc.mmap(None,8192,mmap.PROT_READ,mmap.MAP_SHARED,fd,0)\nos.close(fd)\n\
          t=time.time()\nwhile time.time()-t<2.5: pass\n",
         node = node.display(),
         quick = quick.display(),
+        loaded = loaded.display(),
         ckpt = ckpt.display(),
         weights = weights.display()
     );
@@ -645,6 +649,7 @@ fn file_evidence_without_syscall_hooks() {
         (ckpt.to_str().unwrap().into(), true, "fd".into()),
         (weights.to_str().unwrap().into(), false, "map".into()),
         ("saved.safetensors".into(), true, "write".into()),
+        ("loaded.onnx".into(), false, "read".into()),
     ];
     want.sort();
     assert_eq!(seen, want);

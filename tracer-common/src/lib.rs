@@ -148,7 +148,8 @@ pub mod table {
     pub const DNS_SOCKETS: u32 = 9;
     pub const FRESH_SOCKETS: u32 = 10;
     pub const SOCKETS: u32 = 11;
-    pub const COUNT: u32 = 12;
+    pub const MODEL_READS: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Map names in the object, by table number.
     pub const MAPS: [&str; COUNT as usize] = [
         "PROC_STATS",
@@ -163,6 +164,7 @@ pub mod table {
         "DNS_SOCKETS",
         "FRESH_SOCKETS",
         "SOCKETS",
+        "MODEL_READS",
     ];
     /// Their names in health (`kernel_tables`, `kernel_evictions`).
     pub const NAMES: [&str; COUNT as usize] = [
@@ -178,6 +180,7 @@ pub mod table {
         "dns_sockets",
         "fresh_sockets",
         "sockets",
+        "model_reads",
     ];
 }
 
@@ -352,6 +355,9 @@ pub struct KernelOffsets {
     pub inode_dentries: u32,
     pub dentry_alias: u32,
     pub dentry_name: u32,
+    /// address_space.host (the file's inode) and inode.i_size.
+    pub mapping_host: u32,
+    pub inode_size: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -394,6 +400,8 @@ impl KernelOffsets {
         inode_dentries: NO_OFFSET,
         dentry_alias: NO_OFFSET,
         dentry_name: NO_OFFSET,
+        mapping_host: NO_OFFSET,
+        inode_size: NO_OFFSET,
     };
 }
 
@@ -608,6 +616,9 @@ pub mod file_source {
     /// writeback_dirty_inode_enqueue: a file first written since it was
     /// last clean; the path is the file's name only.
     pub const WRITTEN: u32 = 3;
+    /// mm_filemap_get_pages / mm_filemap_fault: a file of 256 KiB or more
+    /// read or faulted in, once per process; the path is the name only.
+    pub const READ: u32 = 4;
 }
 
 /// An open of a file whose name ends in one of the watched suffixes.

@@ -24,13 +24,13 @@ mod gpu;
 #[cfg(target_arch = "bpf")]
 mod ledger;
 #[cfg(target_arch = "bpf")]
+mod model_files;
+#[cfg(target_arch = "bpf")]
 mod payload;
 #[cfg(target_arch = "bpf")]
 mod process;
 #[cfg(target_arch = "bpf")]
 mod sockets;
-#[cfg(target_arch = "bpf")]
-mod written;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

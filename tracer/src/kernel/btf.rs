@@ -65,6 +65,8 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         inode_dentries: field("inode", "i_dentry"),
         dentry_alias: field("dentry", "d_u"),
         dentry_name: field("dentry", "d_name"),
+        mapping_host: field("address_space", "host"),
+        inode_size: field("inode", "i_size"),
     };
     let mut offsets = offsets;
     // The FPU layout changed in 5.16 (struct fpstate behind a pointer).

@@ -295,6 +295,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                         file_source::DEVICE => "device",
                         file_source::SYSCTL => "sysctl",
                         file_source::WRITTEN => "write",
+                        file_source::READ => "read",
                         _ => "syscall",
                     },
                     path: cstr(&raw.path[..n]),

@@ -120,7 +120,7 @@ enum HookSet {
 }
 
 /// Program name in the object, when it is attached, and its hook.
-const PROGRAM_HOOKS: [(&str, HookSet, Hook); 33] = [
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 36] = [
     ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
     ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
@@ -142,6 +142,10 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 33] = [
     ("sysctl_access", HookSet::Default, Hook::Cgroup { name: "sysctl" }),
     // Model files written (checkpoints), whatever call wrote them.
     ("dirty_inode", HookSet::Default, Hook::Raw { name: "writeback_dirty_inode_enqueue" }),
+    // Model files read or faulted in (weights loaded), once per process.
+    ("file_read", HookSet::Default, Hook::Raw { name: "mm_filemap_get_pages" }),
+    ("file_fault", HookSet::Default, Hook::Raw { name: "mm_filemap_fault" }),
+    ("file_map_pages", HookSet::Default, Hook::Raw { name: "mm_filemap_map_pages" }),
     ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
     ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
     ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
@@ -828,6 +832,15 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
+        "file_read" | "file_fault" | "file_map_pages" => &[
+            (k.mapping_host, "address_space.host"),
+            (k.inode_size, "inode.i_size"),
+            (k.task_flags, "task_struct.flags"),
+            (k.inode_mode, "inode.i_mode"),
+            (k.inode_dentries, "inode.i_dentry"),
+            (k.dentry_alias, "dentry.d_u"),
+            (k.dentry_name, "dentry.d_name"),
+        ],
         "dirty_inode" => &[
             (k.task_flags, "task_struct.flags"),
             (k.inode_mode, "inode.i_mode"),
