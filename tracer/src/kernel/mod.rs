@@ -117,6 +117,9 @@ enum HookSet {
     Syscalls,
     /// Where a GPU device exists (ioctls are syscalls too).
     Gpu,
+    /// Without `--syscalls`: they stand in for the open hooks, which with it
+    /// report the same opens exactly (twice would double the evidence).
+    InsteadOfSyscalls,
 }
 
 /// Program name in the object, when it is attached, and its hook.
@@ -138,14 +141,14 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 36] = [
     ("sendmsg6", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg6" }),
     ("sock_release", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
     // Opens of MSR devices for writing, writes to vm.nr_hugepages.
-    ("device_access", HookSet::Default, Hook::Cgroup { name: "device" }),
-    ("sysctl_access", HookSet::Default, Hook::Cgroup { name: "sysctl" }),
+    ("device_access", HookSet::InsteadOfSyscalls, Hook::Cgroup { name: "device" }),
+    ("sysctl_access", HookSet::InsteadOfSyscalls, Hook::Cgroup { name: "sysctl" }),
     // Model files written (checkpoints), whatever call wrote them.
-    ("dirty_inode", HookSet::Default, Hook::Raw { name: "writeback_dirty_inode_enqueue" }),
+    ("dirty_inode", HookSet::InsteadOfSyscalls, Hook::Raw { name: "writeback_dirty_inode_enqueue" }),
     // Model files read or faulted in (weights loaded), once per process.
-    ("file_read", HookSet::Default, Hook::Raw { name: "mm_filemap_get_pages" }),
-    ("file_fault", HookSet::Default, Hook::Raw { name: "mm_filemap_fault" }),
-    ("file_map_pages", HookSet::Default, Hook::Raw { name: "mm_filemap_map_pages" }),
+    ("file_read", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_get_pages" }),
+    ("file_fault", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_fault" }),
+    ("file_map_pages", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_map_pages" }),
     ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
     ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
     ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
@@ -365,6 +368,10 @@ impl Kernel {
             HookSet::Syscalls => Err(format!("{SKIPPED} syscall hooks only with --syscalls")),
             HookSet::Gpu if !opts.gpu_devices.is_empty() || opts.syscalls => Ok(()),
             HookSet::Gpu => Err(format!("{SKIPPED} no GPU device on this host")),
+            HookSet::InsteadOfSyscalls if opts.syscalls => {
+                Err(format!("{SKIPPED} the open hooks (--syscalls) report these opens"))
+            }
+            HookSet::InsteadOfSyscalls => Ok(()),
         };
         let mut attach: Vec<_> = PROGRAM_HOOKS
             .iter()
