@@ -66,7 +66,7 @@ pub fn of_process(pid: u32) -> Result<BTreeMap<String, Runs>> {
 /// The budget a program is held to: on a path every packet, context switch
 /// or syscall takes, 100 ns a run; on process and connection events, 3 µs.
 pub fn budget_ns(name: &str) -> u64 {
-    const HOT: [&str; 8] = [
+    const HOT: [&str; 11] = [
         "sched_switch",
         "fpu_regs_deact",
         "sock_send_lengt",
@@ -75,6 +75,10 @@ pub fn budget_ns(name: &str) -> u64 {
         "raw_sys_enter",
         "sys_enter_",
         "sys_exit_",
+        // Every buffered read and file-mapping fault on the host.
+        "file_read",
+        "file_fault",
+        "file_map_pages",
     ];
     if HOT.iter().any(|h| name.starts_with(h)) { 100 } else { 3_000 }
 }
