@@ -65,6 +65,26 @@ pub struct Tracked {
     _pad: u8,
 }
 
+impl Tracked {
+    /// A socket of the calling task, with its record header now.
+    #[inline(always)]
+    fn of_caller(peer: Endpoint, sock_type: u8, protocol: u8, pending: u8, kind: EventKind) -> Self {
+        let mut t = Self {
+            // SAFETY: every field is written by fill_header below.
+            header: unsafe { core::mem::zeroed() },
+            peer,
+            progress: Progress::NEW,
+            first_seq: 0,
+            sock_type,
+            protocol,
+            pending,
+            _pad: 0,
+        };
+        fill_header(&mut t.header, kind);
+        t
+    }
+}
+
 /// `struct sock` address -> what it still has to report.
 #[map]
 pub static SOCKETS: LruHashMap<u64, Tracked> = LruHashMap::with_max_entries(16384, 0);
@@ -122,18 +142,7 @@ fn on_connect(ctx: &SockAddrContext, family: u16) -> Option<()> {
     let sa = sock_addr_of(ctx);
     let peer = destination(sa, family);
     let (sock_type, protocol) = (sa.type_, sa.protocol as u8);
-    let mut tracked = Tracked {
-        // SAFETY: every field is written by fill_header.
-        header: unsafe { core::mem::zeroed() },
-        peer,
-        progress: Progress::NEW,
-        first_seq: 0,
-        sock_type: sock_type as u8,
-        protocol,
-        pending: 0,
-        _pad: 0,
-    };
-    fill_header(&mut tracked.header, EventKind::Connect);
+    let mut tracked = Tracked::of_caller(peer, sock_type as u8, protocol, 0, EventKind::Connect);
     if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP {
         tracked.pending = pending::CONNECT | pending::FIRST_BYTES;
     } else {
@@ -174,18 +183,13 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) -> Option<()> {
     if unsafe { SOCKETS.get(&key) }.is_some() || !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    let mut tracked = Tracked {
-        // SAFETY: every field is written by fill_header.
-        header: unsafe { core::mem::zeroed() },
-        peer: destination(sa, family),
-        progress: Progress::NEW,
-        first_seq: 0,
-        sock_type: sa.type_ as u8,
-        protocol: IPPROTO_UDP,
-        pending: pending::DNS,
-        _pad: 0,
-    };
-    fill_header(&mut tracked.header, EventKind::Dns);
+    let tracked = Tracked::of_caller(
+        destination(sa, family),
+        sa.type_ as u8,
+        IPPROTO_UDP,
+        pending::DNS,
+        EventKind::Dns,
+    );
     upsert!(SOCKETS, table::SOCKETS, &key, &tracked);
     Some(())
 }
