@@ -358,6 +358,11 @@ pub struct KernelOffsets {
     /// address_space.host (the file's inode) and inode.i_size.
     pub mapping_host: u32,
     pub inode_size: u32,
+    /// task_struct.se.prev_sum_exec_runtime (the runtime when the fair
+    /// scheduler last picked the task: what it has run since is this
+    /// slice) and task_struct.policy (SCHED_*).
+    pub task_prev_sum_exec_runtime: u32,
+    pub task_policy: u32,
 }
 
 pub const NO_OFFSET: u32 = u32::MAX;
@@ -402,6 +407,8 @@ impl KernelOffsets {
         dentry_name: NO_OFFSET,
         mapping_host: NO_OFFSET,
         inode_size: NO_OFFSET,
+        task_prev_sum_exec_runtime: NO_OFFSET,
+        task_policy: NO_OFFSET,
     };
 }
 
@@ -460,7 +467,10 @@ pub mod control {
     /// The packet hooks are attached: first bytes and DNS come from them,
     /// so the syscall programs need not follow connects for those.
     pub const PACKET_HOOKS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// The BTF sched_switch program charges each fair-class slice from the
+    /// task's own fields, so the exit hook charges the same way.
+    pub const SLICE_CPU: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 pub mod config_flags {

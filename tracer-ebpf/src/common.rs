@@ -142,6 +142,21 @@ pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
+/// Reads a kernel value at `base + offset` where `base` is a pointer the
+/// verifier knows by its BTF type (a BTF program's argument, or a pointer
+/// loaded from one): a plain load, which the kernel turns into one that
+/// cannot fault. `offset` must be a known constant: it is, read from the
+/// frozen configuration.
+#[inline(always)]
+pub fn load_btf<T: Copy>(base: u64, offset: u32) -> Option<T> {
+    if offset == NO_OFFSET {
+        return None;
+    }
+    // SAFETY: the verifier checks the access against the type and the
+    // kernel catches a fault in it (a bad pointer reads as zero).
+    Some(unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) })
+}
+
 /// Copies `min(len, N - 1)` bytes of user memory at `src` into `dst`;
 /// returns the count copied. `N` is a power of two: the mask is what proves
 /// the bound to the verifier.

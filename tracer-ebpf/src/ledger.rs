@@ -8,14 +8,16 @@
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
-use tracer_common::{EventKind, FlowKey, FlowStats, ProcStats, SetSidEvent, config_flags, counter, table};
+use tracer_common::{
+    EventKind, FlowKey, FlowStats, NO_OFFSET, ProcStats, SetSidEvent, config_flags, control, counter, table,
+};
 
 use crate::{
-    common::{config, count, current_task, fill_header, read_field, reserve, should_trace},
+    common::{config, count, current_task, fill_header, load_btf, read_field, reserve, should_trace},
     process::read_tp,
 };
 
@@ -49,13 +51,96 @@ fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
 /// Fires in the context of the task being switched out (kernel/sched/core.c:
 /// __schedule calls trace_sched_switch before context_switch, after
 /// pick_next_task has updated the task's runtime).
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+///
+/// The BTF form: its arguments are typed kernel pointers, so the task's
+/// fields are plain loads (the kernel's exception table catches a bad one)
+/// instead of a bpf_probe_read_kernel call each, and a fair-class task's
+/// slice is read from the task itself, with no per-thread table.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(bool preempt, struct task_struct *prev, …): the outgoing
     // task waits unless it was preempted.
     let preempt: u64 = ctx.arg(0);
+    let prev: u64 = ctx.arg(1);
+    let _ = charge_slice(prev, preempt & 0xff == 0);
+    0
+}
+
+/// The raw form, where BTF programs cannot attach: the same charge through
+/// a per-thread table of the runtime last charged.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
     try_switch(preempt & 0xff == 0);
     0
+}
+
+/// include/uapi/linux/sched.h: the fair class's policies.
+const SCHED_NORMAL: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+const SCHED_IDLE: u32 = 5;
+/// include/linux/sched.h
+const PF_EXITING: u32 = 0x4;
+
+/// Whether the task's time since the scheduler last picked it is its
+/// `se.sum_exec_runtime - se.prev_sum_exec_runtime`: for the fair class,
+/// which sets the latter at every pick (kernel/sched/fair.c:
+/// set_next_entity); not for realtime or sched_ext tasks.
+#[inline(always)]
+fn fair_class<const BTF: bool>(task: u64) -> bool {
+    let k = &config().kernel;
+    k.task_prev_sum_exec_runtime != NO_OFFSET
+        && load::<u32, BTF>(task, k.task_policy)
+            .is_some_and(|p| matches!(p, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE))
+}
+
+/// An exiting task was charged by the exit hook: its last switches are
+/// charged from the per-thread table that hook left.
+#[inline(always)]
+fn exiting<const BTF: bool>(task: u64) -> bool {
+    load::<u32, BTF>(task, config().kernel.task_flags).is_none_or(|f| f & PF_EXITING != 0)
+}
+
+/// A kernel field of a typed pointer (BTF programs) or through a probe read.
+#[inline(always)]
+fn load<T: Copy, const BTF: bool>(base: u64, offset: u32) -> Option<T> {
+    if BTF { load_btf(base, offset) } else { read_field(base, offset) }
+}
+
+/// The slice `prev` ran, from its own account (fair class), else from the
+/// per-thread table.
+#[inline(always)]
+fn charge_slice(prev: u64, waits: bool) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // tid 0 is the idle task.
+    if pid_tgid as u32 == 0 {
+        return None;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    if exiting::<true>(prev) || !fair_class::<true>(prev) {
+        return try_switch(waits);
+    }
+    let k = &config().kernel;
+    let runtime: u64 = load_btf(prev, k.task_sum_exec_runtime)?;
+    let picked: u64 = load_btf(prev, k.task_prev_sum_exec_runtime)?;
+    add_cpu(tgid, runtime.saturating_sub(picked), waits)
+}
+
+#[inline(always)]
+fn add_cpu(tgid: u32, ns: u64, waits: bool) -> Option<()> {
+    if ns == 0 && !waits {
+        return Some(());
+    }
+    let stats = stats_of(tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe {
+        (*stats).cpu_ns += ns;
+        (*stats).waits += waits as u64;
+    }
+    Some(())
 }
 
 /// MXCSR's rounding-control bits (13-14): 0 is round-to-nearest, the
@@ -69,18 +154,24 @@ const MXCSR_ROUNDING: u32 = 0x6000;
 /// miner's threads are mostly caught off the default; ordinary programs
 /// (JITs, numpy) almost never. Two kernel reads for every task, a
 /// per-process count only when the mode is off the default.
+#[btf_tracepoint(function = "x86_fpu_regs_deactivated")]
+pub fn fpu_regs_deactivated_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = count_rounding::<true>(ctx.arg(0));
+    0
+}
+
+/// The raw form, where BTF programs cannot attach.
 #[raw_tracepoint(tracepoint = "x86_fpu_regs_deactivated")]
 pub fn fpu_regs_deactivated(ctx: RawTracePointContext) -> i32 {
-    let _ = count_rounding(ctx.arg(0));
+    let _ = count_rounding::<false>(ctx.arg(0));
     0
 }
 
 #[inline(always)]
-fn count_rounding(fpu: u64) -> Option<()> {
+fn count_rounding<const BTF: bool>(fpu: u64) -> Option<()> {
     let k = &config().kernel;
-    let state =
-        if k.fpu_fpstate == tracer_common::NO_OFFSET { fpu } else { read_field::<u64>(fpu, k.fpu_fpstate)? };
-    let mxcsr: u32 = read_field(state, k.fpu_mxcsr)?;
+    let state = if k.fpu_fpstate == NO_OFFSET { fpu } else { load::<u64, BTF>(fpu, k.fpu_fpstate)? };
+    let mxcsr: u32 = load::<u32, BTF>(state, k.fpu_mxcsr)?;
     if mxcsr & MXCSR_ROUNDING == 0 {
         return None;
     }
@@ -109,10 +200,26 @@ pub fn count_hugetlb_mmap() -> Option<()> {
 
 /// Charges the current thread's CPU time now (at exit, so the process's
 /// final account includes its last run; the scheduler's figure may lag by
-/// up to a tick, which the thread's last switch then adds).
+/// up to a tick, which the thread's last switch then adds). With the BTF
+/// switch program, a fair-class thread is charged its slice so far, and the
+/// per-thread table then holds what was charged: the switches of an
+/// exiting thread are charged from it.
 #[inline(always)]
 pub fn charge_current_slice() -> Option<()> {
-    try_switch(false)
+    let task = current_task();
+    if !crate::common::control(control::SLICE_CPU) || !fair_class::<false>(task) {
+        return try_switch(false);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return None;
+    }
+    let k = &config().kernel;
+    let runtime: u64 = read_field(task, k.task_sum_exec_runtime)?;
+    let picked: u64 = read_field(task, k.task_prev_sum_exec_runtime)?;
+    upsert!(LAST_RUNTIME, table::LAST_RUNTIME, &(pid_tgid as u32), &runtime);
+    add_cpu(tgid, runtime.saturating_sub(picked), false)
 }
 
 /// Charges the current thread's CPU time since it was last charged, from the
@@ -146,15 +253,7 @@ fn try_switch(waits: bool) -> Option<()> {
             if started >= config().started_ns { 0 } else { runtime }
         }
     };
-    if runtime > last || waits {
-        let stats = stats_of(tgid)?;
-        // SAFETY: this CPU's copy of a per-CPU value.
-        unsafe {
-            (*stats).cpu_ns += runtime.saturating_sub(last);
-            (*stats).waits += waits as u64;
-        }
-    }
-    Some(())
+    add_cpu(tgid, runtime.saturating_sub(last), waits)
 }
 
 /// `sched:sched_process_free`, fired once a dead thread's task_struct is

@@ -67,6 +67,8 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         dentry_name: field("dentry", "d_name"),
         mapping_host: field("address_space", "host"),
         inode_size: field("inode", "i_size"),
+        task_prev_sum_exec_runtime: field("task_struct", "se.prev_sum_exec_runtime"),
+        task_policy: field("task_struct", "policy"),
     };
     let mut offsets = offsets;
     // The FPU layout changed in 5.16 (struct fpstate behind a pointer).

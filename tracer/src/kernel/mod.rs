@@ -14,8 +14,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program, RawTracePoint,
-        TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, KProbe, Program,
+        RawTracePoint, TracePoint,
     },
 };
 use serde::Serialize;
@@ -43,6 +43,11 @@ enum Hook {
         name: &'static str,
     },
     Raw {
+        name: &'static str,
+    },
+    /// A raw tracepoint whose arguments the verifier knows by their BTF
+    /// types (tp_btf): fields are read with plain loads.
+    Btf {
         name: &'static str,
     },
     /// At the entry, or the return, of each of these kernel functions.
@@ -82,7 +87,11 @@ const fn syscall(name: &'static str) -> Hook {
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 17] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 19] = [
+    // Without BTF programs (no kernel BTF, or a kernel that refuses them):
+    // the same through probe reads and a per-thread table.
+    ("sched_switch_btf", "sched_switch", Hook::Raw { name: "sched_switch" }),
+    ("fpu_regs_deactivated_btf", "fpu_regs_deactivated", Hook::Raw { name: "x86_fpu_regs_deactivated" }),
     // sock_*_length appeared in 6.3; before it, bytes and peers come from
     // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
     ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
@@ -131,8 +140,8 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 36] = [
     ("inet_sock_set_state", HookSet::Default, tp("sock", "inet_sock_set_state")),
     // The high-rate hooks are raw tracepoints: no perf record is built per
     // event, which is most of a classic tracepoint's cost.
-    ("sched_switch", HookSet::Default, Hook::Raw { name: "sched_switch" }),
-    ("fpu_regs_deactivated", HookSet::Default, Hook::Raw { name: "x86_fpu_regs_deactivated" }),
+    ("sched_switch_btf", HookSet::Default, Hook::Btf { name: "sched_switch" }),
+    ("fpu_regs_deactivated_btf", HookSet::Default, Hook::Btf { name: "x86_fpu_regs_deactivated" }),
     ("sock_send_length", HookSet::Default, Hook::Raw { name: "sock_send_length" }),
     ("sock_recv_length", HookSet::Default, Hook::Raw { name: "sock_recv_length" }),
     ("connect4", HookSet::Default, Hook::CgroupSockAddr { name: "connect4" }),
@@ -182,6 +191,7 @@ impl Hook {
         match self {
             Self::Tracepoint { category, name } => format!("tracepoint:{category}:{name}"),
             Self::Raw { name } => format!("raw_tracepoint:{name}"),
+            Self::Btf { name } => format!("tp_btf:{name}"),
             Self::KProbe { functions } => format!("kprobe:{}", functions.join("+")),
             Self::KRetProbe { functions } => format!("kretprobe:{}", functions.join("+")),
             Self::CgroupSockAddr { name } | Self::Cgroup { name } => format!("cgroup:{name}"),
@@ -337,11 +347,12 @@ impl Kernel {
         let cgroup_root = crate::process::cgroup::cgroup2_mount()
             .ok_or_else(|| anyhow!("no cgroup2 mount"))
             .and_then(|p| std::fs::File::open(&p).with_context(|| format!("opening {}", p.display())));
+        let kernel_btf = aya::Btf::from_sys_fs();
         let mut try_attach = |program: &'static str, hook: Hook, replaces: Option<&'static str>| {
             let started = std::time::Instant::now();
             let result = match required_missing(program, &config) {
                 Some(why) => Err(anyhow!("not loaded: {why}")),
-                None => attach_one(&mut ebpf, program, hook, &cgroup_root),
+                None => attach_one(&mut ebpf, program, hook, &cgroup_root, &kernel_btf),
             };
             // Nearly all of it is the kernel's verifier; a slow one (old
             // kernels, emulated CPUs) delays the start, so it is said.
@@ -432,6 +443,9 @@ impl Kernel {
         if packet_hooks {
             kernel.control.set(control::PACKET_HOOKS, 1, 0).context("setting CONTROL[PACKET_HOOKS]")?;
         }
+        if kernel.attach.iter().any(|a| a.program == "sched_switch_btf" && a.attached) {
+            kernel.control.set(control::SLICE_CPU, 1, 0).context("setting CONTROL[SLICE_CPU]")?;
+        }
         Ok((kernel, events))
     }
 
@@ -507,6 +521,7 @@ impl Kernel {
                 let unload = move || match program {
                     Program::TracePoint(p) => drop(p.unload()),
                     Program::RawTracePoint(p) => drop(p.unload()),
+                    Program::BtfTracePoint(p) => drop(p.unload()),
                     _ => {}
                 };
                 // No thread to be had (pid limit): the Drop below unloads it.
@@ -748,7 +763,13 @@ fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
     })
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook, cgroup_root: &Result<std::fs::File>) -> Result<()> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &str,
+    hook: Hook,
+    cgroup_root: &Result<std::fs::File>,
+    btf: &Result<aya::Btf, aya::BtfError>,
+) -> Result<()> {
     let root = || cgroup_root.as_ref().map_err(|e| anyhow!("{e:#}"));
     let prog = ebpf.program_mut(program).ok_or_else(|| anyhow!("program {program} not in the object"))?;
     match hook {
@@ -761,6 +782,12 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, hook: Hook, cgroup_root: &Result<s
             let tp: &mut RawTracePoint = prog.try_into()?;
             tp.load().context("load")?;
             tp.attach(name).context("attach")?;
+        }
+        Hook::Btf { name } => {
+            let btf = btf.as_ref().map_err(|e| anyhow!("kernel BTF: {e}"))?;
+            let tp: &mut BtfTracePoint = prog.try_into()?;
+            tp.load(name, btf).context("load")?;
+            tp.attach().context("attach")?;
         }
         Hook::KProbe { functions } | Hook::KRetProbe { functions } => {
             let probe: &mut KProbe = prog.try_into()?;
