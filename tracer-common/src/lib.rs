@@ -123,6 +123,13 @@ pub mod counter {
     /// A packet the socket-layer programs could not parse (an IP option or
     /// extension header they do not follow, a header cut short).
     pub const PACKETS_UNPARSED: u32 = 28;
+    /// Packets (with payload) of sockets no process was seen owning: opened
+    /// before the tracer started, or accepted without the peer's address
+    /// asked for. Their bytes are not attributed.
+    pub const PACKETS_UNOWNED: u32 = 29;
+    /// The kernel could not allocate a socket's state (memory): its bytes
+    /// are not counted.
+    pub const SOCKET_STATE_FULL: u32 = 30;
     /// `COUNTERS[TABLE_INSERTED_BASE + table]`: keys the programs added to
     /// that table (see [`super::table`]).
     pub const TABLE_INSERTED_BASE: u32 = 32;

@@ -87,6 +87,14 @@ macro_rules! remove_counted {
 }
 
 #[inline(always)]
+pub fn count_n(slot: u32, n: u64) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *ptr += n };
+    }
+}
+
+#[inline(always)]
 pub fn count(slot: u32) {
     if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.

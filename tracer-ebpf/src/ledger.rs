@@ -23,7 +23,7 @@ use crate::{
 
 /// Bytes per process and remote endpoint.
 #[map]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(32768, 0);
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(32768, 0);
 
 #[map]
 static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(16384, 0);
@@ -40,7 +40,7 @@ static LAST_RUNTIME: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 
 const MSG_PEEK: i32 = 2;
 
 #[inline(always)]
-fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
+pub fn stats_of(tgid: u32) -> Option<*mut ProcStats> {
     if let Some(p) = PROC_STATS.get_ptr_mut(&tgid) {
         return Some(p);
     }

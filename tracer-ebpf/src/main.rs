@@ -31,6 +31,7 @@ mod payload;
 mod process;
 #[cfg(target_arch = "bpf")]
 mod sockets;
+mod traffic;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

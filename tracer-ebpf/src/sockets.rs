@@ -22,13 +22,14 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
 use tracer_common::{
-    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, SOCKADDR_LEN, connect_source, counter,
+    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, FlowKey, SOCKADDR_LEN, connect_source, counter,
     dns_direction, table,
 };
 
 use crate::{
     common::{fill_header, read_field, reserve, should_trace},
     payload::{Progress, Send, Source, gather},
+    traffic::{self, Segment},
 };
 
 const AF_INET: u16 = 2;
@@ -115,8 +116,33 @@ fn destination(sa: &bpf_sock_addr, family: u16) -> Endpoint {
 /// The socket a sock_addr hook runs for, as a map key.
 #[inline(always)]
 fn sock_key(sa: &bpf_sock_addr) -> u64 {
+    sock_of(sa) as u64
+}
+
+/// The socket a sock_addr hook runs for.
+#[inline(always)]
+fn sock_of(sa: &bpf_sock_addr) -> *mut core::ffi::c_void {
     // SAFETY: the union's only member the kernel sets for this context.
-    unsafe { sa.__bindgen_anon_1.sk as u64 }
+    unsafe { sa.__bindgen_anon_1.sk }.cast()
+}
+
+/// The calling process's bytes with `peer` (none: an unconnected socket,
+/// counted as one "no peer" flow).
+#[inline(always)]
+fn flow_to(peer: Option<&Endpoint>, protocol: u8) -> FlowKey {
+    let mut key = FlowKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        family: 0,
+        protocol: protocol as u16,
+        port: 0,
+        _pad: 0,
+        addr: [0; 16],
+        _pad2: 0,
+    };
+    if let Some(p) = peer {
+        (key.family, key.port, key.addr) = (p.family, p.port, p.addr);
+    }
+    key
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -154,6 +180,34 @@ fn on_connect(ctx: &SockAddrContext, family: u16) -> Option<()> {
     if tracked.pending != 0 {
         upsert!(SOCKETS, table::SOCKETS, &sock_key(sa), &tracked);
     }
+    traffic::own(sock_of(sa), flow_to(Some(&peer), protocol), tracked.pending != 0, true);
+    Some(())
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+    let _ = on_getpeername(&ctx, AF_INET);
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+    let _ = on_getpeername(&ctx, AF_INET6);
+    1
+}
+
+/// The peer's address asked for: by accept(2) and io_uring's accept when
+/// they are given a buffer for it (net/socket.c: do_accept calls getname),
+/// and by getpeername(2). The caller owns the accepted socket's bytes;
+/// a socket that already has an owner keeps it.
+#[inline(always)]
+fn on_getpeername(ctx: &SockAddrContext, family: u16) -> Option<()> {
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    let sa = sock_addr_of(ctx);
+    let peer = destination(sa, family);
+    traffic::own(sock_of(sa), flow_to(Some(&peer), sa.protocol as u8), false, false);
     Some(())
 }
 
@@ -175,12 +229,22 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn on_sendmsg(ctx: &SockAddrContext, family: u16) -> Option<()> {
     let sa = sock_addr_of(ctx);
-    if u16::from_be(sa.user_port as u16) != DNS_PORT {
+    let dns = u16::from_be(sa.user_port as u16) == DNS_PORT;
+    let sk = sock_of(sa);
+    // The common case, a socket already owned, costs one lookup.
+    if traffic::state_of(sk).is_some_and(|st| !dns || unsafe { (*st).flags } & traffic::flags::REPORTS != 0) {
+        return None;
+    }
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    traffic::own(sk, flow_to(None, IPPROTO_UDP), dns, false);
+    if !dns {
         return None;
     }
     let key = sock_key(sa);
     // SAFETY: presence check only.
-    if unsafe { SOCKETS.get(&key) }.is_some() || !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+    if unsafe { SOCKETS.get(&key) }.is_some() {
         return None;
     }
     let tracked = Tracked::of_caller(
@@ -207,6 +271,20 @@ pub fn sock_release(ctx: SockContext) -> i32 {
             report_connect(&t, -EINPROGRESS);
         }
         remove_counted!(SOCKETS, table::SOCKETS, &key);
+    }
+    1
+}
+
+/// Released: what its packets counted since the last flush goes to the
+/// tables now (the process may be exiting, its final account read next).
+/// A program of its own, so a kernel that refuses socket storage here
+/// keeps the one above.
+#[cgroup_sock(sock_release)]
+pub fn sock_release_flush(ctx: SockContext) -> i32 {
+    let st = traffic::release_state(ctx.as_ptr());
+    if !st.is_null() {
+        traffic::flush(st, true);
+        traffic::flush(st, false);
     }
     1
 }
@@ -311,35 +389,69 @@ fn transport(ctx: &SkBuffContext) -> Option<Transport> {
     }
 }
 
-/// A packet of a tracked socket: the first message's bytes on egress, DNS
-/// messages both ways. Every other packet costs one map lookup.
+/// Every packet of a full socket is counted to its owner; one of a socket
+/// with something to report also gives the first message's bytes on
+/// egress and DNS messages both ways.
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     // SAFETY: a field of the context the kernel passed.
-    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk } as u64;
-    if sk == 0 {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
         return None;
     }
-    let slot = SOCKETS.get_ptr_mut(&sk)?;
-    // SAFETY: copied out; written back through the slot below.
-    let t = unsafe { *slot };
+    let full = traffic::full_socket(sk.cast());
+    if full.is_null() {
+        return None;
+    }
     let Some(l4) = transport(ctx) else {
         crate::common::count(counter::PACKETS_UNPARSED);
         return None;
     };
+    // TCP: sequence number, data offset and flags (RFC 9293 3.1).
+    let (seg, data) = match l4.protocol {
+        IPPROTO_TCP => {
+            let h: [u8; 14] = ctx.load(l4.at as usize).ok()?;
+            let data = l4.at + ((h[12] >> 4) as u32) * 4;
+            let seg = Segment {
+                seq: Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
+                syn: h[13] & TCP_SYN != 0,
+                len: ctx.len().saturating_sub(data),
+                ends: h[13] & (TCP_FIN | TCP_RST) != 0,
+            };
+            (seg, data)
+        }
+        IPPROTO_UDP => {
+            let data = l4.at + 8;
+            (Segment { seq: None, syn: false, len: ctx.len().saturating_sub(data), ends: false }, data)
+        }
+        _ => return None,
+    };
+    if seg.len == 0 && !seg.ends {
+        return None;
+    }
+    let st = traffic::state_for_packet(full)?;
+    traffic::count_packet(st, &seg, egress);
+    // SAFETY: the socket's value.
+    if unsafe { (*st).flags } & traffic::flags::REPORTS == 0 || seg.len == 0 {
+        return None;
+    }
+    let key = sk as u64;
+    let Some(slot) = SOCKETS.get_ptr_mut(&key) else {
+        // Reported all it had: later packets need not look.
+        // SAFETY: the socket's value.
+        unsafe { (*st).flags &= !traffic::flags::REPORTS };
+        return None;
+    };
+    // SAFETY: copied out; written back through the slot below.
+    let t = unsafe { *slot };
     if l4.protocol == IPPROTO_UDP && t.pending & pending::DNS != 0 {
         return dns_packet(ctx, &t, &l4, egress);
     }
     if l4.protocol != IPPROTO_TCP || !egress || t.pending & pending::FIRST_BYTES == 0 {
         return None;
     }
-    let (seq, off): (u32, u8) =
-        (u32::from_be(ctx.load(l4.at as usize + 4).ok()?), ctx.load(l4.at as usize + 12).ok()?);
-    let data = l4.at + ((off >> 4) as u32) * 4;
-    let len = ctx.len().checked_sub(data)?;
-    if len == 0 {
-        return None;
-    }
+    let seq = seg.seq?;
+    let len = seg.len;
     // Where this packet's bytes start in the stream: a retransmission
     // starts before what was reported and is skipped; a hole ends it.
     let first_seq = if t.progress.sends == 0 { seq } else { t.first_seq };
@@ -353,7 +465,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
         // SAFETY: the slot this program looked up.
         unsafe { (*slot).pending = remaining };
         if remaining == 0 {
-            remove_counted!(SOCKETS, table::SOCKETS, &sk);
+            remove_counted!(SOCKETS, table::SOCKETS, &key);
         }
         return None;
     }
@@ -367,12 +479,17 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
             (*slot).progress = next;
             (*slot).first_seq = first_seq;
         },
-        None if remaining == 0 => remove_counted!(SOCKETS, table::SOCKETS, &sk),
+        None if remaining == 0 => remove_counted!(SOCKETS, table::SOCKETS, &key),
         // SAFETY: as above.
         None => unsafe { (*slot).pending = remaining },
     }
     Some(())
 }
+
+/// TCP flags (RFC 9293 3.1).
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 
 /// A packet's payload, reported for the socket's owner.
 struct Packet<'a> {

@@ -87,7 +87,11 @@ const fn syscall(name: &'static str) -> Hook {
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 19] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 21] = [
+    // Without the packet hooks: bytes and peers from the socket layer's
+    // send and receive tracepoints (on every call, in the caller's context).
+    ("skb_egress", "sock_send_length", Hook::Raw { name: "sock_send_length" }),
+    ("skb_ingress", "sock_recv_length", Hook::Raw { name: "sock_recv_length" }),
     // Without BTF programs (no kernel BTF, or a kernel that refuses them):
     // the same through probe reads and a per-thread table.
     ("sched_switch_btf", "sched_switch", Hook::Raw { name: "sched_switch" }),
@@ -132,7 +136,7 @@ enum HookSet {
 }
 
 /// Program name in the object, when it is attached, and its hook.
-const PROGRAM_HOOKS: [(&str, HookSet, Hook); 36] = [
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 37] = [
     ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
     ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
@@ -142,13 +146,15 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 36] = [
     // event, which is most of a classic tracepoint's cost.
     ("sched_switch_btf", HookSet::Default, Hook::Btf { name: "sched_switch" }),
     ("fpu_regs_deactivated_btf", HookSet::Default, Hook::Btf { name: "x86_fpu_regs_deactivated" }),
-    ("sock_send_length", HookSet::Default, Hook::Raw { name: "sock_send_length" }),
-    ("sock_recv_length", HookSet::Default, Hook::Raw { name: "sock_recv_length" }),
     ("connect4", HookSet::Default, Hook::CgroupSockAddr { name: "connect4" }),
     ("connect6", HookSet::Default, Hook::CgroupSockAddr { name: "connect6" }),
+    // Accepted sockets get their owner when the peer's address is taken.
+    ("getpeername4", HookSet::Default, Hook::CgroupSockAddr { name: "getpeername4" }),
+    ("getpeername6", HookSet::Default, Hook::CgroupSockAddr { name: "getpeername6" }),
     ("sendmsg4", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg4" }),
     ("sendmsg6", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg6" }),
     ("sock_release", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
+    ("sock_release_flush", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
     // Opens of MSR devices for writing, writes to vm.nr_hugepages.
     ("device_access", HookSet::InsteadOfSyscalls, Hook::Cgroup { name: "device" }),
     ("sysctl_access", HookSet::InsteadOfSyscalls, Hook::Cgroup { name: "sysctl" }),
@@ -399,11 +405,11 @@ impl Kernel {
                 },
             })
             .collect();
-        let failed: Vec<&str> =
-            attach.iter().filter(|a| !a.attached && !a.skipped()).map(|a| a.program).collect();
+        // In order, so a fallback that fails has its own fallback tried.
         for &(replaced, program, hook) in &FALLBACK_HOOKS {
+            let failed = attach.iter().any(|a| a.program == replaced && !a.attached && !a.skipped());
             let already = attach.iter().any(|a| a.program == program && a.attached);
-            if failed.contains(&replaced) && !already {
+            if failed && !already {
                 attach.retain(|a| a.program != program);
                 attach.push(try_attach(program, hook, Some(replaced)));
             }
@@ -664,6 +670,8 @@ impl Kernel {
                 ("sock_returns_missed", counter::SOCK_RETURNS_MISSED),
                 ("first_bytes_out_of_order", counter::FIRST_BYTES_OUT_OF_ORDER),
                 ("packets_unparsed", counter::PACKETS_UNPARSED),
+                ("packets_unowned", counter::PACKETS_UNOWNED),
+                ("socket_state_full", counter::SOCKET_STATE_FULL),
             ]
             .into_iter()
             .map(|(name, slot)| Ok((name, sum(slot)?)))

@@ -1,0 +1,272 @@
+//! Bytes per process and peer, counted from the packets themselves
+//! (`cgroup_skb` on the cgroup2 root), with no hook on the send and receive
+//! path: a process's sockets carry their owner in socket-local storage,
+//! stamped in the owner's context when it connects, accepts (the peer's
+//! address is taken: `getpeername4`/`6`) or sends to an address; every
+//! packet then costs one storage lookup and a few additions, and what it
+//! counted is moved into `FLOWS` and `PROC_STATS` once a second per socket,
+//! when the connection ends (FIN, RST), and when the socket is released.
+//!
+//! TCP bytes are stream bytes, counted once: a segment's bytes before the
+//! highest sequence number already seen (a retransmission, a duplicate)
+//! are not counted again. Packets of a socket no process was seen owning
+//! (opened before the tracer started, or accepted without asking the peer's
+//! address) are counted in `packets_unowned`.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    btf_maps::SkStorage,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+    },
+    macros::btf_map,
+};
+use tracer_common::{FlowKey, counter, table};
+
+use crate::{
+    common::count,
+    ledger::{FLOWS, stats_of},
+};
+
+/// A socket's owner and what its packets added since the last flush.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SocketState {
+    /// The owner and the peer its bytes are counted to.
+    pub flow: FlowKey,
+    tx_bytes: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    rx_packets: u64,
+    tx_flushed_ns: u64,
+    rx_flushed_ns: u64,
+    /// TCP: the sequence number after the last byte counted, each way.
+    tx_next: u32,
+    rx_next: u32,
+    pub flags: u32,
+    _pad: u32,
+}
+
+pub mod flags {
+    /// `tx_next` / `rx_next` hold a position.
+    pub const TX_SEQ: u32 = 1;
+    pub const RX_SEQ: u32 = 2;
+    /// `SOCKETS` holds something to report for this socket (a handshake,
+    /// a first message, DNS): the packet hooks look there too.
+    pub const REPORTS: u32 = 4;
+}
+
+#[btf_map]
+static SOCKET_STATE: SkStorage<SocketState> = SkStorage::new();
+
+/// include/uapi/linux/bpf.h
+const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+/// Counts move to the tables at least this often per socket.
+const FLUSH_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+fn storage(sk: *mut c_void, init: *mut SocketState, flags: u64) -> *mut SocketState {
+    let map = core::ptr::from_ref(&SOCKET_STATE).cast_mut().cast();
+    // SAFETY: `sk` is a socket pointer the verifier knows as one; the
+    // helper returns the socket's value or null.
+    unsafe { bpf_sk_storage_get(map, sk, init.cast(), flags) }.cast()
+}
+
+/// The socket's state, if an owner was stamped on it.
+#[inline(always)]
+pub fn state_of(sk: *mut c_void) -> Option<*mut SocketState> {
+    let p = storage(sk, core::ptr::null_mut(), 0);
+    (!p.is_null()).then_some(p)
+}
+
+/// The state of a socket being released (a cgroup sock program's context).
+#[inline(always)]
+pub fn release_state(ctx: *mut c_void) -> *mut SocketState {
+    storage(ctx, core::ptr::null_mut(), 0)
+}
+
+/// A fresh state: owner `flow.tgid` (0: none seen yet).
+#[inline(always)]
+fn new_state(flow: FlowKey, flags: u32) -> SocketState {
+    // SAFETY: helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    SocketState {
+        flow,
+        tx_bytes: 0,
+        rx_bytes: 0,
+        tx_packets: 0,
+        rx_packets: 0,
+        tx_flushed_ns: now,
+        rx_flushed_ns: now,
+        tx_next: 0,
+        rx_next: 0,
+        flags,
+        _pad: 0,
+    }
+}
+
+/// The state of a packet's socket, created without an owner when the
+/// socket has none yet: bytes that arrive before the owner is known (a
+/// request queued before accept) are kept for it.
+#[inline(always)]
+pub fn state_for_packet(sk: *mut c_void) -> Option<*mut SocketState> {
+    if let Some(st) = state_of(sk) {
+        return Some(st);
+    }
+    let mut init = new_state(NO_OWNER, 0);
+    let p = storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE);
+    if p.is_null() {
+        count(counter::SOCKET_STATE_FULL);
+        return None;
+    }
+    Some(p)
+}
+
+const NO_OWNER: FlowKey = FlowKey { tgid: 0, family: 0, protocol: 0, port: 0, _pad: 0, addr: [0; 16], _pad2: 0 };
+
+/// Stamps the calling process as the socket's owner with `flow` as its
+/// peer. An owned socket keeps its owner unless `replace` (a UDP socket
+/// connected to another peer): its counts so far go to the old peer first.
+/// A socket whose packets came before any owner (tgid 0) is adopted with
+/// what they counted.
+#[inline(always)]
+pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
+    let extra = if reports { flags::REPORTS } else { 0 };
+    if let Some(st) = state_of(sk) {
+        // SAFETY: this socket's value, written in its owner's context.
+        unsafe {
+            let unowned = (*st).flow.tgid == 0;
+            if replace && !unowned {
+                flush(st, true);
+                flush(st, false);
+            }
+            if replace || unowned {
+                (*st).flow = flow;
+            }
+            (*st).flags |= extra;
+        }
+        return;
+    }
+    let mut init = new_state(flow, extra);
+    if storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE).is_null() {
+        count(counter::SOCKET_STATE_FULL);
+    }
+}
+
+/// What one packet of a full socket carries: its payload's stream position
+/// (TCP) and length, and whether it ends the connection.
+pub struct Segment {
+    pub seq: Option<u32>,
+    pub syn: bool,
+    pub len: u32,
+    pub ends: bool,
+}
+
+/// The full socket of a packet's `skb->sk`, if it has one.
+#[inline(always)]
+pub fn full_socket(sk: *mut c_void) -> *mut c_void {
+    // SAFETY: a socket pointer from the context; null when not a full one.
+    unsafe { bpf_sk_fullsock(sk.cast()) }.cast()
+}
+
+/// Counts a packet to its socket's owner.
+///
+/// Each direction's fields are written only by that direction's packets,
+/// which the stack serialises per socket (TCP transmits under the socket's
+/// lock; one flow's packets arrive on one CPU), so plain additions do.
+#[inline(always)]
+pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
+    // SAFETY: the socket's value.
+    unsafe {
+        let (next, seq_flag) =
+            if egress { (&mut (*st).tx_next, flags::TX_SEQ) } else { (&mut (*st).rx_next, flags::RX_SEQ) };
+        let new = match seg.seq {
+            Some(seq) => {
+                // A SYN's sequence number is not a byte.
+                let start = if seg.syn { seq.wrapping_add(1) } else { seq };
+                let end = start.wrapping_add(seg.len);
+                if (*st).flags & seq_flag == 0 {
+                    (*st).flags |= seq_flag;
+                    *next = end;
+                    seg.len
+                } else {
+                    let ahead = end.wrapping_sub(*next) as i32;
+                    if ahead > 0 {
+                        *next = end;
+                        (ahead as u32).min(seg.len)
+                    } else {
+                        0
+                    }
+                }
+            }
+            None => seg.len,
+        };
+        let flushed = if egress {
+            (*st).tx_bytes += new as u64;
+            (*st).tx_packets += (new > 0) as u64;
+            (*st).tx_flushed_ns
+        } else {
+            (*st).rx_bytes += new as u64;
+            (*st).rx_packets += (new > 0) as u64;
+            (*st).rx_flushed_ns
+        };
+        if seg.ends || (new > 0 && bpf_ktime_get_ns().wrapping_sub(flushed) >= FLUSH_NS) {
+            flush(st, egress);
+        }
+    }
+}
+
+/// Moves one direction's counts of a socket into `FLOWS` and `PROC_STATS`.
+#[inline(always)]
+pub fn flush(st: *mut SocketState, egress: bool) {
+    // SAFETY: the socket's value; this direction's fields.
+    let (key, bytes, packets) = unsafe {
+        let now = bpf_ktime_get_ns();
+        if egress {
+            let taken = ((*st).tx_bytes, (*st).tx_packets);
+            ((*st).tx_bytes, (*st).tx_packets, (*st).tx_flushed_ns) = (0, 0, now);
+            ((*st).flow, taken.0, taken.1)
+        } else {
+            let taken = ((*st).rx_bytes, (*st).rx_packets);
+            ((*st).rx_bytes, (*st).rx_packets, (*st).rx_flushed_ns) = (0, 0, now);
+            ((*st).flow, taken.0, taken.1)
+        }
+    };
+    if packets == 0 {
+        return;
+    }
+    // No owner seen (yet, or ever: a socket opened before the tracer).
+    if key.tgid == 0 {
+        crate::common::count_n(counter::PACKETS_UNOWNED, packets);
+        return;
+    }
+    if let Some(stats) = stats_of(key.tgid) {
+        // SAFETY: this CPU's copy of a per-CPU value.
+        unsafe {
+            if egress {
+                (*stats).tx_bytes += bytes;
+                (*stats).tx_calls += packets;
+            } else {
+                (*stats).rx_bytes += bytes;
+                (*stats).rx_calls += packets;
+            }
+        }
+    }
+    if FLOWS.get_ptr_mut(&key).is_none() {
+        insert_new!(FLOWS, table::FLOWS, &key, &tracer_common::FlowStats::default());
+    }
+    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's copy of a per-CPU value.
+        unsafe {
+            if egress {
+                (*flow).tx_bytes += bytes;
+                (*flow).tx_calls += packets;
+            } else {
+                (*flow).rx_bytes += bytes;
+                (*flow).rx_calls += packets;
+            }
+        }
+    }
+}
