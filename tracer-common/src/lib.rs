@@ -503,6 +503,9 @@ pub struct Config {
     /// CLOCK_MONOTONIC when the tracer started: threads born later are
     /// charged their whole CPU time.
     pub started_ns: u64,
+    /// The kernel's clock tick (CONFIG_HZ): jiffies per second, how often
+    /// the packet hooks move a socket's counts into the tables.
+    pub hz: u64,
     pub kernel: KernelOffsets,
     pub tp: TracepointOffsets,
 }
@@ -515,6 +518,7 @@ impl Config {
         filter_cgroup_level: 0,
         flags: 0,
         started_ns: 0,
+        hz: 250,
         kernel: KernelOffsets::UNKNOWN,
         tp: TracepointOffsets {
             exec_filename: NO_OFFSET,
@@ -799,7 +803,7 @@ pub struct GpuOpenEvent {
 const _: () =
     assert!(size_of::<KernelOffsets>().is_multiple_of(8) && size_of::<TracepointOffsets>().is_multiple_of(8));
 const _: () =
-    assert!(size_of::<Config>() == 32 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
+    assert!(size_of::<Config>() == 40 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
 
 #[cfg(feature = "user")]
 mod pod {

@@ -389,6 +389,74 @@ fn transport(ctx: &SkBuffContext) -> Option<Transport> {
     }
 }
 
+/// A packet's transport header and payload: direct from the packet's
+/// linear data when the headers are all there (no helper call: this runs
+/// for every packet on the host), else copied out.
+#[inline(always)]
+fn headers(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
+    if let Some(h) = headers_direct(ctx) {
+        return Some(h);
+    }
+    let l4 = transport(ctx)?;
+    match l4.protocol {
+        IPPROTO_TCP => {
+            let h: [u8; 14] = ctx.load(l4.at as usize).ok()?;
+            Some(tcp_segment(ctx, l4, &h))
+        }
+        IPPROTO_UDP => Some(udp_segment(ctx, l4)),
+        _ => Some((l4, Segment { seq: None, syn: false, len: 0, ends: false }, 0)),
+    }
+}
+
+#[inline(always)]
+fn headers_direct(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
+    // SAFETY: fields of the context; the verifier turns them into the
+    // bounds of the packet's linear data, and every read below is checked
+    // against the end first.
+    let (start, end) = unsafe { ((*ctx.skb.skb).data as usize, (*ctx.skb.skb).data_end as usize) };
+    if start + 40 > end {
+        return None;
+    }
+    // SAFETY: within the bounds checked above.
+    let first = unsafe { *(start as *const u8) };
+    let l4 = match first >> 4 {
+        // SAFETY: as above.
+        4 => Transport { v6: false, protocol: unsafe { *((start + 9) as *const u8) }, at: ((first & 0x0f) as u32) * 4 },
+        // SAFETY: as above.
+        6 => Transport { v6: true, protocol: unsafe { *((start + 6) as *const u8) }, at: 40 },
+        _ => return None,
+    };
+    let at = start + (l4.at as usize & 0x3f);
+    if at + 14 > end {
+        return None;
+    }
+    match l4.protocol {
+        // SAFETY: 14 bytes at `at` are within the packet, checked above.
+        IPPROTO_TCP => Some(tcp_segment(ctx, l4, unsafe { &*(at as *const [u8; 14]) })),
+        IPPROTO_UDP => Some(udp_segment(ctx, l4)),
+        _ => Some((l4, Segment { seq: None, syn: false, len: 0, ends: false }, 0)),
+    }
+}
+
+/// TCP: sequence number, data offset and flags (RFC 9293 3.1).
+#[inline(always)]
+fn tcp_segment(ctx: &SkBuffContext, l4: Transport, h: &[u8; 14]) -> (Transport, Segment, u32) {
+    let data = l4.at + ((h[12] >> 4) as u32) * 4;
+    let seg = Segment {
+        seq: Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
+        syn: h[13] & TCP_SYN != 0,
+        len: ctx.len().saturating_sub(data),
+        ends: h[13] & (TCP_FIN | TCP_RST) != 0,
+    };
+    (l4, seg, data)
+}
+
+#[inline(always)]
+fn udp_segment(ctx: &SkBuffContext, l4: Transport) -> (Transport, Segment, u32) {
+    let data = l4.at + 8;
+    (l4, Segment { seq: None, syn: false, len: ctx.len().saturating_sub(data), ends: false }, data)
+}
+
 /// Every packet of a full socket is counted to its owner; one of a socket
 /// with something to report also gives the first message's bytes on
 /// egress and DNS messages both ways.
@@ -403,28 +471,9 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if full.is_null() {
         return None;
     }
-    let Some(l4) = transport(ctx) else {
+    let Some((l4, seg, data)) = headers(ctx) else {
         crate::common::count(counter::PACKETS_UNPARSED);
         return None;
-    };
-    // TCP: sequence number, data offset and flags (RFC 9293 3.1).
-    let (seg, data) = match l4.protocol {
-        IPPROTO_TCP => {
-            let h: [u8; 14] = ctx.load(l4.at as usize).ok()?;
-            let data = l4.at + ((h[12] >> 4) as u32) * 4;
-            let seg = Segment {
-                seq: Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
-                syn: h[13] & TCP_SYN != 0,
-                len: ctx.len().saturating_sub(data),
-                ends: h[13] & (TCP_FIN | TCP_RST) != 0,
-            };
-            (seg, data)
-        }
-        IPPROTO_UDP => {
-            let data = l4.at + 8;
-            (Segment { seq: None, syn: false, len: ctx.len().saturating_sub(data), ends: false }, data)
-        }
-        _ => return None,
     };
     if seg.len == 0 && !seg.ends {
         return None;

@@ -18,8 +18,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     btf_maps::SkStorage,
     helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+        generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get},
     },
     macros::btf_map,
 };
@@ -40,8 +39,9 @@ pub struct SocketState {
     rx_bytes: u64,
     tx_packets: u64,
     rx_packets: u64,
-    tx_flushed_ns: u64,
-    rx_flushed_ns: u64,
+    /// When each direction last moved its counts, in jiffies.
+    tx_flushed: u64,
+    rx_flushed: u64,
     /// TCP: the sequence number after the last byte counted, each way.
     tx_next: u32,
     rx_next: u32,
@@ -63,8 +63,14 @@ static SOCKET_STATE: SkStorage<SocketState> = SkStorage::new();
 
 /// include/uapi/linux/bpf.h
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
-/// Counts move to the tables at least this often per socket.
-const FLUSH_NS: u64 = 1_000_000_000;
+/// The clock the flushes are timed by: jiffies, a plain read (a clock
+/// read costs more than the rest of the packet's work in a VM). Counts
+/// move to the tables about once a second per socket (`Config::hz`).
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper with no arguments.
+    unsafe { bpf_jiffies64() }
+}
 
 #[inline(always)]
 fn storage(sk: *mut c_void, init: *mut SocketState, flags: u64) -> *mut SocketState {
@@ -90,16 +96,15 @@ pub fn release_state(ctx: *mut c_void) -> *mut SocketState {
 /// A fresh state: owner `flow.tgid` (0: none seen yet).
 #[inline(always)]
 fn new_state(flow: FlowKey, flags: u32) -> SocketState {
-    // SAFETY: helper with no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     SocketState {
         flow,
         tx_bytes: 0,
         rx_bytes: 0,
         tx_packets: 0,
         rx_packets: 0,
-        tx_flushed_ns: now,
-        rx_flushed_ns: now,
+        tx_flushed: now,
+        rx_flushed: now,
         tx_next: 0,
         rx_next: 0,
         flags,
@@ -206,13 +211,13 @@ pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
         let flushed = if egress {
             (*st).tx_bytes += new as u64;
             (*st).tx_packets += (new > 0) as u64;
-            (*st).tx_flushed_ns
+            (*st).tx_flushed
         } else {
             (*st).rx_bytes += new as u64;
             (*st).rx_packets += (new > 0) as u64;
-            (*st).rx_flushed_ns
+            (*st).rx_flushed
         };
-        if seg.ends || (new > 0 && bpf_ktime_get_ns().wrapping_sub(flushed) >= FLUSH_NS) {
+        if seg.ends || (new > 0 && now().wrapping_sub(flushed) >= crate::common::config().hz) {
             flush(st, egress);
         }
     }
@@ -223,14 +228,14 @@ pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
 pub fn flush(st: *mut SocketState, egress: bool) {
     // SAFETY: the socket's value; this direction's fields.
     let (key, bytes, packets) = unsafe {
-        let now = bpf_ktime_get_ns();
+        let now = now();
         if egress {
             let taken = ((*st).tx_bytes, (*st).tx_packets);
-            ((*st).tx_bytes, (*st).tx_packets, (*st).tx_flushed_ns) = (0, 0, now);
+            ((*st).tx_bytes, (*st).tx_packets, (*st).tx_flushed) = (0, 0, now);
             ((*st).flow, taken.0, taken.1)
         } else {
             let taken = ((*st).rx_bytes, (*st).rx_packets);
-            ((*st).rx_bytes, (*st).rx_packets, (*st).rx_flushed_ns) = (0, 0, now);
+            ((*st).rx_bytes, (*st).rx_packets, (*st).rx_flushed) = (0, 0, now);
             ((*st).flow, taken.0, taken.1)
         }
     };

@@ -330,6 +330,10 @@ impl Kernel {
             filter_cgroup_level: opts.cgroup_level,
             flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
             started_ns: monotonic_ns(),
+            hz: kernel_hz().unwrap_or_else(|e| {
+                missing_fields.push(format!("CONFIG_HZ: {e:#} (250 assumed)"));
+                250
+            }),
             kernel: kernel_offsets,
             tp,
         };
@@ -835,6 +839,31 @@ fn attach_one(
         }
     }
     Ok(())
+}
+
+/// The kernel's CONFIG_HZ, from its build configuration (Debian installs
+/// it in /boot; others expose /proc/config.gz).
+fn kernel_hz() -> Result<u64> {
+    use std::io::Read as _;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let boot = format!("/boot/config-{}", release.trim());
+    let text = match std::fs::read_to_string(&boot) {
+        Ok(t) => t,
+        Err(_) => {
+            let mut t = String::new();
+            flate2::read::GzDecoder::new(
+                std::fs::File::open("/proc/config.gz").with_context(|| format!("no {boot} nor /proc/config.gz"))?,
+            )
+            .read_to_string(&mut t)
+            .context("reading /proc/config.gz")?;
+            t
+        }
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|hz| *hz > 0)
+        .ok_or_else(|| anyhow!("no CONFIG_HZ in the kernel's configuration"))
 }
 
 /// A program whose essential inputs are missing on this kernel is not loaded;
