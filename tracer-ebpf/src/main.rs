@@ -31,6 +31,7 @@ mod payload;
 mod process;
 #[cfg(target_arch = "bpf")]
 mod sockets;
+#[cfg(target_arch = "bpf")]
 mod traffic;
 
 #[cfg(target_arch = "bpf")]
