@@ -220,3 +220,46 @@ fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
     assert_eq!(tcp_peer["tx_bytes"], 1000);
     assert_eq!(activity[0]["activity"]["network"]["udp_peers"], 1, "the resolver is a UDP peer");
 }
+
+/// A connection opened before the tracer started: its sockets are given
+/// their owner at start (the kernel learns owners at connect and accept,
+/// which it did not see), so the bytes sent afterwards are attributed to
+/// the process and the peer, both ways.
+#[test]
+fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
+    use std::io::Write as _;
+    const BEFORE: usize = 3_000;
+    const AFTER: usize = 70_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(&[1; BEFORE]).unwrap();
+    let mut buf = vec![0; BEFORE];
+    server.read_exact(&mut buf).unwrap();
+
+    let me = std::process::id();
+    let tracer = Tracer::start(&["--pid", &me.to_string(), "--activity-interval", "1h"]);
+    client.write_all(&[2; AFTER]).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), AFTER);
+    drop((client, server));
+    let records = tracer.stop();
+
+    let health = support::final_health(&records);
+    assert!(health["sockets_adopted"]["sockets"].as_u64().unwrap() >= 2, "{}", health["sockets_adopted"]);
+    let activity = of_kind(&records, "process.activity", me);
+    let peers: Vec<Value> = activity
+        .iter()
+        .flat_map(|a| a["activity"]["network"]["peers"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["address"] == "127.0.0.1")
+        .collect();
+    let to_server: u64 =
+        peers.iter().filter(|p| p["port"] == port).map(|p| p["tx_bytes"].as_u64().unwrap()).sum();
+    let from_client: u64 =
+        peers.iter().filter(|p| p["port"] != port).map(|p| p["rx_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(to_server, AFTER as u64, "the client side: {peers:#?}");
+    assert_eq!(from_client, AFTER as u64, "the accepted side: {peers:#?}");
+}

@@ -719,6 +719,38 @@ pub struct FlowStats {
     pub rx_calls: u64,
 }
 
+/// A socket's owner and what its packets added since the last flush: the
+/// value of the socket-local storage `SOCKET_STATE`. User space writes one
+/// for each socket that existed before the programs were attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketState {
+    /// The owner (`tgid`; 0: none seen yet) and the peer its bytes go to.
+    pub flow: FlowKey,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    /// When each direction last moved its counts to the tables, in jiffies.
+    pub tx_flushed: u64,
+    pub rx_flushed: u64,
+    /// TCP: the sequence number after the last byte counted, each way.
+    pub tx_next: u32,
+    pub rx_next: u32,
+    /// `socket_flags::*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub mod socket_flags {
+    /// `tx_next` / `rx_next` hold a position.
+    pub const TX_SEQ: u32 = 1;
+    pub const RX_SEQ: u32 = 2;
+    /// `SOCKETS` holds something to report for this socket (a handshake,
+    /// a first message, DNS): the packet hooks look there too.
+    pub const REPORTS: u32 = 4;
+}
+
 /// A setsid(2) that succeeded; the header is the caller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -817,4 +849,5 @@ mod pod {
     unsafe impl aya::Pod for ProcStats {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for SocketState {}
 }

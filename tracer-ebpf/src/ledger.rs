@@ -10,7 +10,9 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap},
-    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+    },
 };
 use tracer_common::{
     EventKind, FlowKey, FlowStats, NO_OFFSET, ProcStats, SetSidEvent, config_flags, control, counter, table,

@@ -421,7 +421,11 @@ fn headers_direct(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
     let first = unsafe { *(start as *const u8) };
     let l4 = match first >> 4 {
         // SAFETY: as above.
-        4 => Transport { v6: false, protocol: unsafe { *((start + 9) as *const u8) }, at: ((first & 0x0f) as u32) * 4 },
+        4 => Transport {
+            v6: false,
+            protocol: unsafe { *((start + 9) as *const u8) },
+            at: ((first & 0x0f) as u32) * 4,
+        },
         // SAFETY: as above.
         6 => Transport { v6: true, protocol: unsafe { *((start + 6) as *const u8) }, at: 40 },
         _ => return None,

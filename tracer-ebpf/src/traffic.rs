@@ -4,8 +4,10 @@
 //! stamped in the owner's context when it connects, accepts (the peer's
 //! address is taken: `getpeername4`/`6`) or sends to an address; every
 //! packet then costs one storage lookup and a few additions, and what it
-//! counted is moved into `FLOWS` and `PROC_STATS` once a second per socket,
-//! when the connection ends (FIN, RST), and when the socket is released.
+//! counted is moved into `FLOWS` and `PROC_STATS` once a second per TCP
+//! socket (on its next packet: the last burst before a silence waits for
+//! the next packet), when the connection ends (FIN, RST), when the socket
+//! is released, and for UDP at every datagram.
 //!
 //! TCP bytes are stream bytes, counted once: a segment's bytes before the
 //! highest sequence number already seen (a retransmission, a duplicate)
@@ -17,46 +19,17 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     btf_maps::SkStorage,
-    helpers::{
-        generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get},
-    },
+    helpers::generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get},
     macros::btf_map,
 };
-use tracer_common::{FlowKey, counter, table};
+use tracer_common::{FlowKey, SocketState, counter, table};
 
 use crate::{
     common::count,
     ledger::{FLOWS, stats_of},
 };
 
-/// A socket's owner and what its packets added since the last flush.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SocketState {
-    /// The owner and the peer its bytes are counted to.
-    pub flow: FlowKey,
-    tx_bytes: u64,
-    rx_bytes: u64,
-    tx_packets: u64,
-    rx_packets: u64,
-    /// When each direction last moved its counts, in jiffies.
-    tx_flushed: u64,
-    rx_flushed: u64,
-    /// TCP: the sequence number after the last byte counted, each way.
-    tx_next: u32,
-    rx_next: u32,
-    pub flags: u32,
-    _pad: u32,
-}
-
-pub mod flags {
-    /// `tx_next` / `rx_next` hold a position.
-    pub const TX_SEQ: u32 = 1;
-    pub const RX_SEQ: u32 = 2;
-    /// `SOCKETS` holds something to report for this socket (a handshake,
-    /// a first message, DNS): the packet hooks look there too.
-    pub const REPORTS: u32 = 4;
-}
+pub use tracer_common::socket_flags as flags;
 
 #[btf_map]
 static SOCKET_STATE: SkStorage<SocketState> = SkStorage::new();
@@ -129,7 +102,8 @@ pub fn state_for_packet(sk: *mut c_void) -> Option<*mut SocketState> {
     Some(p)
 }
 
-const NO_OWNER: FlowKey = FlowKey { tgid: 0, family: 0, protocol: 0, port: 0, _pad: 0, addr: [0; 16], _pad2: 0 };
+const NO_OWNER: FlowKey =
+    FlowKey { tgid: 0, family: 0, protocol: 0, port: 0, _pad: 0, addr: [0; 16], _pad2: 0 };
 
 /// Stamps the calling process as the socket's owner with `flow` as its
 /// peer. An owned socket keeps its owner unless `replace` (a UDP socket
@@ -217,7 +191,15 @@ pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
             (*st).rx_packets += (new > 0) as u64;
             (*st).rx_flushed
         };
-        if seg.ends || (new > 0 && now().wrapping_sub(flushed) >= crate::common::config().hz) {
+        // UDP at once: a datagram socket may send once and stay idle (or
+        // be connected to another peer), and datagrams come far fewer than
+        // segments on a busy server. TCP about once a second and when the
+        // connection ends: a moving table entry costs more than the rest
+        // of the packet's work together.
+        if seg.ends
+            || seg.seq.is_none()
+            || (new > 0 && now().wrapping_sub(flushed) >= crate::common::config().hz)
+        {
             flush(st, egress);
         }
     }

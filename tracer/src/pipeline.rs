@@ -899,6 +899,7 @@ impl Pipeline {
             programs_failed: kernel.attach.iter().filter(|a| !a.attached && !a.skipped()).count(),
             programs_skipped: kernel.attach.iter().filter(|a| a.skipped()).count(),
             syscall_hooks: kernel.syscall_hooks(),
+            sockets_adopted: kernel.sockets_adopted,
             programs: kernel.attach.clone(),
             missing_kernel_fields: kernel.missing_fields.clone(),
             sinks: self.sinks.stats(),

@@ -5,6 +5,7 @@
 mod batch;
 pub mod btf;
 pub mod events;
+pub mod existing_sockets;
 pub mod tracefs;
 
 use std::{collections::HashMap, path::Path};
@@ -271,6 +272,8 @@ pub struct Kernel {
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     pub attach: Vec<AttachStatus>,
+    /// Sockets that existed at start, given their owners.
+    pub sockets_adopted: existing_sockets::Adopted,
     /// Kernel fields or tracepoint fields not found: enrichments disabled.
     pub missing_fields: Vec<String>,
 }
@@ -427,6 +430,24 @@ impl Kernel {
         let socket_hooks = attach.iter().any(|a| a.program == "connect4" && a.attached);
         let packet_hooks = attach.iter().any(|a| a.program == "skb_egress" && a.attached);
 
+        // Sockets opened before now get their owners (the filters as the
+        // kernel applies them; with --cgroup, running processes are left
+        // out, as for the executables pass).
+        let mut sockets_adopted = existing_sockets::Adopted::default();
+        if packet_hooks && opts.cgroup_id == 0 {
+            let traced: std::collections::HashSet<u32> = if opts.tgids.is_empty() {
+                Default::default()
+            } else {
+                crate::process::procfs::with_descendants(Path::new("/proc"), &opts.tgids)
+                    .into_iter()
+                    .collect()
+            };
+            let mut map: aya::maps::SkStorage<MapData, tracer_common::SocketState> =
+                take_map(&mut ebpf, "SOCKET_STATE")?;
+            sockets_adopted = existing_sockets::adopt(&mut map, Path::new("/proc"), |tgid| {
+                opts.tgids.is_empty() || traced.contains(&tgid)
+            });
+        }
         let events = take_map(&mut ebpf, "EVENTS")?;
         let lru = table::MAPS.iter().map(|name| reader(&ebpf, name)).collect::<Result<_>>()?;
         let mut kernel = Self {
@@ -444,6 +465,7 @@ impl Kernel {
             flows: take_map(&mut ebpf, "FLOWS")?,
             ebpf: Some(ebpf),
             attach,
+            sockets_adopted,
             missing_fields,
         };
         kernel.add_gpu_devices(&opts.gpu_devices)?;
@@ -852,7 +874,8 @@ fn kernel_hz() -> Result<u64> {
         Err(_) => {
             let mut t = String::new();
             flate2::read::GzDecoder::new(
-                std::fs::File::open("/proc/config.gz").with_context(|| format!("no {boot} nor /proc/config.gz"))?,
+                std::fs::File::open("/proc/config.gz")
+                    .with_context(|| format!("no {boot} nor /proc/config.gz"))?,
             )
             .read_to_string(&mut t)
             .context("reading /proc/config.gz")?;

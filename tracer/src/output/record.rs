@@ -416,6 +416,9 @@ pub struct HealthView {
     pub programs_failed: usize,
     pub programs_skipped: usize,
     pub syscall_hooks: usize,
+    /// Inet sockets that existed at start, given their owners so their
+    /// bytes are attributed (and those that could not be reached).
+    pub sockets_adopted: crate::kernel::existing_sockets::Adopted,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_kernel_fields: Vec<String>,
     /// Per sink: records written or delivered, queued, dropped (and why).
