@@ -751,6 +751,31 @@ pub mod socket_flags {
     pub const REPORTS: u32 = 4;
 }
 
+/// CPU time charged on one CPU to a process and not yet moved to
+/// `PROC_STATS`: the context-switch program keeps the few processes a CPU
+/// switches between in a per-CPU array, so most switches touch no hash
+/// table. User space adds these to `PROC_STATS` when it reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlot {
+    /// 0: free.
+    pub tgid: u32,
+    pub _pad: u32,
+    pub cpu_ns: u64,
+    pub waits: u64,
+}
+
+pub const CPU_SLOTS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlots {
+    pub slots: [CpuSlot; CPU_SLOTS],
+    /// The slot the next process takes (round robin).
+    pub next: u32,
+    pub _pad: u32,
+}
+
 /// A setsid(2) that succeeded; the header is the caller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -850,4 +875,5 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for SocketState {}
+    unsafe impl aya::Pod for CpuSlots {}
 }

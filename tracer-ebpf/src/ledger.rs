@@ -9,13 +9,14 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::{
         BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
     },
 };
 use tracer_common::{
-    EventKind, FlowKey, FlowStats, NO_OFFSET, ProcStats, SetSidEvent, config_flags, control, counter, table,
+    CPU_SLOTS, CpuSlot, CpuSlots, EventKind, FlowKey, FlowStats, NO_OFFSET, ProcStats, SetSidEvent,
+    config_flags, control, counter, table,
 };
 
 use crate::{
@@ -33,6 +34,11 @@ static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max
 /// tgid << 32 | syscall number -> calls.
 #[map]
 static SYSCALL_COUNTS: LruPerCpuHashMap<u64, u64> = LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// The processes each CPU last switched between, with the time charged to
+/// them there since they took the slot (see `CpuSlots`).
+#[map]
+static CPU_SLOTS_MAP: PerCpuArray<CpuSlots> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per thread, its `se.sum_exec_runtime` when last charged.
 #[map]
@@ -128,7 +134,48 @@ fn charge_slice(prev: u64, waits: bool) -> Option<()> {
     let k = &config().kernel;
     let runtime: u64 = load_btf(prev, k.task_sum_exec_runtime)?;
     let picked: u64 = load_btf(prev, k.task_prev_sum_exec_runtime)?;
-    add_cpu(tgid, runtime.saturating_sub(picked), waits)
+    add_cpu_here(tgid, runtime.saturating_sub(picked), waits)
+}
+
+/// Charges a switch on this CPU: in the CPU's slot for the process when it
+/// has one (a per-CPU array, no hashing), else in a slot taken from the
+/// process that had it longest ago, whose time moves to `PROC_STATS`.
+#[inline(always)]
+fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
+    if ns == 0 && !waits {
+        return Some(());
+    }
+    let Some(c) = CPU_SLOTS_MAP.get_ptr_mut(0) else { return add_cpu(tgid, ns, waits) };
+    // SAFETY: this CPU's value; nothing else runs on this CPU meanwhile.
+    unsafe {
+        for i in 0..CPU_SLOTS {
+            let slot = &mut (*c).slots[i];
+            if slot.tgid == tgid {
+                slot.cpu_ns += ns;
+                slot.waits += waits as u64;
+                return Some(());
+            }
+        }
+        let i = (*c).next as usize % CPU_SLOTS;
+        (*c).next = (*c).next.wrapping_add(1);
+        let old = (*c).slots[i];
+        (*c).slots[i] = CpuSlot { tgid, _pad: 0, cpu_ns: ns, waits: waits as u64 };
+        if old.tgid != 0 && (old.cpu_ns != 0 || old.waits != 0) {
+            flush_slot(&old);
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn flush_slot(old: &CpuSlot) -> Option<()> {
+    let stats = stats_of(old.tgid)?;
+    // SAFETY: this CPU's copy of a per-CPU value.
+    unsafe {
+        (*stats).cpu_ns += old.cpu_ns;
+        (*stats).waits += old.waits;
+    }
+    Some(())
 }
 
 #[inline(always)]
@@ -255,7 +302,7 @@ fn try_switch(waits: bool) -> Option<()> {
             if started >= config().started_ns { 0 } else { runtime }
         }
     };
-    add_cpu(tgid, runtime.saturating_sub(last), waits)
+    add_cpu_here(tgid, runtime.saturating_sub(last), waits)
 }
 
 /// `sched:sched_process_free`, fired once a dead thread's task_struct is

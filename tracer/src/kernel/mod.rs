@@ -269,6 +269,7 @@ pub struct Kernel {
     removed: [u64; table::COUNT as usize],
     traced_tgids: BatchReader,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
+    cpu_slots: PerCpuArray<MapData, tracer_common::CpuSlots>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     pub attach: Vec<AttachStatus>,
@@ -461,6 +462,7 @@ impl Kernel {
             removed: [0; table::COUNT as usize],
             traced_tgids: reader(&ebpf, "TRACED_TGIDS")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
+            cpu_slots: take_map(&mut ebpf, "CPU_SLOTS_MAP")?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
             ebpf: Some(ebpf),
@@ -563,6 +565,10 @@ impl Kernel {
     }
 
     /// Cumulative per-process counters, summed over CPUs.
+    ///
+    /// PROC_STATS is read before the per-CPU slots: time that moves from a
+    /// slot to the table between the two reads is missing from this
+    /// snapshot (the next one has it), never counted twice.
     pub fn proc_snapshot(&self) -> Result<HashMap<u32, ProcStats>> {
         let mut out = HashMap::new();
         self.lru[table::PROC_STATS as usize]
@@ -570,12 +576,30 @@ impl Kernel {
                 out.insert(pod::<u32>(k), sum_proc_stats(per_cpu.map(pod::<ProcStats>)));
             })
             .context("reading PROC_STATS")?;
+        for slot in self.cpu_slots()? {
+            let e = out.entry(slot.tgid).or_default();
+            e.cpu_ns += slot.cpu_ns;
+            e.waits += slot.waits;
+        }
         Ok(out)
+    }
+
+    /// The CPU time the context-switch program holds per CPU, not yet in
+    /// PROC_STATS.
+    fn cpu_slots(&self) -> Result<Vec<tracer_common::CpuSlot>> {
+        let per_cpu = self.cpu_slots.get(&0, 0).context("reading CPU_SLOTS_MAP")?;
+        Ok(per_cpu.iter().flat_map(|c| c.slots).filter(|s| s.tgid != 0).collect())
     }
 
     /// One process's cumulative counters (for its final account at exit).
     pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
-        self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()))
+        let mut stats = self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()));
+        for slot in self.cpu_slots().unwrap_or_default().into_iter().filter(|s| s.tgid == tgid) {
+            let e = stats.get_or_insert_with(ProcStats::default);
+            e.cpu_ns += slot.cpu_ns;
+            e.waits += slot.waits;
+        }
+        stats
     }
 
     /// Cumulative syscall counts per (tgid, syscall number).
