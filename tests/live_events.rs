@@ -654,3 +654,75 @@ fn file_evidence_without_syscall_hooks() {
     want.sort();
     assert_eq!(seen, want);
 }
+
+/// What peers send first on connections the process accepted, whether the
+/// message arrives before the accept (queued on the new socket) or after:
+/// a real XMRig login (this process would be a pool or a proxy) and a
+/// Bitcoin `version` in two sends. Each is reported once, inbound, for the
+/// process that listens; the connecting child's own records stay outbound.
+#[test]
+fn the_peers_first_message_on_accepted_connections_is_reported() {
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let login = fixture("xmrig-6.18.1-login.txt");
+    let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
+    version.extend_from_slice(b"version\0\0\0\0\0");
+    version.extend_from_slice(&100u32.to_le_bytes());
+    version.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    version.extend_from_slice(&[0x7f; 100]);
+    let tracer = Tracer::start(&[]);
+    // Bound while the tracer runs: its connections inherit this process.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        // The first peer's login is queued before it is accepted.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut all).unwrap();
+            got.push(all.len());
+        }
+        got
+    });
+    let messages: [(&[u8], usize, u64); 2] = [(&login, 200, 0), (&version, 24, 600)];
+    let child = support::fork_child(|| {
+        for (message, split, wait_ms) in messages {
+            // SAFETY: syscalls only, on our own socket.
+            unsafe {
+                let fd = support::connect_loopback(port);
+                if fd < 0 {
+                    return 2;
+                }
+                // The second peer speaks once it has been accepted.
+                std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+                let buf = message.to_vec();
+                libc::write(fd, buf.as_ptr().cast(), split);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                libc::send(fd, buf[split..].as_ptr().cast(), buf.len() - split, 0);
+                libc::close(fd);
+            }
+        }
+        0
+    });
+    assert_eq!(support::wait_rusage(child).0, 0);
+    assert_eq!(server.join().unwrap(), [login.len(), version.len()]);
+    let records = tracer.stop();
+
+    let me = std::process::id();
+    let inbound: Vec<&Value> = of_kind(&records, "network.first_bytes", me)
+        .into_iter()
+        .filter(|r| r["first_bytes"]["direction"] == "inbound")
+        .collect();
+    assert_eq!(inbound.len(), 2, "one per accepted connection: {inbound:#?}");
+    let f = |i: usize| &inbound[i]["first_bytes"];
+    assert_eq!((f(0)["protocol"].as_str(), f(0)["mining"].as_bool()), (Some("xmrig-stratum"), Some(true)));
+    assert_eq!((f(0)["bytes"].as_u64(), f(0)["sends"].as_u64()), (Some(571), Some(2)), "{}", f(0));
+    assert_eq!((f(1)["captured"].as_u64(), f(1)["sends"].as_u64()), (Some(124), Some(2)), "{}", f(1));
+    assert_eq!(f(0)["address"], "127.0.0.1");
+    let own = of_kind(&records, "network.first_bytes", child);
+    assert_eq!(own.len(), 2, "{own:#?}");
+    assert!(own.iter().all(|r| r["first_bytes"]["direction"] == "outbound"), "{own:#?}");
+}

@@ -617,7 +617,8 @@ pub struct FirstBytesEvent<const N: usize = FIRST_BYTES> {
     pub offset: u32,
     /// 1 when the kernel gathers no more sends for this connection.
     pub last: u32,
-    pub _pad: u32,
+    /// `first_bytes_direction::*`: whose first message this is.
+    pub direction: u32,
     /// The connection, while it lives (the socket cookie; 0 from the
     /// syscall hooks, which key by fd).
     pub conn: u64,
@@ -719,11 +720,18 @@ pub struct FlowStats {
     pub rx_calls: u64,
 }
 
+pub mod first_bytes_direction {
+    /// What the process sent first on a connection it opened.
+    pub const OUTBOUND: u32 = 0;
+    /// What the peer sent first on a connection the process accepted.
+    pub const INBOUND: u32 = 1;
+}
+
 /// A socket's owner and what its packets added since the last flush: the
 /// value of the socket-local storage `SOCKET_STATE`. User space writes one
 /// for each socket that existed before the programs were attached.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct SocketState {
     /// The owner (`tgid`; 0: none seen yet) and the peer its bytes go to.
     pub flow: FlowKey,
@@ -740,6 +748,10 @@ pub struct SocketState {
     /// `socket_flags::*`.
     pub flags: u32,
     pub _pad: u32,
+    /// A listening socket's process (the header of its records), which
+    /// its accepted connections inherit, or the process that accepted.
+    /// Unset (kind 0) for other sockets.
+    pub owner: EventHeader,
 }
 
 pub mod socket_flags {
@@ -749,6 +761,13 @@ pub mod socket_flags {
     /// `SOCKETS` holds something to report for this socket (a handshake,
     /// a first message, DNS): the packet hooks look there too.
     pub const REPORTS: u32 = 4;
+    /// A TCP socket bound by a process the tracer saw (post_bind): a
+    /// listener, whose accepted connections inherit this state (the map
+    /// is cloned to them by the kernel).
+    pub const LISTENER: u32 = 8;
+    /// An accepted connection whose peer's first message is still to be
+    /// captured.
+    pub const ACCEPTED: u32 = 16;
 }
 
 /// CPU time charged on one CPU to a process and not yet moved to

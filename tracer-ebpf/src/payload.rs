@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Endpoint, EventHeader, EventKind, FIRST_BYTES, FIRST_BYTES_MAX, FIRST_BYTES_SENDS, FirstBytesEvent,
-    counter, table,
+    counter, first_bytes_direction, table,
 };
 
 use crate::{
@@ -121,6 +121,8 @@ pub struct Send<'a> {
     pub fd: i32,
     pub conn: u64,
     pub len: u64,
+    /// `first_bytes_direction::*`.
+    pub direction: u32,
 }
 
 /// Reports one send of a first message; returns the progress after it, or
@@ -157,7 +159,7 @@ fn report<const N: usize, S: Source>(
     event.fd = send.fd;
     event.len = send.len.min(u32::MAX as u64) as u32;
     event.offset = progress.sent;
-    event._pad = 0;
+    event.direction = send.direction;
     event.conn = send.conn;
     let captured = src.copy(&mut event.payload, take) as usize;
     let copied = Copied {
@@ -233,7 +235,8 @@ fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
         count(counter::FIRST_BYTES_STALE);
         return None;
     }
-    let send = Send { peer: &fresh.peer, fd: fd as i32, conn: 0, len };
+    let send =
+        Send { peer: &fresh.peer, fd: fd as i32, conn: 0, len, direction: first_bytes_direction::OUTBOUND };
     match gather(&UserBuffer(buf), &fresh.progress, &send) {
         // SAFETY: the slot of an LRU element this program looked up.
         Some(next) => unsafe { (*slot).progress = next },

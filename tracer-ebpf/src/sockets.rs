@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, FlowKey, SOCKADDR_LEN, connect_source, counter,
-    dns_direction, table,
+    dns_direction, first_bytes_direction, table,
 };
 
 use crate::{
@@ -48,6 +48,8 @@ mod pending {
     pub const FIRST_BYTES: u8 = 2;
     /// A UDP socket that talks to a DNS server (port 53).
     pub const DNS: u8 = 4;
+    /// An accepted TCP connection: the peer's first message, not yet whole.
+    pub const FIRST_BYTES_IN: u8 = 8;
 }
 
 #[repr(C)]
@@ -275,6 +277,34 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     1
 }
 
+#[cgroup_sock(post_bind4)]
+pub fn post_bind4(ctx: SockContext) -> i32 {
+    let _ = on_bind(&ctx);
+    1
+}
+
+#[cgroup_sock(post_bind6)]
+pub fn post_bind6(ctx: SockContext) -> i32 {
+    let _ = on_bind(&ctx);
+    1
+}
+
+/// A TCP socket bound, in the binder's context: the listener to be is
+/// stamped with the process, which the connections it accepts inherit.
+#[inline(always)]
+fn on_bind(ctx: &SockContext) -> Option<()> {
+    // SAFETY: fields of the context the kernel passed.
+    let (sock_type, protocol) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
+    if sock_type != SOCK_STREAM || protocol != IPPROTO_TCP as u32 {
+        return None;
+    }
+    if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return None;
+    }
+    traffic::own_listener(ctx.as_ptr(), flow_to(None, IPPROTO_TCP));
+    Some(())
+}
+
 /// Released: what its packets counted since the last flush goes to the
 /// tables now (the process may be exiting, its final account read next).
 /// A program of its own, so a kernel that refuses socket storage here
@@ -484,8 +514,15 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     }
     let st = traffic::state_for_packet(full)?;
     traffic::count_packet(st, &seg, egress);
+    if seg.len == 0 {
+        return None;
+    }
     // SAFETY: the socket's value.
-    if unsafe { (*st).flags } & traffic::flags::REPORTS == 0 || seg.len == 0 {
+    if unsafe { (*st).flags } & (traffic::flags::LISTENER | traffic::flags::ACCEPTED) != 0 {
+        first_packet_accepted(ctx, st, &l4, egress, full);
+    }
+    // SAFETY: the socket's value.
+    if unsafe { (*st).flags } & traffic::flags::REPORTS == 0 {
         return None;
     }
     let key = sk as u64;
@@ -500,7 +537,10 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if l4.protocol == IPPROTO_UDP && t.pending & pending::DNS != 0 {
         return dns_packet(ctx, &t, &l4, egress);
     }
-    if l4.protocol != IPPROTO_TCP || !egress || t.pending & pending::FIRST_BYTES == 0 {
+    // What the process sends first on a connection it opened; what the
+    // peer sends first on one it accepted.
+    let wanted = if egress { pending::FIRST_BYTES } else { pending::FIRST_BYTES_IN };
+    if l4.protocol != IPPROTO_TCP || t.pending & wanted == 0 {
         return None;
     }
     let seq = seg.seq?;
@@ -512,7 +552,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if at < t.progress.sent {
         return None;
     }
-    let remaining = t.pending & !pending::FIRST_BYTES;
+    let remaining = t.pending & !wanted;
     if at > t.progress.sent {
         crate::common::count(counter::FIRST_BYTES_OUT_OF_ORDER);
         // SAFETY: the slot this program looked up.
@@ -524,7 +564,8 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     }
     // SAFETY: helper on the context the kernel passed.
     let conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64 };
+    let direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
+    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64, direction };
     let src = Packet { ctx, at: data, header: &t.header };
     match gather(&src, &t.progress, &send) {
         // SAFETY: the slot this program looked up.
@@ -543,6 +584,64 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+
+/// The first payload packet of a connection accepted from a listener this
+/// tracer saw bound: it is accepted now (if the acceptor has not yet taken
+/// the peer's address, the peer comes from the packet), and when the peer
+/// speaks, its first message is followed like an outbound one.
+#[inline(always)]
+fn first_packet_accepted(
+    ctx: &SkBuffContext,
+    st: *mut tracer_common::SocketState,
+    l4: &Transport,
+    egress: bool,
+    sk: *mut core::ffi::c_void,
+) -> Option<()> {
+    traffic::accepted(st);
+    if l4.protocol != IPPROTO_TCP {
+        return None;
+    }
+    // The peer: the source of what arrives, the destination of what leaves.
+    let (addr_at, port_at) = match (l4.v6, egress) {
+        (false, false) => (12, l4.at),
+        (false, true) => (16, l4.at + 2),
+        (true, false) => (8, l4.at),
+        (true, true) => (24, l4.at + 2),
+    };
+    let mut peer = Endpoint {
+        family: if l4.v6 { AF_INET6 } else { AF_INET },
+        port: u16::from_be(ctx.load(port_at as usize).ok()?),
+        _pad: 0,
+        addr: [0; 16],
+    };
+    if l4.v6 {
+        peer.addr = ctx.load(addr_at).ok()?;
+    } else {
+        peer.addr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(addr_at).ok()?);
+    }
+    // SAFETY: the socket's value.
+    unsafe {
+        if (*st).flow.port == 0 {
+            ((*st).flow.family, (*st).flow.port, (*st).flow.addr) = (peer.family, peer.port, peer.addr);
+        }
+        if egress || (*st).owner.kind == 0 {
+            return None;
+        }
+        (*st).flags = ((*st).flags & !traffic::flags::ACCEPTED) | traffic::flags::REPORTS;
+        let tracked = Tracked {
+            header: (*st).owner,
+            peer,
+            progress: Progress::NEW,
+            first_seq: 0,
+            sock_type: SOCK_STREAM as u8,
+            protocol: IPPROTO_TCP,
+            pending: pending::FIRST_BYTES_IN,
+            _pad: 0,
+        };
+        upsert!(SOCKETS, table::SOCKETS, &(sk as u64), &tracked);
+    }
+    Some(())
+}
 
 /// A packet's payload, reported for the socket's owner.
 struct Packet<'a> {

@@ -18,9 +18,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    btf_maps::SkStorage,
+    bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     helpers::generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get},
-    macros::btf_map,
 };
 use tracer_common::{FlowKey, SocketState, counter, table};
 
@@ -31,8 +30,32 @@ use crate::{
 
 pub use tracer_common::socket_flags as flags;
 
-#[btf_map]
-static SOCKET_STATE: SkStorage<SocketState> = SkStorage::new();
+/// The socket-local storage, declared in libbpf's BTF map form (aya's
+/// own wrapper fixes the flags): BPF_F_NO_PREALLOC, which every local
+/// storage takes, and BPF_F_CLONE, so the kernel copies a listener's state
+/// to each connection it accepts (net/core/bpf_sk_storage.c:
+/// bpf_sk_storage_clone, from sk_clone_lock).
+#[repr(C)]
+pub struct SocketStorage {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const SocketState,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+}
+
+// SAFETY: placeholders the loader reads from BTF; never dereferenced.
+unsafe impl Sync for SocketStorage {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCKET_STATE")]
+static SOCKET_STATE: SocketStorage = SocketStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
 
 /// include/uapi/linux/bpf.h
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
@@ -82,6 +105,8 @@ fn new_state(flow: FlowKey, flags: u32) -> SocketState {
         rx_next: 0,
         flags,
         _pad: 0,
+        // SAFETY: an all-zero header is "unset" (kind 0).
+        owner: unsafe { core::mem::zeroed() },
     }
 }
 
@@ -106,22 +131,32 @@ const NO_OWNER: FlowKey =
     FlowKey { tgid: 0, family: 0, protocol: 0, port: 0, _pad: 0, addr: [0; 16], _pad2: 0 };
 
 /// Stamps the calling process as the socket's owner with `flow` as its
-/// peer. An owned socket keeps its owner unless `replace` (a UDP socket
-/// connected to another peer): its counts so far go to the old peer first.
-/// A socket whose packets came before any owner (tgid 0) is adopted with
-/// what they counted.
+/// peer. An owned socket keeps its owner unless `replace` (a connect: a
+/// UDP socket connected to another peer has its counts so far go to the
+/// old peer first). A socket whose packets came before any owner (tgid 0)
+/// is adopted with what they counted, and so is a connection accepted from
+/// a listener, which inherits the listener's process (`accepted` fills in
+/// the acceptor's header for the peer's first message).
 #[inline(always)]
 pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
     let extra = if reports { flags::REPORTS } else { 0 };
     if let Some(st) = state_of(sk) {
         // SAFETY: this socket's value, written in its owner's context.
         unsafe {
+            let inherited = (*st).flags & (flags::LISTENER | flags::ACCEPTED) != 0;
             let unowned = (*st).flow.tgid == 0;
             if replace && !unowned {
                 flush(st, true);
                 flush(st, false);
             }
-            if replace || unowned {
+            if replace {
+                // A bound socket that connects is no listener.
+                (*st).flags &= !(flags::LISTENER | flags::ACCEPTED);
+            } else if inherited {
+                accepted(st);
+                crate::common::fill_header(&mut (*st).owner, tracer_common::EventKind::FirstBytes);
+            }
+            if replace || unowned || inherited {
                 (*st).flow = flow;
             }
             (*st).flags |= extra;
@@ -131,6 +166,37 @@ pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
     let mut init = new_state(flow, extra);
     if storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE).is_null() {
         count(counter::SOCKET_STATE_FULL);
+    }
+}
+
+/// A TCP socket bound by the calling process: a listener to be, whose
+/// accepted connections inherit this state with the process's header.
+#[inline(always)]
+pub fn own_listener(sk: *mut c_void, flow: FlowKey) {
+    let mut init = new_state(flow, flags::LISTENER);
+    crate::common::fill_header(&mut init.owner, tracer_common::EventKind::FirstBytes);
+    let st = storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE);
+    if st.is_null() {
+        count(counter::SOCKET_STATE_FULL);
+        return;
+    }
+    // SAFETY: this socket's value (it existed: bound again after a
+    // failed bind, or adopted).
+    unsafe {
+        (*st).flags |= flags::LISTENER;
+        (*st).owner = init.owner;
+    }
+}
+
+/// A connection that inherited a listener's state is one the process
+/// accepted: its peer's first message is to be captured.
+#[inline(always)]
+pub fn accepted(st: *mut SocketState) {
+    // SAFETY: the socket's value.
+    unsafe {
+        if (*st).flags & flags::LISTENER != 0 {
+            (*st).flags = ((*st).flags & !flags::LISTENER) | flags::ACCEPTED;
+        }
     }
 }
 

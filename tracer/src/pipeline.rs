@@ -150,7 +150,7 @@ pub struct Pipeline {
     /// The file last reported as each live process's executable.
     exe_reported: HashMap<u32, (u64, u64)>,
     /// New connections' first sends, until each first message is whole.
-    first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>)>,
+    first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>, bool)>,
 }
 
 impl Pipeline {
@@ -508,9 +508,9 @@ impl Pipeline {
     /// A connection's first message, joined from its first sends.
     fn emit_first_message(
         &mut self,
-        m: first_message::Message<(Header, Option<(IpAddr, u16)>)>,
+        m: first_message::Message<(Header, Option<(IpAddr, u16)>, bool)>,
     ) -> Result<()> {
-        let (h, peer) = &m.header;
+        let (h, peer, inbound) = &m.header;
         if m.data.is_empty() && m.bytes > 0 && !m.gap {
             // The buffer was not resident at syscall entry; the record
             // says captured 0, and health counts it.
@@ -530,6 +530,7 @@ impl Pipeline {
             port: peer.map(|(_, port)| port),
             dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
             fd: (m.fd >= 0).then_some(m.fd),
+            direction: if *inbound { "inbound" } else { "outbound" },
             bytes: m.bytes.min(u64::from(u32::MAX)) as u32,
             captured: m.data.len() as u32,
             sends: m.sends,
@@ -698,13 +699,13 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FirstBytes { peer, fd, conn, len, offset, last, payload } => {
+            EventBody::FirstBytes { peer, fd, conn, len, offset, last, inbound, payload } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
                 }
                 let send = first_message::Send {
-                    header: (h.clone(), peer),
+                    header: (h.clone(), peer, inbound),
                     tgid: h.tgid,
                     fd,
                     conn,

@@ -421,6 +421,12 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
     let m = &ind.when;
     let mut seen = Vec::new();
     let fb = &r["first_bytes"];
+    // A peer's first message says what the process serves, not what it
+    // does: only indicators that ask for it see one.
+    let inbound = kind == "network.first_bytes" && fb["direction"] == "inbound";
+    if inbound != (m.first_bytes_inbound == Some(true)) {
+        return None;
+    }
     if let Some(protocols) = &m.first_bytes_protocol {
         let p = (kind == "network.first_bytes").then(|| s(fb, &["protocol"])).flatten()?;
         protocols.iter().any(|x| x == p).then_some(())?;

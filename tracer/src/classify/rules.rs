@@ -22,6 +22,10 @@ pub const CATEGORIES: &[&str] =
 pub struct Match {
     pub first_bytes_protocol: Option<Vec<String>>,
     pub first_bytes_mining: Option<bool>,
+    /// true: the indicator is about what peers send first on connections
+    /// the process accepted (it serves that protocol). Without it, an
+    /// indicator sees only what the process itself sent first.
+    pub first_bytes_inbound: Option<bool>,
     pub agent_contains: Option<Vec<String>>,
     pub dns_name: Option<Vec<String>>,
     pub tls_sni: Option<Vec<String>>,

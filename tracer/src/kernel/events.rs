@@ -108,6 +108,9 @@ pub enum Body {
         offset: u32,
         /// The kernel gathers no more sends for this connection.
         last: bool,
+        /// The peer's first message on a connection the process accepted
+        /// (else the process's own on one it opened).
+        inbound: bool,
         payload: Vec<u8>,
     },
     /// A watched file was opened.
@@ -271,6 +274,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     len: raw.len,
                     offset: raw.offset,
                     last: raw.last != 0,
+                    inbound: raw.direction == tracer_common::first_bytes_direction::INBOUND,
                     payload: raw.payload[..captured].to_vec(),
                 }
             }

@@ -133,6 +133,8 @@ fn adopt_one(map: &mut SkStorage<MapData, SocketState>, pidfd: &OwnedFd, fd: i32
             rx_next: 0,
             flags: 0,
             _pad: 0,
+            // SAFETY: an all-zero header is "unset".
+            owner: unsafe { std::mem::zeroed() },
         },
     };
     match map.insert(&copy, state, 0) {

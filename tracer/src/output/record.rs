@@ -83,6 +83,9 @@ pub struct FirstBytesView {
     /// socket-layer hooks see sockets, not fds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
+    /// outbound: what the process sent first on a connection it opened;
+    /// inbound: what the peer sent first on one the process accepted.
+    pub direction: &'static str,
     /// Bytes of the first message's sends; `captured` of them are kept
     /// (up to 2047, over at most 4 sends).
     pub bytes: u32,
