@@ -230,6 +230,7 @@ fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
     use std::io::Write as _;
     const BEFORE: usize = 3_000;
     const AFTER: usize = 70_000;
+    const LATE: usize = 5_000;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -246,6 +247,21 @@ fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
     server.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), AFTER);
     drop((client, server));
+    // A new connection to the old listener, accepted without asking the
+    // peer's address (as libuv does): it inherits the listener's owner.
+    let mut late = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    late.write_all(&[3; LATE]).unwrap();
+    drop(late);
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    // SAFETY: accept on our own listener; the descriptor is owned below.
+    let fd = unsafe { libc::accept(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut()) };
+    assert!(fd >= 0);
+    // SAFETY: a descriptor this process now owns.
+    let mut accepted = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let mut got = Vec::new();
+    accepted.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), LATE);
+    drop(accepted);
     let records = tracer.stop();
 
     let health = support::final_health(&records);
@@ -260,6 +276,6 @@ fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
         peers.iter().filter(|p| p["port"] == port).map(|p| p["tx_bytes"].as_u64().unwrap()).sum();
     let from_client: u64 =
         peers.iter().filter(|p| p["port"] != port).map(|p| p["rx_bytes"].as_u64().unwrap()).sum();
-    assert_eq!(to_server, AFTER as u64, "the client side: {peers:#?}");
-    assert_eq!(from_client, AFTER as u64, "the accepted side: {peers:#?}");
+    assert_eq!(to_server, (AFTER + LATE) as u64, "the client side: {peers:#?}");
+    assert_eq!(from_client, (AFTER + LATE) as u64, "the accepted side: {peers:#?}");
 }

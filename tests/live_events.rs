@@ -676,16 +676,17 @@ fn the_peers_first_message_on_accepted_connections_is_reported() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
-        let mut got = Vec::new();
+        let (mut got, mut peers) = (Vec::new(), Vec::new());
         // The first peer's login is queued before it is accepted.
         std::thread::sleep(std::time::Duration::from_millis(300));
         for _ in 0..2 {
-            let (mut s, _) = listener.accept().unwrap();
+            let (mut s, peer) = listener.accept().unwrap();
             let mut all = Vec::new();
             std::io::Read::read_to_end(&mut s, &mut all).unwrap();
             got.push(all.len());
+            peers.push(peer.port());
         }
-        got
+        (got, peers)
     });
     let messages: [(&[u8], usize, u64); 2] = [(&login, 200, 0), (&version, 24, 600)];
     let child = support::fork_child(|| {
@@ -708,15 +709,35 @@ fn the_peers_first_message_on_accepted_connections_is_reported() {
         0
     });
     assert_eq!(support::wait_rusage(child).0, 0);
-    assert_eq!(server.join().unwrap(), [login.len(), version.len()]);
+    let (got, peers) = server.join().unwrap();
+    assert_eq!(got, [login.len(), version.len()]);
     let records = tracer.stop();
 
+    // This process's other tests' listeners may be stamped too: the
+    // records of these two connections are those from the child's ports.
     let me = std::process::id();
     let inbound: Vec<&Value> = of_kind(&records, "network.first_bytes", me)
         .into_iter()
         .filter(|r| r["first_bytes"]["direction"] == "inbound")
+        .filter(|r| r["first_bytes"]["port"].as_u64().is_some_and(|p| peers.contains(&(p as u16))))
         .collect();
-    assert_eq!(inbound.len(), 2, "one per accepted connection: {inbound:#?}");
+    assert_eq!(
+        inbound.len(),
+        2,
+        "one per accepted connection (peers {peers:?}): {:#?} {}",
+        records
+            .iter()
+            .filter(|r| r["kind"] == "network.first_bytes")
+            .map(|r| (
+                &r["process"]["pid"],
+                &r["first_bytes"]["direction"],
+                &r["first_bytes"]["port"],
+                &r["first_bytes"]["bytes"],
+                &r["first_bytes"]["sends"]
+            ))
+            .collect::<Vec<_>>(),
+        final_health(&records)
+    );
     let f = |i: usize| &inbound[i]["first_bytes"];
     assert_eq!((f(0)["protocol"].as_str(), f(0)["mining"].as_bool()), (Some("xmrig-stratum"), Some(true)));
     assert_eq!((f(0)["bytes"].as_u64(), f(0)["sends"].as_u64()), (Some(571), Some(2)), "{}", f(0));

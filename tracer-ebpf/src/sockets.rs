@@ -513,13 +513,15 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
         return None;
     }
     let st = traffic::state_for_packet(full)?;
+    // Before the count: a packet that also ends the connection flushes it,
+    // and the peer must be known by then.
+    // SAFETY: the socket's value.
+    if seg.len > 0 && unsafe { (*st).flags } & (traffic::flags::LISTENER | traffic::flags::ACCEPTED) != 0 {
+        first_packet_accepted(ctx, st, &l4, egress, full);
+    }
     traffic::count_packet(st, &seg, egress);
     if seg.len == 0 {
         return None;
-    }
-    // SAFETY: the socket's value.
-    if unsafe { (*st).flags } & (traffic::flags::LISTENER | traffic::flags::ACCEPTED) != 0 {
-        first_packet_accepted(ctx, st, &l4, egress, full);
     }
     // SAFETY: the socket's value.
     if unsafe { (*st).flags } & traffic::flags::REPORTS == 0 {

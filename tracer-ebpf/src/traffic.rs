@@ -135,8 +135,8 @@ const NO_OWNER: FlowKey =
 /// UDP socket connected to another peer has its counts so far go to the
 /// old peer first). A socket whose packets came before any owner (tgid 0)
 /// is adopted with what they counted, and so is a connection accepted from
-/// a listener, which inherits the listener's process (`accepted` fills in
-/// the acceptor's header for the peer's first message).
+/// a listener, which inherits the listener's process: its bytes go to the
+/// acceptor, the peer's first message is reported for the listener's.
 #[inline(always)]
 pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
     let extra = if reports { flags::REPORTS } else { 0 };
@@ -154,7 +154,6 @@ pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
                 (*st).flags &= !(flags::LISTENER | flags::ACCEPTED);
             } else if inherited {
                 accepted(st);
-                crate::common::fill_header(&mut (*st).owner, tracer_common::EventKind::FirstBytes);
             }
             if replace || unowned || inherited {
                 (*st).flow = flow;

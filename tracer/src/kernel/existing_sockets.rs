@@ -4,7 +4,8 @@
 //! inet sockets get their owner and peer here, through a copy of the
 //! process's descriptor (pidfd_getfd(2), Linux 5.6): a miner already
 //! connected to its pool when the tracer starts is attributed from its
-//! first packet on.
+//! first packet on, and a server listening since before is given the
+//! connections it accepts from now on.
 
 use std::{
     collections::HashSet,
@@ -117,10 +118,15 @@ fn adopt_one(map: &mut SkStorage<MapData, SocketState>, pidfd: &OwnedFd, fd: i32
     if let Some((port, addr)) = peer(&copy, family) {
         (flow.family, flow.port, flow.addr) = (family, port, addr);
     }
+    // A listener passes its owner on to the connections it accepts (the
+    // kernel clones the storage); with no header recorded, their peers'
+    // first messages are not gathered, their bytes are counted.
+    let listener = sockopt(&copy, libc::SO_ACCEPTCONN).is_some_and(|v| v != 0);
+    let flags = if listener { tracer_common::socket_flags::LISTENER } else { 0 };
     let state = match map.get(&copy, 0) {
         Ok(s) if s.flow.tgid != 0 => return Outcome::AlreadyOwned,
         // Packets came before the owner was known: keep what they counted.
-        Ok(s) => SocketState { flow, ..s },
+        Ok(s) => SocketState { flow, flags: s.flags | flags, ..s },
         Err(_) => SocketState {
             flow,
             tx_bytes: 0,
@@ -131,7 +137,7 @@ fn adopt_one(map: &mut SkStorage<MapData, SocketState>, pidfd: &OwnedFd, fd: i32
             rx_flushed: 0,
             tx_next: 0,
             rx_next: 0,
-            flags: 0,
+            flags,
             _pad: 0,
             // SAFETY: an all-zero header is "unset".
             owner: unsafe { std::mem::zeroed() },
