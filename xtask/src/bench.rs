@@ -8,6 +8,8 @@
 //! 2. nginx on loopback under wrk: requests/s, the same configurations.
 //! 3. Connect storm from several threads: TCP connects to a loopback
 //!    listener at rising rates; records delivered vs connects made, drops.
+//!    3b. Process churn: fork + exec + exit of /bin/true, untraced and
+//!    traced, so the process programs are measured warm.
 //! 4. What a record costs in each output format and sink.
 //! 5. The tracer's own CPU and resident memory, idle and under each load.
 //! 6. Each kernel program's cost from the kernel's own statistics, per
@@ -181,6 +183,17 @@ pub fn syscall_loop(n: u64) {
 unsafe extern "C" {
     #[link_name = "getppid"]
     fn libc_getppid() -> i32;
+}
+
+/// Runs /bin/true `n` times, each waited for.
+fn spawn_true(n: u32) -> Result<()> {
+    for _ in 0..n {
+        let status = Command::new("/bin/true").status().context("running /bin/true")?;
+        if !status.success() {
+            bail!("/bin/true exited with {status}");
+        }
+    }
+    Ok(())
 }
 
 fn run_loop(xtask: &Path, n: u64) -> Result<f64> {
@@ -461,6 +474,33 @@ pub fn run(opts: &Options) -> Result<()> {
         None => writeln!(report, "\nno drops at any rate reached")?,
     }
     programs.push(("connect storm, default hooks (one run per rate)".into(), storm_progs));
+
+    // 3b. Process churn: fork + exec + exit at the rate a shell loop makes
+    // them, so those programs are measured warm, not at the odd start.
+    const SPAWNS: u32 = 2_000;
+    let mut churn: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let mut churn_progs = ProgramCosts::default();
+    for round in 0..opts.runs.min(5) {
+        for k in 0..2 {
+            let traced = (k + round) % 2 == 1;
+            let running = start(if traced { Config::TracedDefault } else { Config::Untraced }, opts, &out)?;
+            let t0 = Instant::now();
+            spawn_true(SPAWNS)?;
+            churn[usize::from(traced)].push(t0.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS));
+            if let Some(pid) = tracer_pid(&running) {
+                churn_progs.sample(pid);
+            }
+            stop(running)?;
+        }
+    }
+    let churn_ratio: Vec<f64> = churn[1].iter().zip(&churn[0]).map(|(t, u)| t / u).collect();
+    writeln!(report, "\n3b. process churn: {SPAWNS} fork + exec + exit of /bin/true, one after another\n")?;
+    writeln!(report, "| configuration | µs per process: median (min–max) |")?;
+    writeln!(report, "|---|---|")?;
+    writeln!(report, "| untraced | {} |", spread(&churn[0], 0))?;
+    writeln!(report, "| tracer, default hooks | {} |", spread(&churn[1], 0))?;
+    writeln!(report, "\ntraced / untraced per round: {}", spread(&churn_ratio, 3))?;
+    programs.push(("process churn, default hooks".into(), churn_progs));
 
     // 4. What a record costs the tracer in each output format and sink.
     let (per_k, vs_native) = sink_costs(opts, &xtask, &out)?;
