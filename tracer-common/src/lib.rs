@@ -506,6 +506,9 @@ pub struct Config {
     /// The kernel's clock tick (CONFIG_HZ): jiffies per second, how often
     /// the packet hooks move a socket's counts into the tables.
     pub hz: u64,
+    /// Bytes waiting in the ring buffer at which a record wakes the reader
+    /// (fewer: user space finds them on its next poll, see RING_POLL).
+    pub wake_bytes: u64,
     pub kernel: KernelOffsets,
     pub tp: TracepointOffsets,
 }
@@ -519,6 +522,7 @@ impl Config {
         flags: 0,
         started_ns: 0,
         hz: 250,
+        wake_bytes: 0,
         kernel: KernelOffsets::UNKNOWN,
         tp: TracepointOffsets {
             exec_filename: NO_OFFSET,
@@ -879,7 +883,7 @@ pub struct GpuOpenEvent {
 const _: () =
     assert!(size_of::<KernelOffsets>().is_multiple_of(8) && size_of::<TracepointOffsets>().is_multiple_of(8));
 const _: () =
-    assert!(size_of::<Config>() == 40 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
+    assert!(size_of::<Config>() == 48 + size_of::<KernelOffsets>() + size_of::<TracepointOffsets>());
 
 #[cfg(feature = "user")]
 mod pod {

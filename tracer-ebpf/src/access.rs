@@ -117,6 +117,6 @@ fn report(flags: u32, source: u32, write_path: impl FnOnce(&mut [u8; 64]) -> u32
     event.flags = flags;
     event.old_path_len = 0;
     event.source = source;
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }

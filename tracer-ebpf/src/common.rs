@@ -115,6 +115,26 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
     entry
 }
 
+/// Submits a record, waking the reader only once the ring holds a batch
+/// (`Config::wake_bytes`); below that, user space finds the record on its
+/// next poll of the ring (every few milliseconds). A wakeup is an
+/// inter-processor interrupt, in a virtual machine an exit to the
+/// hypervisor: it cost more than all the rest of a process or connection
+/// record's work.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    /// include/uapi/linux/bpf.h
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= config().wake_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
+}
+
 /// Whether the current task's events should be reported, given the filters.
 #[inline(always)]
 pub fn should_trace(tgid: u32) -> bool {

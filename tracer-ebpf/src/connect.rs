@@ -135,7 +135,7 @@ fn try_exit_connect(ctx: &TracePointContext) {
     event.protocol = args.protocol;
     event.addrlen = args.addrlen;
     event.addr = args.addr;
-    entry.submit(0);
+    crate::common::submit(entry);
 }
 
 /// The peer in a sockaddr_in/in6 as the caller passed it.
@@ -227,7 +227,7 @@ fn try_sock_state(ctx: &TracePointContext) {
         }
         event.addrlen = 28;
     }
-    entry.submit(0);
+    crate::common::submit(entry);
 }
 
 /// A socket entering LISTEN (net/ipv4/inet_connection_sock.c:
@@ -249,6 +249,6 @@ fn report_listen(ctx: &TracePointContext, tp: &tracer_common::TracepointOffsets)
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Listen);
     event.local = local;
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }

@@ -142,7 +142,7 @@ fn emit(direction: u8, server: &Server, buf: u64, len: u64) -> Option<()> {
     // At most DNS_CAPTURE - 1 bytes are copied; len > captured marks a
     // longer message.
     event.captured = read_user_bounded(&mut event.payload, buf, len).unwrap_or(0) as u32;
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }
 

@@ -101,7 +101,7 @@ fn report_if_watched(path_ptr: u64, flags: u64, old_ptr: u64) -> Option<()> {
         unsafe { bpf_probe_read_user_str_bytes(old_ptr as *const u8, &mut event.old_path) }
             .map_or(0, |s| s.len() as u32)
     };
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }
 

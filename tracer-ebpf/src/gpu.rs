@@ -204,7 +204,7 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Option<()> {
             event.cmd = cmd;
             event.sub = sub;
             event._pad = 0;
-            entry.submit(0);
+            crate::common::submit(entry);
         }
     }
 

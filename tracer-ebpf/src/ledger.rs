@@ -548,6 +548,6 @@ fn try_setsid(ctx: &TracePointContext) -> Option<()> {
     // the sid every other record uses.
     event.sid = tgid;
     event._pad = 0;
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }

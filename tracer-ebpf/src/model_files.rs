@@ -140,6 +140,6 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
     // SAFETY: the helper bounds the copy to the buffer.
     event.path_len = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut event.path) }
         .map_or(0, |s| s.len() as u32);
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }

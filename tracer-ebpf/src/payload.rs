@@ -171,7 +171,7 @@ fn report<const N: usize, S: Source>(
     event.captured = copied.captured;
     let done = progress.done(send.len, &copied);
     event.last = done as u32;
-    entry.submit(0);
+    crate::common::submit(entry);
     Some((copied, done))
 }
 

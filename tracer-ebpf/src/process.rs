@@ -78,7 +78,7 @@ fn try_exec(ctx: &TracePointContext) {
         }
         _ => event.flags |= exec_flags::ARGV_UNAVAILABLE,
     }
-    entry.submit(0);
+    crate::common::submit(entry);
 }
 
 /// `sched_process_fork` as a raw tracepoint: its arguments are the parent and
@@ -121,7 +121,7 @@ fn try_fork(ctx: &RawTracePointContext) {
     event.child_pid = child_pid as u32;
     event.child_tgid = child_tgid as u32;
     event.child_start_boottime_ns = read_field(child, cfg.kernel.task_start_boottime).unwrap_or(0);
-    entry.submit(0);
+    crate::common::submit(entry);
 }
 
 /// `sched:sched_process_exit`, fired from do_exit (kernel/exit.c) after
@@ -158,7 +158,7 @@ fn try_exit(ctx: &TracePointContext) {
     fill_header(&mut event.header, EventKind::Exit);
     event.exit_code = read_field::<i32>(current_task(), cfg.kernel.task_exit_code).unwrap_or(0) as u32;
     event._pad = 0;
-    entry.submit(0);
+    crate::common::submit(entry);
 }
 
 /// Reads a field of a classic tracepoint record at an offset parsed from its

@@ -383,7 +383,7 @@ fn report_connect(t: &Tracked, ret: i32) -> Option<()> {
         event.addr[8..24].copy_from_slice(&t.peer.addr);
         event.addrlen = 28;
     }
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }
 
@@ -733,6 +733,6 @@ fn dns_packet(ctx: &SkBuffContext, t: &Tracked, l4: &Transport, egress: bool) ->
         }
     }
     event.captured = load_bounded(ctx, data, &mut event.payload, len as u64);
-    entry.submit(0);
+    crate::common::submit(entry);
     Some(())
 }

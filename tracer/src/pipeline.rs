@@ -954,6 +954,12 @@ impl Pipeline {
 /// How often the event loop collects what its worker finished.
 const BACKGROUND_POLL: Duration = Duration::from_millis(250);
 
+/// How often the ring buffer is read without a wakeup: the kernel wakes
+/// the reader only once a sixteenth of the ring is waiting
+/// (`Config::wake_bytes`), so a record written at a slow rate waits at
+/// most this long.
+pub const RING_POLL: Duration = Duration::from_millis(20);
+
 /// How long one turn of the event loop reads records before it looks at
 /// signals and timers again.
 const DRAIN_TURN: Duration = Duration::from_millis(50);
@@ -1079,6 +1085,8 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     // whose wait is over are written within this, even when no record comes.
     let mut background = interval_at(tokio::time::Instant::now() + BACKGROUND_POLL, BACKGROUND_POLL);
     background.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ring_poll = interval_at(tokio::time::Instant::now() + RING_POLL, RING_POLL);
+    ring_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let until_deadline = async {
         match deadline {
@@ -1113,6 +1121,9 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                     result
                 }
             },
+            _ = ring_poll.tick() => pipeline
+                .drain(ring.get_mut(), &mut kernel, Instant::now() + DRAIN_TURN)
+                .and_then(|_| pipeline.sinks.flush()),
             _ = health.tick() => pipeline.tick_health(&mut kernel),
             _ = background.tick() => pipeline.collect_finished(false).and_then(|()| pipeline.sinks.flush()),
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),

@@ -337,6 +337,9 @@ impl Kernel {
             filter_cgroup_level: opts.cgroup_level,
             flags: if opts.syscall_histogram { config_flags::SYSCALL_HISTOGRAM } else { 0 },
             started_ns: monotonic_ns(),
+            // A sixteenth of the ring: the reader is woken for batches, and
+            // polls the ring for what comes slower (pipeline::RING_POLL).
+            wake_bytes: u64::from(opts.ring_buffer_bytes / 16),
             hz: kernel_hz().unwrap_or_else(|e| {
                 missing_fields.push(format!("CONFIG_HZ: {e:#} (250 assumed)"));
                 250
