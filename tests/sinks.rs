@@ -448,6 +448,14 @@ fn sighup_reopens_the_file_at_its_path() {
     let moved = dir.join("events.jsonl.moved");
     let tracer = Tracer::start(&["--sink", "-", "--sink", &live.display().to_string()]);
     spawn_marked("before-hup", 3);
+    // Written before the move (records reach the sinks within the ring's
+    // poll interval, not at once).
+    wait_until(Duration::from_secs(5), "the first records in events.jsonl", || {
+        // Whole lines only: the tracer may be writing the next one.
+        let text = std::fs::read_to_string(&live).unwrap_or_default();
+        let written: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        exec_markers(&written, "before-hup") == 3
+    });
     std::fs::rename(&live, &moved).unwrap();
     tracer.signal(libc::SIGHUP);
     wait_until(Duration::from_secs(5), "a new events.jsonl after SIGHUP", || live.exists());
