@@ -2,7 +2,9 @@
 //! (`cgroup_skb` on the cgroup2 root), with no hook on the send and receive
 //! path: a process's sockets carry their owner in socket-local storage,
 //! stamped in the owner's context when it connects, accepts (the peer's
-//! address is taken: `getpeername4`/`6`) or sends to an address; every
+//! address is taken: `getpeername4`/`6`), binds a TCP socket (the kernel
+//! clones a listener's storage to the connections it accepts) or sends to
+//! an address; user space stamps the sockets that existed at start. Every
 //! packet then costs one storage lookup and a few additions, and what it
 //! counted is moved into `FLOWS` and `PROC_STATS` once a second per TCP
 //! socket (on its next packet: the last burst before a silence waits for
@@ -11,9 +13,8 @@
 //!
 //! TCP bytes are stream bytes, counted once: a segment's bytes before the
 //! highest sequence number already seen (a retransmission, a duplicate)
-//! are not counted again. Packets of a socket no process was seen owning
-//! (opened before the tracer started, or accepted without asking the peer's
-//! address) are counted in `packets_unowned`.
+//! are not counted again. Packets of a socket no owner was found for are
+//! counted in `packets_unowned`.
 
 use core::ffi::c_void;
 
