@@ -457,22 +457,31 @@ fn first_bytes_of_a_new_connection_are_recognised() {
     assert_eq!(f["bytes"], first.len());
 }
 
+/// A captured first message from tests/fixtures/first_bytes.
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// A Bitcoin `version` message: its 24-byte header (mainnet magic) and a
+/// 100-byte payload, 124 bytes.
+fn bitcoin_version() -> Vec<u8> {
+    let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
+    version.extend_from_slice(b"version\0\0\0\0\0");
+    version.extend_from_slice(&100u32.to_le_bytes());
+    version.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    version.extend_from_slice(&[0x7f; 100]);
+    version
+}
+
 /// A first message longer than one small record and split over sends is
 /// joined whole: a real XMRig login (571 bytes) in two writes, a real
 /// ClientHello (517 bytes) in one, and a Bitcoin `version` whose 24-byte
 /// header and payload go in two sends, as Bitcoin Core sends them.
 #[test]
 fn whole_first_messages_are_gathered_across_sends() {
-    let fixture = |name: &str| {
-        std::fs::read(format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    };
     let login = fixture("xmrig-6.18.1-login.txt");
     let hello = fixture("python-ssl-to-ip.bin");
-    let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
-    version.extend_from_slice(b"version\0\0\0\0\0");
-    version.extend_from_slice(&100u32.to_le_bytes());
-    version.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
-    version.extend_from_slice(&[0x7f; 100]);
+    let version = bitcoin_version();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let reader = std::thread::spawn(move || {
@@ -662,15 +671,8 @@ fn file_evidence_without_syscall_hooks() {
 /// process that listens; the connecting child's own records stay outbound.
 #[test]
 fn the_peers_first_message_on_accepted_connections_is_reported() {
-    let fixture = |name: &str| {
-        std::fs::read(format!("{}/../tests/fixtures/first_bytes/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    };
     let login = fixture("xmrig-6.18.1-login.txt");
-    let mut version = vec![0xf9, 0xbe, 0xb4, 0xd9];
-    version.extend_from_slice(b"version\0\0\0\0\0");
-    version.extend_from_slice(&100u32.to_le_bytes());
-    version.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
-    version.extend_from_slice(&[0x7f; 100]);
+    let version = bitcoin_version();
     let tracer = Tracer::start(&[]);
     // Bound while the tracer runs: its connections inherit this process.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

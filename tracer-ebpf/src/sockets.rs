@@ -69,20 +69,17 @@ pub struct Tracked {
 }
 
 impl Tracked {
+    /// A socket whose records carry `header`, with nothing reported yet.
+    #[inline(always)]
+    fn new(header: EventHeader, peer: Endpoint, sock_type: u8, protocol: u8, pending: u8) -> Self {
+        Self { header, peer, progress: Progress::NEW, first_seq: 0, sock_type, protocol, pending, _pad: 0 }
+    }
+
     /// A socket of the calling task, with its record header now.
     #[inline(always)]
     fn of_caller(peer: Endpoint, sock_type: u8, protocol: u8, pending: u8, kind: EventKind) -> Self {
-        let mut t = Self {
-            // SAFETY: every field is written by fill_header below.
-            header: unsafe { core::mem::zeroed() },
-            peer,
-            progress: Progress::NEW,
-            first_seq: 0,
-            sock_type,
-            protocol,
-            pending,
-            _pad: 0,
-        };
+        // SAFETY: every field is written by fill_header below.
+        let mut t = Self::new(unsafe { core::mem::zeroed() }, peer, sock_type, protocol, pending);
         fill_header(&mut t.header, kind);
         t
     }
@@ -630,16 +627,8 @@ fn first_packet_accepted(
             return None;
         }
         (*st).flags = ((*st).flags & !traffic::flags::ACCEPTED) | traffic::flags::REPORTS;
-        let tracked = Tracked {
-            header: (*st).owner,
-            peer,
-            progress: Progress::NEW,
-            first_seq: 0,
-            sock_type: SOCK_STREAM as u8,
-            protocol: IPPROTO_TCP,
-            pending: pending::FIRST_BYTES_IN,
-            _pad: 0,
-        };
+        let tracked =
+            Tracked::new((*st).owner, peer, SOCK_STREAM as u8, IPPROTO_TCP, pending::FIRST_BYTES_IN);
         upsert!(SOCKETS, table::SOCKETS, &(sk as u64), &tracked);
     }
     Some(())

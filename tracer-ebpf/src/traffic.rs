@@ -297,29 +297,30 @@ pub fn flush(st: *mut SocketState, egress: bool) {
     }
     if let Some(stats) = stats_of(key.tgid) {
         // SAFETY: this CPU's copy of a per-CPU value.
-        unsafe {
-            if egress {
-                (*stats).tx_bytes += bytes;
-                (*stats).tx_calls += packets;
-            } else {
-                (*stats).rx_bytes += bytes;
-                (*stats).rx_calls += packets;
-            }
-        }
+        let s = unsafe { &mut *stats };
+        add(
+            if egress { (&mut s.tx_bytes, &mut s.tx_calls) } else { (&mut s.rx_bytes, &mut s.rx_calls) },
+            bytes,
+            packets,
+        );
     }
     if FLOWS.get_ptr_mut(&key).is_none() {
         insert_new!(FLOWS, table::FLOWS, &key, &tracer_common::FlowStats::default());
     }
     if let Some(flow) = FLOWS.get_ptr_mut(&key) {
         // SAFETY: this CPU's copy of a per-CPU value.
-        unsafe {
-            if egress {
-                (*flow).tx_bytes += bytes;
-                (*flow).tx_calls += packets;
-            } else {
-                (*flow).rx_bytes += bytes;
-                (*flow).rx_calls += packets;
-            }
-        }
+        let f = unsafe { &mut *flow };
+        add(
+            if egress { (&mut f.tx_bytes, &mut f.tx_calls) } else { (&mut f.rx_bytes, &mut f.rx_calls) },
+            bytes,
+            packets,
+        );
     }
+}
+
+/// Adds to one direction's (bytes, packets) counters.
+#[inline(always)]
+fn add((total, count): (&mut u64, &mut u64), bytes: u64, packets: u64) {
+    *total += bytes;
+    *count += packets;
 }

@@ -583,9 +583,7 @@ impl Kernel {
             })
             .context("reading PROC_STATS")?;
         for slot in self.cpu_slots()? {
-            let e = out.entry(slot.tgid).or_default();
-            e.cpu_ns += slot.cpu_ns;
-            e.waits += slot.waits;
+            add_slot(out.entry(slot.tgid).or_default(), &slot);
         }
         Ok(out)
     }
@@ -601,9 +599,7 @@ impl Kernel {
     pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
         let mut stats = self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()));
         for slot in self.cpu_slots().unwrap_or_default().into_iter().filter(|s| s.tgid == tgid) {
-            let e = stats.get_or_insert_with(ProcStats::default);
-            e.cpu_ns += slot.cpu_ns;
-            e.waits += slot.waits;
+            add_slot(stats.get_or_insert_with(ProcStats::default), &slot);
         }
         stats
     }
@@ -811,6 +807,12 @@ where
 {
     let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+/// Time a CPU's slot holds for a process, not yet in PROC_STATS.
+fn add_slot(stats: &mut ProcStats, slot: &tracer_common::CpuSlot) {
+    stats.cpu_ns += slot.cpu_ns;
+    stats.waits += slot.waits;
 }
 
 fn sum_proc_stats(per_cpu: impl Iterator<Item = ProcStats>) -> ProcStats {
