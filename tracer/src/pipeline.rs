@@ -652,10 +652,15 @@ impl Pipeline {
                 let result = if wanted {
                     let process = self.view(&h);
                     let mut exit = ExitView::from_raw(exit_code);
-                    exit.account = kernel.proc_stats_of(h.tgid).as_ref().map(AccountView::new);
-                    if let Some(a) = exit.account.as_mut().filter(|_| !kernel.counts_syscalls()) {
-                        a.syscalls = None;
+                    // Always present: a process that exits before the
+                    // scheduler first charges it has an account of zeros,
+                    // not none, so the record's shape does not depend on
+                    // timing.
+                    let mut account = AccountView::new(&kernel.proc_stats_of(h.tgid).unwrap_or_default());
+                    if !kernel.counts_syscalls() {
+                        account.syscalls = None;
                     }
+                    exit.account = Some(account);
                     self.emit(h.ktime_ns, Some(process), Body::Exit(exit))
                 } else {
                     self.stats.filtered_out += 1;

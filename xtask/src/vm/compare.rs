@@ -173,7 +173,13 @@ impl Activity {
     }
 
     fn facts(&self, role: &str) -> BTreeSet<String> {
-        let mut out = BTreeSet::from([format!("network.tx_bytes={} network.rx_bytes={}", self.tx, self.rx)]);
+        // A process with no traffic has no network facts: whether a
+        // short-lived one gets an activity record at all depends on whether
+        // the scheduler charged it CPU before it exited.
+        let mut out = BTreeSet::new();
+        if self.tx != 0 || self.rx != 0 || !self.peers.is_empty() {
+            out.insert(format!("network.tx_bytes={} network.rx_bytes={}", self.tx, self.rx));
+        }
         for ((proto, addr, port), (tx, rx)) in &self.peers {
             out.insert(format!(
                 "peer protocol={proto} address={addr} port={port} tx_bytes={tx} rx_bytes={rx}"
@@ -252,5 +258,14 @@ mod tests {
         let d = diff(&one, &split);
         assert!(d.missing.is_empty() && d.extra.is_empty(), "{:?} {:?}", d.missing, d.extra);
         assert!(!diff(&one, &facts(&[act(8000, 40000)])).missing.is_empty());
+    }
+
+    #[test]
+    fn a_quiet_process_has_no_activity_facts_whether_or_not_it_was_reported() {
+        let quiet = rec(
+            r#"{"kind":"process.activity","process":{"argv":["vm-workload","vm-workload","short"]},
+            "activity":{"cpu":{"time_ms":0.4},"network":{"tx_bytes":0,"rx_bytes":0}}}"#,
+        );
+        assert!(facts(&[quiet]).is_empty());
     }
 }
