@@ -52,10 +52,43 @@ pub struct Verdict {
     /// Allowlist entry that matched this workload, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlisted: Option<String>,
-    /// Whether this verdict calls for attention (not ordinary, not allowlisted).
+    /// Whether this verdict calls for attention: crypto mining is among
+    /// its categories and no allowlist entry covers it.
     pub alert: bool,
+    /// Every category whose evidence reaches the verdict score, the primary
+    /// (`category`) first, then by score: a training job that also mines
+    /// is `ai_training` and `crypto_mining` at once.
+    pub categories: Vec<CategoryVerdict>,
     pub evidence: Vec<Evidence>,
 }
+
+/// One category of a verdict.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CategoryVerdict {
+    pub category: String,
+    pub confidence: f64,
+    pub score: f64,
+    /// Allowlist entry without whose processes' evidence this category
+    /// would not reach the verdict score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlisted: Option<String>,
+    pub alert: bool,
+    /// The indicators behind it; each is in `evidence` with what matched.
+    pub indicators: Vec<String>,
+}
+
+/// A category's confidence: 0.5 at the verdict score, approaching 1 with
+/// more evidence.
+fn confidence(score: f64, verdict_score: f64) -> f64 {
+    round3(1.0 - 0.5f64.powf(score / verdict_score))
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// (primary, every category with its allowlist entry, evidence count).
+type Reported = (String, Vec<(String, Option<String>)>, usize);
 
 #[derive(Default)]
 struct Scope {
@@ -65,7 +98,9 @@ struct Scope {
     /// allowlisted process cannot hide what another one does.
     seen: BTreeSet<(String, bool)>,
     category: Option<String>,
-    reported: Option<(String, usize, Option<String>)>,
+    /// What was last reported: the primary, every category with its
+    /// allowlist entry, and how much evidence there was.
+    reported: Option<Reported>,
     /// Processes with records in this scope that have not exited.
     members: HashSet<String>,
     /// The session leader exited: once no member is left, the sid is free
@@ -362,31 +397,68 @@ impl Classifier {
             }
         };
         scope.category = Some(category.clone());
-        // Allowlisted when the allowlisted processes' evidence is needed for
-        // the verdict: the others' alone would not make it.
-        let allowlisted = if unlisted.get(category.as_str()).copied().unwrap_or(0.0) >= rules.verdict_score {
-            None
-        } else {
-            scope.evidence.iter().filter(|e| e.category == category).find_map(|e| e.allowlisted.clone())
-        };
-        let state = (category.clone(), scope.evidence.len(), allowlisted.clone());
-        if category == "ordinary" || scope.reported.as_ref() == Some(&state) {
+        if category == "ordinary" {
+            return None;
+        }
+        // Every category at the verdict score, the primary first. Evidence
+        // only accumulates in a scope, so a category once reported stays:
+        // none flaps.
+        let mut listed: Vec<(&String, f64)> = scores
+            .iter()
+            .filter(|(c, v)| **v >= rules.verdict_score || **c == category)
+            .map(|(c, v)| (c, *v))
+            .collect();
+        listed.sort_by(|a, b| {
+            (b.0 == &category).cmp(&(a.0 == &category)).then(b.1.total_cmp(&a.1)).then(a.0.cmp(b.0))
+        });
+        let categories: Vec<CategoryVerdict> = listed
+            .into_iter()
+            .map(|(cat, score)| {
+                // Allowlisted when the allowlisted processes' evidence is
+                // needed for it: the others' alone would not make it.
+                let allowlisted = if unlisted.get(cat.as_str()).copied().unwrap_or(0.0) >= rules.verdict_score
+                {
+                    None
+                } else {
+                    scope.evidence.iter().filter(|e| &e.category == cat).find_map(|e| e.allowlisted.clone())
+                };
+                let mut indicators: Vec<String> = Vec::new();
+                for e in scope.evidence.iter().filter(|e| &e.category == cat) {
+                    if !indicators.contains(&e.indicator) {
+                        indicators.push(e.indicator.clone());
+                    }
+                }
+                CategoryVerdict {
+                    category: cat.clone(),
+                    confidence: confidence(score, rules.verdict_score),
+                    score: round3(score),
+                    alert: cat == "crypto_mining" && allowlisted.is_none(),
+                    allowlisted,
+                    indicators,
+                }
+            })
+            .collect();
+        let state = (
+            category.clone(),
+            categories.iter().map(|c| (c.category.clone(), c.allowlisted.clone())).collect(),
+            scope.evidence.len(),
+        );
+        if scope.reported.as_ref() == Some(&state) {
             return None;
         }
         let previous = scope.reported.as_ref().map(|r| r.0.clone()).filter(|p| p != &category);
         scope.reported = Some(state);
-        let score = scores.get(&category).copied().unwrap_or(0.0);
-        // 0.5 at the verdict threshold, approaching 1 with more evidence.
-        let confidence = 1.0 - 0.5f64.powf(score / rules.verdict_score);
+        let primary = &categories[0];
         Some(Verdict {
             scope: scope_kind,
             key: key.to_string(),
             category,
-            confidence: (confidence * 1000.0).round() / 1000.0,
-            scores: scores.into_iter().map(|(k, v)| (k, (v * 1000.0).round() / 1000.0)).collect(),
+            confidence: primary.confidence,
+            scores: scores.into_iter().map(|(k, v)| (k, round3(v))).collect(),
             previous,
-            alert: allowlisted.is_none(),
-            allowlisted,
+            allowlisted: primary.allowlisted.clone(),
+            alert: categories.iter().any(|c| c.alert),
+            categories,
             evidence: scope.evidence.clone(),
         })
     }
@@ -772,6 +844,62 @@ mod tests {
         }
         assert_eq!(verdicts.len(), 1, "{verdicts:#?}");
         assert_eq!(verdicts[0]["classification"]["category"], "crypto_mining");
+    }
+
+    #[test]
+    fn a_training_job_that_also_mines_gets_both_categories() {
+        let mut c = classifier();
+        let exec = |pid, argv: Value| {
+            let mut r = rec("process.exec", pid, 40, "t", ("exec", json!({})));
+            r["process"]["argv"] = argv;
+            r
+        };
+        let listen = rec("network.listen", 41, 40, "t2", ("listen", json!({"port": 29500})));
+        let mut out = c.observe(&exec(41, json!(["python3", "train.py"])));
+        out.extend(c.observe(&listen));
+        let v = &out.last().unwrap()["classification"];
+        assert_eq!(v["category"], "ai_training");
+        assert_eq!(v["alert"], false, "training alone calls for no attention: {v:#}");
+        assert_eq!(v["categories"].as_array().unwrap().len(), 1);
+        // A second process of the tree mines.
+        let out = c.observe(&rec(
+            "network.first_bytes",
+            42,
+            40,
+            "t3",
+            (
+                "first_bytes",
+                json!({"protocol": "xmrig-stratum", "mining": true, "detail": "login", "port": 443}),
+            ),
+        ));
+        let v = &out[0]["classification"];
+        let cats: Vec<&str> =
+            v["categories"].as_array().unwrap().iter().filter_map(|c| c["category"].as_str()).collect();
+        assert_eq!(cats, ["crypto_mining", "ai_training"], "{v:#}");
+        assert_eq!(v["category"], "crypto_mining", "the clearly stronger category leads");
+        assert_eq!(v["alert"], true);
+        assert_eq!(v["categories"][0]["indicators"], json!(["mining-protocol"]));
+        assert_eq!(v["categories"][0]["alert"], true);
+        assert_eq!(v["categories"][1]["alert"], false);
+        assert_eq!(v["categories"][1]["indicators"], json!(["ml-command-line", "torch-rendezvous-listen"]));
+        assert!(v["categories"][1]["confidence"].as_f64().unwrap() > 0.5);
+    }
+
+    #[test]
+    fn a_node_is_a_verdict_without_an_alert() {
+        let mut c = classifier();
+        let out = c.observe(&rec(
+            "network.first_bytes",
+            50,
+            50,
+            "t",
+            ("first_bytes", json!({"protocol": "monero-levin", "mining": false, "detail": "handshake"})),
+        ));
+        // Speaking a chain's peer-to-peer protocol is a verdict by itself.
+        let v = &out[0]["classification"];
+        assert_eq!(v["category"], "blockchain_node");
+        assert_eq!(v["alert"], false);
+        assert_eq!(v["categories"][0]["category"], "blockchain_node");
     }
 
     /// The default rules, with executables named `backup` allowlisted.

@@ -262,10 +262,9 @@ mod tests {
 
     #[test]
     fn a_quiet_process_has_no_activity_facts_whether_or_not_it_was_reported() {
-        let quiet = rec(
-            r#"{"kind":"process.activity","process":{"argv":["vm-workload","vm-workload","short"]},
-            "activity":{"cpu":{"time_ms":0.4},"network":{"tx_bytes":0,"rx_bytes":0}}}"#,
-        );
+        let quiet =
+            rec(r#"{"kind":"process.activity","process":{"argv":["vm-workload","vm-workload","short"]},
+            "activity":{"cpu":{"time_ms":0.4},"network":{"tx_bytes":0,"rx_bytes":0}}}"#);
         assert!(facts(&[quiet]).is_empty());
     }
 }

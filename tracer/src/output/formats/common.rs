@@ -225,6 +225,32 @@ pub(super) fn verdict_severity(alert: bool, confidence: f64) -> (u64, &'static s
     }
 }
 
+/// The category of a verdict that calls for attention, with its confidence:
+/// the first of `categories` with `alert` (a training job that also mines
+/// alerts for the mining), or, in records written before verdicts had
+/// several categories, the verdict's own.
+pub(super) fn alerting_category(v: &Value) -> Option<(&str, f64)> {
+    if let Some(list) = v.get("categories").and_then(Value::as_array) {
+        return list.iter().find(|c| c.get("alert").and_then(Value::as_bool) == Some(true)).and_then(|c| {
+            Some((c.get("category")?.as_str()?, c.get("confidence").and_then(Value::as_f64).unwrap_or(0.0)))
+        });
+    }
+    (v.get("alert").and_then(Value::as_bool) == Some(true)).then(|| {
+        (
+            v.get("category").and_then(Value::as_str).unwrap_or(""),
+            v.get("confidence").and_then(Value::as_f64).unwrap_or(0.0),
+        )
+    })
+}
+
+/// Every category of a verdict, the primary first.
+pub(super) fn verdict_categories(v: &Value) -> Vec<&str> {
+    match v.get("categories").and_then(Value::as_array) {
+        Some(list) => list.iter().filter_map(|c| c.get("category")?.as_str()).collect(),
+        None => v.get("category").and_then(Value::as_str).into_iter().collect(),
+    }
+}
+
 /// A MITRE ATT&CK technique a verdict category stands for.
 pub(super) struct Attack {
     pub tactic_id: &'static str,

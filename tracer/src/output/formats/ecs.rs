@@ -12,9 +12,9 @@ use serde_json::{Map, Value, json};
 use super::{
     ECS_VERSION,
     common::{
-        at, attack_for, basename, body, bool_at, command_line, dirname, exit_code, extension, f64_at,
-        ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls,
-        u64_at, verdict_severity,
+        alerting_category, at, attack_for, basename, body, bool_at, command_line, dirname, exit_code,
+        extension, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at,
+        strings_at, strip_nulls, u64_at, verdict_severity,
     },
 };
 
@@ -333,9 +333,12 @@ fn classification(out: &mut Map<String, Value>, v: &Value) {
     put(out, "rule.ruleset", Some(json!("tracer")));
     put(out, "rule.id", some_str(strongest.and_then(|e| str_at(e, &["indicator"]))));
     put(out, "rule.name", some_str(strongest.and_then(|e| str_at(e, &["what"]))));
-    let (severity, _) = verdict_severity(alert, f64_at(v, &["confidence"]).unwrap_or(0.0));
+    // Severity and threat follow the category that alerts (mining in a
+    // training job's tree), not necessarily the primary one.
+    let alerting = alerting_category(v);
+    let (severity, _) = verdict_severity(alert, alerting.map_or(0.0, |(_, c)| c));
     put(out, "event.severity", Some(json!(severity)));
-    if let Some(a) = category.and_then(attack_for).filter(|_| alert) {
+    if let Some(a) = alerting.and_then(|(c, _)| attack_for(c)).filter(|_| alert) {
         put(out, "threat.framework", Some(json!("MITRE ATT&CK")));
         put(out, "threat.tactic.id", Some(json!([a.tactic_id])));
         put(out, "threat.tactic.name", Some(json!([a.tactic_name])));
@@ -425,6 +428,19 @@ mod tests {
             (&odd["tracer"]["original"], &odd["ecs"]["version"]),
             (&json!([1, 2]), &json!(ECS_VERSION))
         );
+    }
+
+    #[test]
+    fn mining_beside_another_category_is_the_threat() {
+        let verdict = json!({"scope": "tree", "key": "40", "category": "blockchain_node", "confidence": 0.5,
+            "alert": true, "categories": [
+                {"category": "blockchain_node", "confidence": 0.5, "score": 1.0, "alert": false, "indicators": []},
+                {"category": "crypto_mining", "confidence": 0.9, "score": 3.3, "alert": true, "indicators": []}]});
+        let v = ecs(json!({"kind": "classification", "classification": verdict}));
+        assert_eq!(v["rule"]["category"], "blockchain_node");
+        assert_eq!(v["threat"]["technique"]["id"], json!(["T1496"]));
+        assert_eq!(v["event"]["severity"], 4);
+        assert_eq!(v["event"]["kind"], "alert");
     }
 
     #[test]

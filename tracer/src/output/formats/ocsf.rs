@@ -20,9 +20,9 @@ use serde_json::{Map, Value, json};
 use super::{
     OCSF_VERSION,
     common::{
-        at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms, exit_code, f64_at,
-        ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at, strings_at, strip_nulls,
-        u64_at, verdict_severity,
+        alerting_category, at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms,
+        exit_code, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at,
+        strings_at, strip_nulls, u64_at, verdict_categories, verdict_severity,
     },
 };
 
@@ -470,19 +470,23 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
     };
     put(out, "finding_info.title", title.clone().map(Value::from));
     put(out, "message", title.map(Value::from));
-    put(out, "finding_info.types", category.map(|c| json!([c])));
+    let categories = verdict_categories(v);
+    put(out, "finding_info.types", (!categories.is_empty()).then(|| json!(categories)));
     put(out, "finding_info.analytic.name", Some(json!("tracer workload classifier")));
     // Weighted indicator rules (rules/default.toml).
     put(out, "finding_info.analytic.type_id", Some(json!(1)));
     put(out, "finding_info.analytic.type", Some(json!("Rule")));
-    if let Some(a) = category.and_then(attack_for).filter(|_| alert) {
+    // Severity and ATT&CK follow the category that alerts (mining in a
+    // training job's tree), not necessarily the primary one.
+    let alerting = alerting_category(v);
+    if let Some(a) = alerting.and_then(|(c, _)| attack_for(c)).filter(|_| alert) {
         let attack = json!({"tactic": {"uid": a.tactic_id, "name": a.tactic_name},
                             "technique": {"uid": a.technique_id, "name": a.technique_name}});
         put(out, "finding_info.attacks", Some(json!([attack])));
     }
 
     put(out, "is_alert", Some(json!(alert)));
-    let (severity_id, severity) = verdict_severity(alert, confidence.unwrap_or(0.0));
+    let (severity_id, severity) = verdict_severity(alert, alerting.map_or(0.0, |(_, c)| c));
     put(out, "severity_id", Some(json!(severity_id)));
     put(out, "severity", Some(json!(severity)));
     if let Some(c) = confidence {
@@ -529,6 +533,19 @@ mod tests {
 
     fn ocsf(record: Value) -> Value {
         convert(&record)
+    }
+
+    #[test]
+    fn a_verdict_with_mining_among_its_categories_alerts_for_the_mining() {
+        let v = ocsf(json!({"kind": "classification", "host": "h",
+            "classification": {"scope": "tree", "key": "40", "category": "ai_training", "confidence": 0.6,
+                "alert": true, "categories": [
+                    {"category": "ai_training", "confidence": 0.6, "score": 1.3, "alert": false, "indicators": ["a"]},
+                    {"category": "crypto_mining", "confidence": 0.94, "score": 4.0, "alert": true, "indicators": ["m"]}]}}));
+        assert_eq!(v["finding_info"]["types"], json!(["ai_training", "crypto_mining"]));
+        assert_eq!(v["finding_info"]["attacks"][0]["technique"]["uid"], "T1496");
+        assert_eq!(v["severity"], "High", "the mining's confidence, not the training's: {v:#}");
+        assert_eq!(v["is_alert"], true);
     }
 
     #[test]
