@@ -534,7 +534,7 @@ impl Pipeline {
             bytes: m.bytes.min(u64::from(u32::MAX)) as u32,
             captured: m.data.len() as u32,
             sends: m.sends,
-            recognised: crate::protocols::recognise(&m.data),
+            recognised: crate::protocols::recognise_message(&m.data, m.bytes),
             preview: preview_text,
             escaped: preview_escaped.into_iter().collect(),
         });

@@ -902,6 +902,35 @@ mod tests {
         assert_eq!(v["categories"][0]["category"], "blockchain_node");
     }
 
+    #[test]
+    fn what_peers_send_says_what_a_process_serves() {
+        let mut c = classifier();
+        let inbound = |pid, protocol: &str| {
+            rec(
+                "network.first_bytes",
+                pid,
+                pid,
+                "t",
+                ("first_bytes", json!({"protocol": protocol, "mining": false, "direction": "inbound"})),
+            )
+        };
+        let v = &c.observe(&inbound(60, "monero-levin"))[0]["classification"];
+        assert_eq!(v["category"], "blockchain_node");
+        assert_eq!(v["evidence"][0]["indicator"], "chain-p2p-peer-inbound");
+        let v = &c.observe(&inbound(61, "inference-api"))[0]["classification"];
+        assert_eq!(v["category"], "ai_inference");
+        let v = &c.observe(&inbound(62, "libp2p"))[0]["classification"];
+        assert_eq!(v["category"], "distributed_storage");
+        // Calling an inference API is not serving one.
+        let mut out = inbound(63, "inference-api");
+        out["first_bytes"]["direction"] = json!("outbound");
+        assert!(c.observe(&out).is_empty());
+        // A pool receiving a solo miner's request is not mining.
+        let mut pool = inbound(64, "solo-mining-rpc");
+        pool["first_bytes"]["mining"] = json!(true);
+        assert!(c.observe(&pool).is_empty());
+    }
+
     /// The default rules, with executables named `backup` allowlisted.
     fn allowing_backup() -> Rules {
         let mut rules = Rules::load(None).unwrap();

@@ -160,8 +160,16 @@ pub fn is_whole(b: &[u8]) -> bool {
         None => false,
         // TLS record: 5-byte header with a big-endian length.
         Some(0x16) => b.len() >= 5 && b.len() >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]])),
-        // JSON-RPC lines, HTTP request headers: a newline ends them.
-        Some(c) if *c == b'{' || c.is_ascii_uppercase() => b.ends_with(b"\n"),
+        // A request's head ends at its blank line, its body after the
+        // Content-Length it declares (a POST's JSON-RPC method is there).
+        // Other text protocols (an SSH banner, SMTP, Redis inline) are
+        // lines.
+        Some(c) if c.is_ascii_uppercase() => match http_length(b) {
+            Some(len) => b.len() as u64 >= len,
+            None => b.ends_with(b"\n") && !crate::protocols::starts_http_request(b),
+        },
+        // JSON-RPC lines: a newline ends them.
+        Some(b'{') => b.ends_with(b"\n"),
         _ => {
             if let Some(len) = crate::protocols::length_prefixed(b) {
                 b.len() as u64 >= len
@@ -172,9 +180,40 @@ pub fn is_whole(b: &[u8]) -> bool {
     }
 }
 
+/// An HTTP request's whole length, once its head is complete: the head
+/// and the body its Content-Length declares (0 without one).
+fn http_length(b: &[u8]) -> Option<u64> {
+    let end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&b[..end]);
+    let body = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            // One that does not parse: wait for the kernel or the timeout.
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<u64>().unwrap_or(u64::MAX))
+        })
+        .unwrap_or(0);
+    Some((end as u64).saturating_add(body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_is_whole_with_its_body() {
+        let head = b"POST /json_rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n";
+        assert!(!is_whole(head), "the body is to come");
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(b"{\"method\":1}\n");
+        assert!(!is_whole(&whole[..whole.len() - 1]));
+        assert!(is_whole(&whole));
+        assert!(is_whole(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!is_whole(b"GET / HTTP/1.1\r\nHost: x\r\n"), "the head goes on");
+        assert!(!is_whole(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"));
+    }
 
     fn send<'a>(fd: i32, offset: u32, len: u32, last: bool, payload: &'a [u8]) -> Send<'a, u32> {
         Send { header: offset, tgid: 7, fd, conn: 0, now_ns: 1_000, len, offset, last, payload }

@@ -1,7 +1,9 @@
 //! Recognising what a client says first on a new TCP connection: mining
-//! protocols (Stratum v1, XMRig/CryptoNote, EthereumStratum, eth-proxy), an
-//! HTTP request, a TLS ClientHello (with its SNI name). Input is hostile:
-//! every parser bounds-checks and gives up quietly on garbage.
+//! protocols (Stratum v1, XMRig/CryptoNote, EthereumStratum, eth-proxy,
+//! getblocktemplate/getwork), chains' and storage networks' peer-to-peer
+//! protocols (`chain`, `p2p`), an HTTP request (an inference API's, the
+//! Engine API's, Arweave's), a TLS ClientHello (with its SNI name). Input
+//! is hostile: every parser bounds-checks and gives up quietly on garbage.
 //!
 //! Sources: Stratum v1 and EthereumStratum/1.0.0 (NiceHash specification),
 //! XMRig `src/base/net/stratum/Client.cpp` (login/submit/keepalived), eth-proxy
@@ -10,6 +12,7 @@
 
 pub mod chain;
 pub mod first_message;
+pub mod p2p;
 pub mod redact;
 pub mod tls;
 
@@ -17,7 +20,10 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recognised {
-    /// stratum, xmrig-stratum, ethereum-stratum, eth-proxy, json-rpc, http,
+    /// Mining: stratum, xmrig-stratum, ethereum-stratum, eth-proxy,
+    /// solo-mining-rpc. Chains: monero-levin, bitcoin-p2p, handshake-p2p,
+    /// ethereum-rlpx, cometbft, ethereum-engine-api. Storage: libp2p,
+    /// storj-drpc, arweave. Others: inference-api, zmtp, json-rpc, http,
     /// tls, or unknown.
     pub protocol: &'static str,
     /// The JSON-RPC method, HTTP Host, or TLS SNI name.
@@ -72,6 +78,11 @@ pub fn length_prefixed(b: &[u8]) -> Option<u64> {
     {
         return Some(9 + u64::from(u32::from_le_bytes([len[0], len[1], len[2], len[3]])));
     }
+    if let Some(len) =
+        p2p::multistream_length(b).or_else(|| p2p::rlpx_length(b)).or_else(|| p2p::zmtp_length(b))
+    {
+        return Some(len);
+    }
     let command = b.get(4..16)?;
     let name_len = command.iter().position(|&c| c == 0).unwrap_or(12);
     let ascii = name_len > 0 && command[..name_len].iter().all(u8::is_ascii_lowercase);
@@ -87,7 +98,15 @@ fn cap(s: &str) -> String {
     s.chars().take(128).collect()
 }
 
+/// What a whole first message says (`recognise_message` with its length).
 pub fn recognise(payload: &[u8]) -> Recognised {
+    recognise_message(payload, payload.len() as u64)
+}
+
+/// What a first message says: `payload` is what was captured, `total` the
+/// bytes its sends carried in all (protocols of random bytes are told by
+/// their exact length).
+pub fn recognise_message(payload: &[u8], total: u64) -> Recognised {
     if payload.first() == Some(&0x16) {
         return tls(payload).unwrap_or_else(unknown);
     }
@@ -101,6 +120,21 @@ pub fn recognise(payload: &[u8]) -> Recognised {
             mining: false,
             tls: None,
             network: c.network,
+        };
+    }
+    if let Some(p) = p2p::multistream(payload)
+        .or_else(|| p2p::drpc(payload))
+        .or_else(|| p2p::zmtp(payload))
+        .or_else(|| p2p::rlpx_auth(payload, total))
+        .or_else(|| p2p::cometbft(payload, total))
+    {
+        return Recognised {
+            protocol: p.protocol,
+            detail: p.detail,
+            agent: None,
+            mining: false,
+            tls: None,
+            network: None,
         };
     }
     let trimmed = payload.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &payload[i..]);
@@ -181,25 +215,77 @@ fn scan_string(b: &[u8], key: &str) -> Option<String> {
 const HTTP_METHODS: &[&str] =
     &["GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT "];
 
+/// JSON-RPC methods of solo mining against a node (BIP22/23 for the
+/// Bitcoin family, monerod's `get_block_template`): mining infrastructure.
+const SOLO_MINING_METHODS: &[&str] =
+    &["getblocktemplate", "get_block_template", "getwork", "submitblock", "submit_block"];
+
+/// Paths that model servers answer: OpenAI-compatible (vLLM, llama.cpp,
+/// TGI's Messages API), TGI's own, Ollama's, KServe v2 / Triton's,
+/// TensorFlow Serving's and TorchServe's.
+fn inference_path(path: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/generate",
+        "/generate_stream",
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+    ];
+    let path = path.split('?').next().unwrap_or(path);
+    EXACT.contains(&path)
+        || (path.starts_with("/v2/models/") && path.ends_with("/infer"))
+        || (path.starts_with("/v1/models/") && path.ends_with(":predict"))
+        || path.starts_with("/predictions/")
+}
+
+/// Whether the bytes begin an HTTP/1 request line.
+pub fn starts_http_request(b: &[u8]) -> bool {
+    HTTP_METHODS.iter().any(|m| b.starts_with(m.as_bytes()))
+}
+
 fn http(b: &[u8]) -> Option<Recognised> {
-    let text = std::str::from_utf8(b).ok().or_else(|| std::str::from_utf8(&b[..b.len().min(200)]).ok())?;
-    if !HTTP_METHODS.iter().any(|m| text.starts_with(m)) {
-        return None;
-    }
+    // A capture may end inside a character: read what is valid.
+    let text = match std::str::from_utf8(b) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()]).ok()?,
+    };
+    let method = HTTP_METHODS.iter().find(|m| text.starts_with(**m))?.trim_end();
+    let (head, body) = text.split_once("\r\n\r\n").map_or((text, None), |(h, b)| (h, Some(b)));
+    let path = head.lines().next().and_then(|l| l.split(' ').nth(1)).unwrap_or("");
     let header = |name: &str| {
-        text.lines().skip(1).find_map(|l| {
+        head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim().eq_ignore_ascii_case(name).then(|| cap(v.trim()))
         })
     };
-    Some(Recognised {
-        protocol: "http",
-        detail: header("host"),
-        agent: header("user-agent"),
-        mining: false,
-        tls: None,
-        network: None,
-    })
+    let rpc_method = body.map(str::trim_start).filter(|b| b.starts_with('{')).and_then(|b| {
+        let line = b.lines().next().unwrap_or(b);
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("method")?.as_str().map(cap))
+            .or_else(|| scan_method(line.as_bytes()))
+    });
+    let rpc = rpc_method.as_deref().unwrap_or("");
+    let (protocol, mining, detail) = if SOLO_MINING_METHODS.contains(&rpc) {
+        ("solo-mining-rpc", true, rpc_method.clone())
+    } else if header("x-mining-extensions").is_some() {
+        // cpuminer's getwork/GBT header, sent with every request.
+        ("solo-mining-rpc", true, rpc_method.clone().or_else(|| Some("X-Mining-Extensions".into())))
+    } else if rpc.starts_with("engine_") {
+        ("ethereum-engine-api", false, rpc_method.clone())
+    } else if header("x-p2p-port").is_some() {
+        // Arweave's nodes announce their own peer port on every request.
+        ("arweave", false, Some(cap(path)))
+    } else if method == "POST" && inference_path(path) {
+        ("inference-api", false, Some(cap(&format!("{method} {path}"))))
+    } else {
+        ("http", false, header("host"))
+    };
+    Some(Recognised { protocol, detail, agent: header("user-agent"), mining, tls: None, network: None })
 }
 
 /// A TLS ClientHello: its server name as `detail`, the rest in `tls`.
@@ -340,6 +426,112 @@ mod tests {
         assert_eq!(length_prefixed(&levin), Some(233));
         assert_eq!(length_prefixed(b"GET / HTTP/1.1\r\n\r\n"), None);
         assert_eq!(length_prefixed(&[0xff; 30]), None);
+    }
+
+    /// Real first messages of chain, storage and mining software, captured
+    /// as a listener received them (tests/fixtures/first_bytes/README.md).
+    #[test]
+    fn real_p2p_and_solo_mining_messages() {
+        let fx = crate::testing::first_bytes_fixture;
+        let whole = |name: &str| {
+            let b = fx(name);
+            assert!(first_message::is_whole(&b), "{name} is whole by its own framing");
+            recognise(&b)
+        };
+        let r = whole("js-libp2p-3.3.11-noise-dial.bin");
+        assert_eq!((r.protocol, r.detail.as_deref(), r.mining), ("libp2p", Some("/noise"), false));
+        let r = whole("js-libp2p-3.3.11-tls-dial.bin");
+        assert_eq!((r.protocol, r.detail.as_deref()), ("libp2p", Some("/tls/1.0.0")));
+        for n in 1..=3 {
+            let r = whole(&format!("ethereumjs-devp2p-10.0.0-rlpx-auth-{n}.bin"));
+            assert_eq!((r.protocol, r.detail.as_deref()), ("ethereum-rlpx", Some("auth")));
+        }
+        // Cut short of its declared size, an auth is not claimed.
+        let auth = fx("ethereumjs-devp2p-10.0.0-rlpx-auth-1.bin");
+        assert_eq!(recognise_message(&auth[..200], 200).protocol, "unknown");
+        let r = whole("xmrig-6.22.2-daemon-getblocktemplate.bin");
+        assert_eq!(
+            (r.protocol, r.detail.as_deref(), r.mining),
+            ("solo-mining-rpc", Some("getblocktemplate"), true)
+        );
+        assert!(r.agent.as_deref().unwrap().starts_with("XMRig/6.22.2"));
+        let r = whole("cpuminer-2.5.1-http-getblocktemplate.bin");
+        assert_eq!(
+            (r.protocol, r.mining, r.agent.as_deref()),
+            ("solo-mining-rpc", true, Some("cpuminer/2.5.1"))
+        );
+        let r = whole("cpuminer-2.5.1-http-getwork.bin");
+        assert_eq!((r.protocol, r.detail.as_deref(), r.mining), ("solo-mining-rpc", Some("getwork"), true));
+        // The head alone (a client that sends the body apart): its header
+        // still says mining.
+        let gbt = fx("cpuminer-2.5.1-http-getblocktemplate.bin");
+        let head = &gbt[..gbt.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4];
+        assert!(!first_message::is_whole(head), "the body is still to come");
+        assert_eq!((recognise(head).protocol, recognise(head).mining), ("solo-mining-rpc", true));
+        let r = whole("cpuminer-2.5.1-stratum-subscribe.bin");
+        assert_eq!((r.protocol, r.agent.as_deref()), ("stratum", Some("cpuminer/2.5.1")));
+        let r = whole("xmrig-6.22.2-pool-login.bin");
+        assert_eq!((r.protocol, r.mining), ("xmrig-stratum", true));
+        let r = whole("xmrig-6.22.2-daemon-zmq-greeting.bin");
+        assert_eq!((r.protocol, r.detail.as_deref(), r.mining), ("zmtp", Some("ZMTP 3"), false));
+    }
+
+    /// Look-alikes: real clients of ordinary services are none of these.
+    #[test]
+    fn real_ordinary_clients_are_not_p2p_or_mining() {
+        for name in [
+            "openssh-client-9.2p1-deb12u6-banner.bin",
+            "psql-15.18-startup-sslmode-disable.bin",
+            "redis-cli-7.0.15-ping.bin",
+            "git-2.47.3-git-protocol-upload-pack.bin",
+            "curl-https-localhost.bin",
+        ] {
+            let r = recognise(&crate::testing::first_bytes_fixture(name));
+            assert!(!r.mining, "{name}: {r:?}");
+            assert!(matches!(r.protocol, "unknown" | "tls" | "http"), "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn engine_api_arweave_and_inference_requests() {
+        let post = |path: &str, headers: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let r = recognise(
+            post(
+                "/",
+                "Authorization: Bearer e30\r\n",
+                r#"{"jsonrpc":"2.0","method":"engine_forkchoiceUpdatedV3","params":[],"id":1}"#,
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            (r.protocol, r.detail.as_deref()),
+            ("ethereum-engine-api", Some("engine_forkchoiceUpdatedV3"))
+        );
+        let r = recognise(b"GET /info HTTP/1.1\r\nx-p2p-port: 1984\r\nHost: x\r\n\r\n");
+        assert_eq!((r.protocol, r.detail.as_deref()), ("arweave", Some("/info")));
+        for path in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/generate",
+            "/api/generate",
+            "/v2/models/resnet/infer",
+            "/v1/models/m:predict",
+            "/predictions/m",
+        ] {
+            let r = recognise(post(path, "", "{}").as_bytes());
+            assert_eq!(r.protocol, "inference-api", "{path}");
+        }
+        // A GET of the same path is not a request for inference; nor is
+        // JSON-RPC with other methods.
+        assert_eq!(recognise(b"GET /v1/completions HTTP/1.1\r\n\r\n").protocol, "http");
+        assert_eq!(recognise(post("/", "", r#"{"method":"eth_blockNumber"}"#).as_bytes()).protocol, "http");
+        // A body method is read only from the body, not from a header.
+        assert_eq!(recognise(b"GET / HTTP/1.1\r\nX: {\"method\":\"getwork\"}\r\n\r\n").protocol, "http");
     }
 
     #[test]
