@@ -539,16 +539,26 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             u(fb, &["port"]).unwrap_or(0)
         ));
     }
+    // With a CPU condition, the rounding mode is one more condition of its
+    // streak: a node verifying a block changes the mode for a moment, a
+    // miner for as long as it hashes.
+    let streaked = m.cpu_cores.is_some() || m.cpu_share_pct.is_some();
+    let mut fpu_held = true;
     if let Some(min) = m.fpu_rounding_saves {
         let n = (kind == "process.activity")
             .then(|| u(r, &["activity", "cpu", "fpu_rounding_saves"]))
-            .flatten()?;
-        (n >= min.max(1)).then_some(())?;
-        seen.push(format!("{n} FPU saves with the SSE rounding mode changed (RandomX) in one report"));
+            .flatten()
+            .unwrap_or(0);
+        fpu_held = n >= min.max(1);
+        if !streaked {
+            fpu_held.then_some(())?;
+            seen.push(format!("{n} FPU saves with the SSE rounding mode changed (RandomX) in one report"));
+        }
     }
-    if m.randomx_memory == Some(true) {
+    if m.randomx_memory == Some(true) || m.randomx_size.is_some() {
         let what =
             (kind == "process.activity").then(|| s(r, &["activity", "memory", "randomx_sized"])).flatten()?;
+        m.randomx_size.as_ref().is_none_or(|want| want == what).then_some(())?;
         let size = if what == "dataset" { "2080 MiB" } else { "256 MiB" };
         seen.push(format!("a private anonymous mapping of RandomX's {what} size ({size})"));
     }
@@ -668,11 +678,15 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             })
         });
         let streak = state.streaks.entry(ind.id.clone()).or_default();
-        *streak = if busy && quiet && rate <= max_rate { streak.saturating_add(1) } else { 0 };
+        *streak = if busy && quiet && fpu_held && rate <= max_rate { streak.saturating_add(1) } else { 0 };
         if *streak < needed {
             return None;
         }
-        let with = if m.quiet_peer_bytes.is_some() { ", with a long-lived quiet connection," } else { "" };
+        let with = match (m.quiet_peer_bytes.is_some(), m.fpu_rounding_saves.is_some()) {
+            (true, _) => ", with a long-lived quiet connection,",
+            (_, true) => ", changing the SSE rounding mode (RandomX),",
+            _ => "",
+        };
         seen.push(format!(
             "{cores:.2} cores ({share:.0} % of host CPU) at {rate:.0} {unit} per CPU-second{with} for {needed} reports"
         ));
@@ -929,6 +943,38 @@ mod tests {
         let mut pool = inbound(64, "solo-mining-rpc");
         pool["first_bytes"]["mining"] = json!(true);
         assert!(c.observe(&pool).is_empty());
+    }
+
+    /// The rounding-mode signal as monerod showed it (Debian's 0.18 on
+    /// regtest, three nodes, one mining): the verifying nodes change the
+    /// mode in bursts of a few ms; the miner for report after report.
+    #[test]
+    fn a_node_verifying_blocks_is_not_a_miner_and_one_hashing_is() {
+        let mut c = classifier();
+        let report = |pid, cores: f64, saves: u64| {
+            rec(
+                "process.activity",
+                pid,
+                pid,
+                "t",
+                (
+                    "activity",
+                    json!({"interval_s": 5.0, "cpu": {"time_ms": cores * 5000.0, "cores": cores,
+                                     "waits": 50, "fpu_rounding_saves": saves}}),
+                ),
+            )
+        };
+        let mut out = Vec::new();
+        for (cores, saves) in [(0.201, 73), (0.013, 9), (0.0, 0), (0.013, 8), (0.012, 5), (0.2, 60)] {
+            out.extend(c.observe(&report(70, cores, saves)));
+        }
+        assert!(out.is_empty(), "verification is not mining: {out:#?}");
+        for (cores, saves) in [(1.166, 154), (0.938, 21)] {
+            out.extend(c.observe(&report(71, cores, saves)));
+        }
+        let v = &out.last().expect("a verdict")["classification"];
+        assert_eq!(v["category"], "crypto_mining");
+        assert_eq!(v["evidence"][0]["indicator"], "fpu-rounding-mode");
     }
 
     /// The default rules, with executables named `backup` allowlisted.

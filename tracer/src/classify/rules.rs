@@ -51,6 +51,7 @@ pub struct Match {
     pub cpu_cores: Option<f64>,
     pub fpu_rounding_saves: Option<u64>,
     pub randomx_memory: Option<bool>,
+    pub randomx_size: Option<String>,
     pub anon_exec_memory: Option<bool>,
     pub exe_miner_strings: Option<usize>,
     pub quiet_peer_bytes: Option<u64>,

@@ -23,7 +23,7 @@ pub struct Recognised {
     /// Mining: stratum, xmrig-stratum, ethereum-stratum, eth-proxy,
     /// solo-mining-rpc. Chains: monero-levin, bitcoin-p2p, handshake-p2p,
     /// ethereum-rlpx, cometbft, ethereum-engine-api. Storage: libp2p,
-    /// storj-drpc, arweave. Others: inference-api, zmtp, json-rpc, http,
+    /// storj-drpc, arweave. Others: inference-api, node-mining-control, zmtp, json-rpc, http,
     /// tls, or unknown.
     pub protocol: &'static str,
     /// The JSON-RPC method, HTTP Host, or TLS SNI name.
@@ -275,6 +275,9 @@ fn http(b: &[u8]) -> Option<Recognised> {
     } else if header("x-mining-extensions").is_some() {
         // cpuminer's getwork/GBT header, sent with every request.
         ("solo-mining-rpc", true, rpc_method.clone().or_else(|| Some("X-Mining-Extensions".into())))
+    } else if path == "/start_mining" || rpc == "start_mining" {
+        // monerod's (and its forks') RPC telling the node itself to mine.
+        ("node-mining-control", false, Some("start_mining".into()))
     } else if rpc.starts_with("engine_") {
         ("ethereum-engine-api", false, rpc_method.clone())
     } else if header("x-p2p-port").is_some() {
@@ -526,6 +529,9 @@ mod tests {
             let r = recognise(post(path, "", "{}").as_bytes());
             assert_eq!(r.protocol, "inference-api", "{path}");
         }
+        let r =
+            recognise(post("/start_mining", "", r#"{"miner_address":"4A","threads_count":1}"#).as_bytes());
+        assert_eq!((r.protocol, r.mining), ("node-mining-control", false));
         // A GET of the same path is not a request for inference; nor is
         // JSON-RPC with other methods.
         assert_eq!(recognise(b"GET /v1/completions HTTP/1.1\r\n\r\n").protocol, "http");
