@@ -56,7 +56,10 @@ enum Ran {
 
 struct Case {
     name: &'static str,
+    /// The category the case is, and any others it is at the same time (a
+    /// node that mines is `blockchain_node` and also `crypto_mining`).
     label: &'static str,
+    also: &'static [&'static str],
     ran: Ran,
     /// Added after the rules' weights were last chosen and never used to
     /// choose them (see rules/default.toml): scored apart, as the honest
@@ -74,6 +77,7 @@ const CASES: &[Case] = &[
     Case {
         name: "stratum-pool-port",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: false,
         argv: &["{py}", "{eval}/miner.py", "stratum", "{pool}", "8"],
@@ -81,6 +85,7 @@ const CASES: &[Case] = &[
     Case {
         name: "xmrig-protocol-port-443-style",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: false,
         argv: &["{py}", "{eval}/miner.py", "xmrig", "{pool443}", "8"],
@@ -88,6 +93,7 @@ const CASES: &[Case] = &[
     Case {
         name: "stratum-renamed-process",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: false,
         argv: &["{py}", "{eval}/miner.py", "stratum", "{pool443}", "8", "backupd"],
@@ -97,6 +103,7 @@ const CASES: &[Case] = &[
     Case {
         name: "randomx-xmrig-login-port-443-renamed",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: false,
         argv: &[
@@ -113,6 +120,7 @@ const CASES: &[Case] = &[
     Case {
         name: "randomx-offline-benchmark",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["{py}", "{eval}/randomx_miner.py", "offline", "0", "12", "2", "{dir}", "nginx-worker"],
@@ -120,6 +128,7 @@ const CASES: &[Case] = &[
     Case {
         name: "numpy-training-safetensors",
         label: "ai_training",
+        also: &[],
         ran: Ran::Wrote(".safetensors"),
         held_out: false,
         argv: &["{py}", "{eval}/train.py", "{dir}", "8"],
@@ -127,6 +136,7 @@ const CASES: &[Case] = &[
     Case {
         name: "pytorch-training",
         label: "ai_training",
+        also: &[],
         ran: Ran::Wrote(".pt"),
         held_out: false,
         argv: &["{py}", "{eval}/torch_train.py", "{dir}", "8"],
@@ -134,6 +144,7 @@ const CASES: &[Case] = &[
     Case {
         name: "pytorch-ddp-gloo-2-ranks",
         label: "ai_training",
+        also: &[],
         ran: Ran::Wrote(".pt"),
         held_out: false,
         argv: &["{py}", "{eval}/torch_ddp.py", "{dir}", "8"],
@@ -141,6 +152,7 @@ const CASES: &[Case] = &[
     Case {
         name: "inference-server",
         label: "ai_inference",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["{py}", "{eval}/infer.py", "{dir}", "8"],
@@ -148,6 +160,7 @@ const CASES: &[Case] = &[
     Case {
         name: "handshake-node",
         label: "blockchain_node",
+        also: &[],
         ran: Ran::Peers(14038),
         held_out: false,
         argv: &[
@@ -162,6 +175,7 @@ const CASES: &[Case] = &[
     Case {
         name: "sha256sum-large-file",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["sh", "-c", "sha256sum {work}/blob {work}/blob {work}/blob >/dev/null"],
@@ -169,6 +183,7 @@ const CASES: &[Case] = &[
     Case {
         name: "gzip-large-file",
         label: "ordinary",
+        also: &[],
         ran: Ran::Wrote(".gz"),
         held_out: false,
         argv: &["sh", "-c", "gzip -c -6 {work}/blob > {dir}/blob.gz"],
@@ -176,6 +191,7 @@ const CASES: &[Case] = &[
     Case {
         name: "openssl-speed",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["openssl", "speed", "-seconds", "6", "-multi", "2", "sha256"],
@@ -183,6 +199,7 @@ const CASES: &[Case] = &[
     Case {
         name: "nginx-under-wrk",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["sh", "-c", "wrk -t1 -c16 -d6s http://127.0.0.1:{web}/ >/dev/null"],
@@ -190,6 +207,7 @@ const CASES: &[Case] = &[
     Case {
         name: "postgres-under-pgbench",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         argv: &["sh", "{eval}/pgbench.sh", "{dir}/pg", "{pg}", "6"],
@@ -197,6 +215,7 @@ const CASES: &[Case] = &[
     Case {
         name: "cargo-build",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: false,
         // From a clean target directory, so it really compiles.
@@ -206,10 +225,43 @@ const CASES: &[Case] = &[
             "rm -rf {dir}/target && cargo build --offline --quiet -p xtask --target-dir {dir}/target",
         ],
     },
+    // Real nodes on ports no rule knows, and the mixed cases: a node that
+    // mines, a training job with a miner beside it in the same tree.
+    Case {
+        name: "monero-nodes-3-regtest",
+        label: "blockchain_node",
+        also: &[],
+        ran: Ran::Peers(47180),
+        held_out: false,
+        argv: &["sh", "{eval}/monero_nodes.sh", "{dir}", "20", "0"],
+    },
+    Case {
+        name: "monero-node-solo-mining",
+        label: "blockchain_node",
+        also: &["crypto_mining"],
+        // The miner's own port is the one its busy peers reach least.
+        ran: Ran::Peers(47280),
+        held_out: false,
+        argv: &["sh", "{eval}/monero_nodes.sh", "{dir}", "75", "1"],
+    },
+    Case {
+        name: "training-beside-a-randomx-miner",
+        label: "ai_training",
+        also: &["crypto_mining"],
+        ran: Ran::PoolShares,
+        held_out: false,
+        argv: &[
+            "sh",
+            "-c",
+            "{py} {eval}/torch_train.py {dir} 16 & {py} {eval}/randomx_miner.py plain {pool443} 16 1 {dir} data-loader; \
+             s=$?; wait $! && exit $s",
+        ],
+    },
     // Held out: added with no change to the rules after them.
     Case {
         name: "xmrig-renamed-kernel-thread",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: true,
         argv: &["{py}", "{eval}/miner.py", "xmrig", "{pool}", "8", "kworker/0:1"],
@@ -217,6 +269,7 @@ const CASES: &[Case] = &[
     Case {
         name: "randomx-tls-to-ip-no-sni",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: true,
         argv: &["{py}", "{eval}/randomx_miner.py", "tls", "{pooltls}", "12", "2", "{dir}", "kworker/u4:2"],
@@ -224,6 +277,7 @@ const CASES: &[Case] = &[
     Case {
         name: "randomx-throttled-one-thread",
         label: "crypto_mining",
+        also: &[],
         ran: Ran::PoolShares,
         held_out: true,
         argv: &["{py}", "{eval}/randomx_miner.py", "plain", "{pool}", "12", "1", "{dir}", "backupd"],
@@ -234,6 +288,7 @@ const CASES: &[Case] = &[
     Case {
         name: "node-jit-cpu-loop",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: true,
         argv: &[
@@ -245,6 +300,7 @@ const CASES: &[Case] = &[
     Case {
         name: "numpy-matmul-loop",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: true,
         argv: &[
@@ -256,6 +312,7 @@ const CASES: &[Case] = &[
     Case {
         name: "python-tls-heartbeat-to-ip",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: true,
         argv: &[
@@ -267,6 +324,7 @@ const CASES: &[Case] = &[
     Case {
         name: "copy-model-weights-backup",
         label: "ordinary",
+        also: &[],
         ran: Ran::Wrote(".safetensors"),
         // Held out until checkpoint-write was weakened because of it.
         held_out: false,
@@ -281,6 +339,7 @@ const CASES: &[Case] = &[
     Case {
         name: "python-http-polling",
         label: "ordinary",
+        also: &[],
         ran: Ran::Exit,
         held_out: true,
         // Small periodic requests from Python, as a monitoring agent makes.
@@ -308,6 +367,8 @@ impl Drop for Helpers {
 pub struct Options {
     pub tracer: PathBuf,
     pub root: PathBuf,
+    /// Only cases whose name contains this.
+    pub only: Option<String>,
 }
 
 fn wait_started(out: &Path) -> Result<()> {
@@ -342,7 +403,9 @@ fn spawn_in_session(argv: &[String], dir: &Path, log: &Path) -> Result<Child> {
 /// was first given a verdict (the tracer's `mono_ns` of both), and the
 /// verdicts any other scope got during the case.
 struct Outcome {
+    /// The primary category, and every category of the last verdict.
     category: String,
+    categories: std::collections::BTreeSet<String>,
     confidence: f64,
     /// The first record of the workload's session: its start as the
     /// tracer saw it.
@@ -354,9 +417,11 @@ struct Outcome {
     /// When a real miner says it hashed first (its `first-hash` file).
     first_hash: Option<u64>,
     evidence: Vec<String>,
-    /// Remote ports the session exchanged bytes with, both ways.
-    talked_to: std::collections::BTreeSet<u64>,
-    /// (scope, key) -> the last verdict of every other tree or container.
+    /// Remote port -> (bytes sent to it, bytes received from it), over the
+    /// whole case: the two directions can fall in different reports.
+    talked_to: BTreeMap<u64, (u64, u64)>,
+    /// (scope, key) -> the last verdict's categories of every other tree
+    /// or container ("+"-joined).
     others: BTreeMap<(String, String), String>,
     /// Why the case proves nothing, when it does not.
     failed: Option<String>,
@@ -365,6 +430,7 @@ struct Outcome {
 fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
     let mut o = Outcome {
         category: "ordinary".into(),
+        categories: Default::default(),
         confidence: 0.0,
         started: None,
         first_verdict: None,
@@ -389,9 +455,9 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         }
         if ours && r["kind"] == "process.activity" {
             for p in r["activity"]["network"]["peers"].as_array().into_iter().flatten() {
-                if p["tx_bytes"].as_u64() > Some(0) && p["rx_bytes"].as_u64() > Some(0) {
-                    o.talked_to.insert(p["port"].as_u64().unwrap_or(0));
-                }
+                let e = o.talked_to.entry(p["port"].as_u64().unwrap_or(0)).or_default();
+                e.0 += p["tx_bytes"].as_u64().unwrap_or(0);
+                e.1 += p["rx_bytes"].as_u64().unwrap_or(0);
             }
         }
         if r["kind"] != "classification" {
@@ -399,11 +465,23 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         }
         let c = &r["classification"];
         let category = c["category"].as_str().unwrap_or("?").to_string();
+        let categories: std::collections::BTreeSet<String> = match c["categories"].as_array() {
+            Some(list) => list.iter().filter_map(|x| x["category"].as_str().map(str::to_string)).collect(),
+            None => [category.clone()].into(),
+        };
         if c["scope"] == "tree" && c["key"].as_str() == Some(key.as_str()) {
             o.category = category;
+            o.categories = categories;
             o.confidence = c["confidence"].as_f64().unwrap_or(0.0);
             o.first_verdict = o.first_verdict.or(mono);
-            if o.category == "crypto_mining" && o.confidence >= CONFIDENT {
+            let mining = c["categories"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["category"] == "crypto_mining")
+                .and_then(|x| x["confidence"].as_f64())
+                .or_else(|| (o.category == "crypto_mining").then_some(o.confidence));
+            if mining.is_some_and(|m| m >= CONFIDENT) {
                 o.confident_mining = o.confident_mining.or(mono);
             }
             o.evidence = c["evidence"]
@@ -417,7 +495,7 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
                 c["scope"].as_str().unwrap_or("?").to_string(),
                 c["key"].as_str().unwrap_or("?").to_string(),
             );
-            o.others.insert(scope, category);
+            o.others.insert(scope, joined(&categories));
         }
     }
     Ok(o)
@@ -477,7 +555,16 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    crate::setup::ensure_packages(&["nginx", "wrk", "openssl", "python3-venv", "postgresql", "librandomx0"])?;
+    crate::setup::ensure_packages(&[
+        "nginx",
+        "wrk",
+        "openssl",
+        "python3-venv",
+        "postgresql",
+        "librandomx0",
+        "monero",
+        "curl",
+    ])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
     let py = prepare(&opts.root, &work)?;
@@ -536,7 +623,7 @@ pub fn run(opts: &Options) -> Result<()> {
     std::thread::sleep(Duration::from_secs(5));
 
     let mut rows = Vec::new();
-    for case in CASES {
+    for case in CASES.iter().filter(|c| opts.only.as_ref().is_none_or(|o| c.name.contains(o.as_str()))) {
         // From nothing: files an earlier run left (a model already saved,
         // say) would change what the workload does.
         let dir = work.join(case.name);
@@ -589,8 +676,10 @@ pub fn run(opts: &Options) -> Result<()> {
                 Ran::Exit => None,
                 Ran::PoolShares => (!pool.contains(" login") || !pool.contains(" share"))
                     .then(|| "the pool saw no login and share from it".into()),
-                Ran::Peers(port) => (!o.talked_to.contains(&u64::from(port)))
-                    .then(|| format!("no bytes both ways with a peer on {port}")),
+                Ran::Peers(port) => {
+                    (!o.talked_to.get(&u64::from(port)).is_some_and(|(tx, rx)| *tx > 0 && *rx > 0))
+                        .then(|| format!("no bytes both ways with a peer on {port}"))
+                }
                 Ran::Wrote(suffix) => {
                     let wrote = fs::read_dir(&dir)?
                         .filter_map(|e| e.ok())
@@ -602,8 +691,8 @@ pub fn run(opts: &Options) -> Result<()> {
         eprintln!(
             "eval: {:<32} label {:<14} verdict {:<14} ({:.2}) in {:.1}s, exit {status}{} [{}]",
             case.name,
-            case.label,
-            o.category,
+            joined(&expected(case)),
+            joined(&o.categories),
             o.confidence,
             ran.as_secs_f64(),
             o.failed.as_ref().map(|f| format!(", FAILED: {f}")).unwrap_or_default(),
@@ -645,9 +734,25 @@ fn to_confident(o: &Outcome) -> Option<f64> {
     }
 }
 
-/// Correct: the case ran as intended and its tree got its label.
+/// The categories a case is (none for ordinary work).
+fn expected(case: &Case) -> std::collections::BTreeSet<String> {
+    std::iter::once(case.label)
+        .chain(case.also.iter().copied())
+        .filter(|c| *c != "ordinary")
+        .map(str::to_string)
+        .collect()
+}
+
+/// A set of categories as one label: "blockchain_node+crypto_mining", or
+/// "ordinary" when empty.
+fn joined(set: &std::collections::BTreeSet<String>) -> String {
+    if set.is_empty() { "ordinary".into() } else { set.iter().cloned().collect::<Vec<_>>().join("+") }
+}
+
+/// Correct: the case ran as intended and its tree got exactly its
+/// categories (a node that mines must be called both).
 fn correct(case: &Case, o: &Outcome) -> bool {
-    o.failed.is_none() && case.label == o.category
+    o.failed.is_none() && expected(case) == o.categories
 }
 
 fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
@@ -660,7 +765,7 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     for (case, o) in rows {
         let verdict = match &o.failed {
             Some(why) => format!("FAILED ({why})"),
-            None => o.category.clone(),
+            None => joined(&o.categories),
         };
         let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         writeln!(
@@ -668,7 +773,7 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
             "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
             case.name,
             if case.held_out { "held-out" } else { "dev" },
-            case.label,
+            joined(&expected(case)),
             verdict,
             o.confidence,
             o.evidence.join(", "),
@@ -682,40 +787,49 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     }
 
     // The matrix holds the cases that ran; failed ones are listed above.
+    // Multi-label: a row is a case's set of categories, a column the set its
+    // tree was given; per class, precision and recall count membership.
     let ran: Vec<_> = rows.iter().filter(|(_, o)| o.failed.is_none()).collect();
-    let present: Vec<&str> = CLASSES
-        .iter()
-        .copied()
-        .filter(|c| ran.iter().any(|(case, o)| case.label == *c || o.category == *c))
-        .collect();
-    let mut m: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    let mut sets: Vec<String> =
+        ran.iter().flat_map(|(c, o)| [joined(&expected(c)), joined(&o.categories)]).collect();
+    sets.sort();
+    sets.dedup();
+    let mut m: BTreeMap<(String, String), u32> = BTreeMap::new();
     for (case, o) in &ran {
-        *m.entry((case.label, present.iter().copied().find(|c| *c == o.category).unwrap_or("?")))
-            .or_default() += 1;
+        *m.entry((joined(&expected(case)), joined(&o.categories))).or_default() += 1;
     }
-    writeln!(out, "\nconfusion matrix of the cases that ran (rows: label, columns: verdict)\n")?;
-    write!(out, "| label \\ verdict |")?;
-    for c in &present {
+    let labels: Vec<&String> = sets.iter().filter(|l| m.keys().any(|(r, _)| r == *l)).collect();
+    writeln!(
+        out,
+        "\nconfusion matrix of the cases that ran (rows: the case's categories, columns: the verdict's)\n"
+    )?;
+    write!(out, "| categories \\ verdict |")?;
+    for c in &sets {
         write!(out, " {c} |")?;
     }
     writeln!(out)?;
-    writeln!(out, "|---|{}", "---|".repeat(present.len()))?;
-    for l in &present {
+    writeln!(out, "|---|{}", "---|".repeat(sets.len()))?;
+    for l in &labels {
         write!(out, "| {l} |")?;
-        for c in &present {
-            write!(out, " {} |", m.get(&(*l, *c)).copied().unwrap_or(0))?;
+        for c in &sets {
+            write!(out, " {} |", m.get(&((*l).clone(), c.clone())).copied().unwrap_or(0))?;
         }
         writeln!(out)?;
     }
     writeln!(out, "\n| class | precision | recall |")?;
     writeln!(out, "|---|---|---|")?;
-    for c in &present {
-        let tp = m.get(&(*c, *c)).copied().unwrap_or(0) as f64;
-        let predicted: u32 = present.iter().map(|l| m.get(&(*l, *c)).copied().unwrap_or(0)).sum();
-        let actual: u32 = present.iter().map(|v| m.get(&(*c, *v)).copied().unwrap_or(0)).sum();
-        let p = if predicted > 0 { format!("{:.2}", tp / f64::from(predicted)) } else { "-".into() };
-        let r = if actual > 0 { format!("{:.2}", tp / f64::from(actual)) } else { "-".into() };
-        writeln!(out, "| {c} | {p} | {r} |")?;
+    for c in CLASSES {
+        let is = |set: &std::collections::BTreeSet<String>| {
+            if c == "ordinary" { set.is_empty() } else { set.contains(c) }
+        };
+        let tp = ran.iter().filter(|(case, o)| is(&expected(case)) && is(&o.categories)).count();
+        let predicted = ran.iter().filter(|(_, o)| is(&o.categories)).count();
+        let actual = ran.iter().filter(|(case, _)| is(&expected(case))).count();
+        if predicted == 0 && actual == 0 {
+            continue;
+        }
+        let ratio = |n: usize| if n > 0 { format!("{:.2}", tp as f64 / n as f64) } else { "-".into() };
+        writeln!(out, "| {c} | {} | {} |", ratio(predicted), ratio(actual))?;
     }
 
     // Every other tree and container that got a verdict during a case:
@@ -756,13 +870,17 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     )?;
     writeln!(out, "| held-out | {ho_ok} | {ho_n} | {:.0} % |", pct(ho_ok, ho_n))?;
 
-    let miners: Vec<_> = rows.iter().filter(|(c, _)| c.label == "crypto_mining").collect();
+    // Mining must be among the categories of every case that mines, mixed
+    // or not.
+    let miners: Vec<_> = rows.iter().filter(|(c, _)| expected(c).contains("crypto_mining")).collect();
     let miner_recall =
-        miners.iter().filter(|(c, o)| correct(c, o)).count() as f64 / miners.len().max(1) as f64;
+        miners.iter().filter(|(_, o)| o.failed.is_none() && o.categories.contains("crypto_mining")).count()
+            as f64
+            / miners.len().max(1) as f64;
     let benign_cases_flagged: Vec<_> = rows
         .iter()
-        .filter(|(c, o)| c.label == "ordinary" && o.failed.is_none() && o.category != "ordinary")
-        .map(|(c, o)| format!("{}: {}", c.name, o.category))
+        .filter(|(c, o)| expected(c).is_empty() && o.failed.is_none() && !o.categories.is_empty())
+        .map(|(c, o)| format!("{}: {}", c.name, joined(&o.categories)))
         .collect();
     let failed: Vec<_> = rows.iter().filter(|(_, o)| o.failed.is_some()).map(|(c, _)| c.name).collect();
     let overall = (dev_ok + ho_ok) as f64 / rows.len().max(1) as f64;

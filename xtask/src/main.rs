@@ -57,7 +57,12 @@ enum Task {
     /// Run labelled real workloads under the tracer (mining against a local
     /// pool simulator, ML training and inference, heavy ordinary work) and
     /// print the confusion matrix, precision, recall and time to verdict.
-    Eval,
+    Eval {
+        /// Only the cases whose name contains this (a quick look at a few;
+        /// the targets are checked on the whole set).
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Fuzz the parsers (first bytes, DNS, GPU ioctls, ring-buffer records,
     /// captures, sink specs, rules) with cargo-fuzz on nightly, each target
     /// from its committed corpus in tracer/fuzz/corpus/; prints executions
@@ -180,11 +185,11 @@ fn main() -> Result<()> {
                 out_dir: root.join("target/bench"),
             })
         }
-        Task::Eval => {
+        Task::Eval { only } => {
             setup::ensure_toolchain()?;
             require_root("the tracer loads eBPF programs")?;
             cargo(&root, &["build", "--release", "--package", "tracer"])?;
-            eval::run(&eval::Options { tracer: root.join("target/release/tracer"), root: root.clone() })
+            eval::run(&eval::Options { tracer: root.join("target/release/tracer"), root: root.clone(), only })
         }
         Task::Fuzz { target, runs, max_time } => {
             setup::ensure_rust_src()?;
