@@ -145,6 +145,8 @@ pub struct Pipeline {
     libraries_checked: HashMap<u32, usize>,
     /// Model files each busy process was seen holding (see emit_held_files).
     files_held: HashMap<u32, HashSet<crate::process::open_files::Held>>,
+    /// Formats of large open files told by their content, by identity.
+    sniffed: crate::process::open_files::Sniffed,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -183,6 +185,7 @@ impl Pipeline {
             classifier: None,
             libraries_checked: HashMap::new(),
             files_held: HashMap::new(),
+            sniffed: Default::default(),
         }
     }
 
@@ -330,16 +333,30 @@ impl Pipeline {
         process: &ProcessView,
         tgid: u32,
         mapped: &[String],
+        mapped_data: &[String],
     ) -> Result<()> {
         use crate::process::open_files::{Held, open_model_files};
-        let (open, cut) = open_model_files(std::path::Path::new("/proc"), tgid);
+        let (open, cut) = open_model_files(std::path::Path::new("/proc"), tgid, &mut self.sniffed);
         if cut {
             *self.stats.truncated.entry("open_files").or_default() += 1;
         }
+        // Mapped data files whose name does not say, told by their content.
+        let sniffed: Vec<Held> = mapped_data
+            .iter()
+            .filter_map(|p| {
+                let format = self.sniffed.format_of(std::path::Path::new(p))?;
+                Some(Held { path: p.as_bytes().to_vec(), write: false, format: Some(format) })
+            })
+            .collect();
         let found = open
             .into_iter()
             .map(|h| (h, "fd"))
-            .chain(mapped.iter().map(|p| (Held { path: p.as_bytes().to_vec(), write: false }, "map")));
+            .chain(
+                mapped
+                    .iter()
+                    .map(|p| (Held { path: p.as_bytes().to_vec(), write: false, format: None }, "map")),
+            )
+            .chain(sniffed.into_iter().map(|h| (h, "map")));
         for (h, source) in found {
             if !self.files_held.entry(tgid).or_default().insert(h.clone()) {
                 continue;
@@ -353,6 +370,7 @@ impl Pipeline {
                 renamed_from: None,
                 renamed_from_truncated: false,
                 flags: u32::from(h.write),
+                format: h.format,
                 escaped: escaped.into_iter().collect(),
             });
             self.emit(now, Some(process.clone()), body)?;
@@ -441,7 +459,7 @@ impl Pipeline {
                 }
                 // Without the open hooks, the model files it holds now.
                 if !counted {
-                    self.emit_held_files(now, &process, tgid, &found.model_files)?;
+                    self.emit_held_files(now, &process, tgid, &found.model_files, &found.data_files)?;
                 }
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
@@ -750,6 +768,7 @@ impl Pipeline {
                     renamed_from,
                     renamed_from_truncated: old_path_truncated,
                     flags: flags & !(1 << 31),
+                    format: None,
                     escaped: escaped.into_iter().chain(old_escaped).collect(),
                 });
                 self.emit(h.ktime_ns, Some(process), body)

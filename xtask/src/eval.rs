@@ -69,7 +69,8 @@ struct Case {
     /// `{work}` the eval's (with `blob`, 256 MiB of random bytes), `{pg}` a
     /// free port for PostgreSQL,
     /// `{eval}` xtask/eval, `{pool}` the pool's port (`{pool443}` one on 443,
-    /// `{pooltls}` one speaking TLS), `{web}` nginx's port.
+    /// `{pooltls}` one speaking TLS), `{web}` nginx's port, `{port8000}` 8000
+    /// (or a free port when it is taken).
     argv: &'static [&'static str],
 }
 
@@ -224,6 +225,14 @@ const CASES: &[Case] = &[
             "-c",
             "rm -rf {dir}/target && cargo build --offline --quiet -p xtask --target-dir {dir}/target",
         ],
+    },
+    Case {
+        name: "inference-server-pytorch-bin-port-8000",
+        label: "ai_inference",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: false,
+        argv: &["{py}", "{eval}/infer_torch.py", "{dir}", "8", "{port8000}"],
     },
     // Real nodes on ports no rule knows, and the mixed cases: a node that
     // mines, a training job with a miner beside it in the same tree.
@@ -573,6 +582,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port()));
     let pool_port = free_port()??;
     let pg_port = free_port()??;
+    // The port inference servers default to, when it is free.
+    let port8000 = if std::net::TcpListener::bind("127.0.0.1:8000").is_ok() { 8000 } else { free_port()?? };
     // A second pool on 443 when it is free: a miner on a non-mining port.
     let pool443 = if std::net::TcpListener::bind("127.0.0.1:443").is_ok() { 443 } else { free_port()?? };
     let mut pools = Helpers(Vec::new());
@@ -642,6 +653,7 @@ pub fn run(opts: &Options) -> Result<()> {
                     .replace("{pool}", &pool_port.to_string())
                     .replace("{web}", &nginx.port.to_string())
                     .replace("{pg}", &pg_port.to_string())
+                    .replace("{port8000}", &port8000.to_string())
             })
             .collect();
         let capture = work.join(format!("{}.jsonl", case.name));

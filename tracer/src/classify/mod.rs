@@ -502,7 +502,11 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
     if let Some(protocols) = &m.first_bytes_protocol {
         let p = (kind == "network.first_bytes").then(|| s(fb, &["protocol"])).flatten()?;
         protocols.iter().any(|x| x == p).then_some(())?;
-        seen.push(format!("protocol {p}"));
+        let detail = s(fb, &["detail"]).map(|d| format!(" {d}")).unwrap_or_default();
+        seen.push(match inbound {
+            true => format!("a peer sent {p}{detail} on a connection it accepted"),
+            false => format!("protocol {p}{detail}"),
+        });
     }
     if let Some(want) = m.first_bytes_mining {
         (kind == "network.first_bytes" && fb["mining"].as_bool() == Some(want)).then_some(())?;
@@ -708,8 +712,16 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
     }
     if let Some(suffixes) = &m.file_suffix {
         let path = (kind == "file.open").then(|| s(r, &["file", "path"])).flatten()?;
-        let suffix = suffixes.iter().find(|x| path.ends_with(x.as_str()))?;
-        seen.push(format!("opened {path} ({suffix})"));
+        // Weights told by their content stand for their format's suffix.
+        let format = s(r, &["file", "format"]);
+        let as_if = format.map(crate::process::open_files::format_suffix);
+        let suffix = suffixes.iter().find(|x| path.ends_with(x.as_str()) || as_if == Some(x.as_str()))?;
+        match format {
+            Some(f) if !path.ends_with(suffix.as_str()) => {
+                seen.push(format!("opened {path} ({f} weights by their content)"))
+            }
+            _ => seen.push(format!("opened {path} ({suffix})")),
+        }
     }
     if let Some(write) = m.file_write {
         (kind == "file.open" && r["file"]["write"].as_bool() == Some(write)).then_some(())?;

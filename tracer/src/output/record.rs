@@ -121,6 +121,10 @@ pub struct FileOpenView {
     pub renamed_from_truncated: bool,
     /// open(2) flags (without the rename marker).
     pub flags: u32,
+    /// Model weights told by their content (`safetensors`, `gguf`,
+    /// `pytorch`) where the name does not say: `pytorch_model.bin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
     /// Fields whose bytes were not UTF-8 and are written escaped (as in
     /// `process.escaped`); absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]

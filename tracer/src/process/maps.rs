@@ -63,7 +63,15 @@ pub struct MapsScan {
     /// Model weights mapped (see `open_files::MODEL_SUFFIXES`), sorted,
     /// deduplicated.
     pub model_files: Vec<String>,
+    /// Other files mapped for data (not executable, 1 MiB or more, outside
+    /// the system's library directories): weights whose name does not say
+    /// (`pytorch_model.bin` loaded with mmap), for `open_files` to look into.
+    pub data_files: Vec<String>,
 }
+
+/// Mapped data files under these are the system's (locales, caches of
+/// fonts and libraries), never a workload's weights.
+const SYSTEM_DIRS: &[&str] = &["/usr/", "/lib", "/etc/", "/var/cache/", "/proc/", "/sys/", "/dev/"];
 
 /// Whether a mapping is RandomX-sized. The kernel merges adjacent
 /// anonymous mappings with the same permissions into one: monerod's miner
@@ -114,6 +122,13 @@ pub fn parse(maps: &str) -> MapsScan {
                 }
                 if p.starts_with('/') && super::open_files::is_model_file(p.as_bytes()) {
                     out.model_files.push(p.to_string());
+                } else if p.starts_with('/')
+                    && !perms.contains('x')
+                    && size >= MIB
+                    && !SYSTEM_DIRS.iter().any(|d| p.starts_with(d))
+                    && !p.ends_with(" (deleted)")
+                {
+                    out.data_files.push(p.to_string());
                 }
             }
             None => {}
@@ -123,6 +138,8 @@ pub fn parse(maps: &str) -> MapsScan {
     out.ml_libraries.dedup();
     out.model_files.sort();
     out.model_files.dedup();
+    out.data_files.sort();
+    out.data_files.dedup();
     out
 }
 
