@@ -230,8 +230,9 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::ensure_toolchain()?;
             require_root("the end-to-end tests load eBPF programs")?;
-            // The syslog sink is tested against a real rsyslogd.
-            setup::ensure_packages(&["rsyslog"])?;
+            // The syslog sink is tested against a real rsyslogd, node
+            // recognition against real Monero daemons.
+            setup::ensure_packages(&["rsyslog", "monero"])?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
             let tests = cargo_test(&root, &cmd);
