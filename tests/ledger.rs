@@ -9,6 +9,12 @@ use std::{io::Read as _, net::TcpListener};
 use serde_json::Value;
 use support::{Tracer, burn_cpu, dns_lookup, dns_query, dns_responder, fork_child, of_kind, wait_rusage};
 
+/// The test of sockets opened before the tracer runs alone: with the other
+/// tests of this process starting tracers, forking children and opening
+/// sockets beside it, its connection's bytes went to no owner in about one
+/// run in six (not explained yet). The others run side by side.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Sends exactly `bytes` over a fresh TCP connection to `port`, from
 /// syscalls only (safe after fork).
 fn send_tcp(port: u16, bytes: usize) -> i32 {
@@ -38,6 +44,7 @@ fn cpu_ms(activity: &Value) -> f64 {
 
 #[test]
 fn cpu_time_and_bytes_are_attributed_to_the_child() {
+    let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
     const BYTES: usize = 50_000;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -94,6 +101,7 @@ const GETPPIDS: u64 = 500;
 
 #[test]
 fn a_session_rolls_up_into_one_tree_account() {
+    let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
     let tracer = Tracer::start(&["--activity-interval", "1h"]);
     let leader = fork_child(|| {
         // SAFETY: syscalls only.
@@ -134,6 +142,7 @@ fn a_session_rolls_up_into_one_tree_account() {
 
 #[test]
 fn a_cgroup_rolls_up_into_one_container_account() {
+    let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
     let mount = tracer::process::cgroup::cgroup2_mount().expect("a cgroup2 mount");
     let name = format!("tracer-ledger-{}", std::process::id());
     let cg = mount.join(&name);
@@ -174,6 +183,7 @@ fn a_cgroup_rolls_up_into_one_container_account() {
 
 #[test]
 fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
+    let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
     const NAME: &str = "svc.tracer.test";
     // A resolver of our own on a loopback address nothing else uses.
     let responder = dns_responder([127, 0, 0, 153]);
@@ -227,6 +237,7 @@ fn a_name_looked_up_through_a_local_resolver_names_the_peer() {
 /// the process and the peer, both ways.
 #[test]
 fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     use std::io::Write as _;
     const BEFORE: usize = 3_000;
     const AFTER: usize = 70_000;
@@ -264,8 +275,6 @@ fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
     drop(accepted);
     let records = tracer.stop();
 
-    let health = support::final_health(&records);
-    assert!(health["sockets_adopted"]["sockets"].as_u64().unwrap() >= 2, "{}", health["sockets_adopted"]);
     let activity = of_kind(&records, "process.activity", me);
     let peers: Vec<Value> = activity
         .iter()
@@ -278,4 +287,6 @@ fn bytes_of_a_connection_opened_before_the_tracer_are_attributed() {
         peers.iter().filter(|p| p["port"] != port).map(|p| p["rx_bytes"].as_u64().unwrap()).sum();
     assert_eq!(to_server, (AFTER + LATE) as u64, "the client side: {peers:#?}");
     assert_eq!(from_client, (AFTER + LATE) as u64, "the accepted side: {peers:#?}");
+    let health = support::final_health(&records);
+    assert!(health["sockets_adopted"]["sockets"].as_u64().unwrap() >= 2, "{}", health["sockets_adopted"]);
 }
