@@ -9,10 +9,12 @@ use std::{io::Read as _, net::TcpListener};
 use serde_json::Value;
 use support::{Tracer, burn_cpu, dns_lookup, dns_query, dns_responder, fork_child, of_kind, wait_rusage};
 
-/// The test of sockets opened before the tracer runs alone: with the other
-/// tests of this process starting tracers, forking children and opening
-/// sockets beside it, its connection's bytes went to no owner in about one
-/// run in six (not explained yet). The others run side by side.
+/// The test of sockets opened before the tracer runs alone. Another test's
+/// tracer, started beside it, adopts this process's sockets too: it copies
+/// each with pidfd_getfd and asks its peer with getpeername, which this
+/// test's tracer sees as that tracer using the socket (a traced descendant
+/// of this process) and stamps it as that tracer's, before its own pass
+/// gets there. Seen in about one run in six. The others run side by side.
 static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// Sends exactly `bytes` over a fresh TCP connection to `port`, from
