@@ -185,16 +185,9 @@ pub fn is_whole(b: &[u8]) -> bool {
 fn http_length(b: &[u8]) -> Option<u64> {
     let end = b.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&b[..end]);
-    let body = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            // One that does not parse: wait for the kernel or the timeout.
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<u64>().unwrap_or(u64::MAX))
-        })
-        .unwrap_or(0);
+    // One that does not parse: wait for the kernel or the timeout.
+    let body = crate::protocols::http_header(&head, "content-length")
+        .map_or(0, |v| v.parse::<u64>().unwrap_or(u64::MAX));
     Some((end as u64).saturating_add(body))
 }
 

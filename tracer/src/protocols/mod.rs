@@ -242,6 +242,14 @@ fn inference_path(path: &str) -> bool {
         || path.starts_with("/predictions/")
 }
 
+/// A header's value in an HTTP/1 request head (the request line skipped).
+pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// Whether the bytes begin an HTTP/1 request line.
 pub fn starts_http_request(b: &[u8]) -> bool {
     HTTP_METHODS.iter().any(|m| b.starts_with(m.as_bytes()))
@@ -256,12 +264,7 @@ fn http(b: &[u8]) -> Option<Recognised> {
     let method = HTTP_METHODS.iter().find(|m| text.starts_with(**m))?.trim_end();
     let (head, body) = text.split_once("\r\n\r\n").map_or((text, None), |(h, b)| (h, Some(b)));
     let path = head.lines().next().and_then(|l| l.split(' ').nth(1)).unwrap_or("");
-    let header = |name: &str| {
-        head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| cap(v.trim()))
-        })
-    };
+    let header = |name: &str| http_header(head, name).map(cap);
     let rpc_method = body.map(str::trim_start).filter(|b| b.starts_with('{')).and_then(|b| {
         let line = b.lines().next().unwrap_or(b);
         serde_json::from_str::<serde_json::Value>(line)
