@@ -152,8 +152,12 @@ pub struct Pipeline {
     /// The file last reported as each live process's executable.
     exe_reported: HashMap<u32, (u64, u64)>,
     /// New connections' first sends, until each first message is whole.
-    first_messages: first_message::FirstMessages<(Header, Option<(IpAddr, u16)>, bool)>,
+    first_messages: first_message::FirstMessages<SendContext>,
 }
+
+/// What the first send of a connection carried besides its bytes: its
+/// record header, the peer, and whether the peer sent it (inbound).
+type SendContext = (Header, Option<(IpAddr, u16)>, bool);
 
 impl Pipeline {
     /// `started`: when the tracer started, so the first health record's
@@ -524,10 +528,7 @@ impl Pipeline {
     }
 
     /// A connection's first message, joined from its first sends.
-    fn emit_first_message(
-        &mut self,
-        m: first_message::Message<(Header, Option<(IpAddr, u16)>, bool)>,
-    ) -> Result<()> {
+    fn emit_first_message(&mut self, m: first_message::Message<SendContext>) -> Result<()> {
         let (h, peer, inbound) = &m.header;
         if m.data.is_empty() && m.bytes > 0 && !m.gap {
             // The buffer was not resident at syscall entry; the record

@@ -32,6 +32,9 @@ pub struct Evidence {
     /// Allowlist entry that matched the process this evidence came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlisted: Option<String>,
+    /// Declared workload (`[[declare]]`) the process belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<String>,
 }
 
 /// The `classification` object.
@@ -53,8 +56,13 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlisted: Option<String>,
     /// Whether this verdict calls for attention: crypto mining is among
-    /// its categories and no allowlist entry covers it.
+    /// its categories and no allowlist entry or declaration covers it, or
+    /// a declared workload shows a category it did not declare.
     pub alert: bool,
+    /// Present when processes of a declared workload gave evidence: what
+    /// was declared against what was observed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<Compliance>,
     /// Every category whose evidence reaches the verdict score, the primary
     /// (`category`) first, then by score: a training job that also mines
     /// is `ai_training` and `crypto_mining` at once.
@@ -72,9 +80,29 @@ pub struct CategoryVerdict {
     /// would not reach the verdict score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlisted: Option<String>,
+    /// Declaration that lists this category and without whose processes'
+    /// evidence it would not reach the verdict score: compliant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<String>,
+    /// Declaration whose processes showed this category without listing
+    /// it: an alert whatever the category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undeclared: Option<String>,
     pub alert: bool,
     /// The indicators behind it; each is in `evidence` with what matched.
     pub indicators: Vec<String>,
+}
+
+/// A declared workload's verdict against its declaration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Compliance {
+    pub declaration: String,
+    pub declared: Vec<String>,
+    pub observed: Vec<String>,
+    /// Every observed category is declared (or allowlisted).
+    pub compliant: bool,
+    /// "declared ai_training (gpu-farm-7), observed ai_training + crypto_mining".
+    pub summary: String,
 }
 
 /// A category's confidence: 0.5 at the verdict score, approaching 1 with
@@ -87,16 +115,16 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-/// (primary, every category with its allowlist entry, evidence count).
-type Reported = (String, Vec<(String, Option<String>)>, usize);
+/// (primary, every category, evidence count).
+type Reported = (String, Vec<CategoryVerdict>, usize);
 
 #[derive(Default)]
 struct Scope {
     evidence: Vec<Evidence>,
-    /// (indicator, from an allowlisted process): an indicator is evidence
-    /// once from allowlisted processes and once from the others, so an
-    /// allowlisted process cannot hide what another one does.
-    seen: BTreeSet<(String, bool)>,
+    /// (indicator, the allow or declare entry of the process): an indicator
+    /// is evidence once per entry and once from processes without one, so
+    /// a covered process cannot hide what another one does.
+    seen: BTreeSet<(String, Option<String>)>,
     category: Option<String>,
     /// What was last reported: the primary, every category with its
     /// allowlist entry, and how much evidence there was.
@@ -122,7 +150,13 @@ struct ProcessState {
     /// exchanged: a peer in both is a long-lived connection.
     peers_before: HashMap<String, u64>,
     peers_now: HashMap<String, u64>,
+    /// The allow and declare entries last found for it: a declaration by
+    /// hash matches only once the executable's hash is known.
+    cover: Option<Cover>,
 }
+
+/// (allow entry, declaration) matching a process; at most one is set.
+type Cover = (Option<String>, Option<String>);
 
 /// How long a process with no record is remembered: its exit record may
 /// have been lost.
@@ -214,6 +248,7 @@ impl Classifier {
         }
         let now = self.now_ns;
         let entity = s(process, &["entity_id"]).unwrap_or_default().to_string();
+        let cover = self.cover(process);
         let exit = kind == "process.exit";
         // A record after the process's exit: its final activity account.
         let late = self.exited.contains(&entity);
@@ -225,6 +260,8 @@ impl Classifier {
             self.processes.entry(entity.clone()).or_default()
         };
         state.last_ns = now;
+        // Its evidence so far was found under another entry (or none).
+        let recovered = state.cover.replace(cover.clone()).is_some_and(|old| old != cover);
         Self::update_state(state, kind, record);
         for (i, ind) in self.rules.indicators.iter().enumerate() {
             if let Some(seen) = matches(ind, kind, record, state) {
@@ -236,7 +273,7 @@ impl Classifier {
         }
 
         let scopes = scope_keys(process);
-        let allow = self.allowlisted(process);
+        let (allow, declared) = cover;
         // The tree's key is the session id, or the pid when there is none.
         let leader = u(process, &["pid"]).is_some_and(|pid| u(process, &["session"]).unwrap_or(pid) == pid);
         let mut out = Vec::new();
@@ -259,9 +296,21 @@ impl Classifier {
             } else if !late && !scope.members.contains(&entity) {
                 scope.members.insert(entity.clone());
             }
+            if recovered {
+                for e in scope.evidence.iter_mut().filter(|e| e.entity_id.as_deref() == Some(entity.as_str()))
+                {
+                    (e.allowlisted, e.declared) = (allow.clone(), declared.clone());
+                }
+                scope.seen = scope
+                    .evidence
+                    .iter()
+                    .map(|e| (e.indicator.clone(), e.allowlisted.clone().or_else(|| e.declared.clone())))
+                    .collect();
+            }
+            let entry = allow.clone().or_else(|| declared.clone());
             for (i, seen) in &matched {
                 let ind = &self.rules.indicators[*i];
-                if scope.seen.insert((ind.id.clone(), allow.is_some())) {
+                if scope.seen.insert((ind.id.clone(), entry.clone())) {
                     scope.evidence.push(Evidence {
                         indicator: ind.id.clone(),
                         category: ind.category.clone(),
@@ -274,6 +323,7 @@ impl Classifier {
                         pid: u(process, &["pid"]),
                         comm: s(process, &["comm"]).map(str::to_string),
                         allowlisted: allow.clone(),
+                        declared: declared.clone(),
                     });
                 }
             }
@@ -347,35 +397,47 @@ impl Classifier {
         state.peers_before = std::mem::replace(&mut state.peers_now, peers);
     }
 
-    fn allowlisted(&self, process: &Value) -> Option<String> {
+    /// The allow entry (any of its keys) or, failing one, the declaration
+    /// (all of its keys) that matches a process.
+    fn cover(&self, process: &Value) -> Cover {
         let exe = s(process, &["exe"]).unwrap_or_default();
         let cgroup = s(process, &["cgroup"]).unwrap_or_default();
         let container = s(process, &["container_id"]).unwrap_or_default();
-        self.rules
-            .allow
-            .iter()
-            .find(|a| {
-                a.exe.iter().any(|e| e == exe)
-                    || a.exe_name.iter().any(|n| n == basename(exe))
-                    || (!container.is_empty() && a.container_id.iter().any(|c| c == container))
-                    || a.cgroup_prefix.iter().any(|p| cgroup.starts_with(p.as_str()))
-            })
-            .map(|a| a.id.clone())
+        let allow = self.rules.allow.iter().find(|a| {
+            a.exe.iter().any(|e| e == exe)
+                || a.exe_name.iter().any(|n| n == basename(exe))
+                || (!container.is_empty() && a.container_id.iter().any(|c| c == container))
+                || a.cgroup_prefix.iter().any(|p| cgroup.starts_with(p.as_str()))
+        });
+        if let Some(a) = allow {
+            return (Some(a.id.clone()), None);
+        }
+        let hash = s(process, &["exe_sha256"]).unwrap_or_default();
+        let uid = u(process, &["uid"]);
+        // An empty list does not constrain; a given one must hold.
+        fn holds<T>(list: &[T], ok: impl Fn(&T) -> bool) -> bool {
+            list.is_empty() || list.iter().any(ok)
+        }
+        let declared = self.rules.declare.iter().find(|d| {
+            let m = &d.when;
+            holds(&m.container_id, |c| !container.is_empty() && c == container)
+                && holds(&m.cgroup_prefix, |p| !cgroup.is_empty() && cgroup.starts_with(p.as_str()))
+                && holds(&m.exe, |e| e == exe)
+                && holds(&m.exe_name, |n| !exe.is_empty() && n == basename(exe))
+                && holds(&m.exe_sha256, |h| h.eq_ignore_ascii_case(hash))
+                && holds(&m.uid, |x| uid == Some(u64::from(*x)))
+        });
+        (None, declared.map(|d| d.id.clone()))
     }
 
     /// The scope's verdict, if it changed since last reported.
     fn decide(rules: &Rules, scope_kind: &'static str, key: &str, scope: &mut Scope) -> Option<Verdict> {
-        // Each indicator counts once; `unlisted` counts only what processes
-        // that no allowlist entry matched did.
+        // Each indicator counts once.
         let mut scores: BTreeMap<String, f64> = BTreeMap::new();
-        let mut unlisted: BTreeMap<&str, f64> = BTreeMap::new();
-        let (mut counted, mut counted_unlisted) = (BTreeSet::new(), BTreeSet::new());
+        let mut counted = BTreeSet::new();
         for e in &scope.evidence {
             if counted.insert(e.indicator.as_str()) {
                 *scores.entry(e.category.clone()).or_default() += e.weight;
-            }
-            if e.allowlisted.is_none() && counted_unlisted.insert(e.indicator.as_str()) {
-                *unlisted.entry(e.category.as_str()).or_default() += e.weight;
             }
         }
         let (best, best_score) = scores
@@ -411,38 +473,9 @@ impl Classifier {
         listed.sort_by(|a, b| {
             (b.0 == &category).cmp(&(a.0 == &category)).then(b.1.total_cmp(&a.1)).then(a.0.cmp(b.0))
         });
-        let categories: Vec<CategoryVerdict> = listed
-            .into_iter()
-            .map(|(cat, score)| {
-                // Allowlisted when the allowlisted processes' evidence is
-                // needed for it: the others' alone would not make it.
-                let allowlisted = if unlisted.get(cat.as_str()).copied().unwrap_or(0.0) >= rules.verdict_score
-                {
-                    None
-                } else {
-                    scope.evidence.iter().filter(|e| &e.category == cat).find_map(|e| e.allowlisted.clone())
-                };
-                let mut indicators: Vec<String> = Vec::new();
-                for e in scope.evidence.iter().filter(|e| &e.category == cat) {
-                    if !indicators.contains(&e.indicator) {
-                        indicators.push(e.indicator.clone());
-                    }
-                }
-                CategoryVerdict {
-                    category: cat.clone(),
-                    confidence: confidence(score, rules.verdict_score),
-                    score: round3(score),
-                    alert: cat == "crypto_mining" && allowlisted.is_none(),
-                    allowlisted,
-                    indicators,
-                }
-            })
-            .collect();
-        let state = (
-            category.clone(),
-            categories.iter().map(|c| (c.category.clone(), c.allowlisted.clone())).collect(),
-            scope.evidence.len(),
-        );
+        let categories: Vec<CategoryVerdict> =
+            listed.into_iter().map(|(cat, score)| category_verdict(rules, scope, cat, score)).collect();
+        let state = (category.clone(), categories.clone(), scope.evidence.len());
         if scope.reported.as_ref() == Some(&state) {
             return None;
         }
@@ -458,10 +491,76 @@ impl Classifier {
             previous,
             allowlisted: primary.allowlisted.clone(),
             alert: categories.iter().any(|c| c.alert),
+            compliance: compliance(rules, scope, &categories),
             categories,
             evidence: scope.evidence.clone(),
         })
     }
+}
+
+/// One category of a scope's verdict, with what covers it.
+fn category_verdict(rules: &Rules, scope: &Scope, cat: &str, score: f64) -> CategoryVerdict {
+    let declares = |d: &Option<String>| {
+        d.as_ref().is_some_and(|d| {
+            rules.declare.iter().any(|x| &x.id == d && x.categories.iter().any(|c| c == cat))
+        })
+    };
+    let of_cat = || scope.evidence.iter().filter(move |e| e.category == cat);
+    // Covered when the covered processes' evidence is needed for it: the
+    // others' alone would not make it.
+    let mut uncovered = 0.0;
+    let mut counted = BTreeSet::new();
+    for e in of_cat().filter(|e| e.allowlisted.is_none() && !declares(&e.declared)) {
+        if counted.insert(e.indicator.as_str()) {
+            uncovered += e.weight;
+        }
+    }
+    let covered = uncovered < rules.verdict_score;
+    let (mut allowlisted, mut declared, mut undeclared) = (None, None, None);
+    if covered {
+        allowlisted = of_cat().find_map(|e| e.allowlisted.clone());
+        if allowlisted.is_none() {
+            declared = of_cat().find_map(|e| e.declared.clone().filter(|_| declares(&e.declared)));
+        }
+    }
+    if allowlisted.is_none() && declared.is_none() {
+        undeclared = of_cat().find_map(|e| e.declared.clone().filter(|_| !declares(&e.declared)));
+    }
+    let mut indicators: Vec<String> = Vec::new();
+    for e in of_cat() {
+        if !indicators.contains(&e.indicator) {
+            indicators.push(e.indicator.clone());
+        }
+    }
+    let open = allowlisted.is_none() && declared.is_none();
+    CategoryVerdict {
+        category: cat.to_string(),
+        confidence: confidence(score, rules.verdict_score),
+        score: round3(score),
+        alert: open && (cat == "crypto_mining" || undeclared.is_some()),
+        allowlisted,
+        declared,
+        undeclared,
+        indicators,
+    }
+}
+
+/// What a declared workload declared against what it showed; None when
+/// no declared process gave evidence.
+fn compliance(rules: &Rules, scope: &Scope, categories: &[CategoryVerdict]) -> Option<Compliance> {
+    let id = scope.evidence.iter().find_map(|e| e.declared.clone())?;
+    let declared =
+        rules.declare.iter().find(|d| d.id == id).map(|d| d.categories.clone()).unwrap_or_default();
+    let observed: Vec<String> = categories.iter().map(|c| c.category.clone()).collect();
+    let compliant = categories.iter().all(|c| c.undeclared.is_none() && !c.alert);
+    let list = |l: &[String]| if l.is_empty() { "nothing".to_string() } else { l.join(" + ") };
+    let summary = format!(
+        "declared {} ({id}), observed {}{}",
+        list(&declared),
+        list(&observed),
+        if compliant { ": compliant" } else { "" }
+    );
+    Some(Compliance { declaration: id, declared, observed, compliant, summary })
 }
 
 /// The tree (session) and, when it has one, the container of a process.
@@ -1054,6 +1153,145 @@ mod tests {
         let evidence = v["evidence"].as_array().unwrap();
         assert_eq!(evidence[0]["allowlisted"], "backups");
         assert!(evidence.last().unwrap().get("allowlisted").is_none());
+    }
+
+    /// A GPU farm's container, declared as training.
+    fn declaring_farm(hash: Option<&str>) -> Rules {
+        let mut rules = Rules::load(None).unwrap();
+        rules.declare.push(rules::Declare {
+            id: "gpu-farm-7".into(),
+            categories: vec!["ai_training".into()],
+            when: rules::DeclareMatch {
+                container_id: vec!["farm7".into()],
+                exe_sha256: hash.map(|h| vec![h.to_string()]).unwrap_or_default(),
+                ..Default::default()
+            },
+            comment: String::new(),
+        });
+        rules
+    }
+
+    fn in_farm(mut r: Value) -> Value {
+        r["process"]["container_id"] = json!("farm7");
+        r
+    }
+
+    fn training(pid: u64) -> [Value; 2] {
+        let mut exec = in_farm(rec("process.exec", pid, 70, "t1", ("exec", json!({}))));
+        exec["process"]["argv"] = json!(["python3", "train.py"]);
+        [exec, in_farm(rec("network.listen", pid, 70, "t2", ("listen", json!({"port": 29500}))))]
+    }
+
+    fn mining(pid: u64) -> Value {
+        rec(
+            "network.first_bytes",
+            pid,
+            70,
+            "t3",
+            (
+                "first_bytes",
+                json!({"protocol": "xmrig-stratum", "mining": true, "detail": "login", "port": 443}),
+            ),
+        )
+    }
+
+    #[test]
+    fn a_declared_workload_doing_what_it_declared_is_compliant() {
+        let mut c = Classifier::new(declaring_farm(None));
+        let out: Vec<Value> = training(71).iter().flat_map(|r| c.observe(r)).collect();
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["category"], "ai_training");
+        assert_eq!(v["alert"], false);
+        assert_eq!(v["categories"][0]["declared"], "gpu-farm-7", "{v:#}");
+        let cmp = &v["compliance"];
+        assert_eq!(cmp["compliant"], true, "{v:#}");
+        assert_eq!(cmp["summary"], "declared ai_training (gpu-farm-7), observed ai_training: compliant");
+        assert_eq!(v["evidence"][0]["declared"], "gpu-farm-7");
+    }
+
+    #[test]
+    fn a_declared_workload_that_also_mines_alerts_naming_both() {
+        let mut c = Classifier::new(declaring_farm(None));
+        for r in training(71) {
+            c.observe(&r);
+        }
+        let out = c.observe(&in_farm(mining(72)));
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["alert"], true, "{v:#}");
+        let cmp = &v["compliance"];
+        assert_eq!(cmp["compliant"], false);
+        assert_eq!(cmp["summary"], "declared ai_training (gpu-farm-7), observed crypto_mining + ai_training");
+        let mining =
+            v["categories"].as_array().unwrap().iter().find(|c| c["category"] == "crypto_mining").unwrap();
+        assert_eq!(mining["undeclared"], "gpu-farm-7");
+        assert_eq!(mining["alert"], true);
+        let train =
+            v["categories"].as_array().unwrap().iter().find(|c| c["category"] == "ai_training").unwrap();
+        assert_eq!(train["declared"], "gpu-farm-7");
+        assert_eq!(train["alert"], false);
+    }
+
+    #[test]
+    fn an_undeclared_category_alerts_even_when_it_is_not_mining() {
+        let mut c = Classifier::new(declaring_farm(None));
+        let peer = in_farm(rec(
+            "network.first_bytes",
+            73,
+            70,
+            "t",
+            ("first_bytes", json!({"protocol": "monero-levin", "detail": "handshake", "port": 47180})),
+        ));
+        let out = c.observe(&peer);
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["category"], "blockchain_node", "{v:#}");
+        assert_eq!(v["alert"], true, "a node in a training farm is outside the declaration: {v:#}");
+        assert_eq!(v["categories"][0]["undeclared"], "gpu-farm-7");
+        // The same outside any declaration is a node, no alert.
+        let mut c = Classifier::new(declaring_farm(None));
+        let mut free = peer.clone();
+        free["process"]["container_id"] = json!("elsewhere");
+        let out = c.observe(&free);
+        assert_eq!(out[0]["classification"]["alert"], false);
+        assert!(out[0]["classification"].get("compliance").is_none());
+    }
+
+    #[test]
+    fn a_declaration_by_hash_covers_evidence_found_before_the_hash_was_known() {
+        let hash = "ab".repeat(32);
+        let mut c = Classifier::new(declaring_farm(Some(&hash)));
+        let [exec, listen] = training(71);
+        c.observe(&exec);
+        let out = c.observe(&listen);
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert!(v.get("compliance").is_none(), "not declared until the hash matches: {v:#}");
+        // The executable's hash arrives: the same evidence is now the
+        // declaration's, and the verdict says so.
+        let mut report = in_farm(rec("process.activity", 71, 70, "t4", ("activity", json!({}))));
+        report["process"]["exe_sha256"] = json!(hash.to_uppercase());
+        let out = c.observe(&report);
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["compliance"]["compliant"], true, "{v:#}");
+        assert!(v["evidence"].as_array().unwrap().iter().all(|e| e["declared"] == "gpu-farm-7"), "{v:#}");
+        // Another binary in the same container is not covered.
+        let mut other = in_farm(mining(74));
+        other["process"]["exe_sha256"] = json!("cd".repeat(32));
+        let out = c.observe(&other);
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["alert"], true);
+        let mining =
+            v["categories"].as_array().unwrap().iter().find(|c| c["category"] == "crypto_mining").unwrap();
+        assert!(mining.get("undeclared").is_none(), "the miner is not the declared binary: {v:#}");
+    }
+
+    #[test]
+    fn a_declaration_that_lists_mining_covers_it() {
+        let mut rules = declaring_farm(None);
+        rules.declare[0].categories.push("crypto_mining".into());
+        let mut c = Classifier::new(rules);
+        let out = c.observe(&in_farm(mining(75)));
+        let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
+        assert_eq!(v["alert"], false, "{v:#}");
+        assert_eq!(v["compliance"]["compliant"], true);
     }
 
     #[test]

@@ -87,6 +87,43 @@ pub struct Allow {
     pub comment: String,
 }
 
+/// Which processes a declaration covers: every key given must hold (any
+/// value of its list), so `{cgroup_prefix, exe_sha256}` means that binary
+/// in that cgroup and nothing else.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareMatch {
+    #[serde(default)]
+    pub container_id: Vec<String>,
+    #[serde(default)]
+    pub cgroup_prefix: Vec<String>,
+    /// The path the process passed to execve.
+    #[serde(default)]
+    pub exe: Vec<String>,
+    #[serde(default)]
+    pub exe_name: Vec<String>,
+    /// The executable's SHA-256 (hex): known once the tracer has read the
+    /// file, a moment after the exec; evidence found before is re-examined.
+    #[serde(default)]
+    pub exe_sha256: Vec<String>,
+    #[serde(default)]
+    pub uid: Vec<u32>,
+}
+
+/// A declared workload: what the processes it matches are allowed to be.
+/// A category of theirs inside `categories` is compliant; one outside is
+/// an alert that names the declaration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Declare {
+    pub id: String,
+    pub categories: Vec<String>,
+    #[serde(rename = "match")]
+    pub when: DeclareMatch,
+    #[serde(default)]
+    pub comment: String,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rules {
@@ -98,6 +135,8 @@ pub struct Rules {
     pub indicators: Vec<Indicator>,
     #[serde(default)]
     pub allow: Vec<Allow>,
+    #[serde(default)]
+    pub declare: Vec<Declare>,
 }
 
 fn one() -> f64 {
@@ -131,6 +170,37 @@ impl Rules {
                 bail!("rules {origin}: indicator {} matches nothing", i.id);
             }
         }
+        for d in &self.declare {
+            if let Some(c) = d.categories.iter().find(|c| !CATEGORIES.contains(&c.as_str())) {
+                bail!(
+                    "rules {origin}: declaration {} has unknown category {c} (one of {})",
+                    d.id,
+                    CATEGORIES.join(", ")
+                );
+            }
+            if d.when == DeclareMatch::default() {
+                bail!(
+                    "rules {origin}: declaration {} matches nothing (give container_id, cgroup_prefix, exe, exe_name, exe_sha256 or uid)",
+                    d.id
+                );
+            }
+            if let Some(h) =
+                d.when.exe_sha256.iter().find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                bail!("rules {origin}: declaration {} has exe_sha256 {h:?}, not 64 hex digits", d.id);
+            }
+        }
+        Self::unique_entries(origin, &self.allow, &self.declare)
+    }
+
+    /// Allow and declare entries are named in verdicts by id alone.
+    fn unique_entries(origin: &str, allow: &[Allow], declare: &[Declare]) -> Result<()> {
+        let mut ids = std::collections::HashSet::new();
+        for id in allow.iter().map(|a| &a.id).chain(declare.iter().map(|d| &d.id)) {
+            if !ids.insert(id) {
+                bail!("rules {origin}: two allow/declare entries are called {id}");
+            }
+        }
         Ok(())
     }
 
@@ -147,6 +217,8 @@ impl Rules {
                 rules.indicators.push(ind);
             }
             rules.allow.extend(more.allow);
+            rules.declare.extend(more.declare);
+            Self::unique_entries(&path.display().to_string(), &rules.allow, &rules.declare)?;
             if text.contains("verdict_score") {
                 rules.verdict_score = more.verdict_score;
             }
@@ -228,6 +300,25 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("colour"), "{e:#}");
         assert!(Rules::parse("verdict_score = [", "t").is_err());
+        let declare = |body: &str| {
+            Rules::parse(&format!("[[declare]]\nid='farm'\n{body}"), "t").map_err(|e| format!("{e:#}"))
+        };
+        let ok = declare("categories=['ai_training']\nmatch={container_id=['c1'], uid=[1000]}").unwrap();
+        assert_eq!(ok.declare[0].when.uid, [1000]);
+        let e = declare("categories=['gold']\nmatch={uid=[0]}").unwrap_err();
+        assert!(e.contains("declaration farm has unknown category gold"), "{e}");
+        let e = declare("categories=['ai_training']\nmatch={}").unwrap_err();
+        assert!(e.contains("matches nothing"), "{e}");
+        let e = declare("categories=['ai_training']\nmatch={exe_sha256=['abc']}").unwrap_err();
+        assert!(e.contains("not 64 hex digits"), "{e}");
+        let e = declare("categories=['ai_training']\nmatch={host=['x']}").unwrap_err();
+        assert!(e.contains("host"), "{e}");
+        let e = Rules::parse(
+            "[[allow]]\nid='farm'\nexe_name=['x']\n[[declare]]\nid='farm'\ncategories=[]\nmatch={uid=[1]}",
+            "t",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("two allow/declare entries are called farm"), "{e:#}");
     }
 
     #[test]

@@ -231,7 +231,13 @@ pub(super) fn verdict_severity(alert: bool, confidence: f64) -> (u64, &'static s
 /// several categories, the verdict's own.
 pub(super) fn alerting_category(v: &Value) -> Option<(&str, f64)> {
     if let Some(list) = v.get("categories").and_then(Value::as_array) {
-        return list.iter().find(|c| c.get("alert").and_then(Value::as_bool) == Some(true)).and_then(|c| {
+        let alerts = |c: &&Value| c.get("alert").and_then(Value::as_bool) == Some(true);
+        // Mining first: a declared farm that also runs a node alerts for both.
+        let mining = list
+            .iter()
+            .filter(alerts)
+            .find(|c| c.get("category").and_then(Value::as_str) == Some("crypto_mining"));
+        return mining.or_else(|| list.iter().find(alerts)).and_then(|c| {
             Some((c.get("category")?.as_str()?, c.get("confidence").and_then(Value::as_f64).unwrap_or(0.0)))
         });
     }

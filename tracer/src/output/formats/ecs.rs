@@ -330,6 +330,8 @@ fn classification(out: &mut Map<String, Value>, v: &Value) {
         f64_at(a, &["weight"]).unwrap_or(0.0).total_cmp(&f64_at(b, &["weight"]).unwrap_or(0.0))
     });
     put(out, "rule.category", some_str(category));
+    // A declared workload: what it declared against what it showed.
+    put(out, "message", some_str(str_at(v, &["compliance", "summary"])));
     put(out, "rule.ruleset", Some(json!("tracer")));
     put(out, "rule.id", some_str(strongest.and_then(|e| str_at(e, &["indicator"]))));
     put(out, "rule.name", some_str(strongest.and_then(|e| str_at(e, &["what"]))));

@@ -499,14 +499,23 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
         put(out, "confidence_id", Some(json!(id)));
         put(out, "confidence", Some(json!(name)));
     }
-    // An allowlisted workload keeps its verdict, without the alert.
-    match str_at(v, &["allowlisted"]) {
-        Some(entry) => {
+    // An allowlisted workload, or a declared one doing what it declared,
+    // keeps its verdict without the alert; a declared one doing more says
+    // what it declared and what it did.
+    let compliance = str_at(v, &["compliance", "summary"]);
+    match (str_at(v, &["allowlisted"]), compliance) {
+        (Some(entry), _) => {
             put(out, "status_id", Some(json!(3)));
             put(out, "status", Some(json!("Suppressed")));
             put(out, "status_detail", Some(json!(format!("allowlisted by {entry}"))));
         }
-        None => {
+        (None, Some(summary)) if !alert => {
+            put(out, "status_id", Some(json!(3)));
+            put(out, "status", Some(json!("Suppressed")));
+            put(out, "status_detail", Some(json!(summary)));
+        }
+        (None, summary) => {
+            put(out, "status_detail", summary.map(Value::from));
             put(out, "status_id", Some(json!(1)));
             put(out, "status", Some(json!("New")));
         }
@@ -603,6 +612,32 @@ mod tests {
         assert_eq!((&v["confidence_id"], &v["confidence_score"]), (&json!(1), &json!(40)));
         assert_eq!(v["finding_info"]["uid"], "h:tree:7");
         assert!(v["finding_info"].get("attacks").is_none(), "no ATT&CK technique without an alert");
+    }
+
+    #[test]
+    fn declared_workloads_say_what_they_declared_and_did() {
+        let finding = |alert: bool, compliant: bool, summary: &str| {
+            ocsf(json!({"kind": "classification", "host": "h",
+                "classification": {"scope": "container", "key": "c1", "category": "ai_training",
+                    "confidence": 0.9, "alert": alert,
+                    "compliance": {"declaration": "farm", "declared": ["ai_training"], "observed": ["ai_training"],
+                                   "compliant": compliant, "summary": summary},
+                    "categories": [{"category": "ai_training", "confidence": 0.9, "score": 3.0, "alert": false,
+                                    "declared": "farm", "indicators": []},
+                                   {"category": "blockchain_node", "confidence": 0.5, "score": 1.0, "alert": alert,
+                                    "undeclared": "farm", "indicators": []}]}}))
+        };
+        let ok = finding(false, true, "declared ai_training (farm), observed ai_training: compliant");
+        assert_eq!((&ok["status_id"], &ok["is_alert"]), (&json!(3), &json!(false)));
+        assert_eq!(ok["status_detail"], "declared ai_training (farm), observed ai_training: compliant");
+        let bad = finding(true, false, "declared ai_training (farm), observed ai_training + blockchain_node");
+        assert_eq!((&bad["status_id"], &bad["is_alert"]), (&json!(1), &json!(true)));
+        assert_eq!(
+            bad["status_detail"],
+            "declared ai_training (farm), observed ai_training + blockchain_node"
+        );
+        assert!(bad["finding_info"].get("attacks").is_none(), "a node is no ATT&CK technique: {bad}");
+        assert_eq!(bad["severity_id"], 3, "severity follows the undeclared category (0.5: medium)");
     }
 
     #[test]
