@@ -1,6 +1,6 @@
 //! Forensic record and replay: a live capture of a process speaking a mining
 //! protocol holds the live verdict; replaying it offline gives the same
-//! classification records, byte for byte. Committed captures replay to their
+//! classification and host.summary records, byte for byte. Committed captures replay to their
 //! committed verdicts; damaged captures are read up to the damage.
 
 mod support;
@@ -18,12 +18,24 @@ fn fixtures() -> PathBuf {
 }
 
 fn replay(capture: &std::path::Path) -> (bool, String, String) {
-    let out = tracer().arg("replay").arg(capture).output().unwrap();
+    replay_with(capture, &[])
+}
+
+fn replay_with(capture: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tracer().arg("replay").args(args).arg(capture).output().unwrap();
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 fn classification_lines(text: &str) -> Vec<String> {
     text.lines().filter(|l| l.contains("\"kind\":\"classification\"")).map(str::to_string).collect()
+}
+
+/// What the classifier wrote: verdicts and host summaries.
+fn classifier_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("\"kind\":\"classification\"") || l.contains("\"kind\":\"host.summary\""))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -43,7 +55,8 @@ fn a_live_capture_replays_to_the_same_verdicts() {
     // The capture is gzip (unreadable while written): the same records on
     // stdout say when the programs are attached.
     let mut rec = tracer()
-        .args(["record", "--health-interval", "1h", "--activity-interval", "1h", "--sink", "-", "-o"])
+        .args(["record", "--health-interval", "1h", "--activity-interval", "1s", "--summary-interval", "1s"])
+        .args(["--sink", "-", "-o"])
         .arg(&capture)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -77,6 +90,8 @@ fn a_live_capture_replays_to_the_same_verdicts() {
     });
     assert_eq!(wait_rusage(child).0, 0);
     server.join().unwrap();
+    // Activity reports and host summaries for a few seconds.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     assert!(rec.wait().unwrap().success());
@@ -95,9 +110,14 @@ fn a_live_capture_replays_to_the_same_verdicts() {
     let verdict: serde_json::Value = serde_json::from_str(mining[0]).unwrap();
     assert_eq!(verdict["classification"]["category"], "crypto_mining", "{verdict}");
 
-    let (ok, replayed, err) = replay(&capture);
+    assert!(verdict["classification"]["usage"]["by_category"]["crypto_mining"].is_object(), "{verdict}");
+    let summaries = text.lines().filter(|l| l.contains("\"kind\":\"host.summary\"")).count();
+    assert!(summaries >= 2, "a host summary a second: {summaries}");
+
+    let (ok, replayed, err) = replay_with(&capture, &["--summary-interval", "1s"]);
     assert!(ok, "{err}");
     assert_eq!(classification_lines(&replayed), live, "replay gives the live verdicts");
+    assert_eq!(classifier_lines(&replayed), classifier_lines(&text), "and the live host summaries");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

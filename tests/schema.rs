@@ -22,7 +22,7 @@ use support::{
 };
 
 /// Every record kind, its body object, and one field that body requires.
-const KINDS: [(&str, &str, &str); 17] = [
+const KINDS: [(&str, &str, &str); 18] = [
     ("process.exec", "exec", "filename"),
     ("process.fork", "fork", "child_pid"),
     ("process.exit", "exit", "core_dumped"),
@@ -40,6 +40,7 @@ const KINDS: [(&str, &str, &str); 17] = [
     ("tracer.health", "health", "status"),
     ("classification", "classification", "category"),
     ("tracer.capture", "capture", "argv"),
+    ("host.summary", "summary", "categories"),
 ];
 
 /// Not the 127.0.0.153 of tests/ledger.rs, so the two can run at once.
@@ -336,8 +337,10 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
 
     let spec = format!("{}=nvidia", gpu.display());
     // Every kind, file.open and setsid included: the syscall hooks too.
-    let mut recorder =
-        Recorder::start(&capture, &["--activity-interval", "1s", "--gpu-device", &spec, "--syscalls"]);
+    let mut recorder = Recorder::start(
+        &capture,
+        &["--activity-interval", "1s", "--summary-interval", "1s", "--gpu-device", &spec, "--syscalls"],
+    );
 
     // Listening once the tracer runs, so that network.listen is seen.
     let pool = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -412,6 +415,12 @@ fn a_live_capture_has_every_kind_and_every_record_validates() {
     // The child's books close at the first activity report after its exit.
     recorder.wait_for("the child's process.activity", |r| {
         r["kind"] == "process.activity" && r["process"]["pid"] == child
+    });
+    recorder.wait_for("a host summary with the child's mining", |r| {
+        r["kind"] == "host.summary"
+            && r["summary"]["categories"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["category"] == "crypto_mining"))
     });
     let records = recorder.stop();
 

@@ -38,6 +38,10 @@ pub struct ReplayArgs {
     /// Extra rules, as for run.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+
+    /// As for run: a host.summary record every this much of the capture's time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub summary_interval: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -131,6 +135,11 @@ pub struct RunArgs {
     /// Do not classify workloads (no classification records).
     #[arg(long)]
     pub no_classify: bool,
+
+    /// Interval between host.summary records (the host's CPU, GPU and
+    /// network by category); 0 for none.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub summary_interval: Duration,
 
     /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
     #[arg(long, default_value_t = 4096)]

@@ -250,10 +250,12 @@ impl Pipeline {
         let meta = Meta { kind: record.kind, time: &record.time, host: record.host, alert: false };
         self.sinks.write(Outgoing::new(meta, &line, value.as_ref()))?;
         if let (Some(classifier), Some(value), true) = (self.classifier.as_mut(), value.as_ref(), classify) {
-            for verdict in classifier.observe(value) {
-                let line = serde_json::to_vec(&verdict)?;
-                self.sinks.write(Outgoing::of_value(&verdict, &line))?;
-                self.stats.classifications += 1;
+            for written in classifier.observe(value) {
+                let line = serde_json::to_vec(&written)?;
+                self.sinks.write(Outgoing::of_value(&written, &line))?;
+                if written["kind"] == "classification" {
+                    self.stats.classifications += 1;
+                }
             }
         }
         Ok(())
@@ -1064,7 +1066,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     if !args.no_nvml {
         pipeline.enable_nvml();
     }
-    pipeline.classifier = rules.map(Classifier::new);
+    pipeline.classifier = rules.map(|r| Classifier::new(r).with_summaries(args.summary_interval));
     if record {
         pipeline.write_capture_header()?;
     }

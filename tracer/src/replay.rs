@@ -76,7 +76,8 @@ fn read_line(input: &mut dyn BufRead, line: &mut Vec<u8>, n: usize, records: u64
 }
 
 /// Classifies every record of `input`, writing classification records to
-/// `out`. Returns (records read, verdicts), or the damage and how far it got.
+/// `out` (and host.summary records, if asked for). Returns (records read,
+/// classification records), or the damage and how far it got.
 pub fn classify(
     mut input: Box<dyn BufRead>,
     classifier: &mut Classifier,
@@ -101,10 +102,10 @@ pub fn classify(
             bail!("capture line {n}: not a tracer record (no kind)");
         }
         records += 1;
-        for verdict in classifier.observe(&value) {
-            serde_json::to_writer(&mut *out, &verdict)?;
+        for written in classifier.observe(&value) {
+            serde_json::to_writer(&mut *out, &written)?;
             out.write_all(b"\n")?;
-            verdicts += 1;
+            verdicts += u64::from(written["kind"] == "classification");
         }
     }
     Ok((records, verdicts))
@@ -112,7 +113,7 @@ pub fn classify(
 
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let rules = Rules::load(args.rules.as_deref())?;
-    let mut classifier = Classifier::new(rules);
+    let mut classifier = Classifier::new(rules).with_summaries(args.summary_interval);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = classify(open(&args.capture)?, &mut classifier, &mut out);

@@ -6,13 +6,17 @@
 //! own (times come from the records) and reads nothing from the host.
 
 pub mod rules;
+pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use self::rules::{Indicator, Rules, glob};
+use self::{
+    rules::{Indicator, Rules, glob},
+    usage::{HostLedger, ScopeLedger, Tally, VerdictUsage},
+};
 
 /// One piece of evidence: which indicator, from which record and process.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -68,6 +72,9 @@ pub struct Verdict {
     /// is `ai_training` and `crypto_mining` at once.
     pub categories: Vec<CategoryVerdict>,
     pub evidence: Vec<Evidence>,
+    /// What the scope has used since it started, in total and per category
+    /// (see usage.rs for how a process's use is put down to categories).
+    pub usage: VerdictUsage,
 }
 
 /// One category of a verdict.
@@ -131,6 +138,7 @@ struct Scope {
     reported: Option<Reported>,
     /// Processes with records in this scope that have not exited.
     members: HashSet<String>,
+    ledger: ScopeLedger,
     /// The session leader exited: once no member is left, the sid is free
     /// for the kernel to hand out again, and the scope ends.
     leader_gone: bool,
@@ -172,12 +180,15 @@ pub struct Classifier {
     scopes: HashMap<(&'static str, String), Scope>,
     processes: HashMap<String, ProcessState>,
     connect_ports: HashSet<u16>,
-    exited: HashSet<String>,
+    /// With the categories its use went to at exit (its final activity
+    /// account comes after the exit, when its tree may have ended).
+    exited: HashMap<String, Vec<String>>,
     exited_order: VecDeque<String>,
     /// Record time (the latest `mono_ns` seen): the classifier has no clock
     /// of its own, so replay expires state exactly as live did.
     now_ns: u64,
     swept_ns: u64,
+    host: HostLedger,
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -205,11 +216,19 @@ impl Classifier {
             scopes: HashMap::new(),
             processes: HashMap::new(),
             connect_ports,
-            exited: HashSet::new(),
+            exited: HashMap::new(),
             exited_order: VecDeque::new(),
             now_ns: 0,
             swept_ns: 0,
+            host: HostLedger::new(0),
         }
+    }
+
+    /// Also writes a `host.summary` record every `every` of record time
+    /// (zero: none).
+    pub fn with_summaries(mut self, every: std::time::Duration) -> Self {
+        self.host = HostLedger::new(u64::try_from(every.as_nanos()).unwrap_or(u64::MAX));
+        self
     }
 
     /// (scopes, processes) tracked, for the health record.
@@ -229,10 +248,13 @@ impl Classifier {
     /// complete records (same host and time as the record that caused them).
     pub fn observe(&mut self, record: &Value) -> Vec<Value> {
         let kind = s(record, &["kind"]).unwrap_or_default();
-        if kind == "classification" || kind == "tracer.health" || kind == "tracer.capture" {
+        if kind == "classification"
+            || kind == "tracer.health"
+            || kind == "tracer.capture"
+            || kind == "host.summary"
+        {
             return Vec::new();
         }
-        let Some(process) = record.get("process").filter(|p| p.is_object()) else { return Vec::new() };
         if kind == "network.connect"
             && !self.wants_connect(
                 u(record, &["connect", "port"]).and_then(|p| u16::try_from(p).ok()),
@@ -247,11 +269,18 @@ impl Classifier {
             self.now_ns = self.now_ns.max(ns);
         }
         let now = self.now_ns;
+        let mut out = Vec::new();
+        if self.host.enabled()
+            && let Some(summary) = self.host.due(now, || scope_counts(&self.scopes))
+        {
+            out.push(envelope(record, "host.summary", "summary", summary));
+        }
+        let Some(process) = record.get("process").filter(|p| p.is_object()) else { return out };
         let entity = s(process, &["entity_id"]).unwrap_or_default().to_string();
         let cover = self.cover(process);
         let exit = kind == "process.exit";
         // A record after the process's exit: its final activity account.
-        let late = self.exited.contains(&entity);
+        let late = self.exited.contains_key(&entity);
         let mut matched: Vec<(usize, String)> = Vec::new();
         let mut gone = None;
         let state = if exit || late {
@@ -268,15 +297,15 @@ impl Classifier {
                 matched.push((i, seen));
             }
         }
-        if exit && !late && !entity.is_empty() {
-            self.remember_exit(&entity);
-        }
 
         let scopes = scope_keys(process);
         let (allow, declared) = cover;
         // The tree's key is the session id, or the pid when there is none.
         let leader = u(process, &["pid"]).is_some_and(|pid| u(process, &["session"]).unwrap_or(pid) == pid);
-        let mut out = Vec::new();
+        let time = s(record, &["time"]).unwrap_or_default();
+        let used = Tally::of_record(kind, record);
+        let mut host_counted = false;
+        let mut exit_categories = None;
         for key in scopes {
             let scope = if late {
                 // The scope may have ended with the exit; what the process
@@ -290,6 +319,10 @@ impl Classifier {
                 self.scopes.entry(key.clone()).or_default()
             };
             scope.last_ns = now;
+            scope.ledger.begin(time);
+            if let Some(t) = &used {
+                scope.ledger.add(&entity, time, t);
+            }
             if exit {
                 scope.members.remove(&entity);
                 scope.leader_gone |= key.0 == "tree" && leader;
@@ -330,18 +363,27 @@ impl Classifier {
             if (!matched.is_empty() || scope.reported.is_some())
                 && let Some(v) = Self::decide(&self.rules, key.0, &key.1, scope)
             {
-                out.push(serde_json::json!({
-                    "schema": crate::output::record::SCHEMA_VERSION,
-                    "kind": "classification",
-                    "host": record.get("host").cloned().unwrap_or(Value::Null),
-                    "time": record.get("time").cloned().unwrap_or(Value::Null),
-                    "mono_ns": record.get("mono_ns").cloned().unwrap_or(Value::Null),
-                    "classification": v,
-                }));
+                out.push(envelope(record, "classification", "classification", serde_json::json!(v)));
+            }
+            if key.0 == "tree" && self.host.enabled() && (used.is_some() || exit) {
+                let cats = host_categories(scope, &entity);
+                if let Some(t) = &used {
+                    self.host.add(&cats, t);
+                    host_counted = true;
+                }
+                exit_categories = Some(cats);
             }
             if scope.leader_gone && scope.members.is_empty() {
                 self.scopes.remove(&key);
             }
+        }
+        if let (Some(t), false) = (&used, host_counted) {
+            // Its tree ended before this final account: where its use went at exit.
+            let cats = self.exited.get(&entity).filter(|c| !c.is_empty()).cloned();
+            self.host.add(&cats.unwrap_or_else(|| vec!["ordinary".into()]), t);
+        }
+        if exit && !late && !entity.is_empty() {
+            self.remember_exit(&entity, exit_categories.unwrap_or_default());
         }
         if now >= self.swept_ns.saturating_add(SWEEP_EVERY_NS) {
             self.sweep();
@@ -349,13 +391,13 @@ impl Classifier {
         out
     }
 
-    fn remember_exit(&mut self, entity: &str) {
+    fn remember_exit(&mut self, entity: &str, categories: Vec<String>) {
         if self.exited_order.len() >= EXITED_REMEMBERED
             && let Some(old) = self.exited_order.pop_front()
         {
             self.exited.remove(&old);
         }
-        self.exited.insert(entity.to_string());
+        self.exited.insert(entity.to_string(), categories);
         self.exited_order.push_back(entity.to_string());
     }
 
@@ -482,6 +524,8 @@ impl Classifier {
         let previous = scope.reported.as_ref().map(|r| r.0.clone()).filter(|p| p != &category);
         scope.reported = Some(state);
         let primary = &categories[0];
+        let names: Vec<&str> = categories.iter().map(|c| c.category.as_str()).collect();
+        let usage = scope.ledger.verdict(&scope.evidence, &names);
         Some(Verdict {
             scope: scope_kind,
             key: key.to_string(),
@@ -494,6 +538,7 @@ impl Classifier {
             compliance: compliance(rules, scope, &categories),
             categories,
             evidence: scope.evidence.clone(),
+            usage,
         })
     }
 }
@@ -561,6 +606,50 @@ fn compliance(rules: &Rules, scope: &Scope, categories: &[CategoryVerdict]) -> O
         if compliant { ": compliant" } else { "" }
     );
     Some(Compliance { declaration: id, declared, observed, compliant, summary })
+}
+
+/// The categories a process's use in its tree goes to now.
+fn host_categories(scope: &Scope, entity: &str) -> Vec<String> {
+    match &scope.reported {
+        Some((primary, listed, _)) => {
+            let names: Vec<&str> = listed.iter().map(|c| c.category.as_str()).collect();
+            usage::own_categories(entity, &scope.evidence, &names, primary)
+                .into_iter()
+                .map(String::from)
+                .collect()
+        }
+        None => vec!["ordinary".into()],
+    }
+}
+
+/// (trees, containers) per category as the verdicts stand; scopes without
+/// one are ordinary.
+fn scope_counts(scopes: &HashMap<(&'static str, String), Scope>) -> BTreeMap<String, (u64, u64)> {
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((kind, _), scope) in scopes {
+        let names: Vec<&str> = match &scope.reported {
+            Some((_, listed, _)) => listed.iter().map(|c| c.category.as_str()).collect(),
+            None => vec!["ordinary"],
+        };
+        for c in names {
+            let e = counts.entry(c.to_string()).or_default();
+            if *kind == "tree" { e.0 += 1 } else { e.1 += 1 }
+        }
+    }
+    counts
+}
+
+/// A record the classifier writes, with the envelope of the record that caused it.
+fn envelope(cause: &Value, kind: &str, body: &str, value: Value) -> Value {
+    let mut out = serde_json::json!({
+        "schema": crate::output::record::SCHEMA_VERSION,
+        "kind": kind,
+        "host": cause.get("host").cloned().unwrap_or(Value::Null),
+        "time": cause.get("time").cloned().unwrap_or(Value::Null),
+        "mono_ns": cause.get("mono_ns").cloned().unwrap_or(Value::Null),
+    });
+    out[body] = value;
+    out
 }
 
 /// The tree (session) and, when it has one, the container of a process.
@@ -1292,6 +1381,65 @@ mod tests {
         let v = &out.iter().find(|o| o["classification"]["scope"] == "container").unwrap()["classification"];
         assert_eq!(v["alert"], false, "{v:#}");
         assert_eq!(v["compliance"]["compliant"], true);
+    }
+
+    fn activity(pid: u64, session: u64, mono_ns: u64, cpu_ms: f64) -> Value {
+        let mut r = rec(
+            "process.activity",
+            pid,
+            session,
+            "t",
+            ("activity", json!({"cpu": {"time_ms": cpu_ms}, "network": {"tx_bytes": 10, "rx_bytes": 20}})),
+        );
+        r["mono_ns"] = json!(mono_ns);
+        r
+    }
+
+    #[test]
+    fn verdicts_and_host_summaries_say_what_each_category_used() {
+        let mut c = classifier().with_summaries(std::time::Duration::from_secs(10));
+        let s = 1_000_000_000;
+        // A miner (session 80) and an ordinary process (81).
+        c.observe(&activity(80, 80, s, 2000.0));
+        c.observe(&activity(81, 81, 2 * s, 500.0));
+        let mut login = rec(
+            "network.first_bytes",
+            80,
+            80,
+            "t",
+            (
+                "first_bytes",
+                json!({"protocol": "xmrig-stratum", "mining": true, "detail": "login", "port": 443}),
+            ),
+        );
+        login["mono_ns"] = json!(3 * s);
+        let out = c.observe(&login);
+        let v = &out[0]["classification"];
+        assert_eq!(v["usage"]["by_category"]["crypto_mining"]["cpu_seconds"], 2.0, "{v:#}");
+        assert_eq!(v["usage"]["total"]["rx_bytes"], 20);
+        c.observe(&activity(80, 80, 4 * s, 1000.0));
+        // The miner exits; its final account comes after the exit, when its
+        // tree has ended, and is still the mining's.
+        let mut exit = rec("process.exit", 80, 80, "t", ("exit", json!({"code": 0})));
+        exit["mono_ns"] = json!(5 * s);
+        c.observe(&exit);
+        c.observe(&activity(80, 80, 5 * s, 250.0));
+        let out = c.observe(&activity(81, 81, 12 * s, 100.0));
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let summary = &out[0];
+        assert_eq!(summary["kind"], "host.summary");
+        let body = &summary["summary"];
+        assert_eq!(body["interval_s"], 11.0, "from the first record");
+        let cat = |name: &str| {
+            body["categories"].as_array().unwrap().iter().find(|c| c["category"] == name).unwrap().clone()
+        };
+        // Use before the verdict was ordinary when it was reported.
+        assert_eq!(cat("crypto_mining")["interval"]["cpu_seconds"], 1.25, "{body:#}");
+        assert_eq!(cat("ordinary")["interval"]["cpu_seconds"], 2.5);
+        assert_eq!(cat("crypto_mining")["cpu_share_pct"], 33.333);
+        assert_eq!(body["total"]["cpu_seconds"], 3.75);
+        // The summary came before the record that ended the interval.
+        assert_eq!(cat("ordinary")["since_start"]["cpu_seconds"], 2.5);
     }
 
     #[test]

@@ -154,6 +154,8 @@ fn categorize(kind: &str, record: &Value) -> Categorization {
         // kernel hooks on this host, and the capture header the host itself.
         "tracer.health" => c("metric", &["host"], &["info"], "health"),
         "tracer.capture" => c("state", &["host"], &["info"], "capture"),
+        // The host's use by workload category over an interval.
+        "host.summary" => c("metric", &["host"], &["info"], "summary"),
         "classification" => {
             let alert = bool_at(record, &["classification", "alert"]) == Some(true);
             c(if alert { "alert" } else { "event" }, &["intrusion_detection"], &["info"], "classification")

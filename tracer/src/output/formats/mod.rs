@@ -102,7 +102,7 @@ mod tests {
     use super::*;
 
     /// Every kind the tracer writes; each has a native, an ECS and an OCSF fixture.
-    const KINDS: [&str; 17] = [
+    const KINDS: [&str; 18] = [
         "process.exec",
         "process.fork",
         "process.exit",
@@ -120,6 +120,7 @@ mod tests {
         "tracer.health",
         "classification",
         "tracer.capture",
+        "host.summary",
     ];
 
     /// `FORMATS_FIXTURES` overrides the folder, for running these tests
