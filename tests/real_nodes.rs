@@ -2,7 +2,8 @@
 //! (`monerod`, regtest) peering on loopback on ports no rule knows. The
 //! node that dials sends its levin handshake, the one that accepts receives
 //! it, and both trees are called blockchain nodes by protocol alone, with
-//! no mining among their categories. `cargo xtask test` installs monerod.
+//! no mining among their categories; each holds its chain database (LMDB),
+//! told by its content. `cargo xtask test` installs monerod.
 //!
 //! Each node is also a declared workload (`[[declare]]`): the first, by its
 //! path and its binary's hash, as the blockchain node it is (compliant);
@@ -108,6 +109,14 @@ fn two_monerod_peers_are_nodes_by_their_protocol_on_any_port() {
         tracer.wait_for(Duration::from_secs(90), |r| node_verdict(a_pid)(r) || node_verdict(b_pid)(r));
     let other = if first["classification"]["key"] == a_pid.to_string() { b_pid } else { a_pid };
     tracer.wait_for(Duration::from_secs(60), node_verdict(other));
+    // Its chain database (LMDB, data.mdb), told by its content at the
+    // first look at a process that is not busy.
+    tracer.wait_for(Duration::from_secs(30), |r| {
+        node_verdict(a_pid)(r)
+            && r["classification"]["evidence"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["indicator"] == "chain-database"))
+    });
     // The declared node's verdict is compliant once its binary's hash is
     // known (the evidence found before it is re-examined).
     tracer.wait_for(Duration::from_secs(30), |r| {

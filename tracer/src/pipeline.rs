@@ -333,6 +333,10 @@ impl Pipeline {
 
     /// `file.open` records for the model files a busy process has open or
     /// mapped, each (file, access) once per process.
+    /// `file.open` records per process and data format (a node holds
+    /// hundreds of LevelDB tables); more are counted in `truncated`.
+    const DATA_FILES_PER_FORMAT: usize = 4;
+
     fn emit_held_files(
         &mut self,
         now: u64,
@@ -364,7 +368,18 @@ impl Pipeline {
             )
             .chain(sniffed.into_iter().map(|h| (h, "map")));
         for (h, source) in found {
-            if !self.files_held.entry(tgid).or_default().insert(h.clone()) {
+            let held = self.files_held.entry(tgid).or_default();
+            if held.contains(&h) {
+                continue;
+            }
+            let data = h.format.filter(|f| crate::process::open_files::format_suffix(f).is_none());
+            let over = data.is_some_and(|f| {
+                held.iter().filter(|x| x.format == Some(f)).count() >= Self::DATA_FILES_PER_FORMAT
+            });
+            // Remembered either way, so a file is counted once.
+            held.insert(h.clone());
+            if over {
+                *self.stats.truncated.entry("held_data_files").or_default() += 1;
                 continue;
             }
             let (path, escaped) = text(&h.path, "path");
@@ -410,6 +425,7 @@ impl Pipeline {
 
         let mut trees: BTreeMap<u32, Rollup> = BTreeMap::new();
         let mut containers: BTreeMap<String, Rollup> = BTreeMap::new();
+        let mut first_looks = 0;
         let tgids: std::collections::BTreeSet<u32> = deltas.keys().chain(gpu.keys()).copied().collect();
         for tgid in tgids {
             let delta = deltas.get(&tgid).cloned().unwrap_or_default();
@@ -454,13 +470,21 @@ impl Pipeline {
             // busy, for ML runtimes (a job that imports numpy first and
             // torch later) and a miner's footprint; the libraries are
             // reported when something new shows, the footprint each time.
-            if busy {
+            // Every other process that did something is looked at once (a
+            // node verifying blocks idles, and holds its chain database), a
+            // few per interval.
+            let first_look = !busy
+                && first_looks < FIRST_LOOKS_PER_INTERVAL
+                && !self.libraries_checked.contains_key(&tgid)
+                && std::path::Path::new(&format!("/proc/{tgid}")).exists();
+            first_looks += usize::from(first_look);
+            if busy || first_look {
                 let found = crate::process::maps::scan(tgid);
                 let before = self.libraries_checked.insert(tgid, found.ml_libraries.len()).unwrap_or(0);
                 if found.ml_libraries.len() > before {
                     activity.ml_libraries = found.ml_libraries;
                 }
-                if !found.memory.is_empty() {
+                if busy && !found.memory.is_empty() {
                     activity.memory = Some(found.memory);
                 }
                 // Without the open hooks, the model files it holds now.
@@ -977,6 +1001,10 @@ impl Pipeline {
         }
     }
 }
+
+/// Processes looked at for the first time per activity interval when not
+/// busy (their maps and descriptors, see emit_activity).
+const FIRST_LOOKS_PER_INTERVAL: usize = 64;
 
 /// How often the event loop collects what its worker finished.
 const BACKGROUND_POLL: Duration = Duration::from_millis(250);

@@ -234,6 +234,24 @@ const CASES: &[Case] = &[
         held_out: false,
         argv: &["{py}", "{eval}/infer_torch.py", "{dir}", "8", "{port8000}"],
     },
+    // Storage farmed for tokens, by what is on disk: Chia's own plotter.
+    Case {
+        name: "chia-plotter-chiapos",
+        label: "distributed_storage",
+        also: &[],
+        ran: Ran::Wrote(".plot"),
+        held_out: false,
+        argv: &["{py}", "{eval}/chia_plotter.py", "{dir}", "21"],
+    },
+    // A node's database format, written by an ordinary ML data pipeline.
+    Case {
+        name: "lmdb-dataset-writer",
+        label: "ordinary",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: false,
+        argv: &["{py}", "{eval}/lmdb_dataset.py", "{dir}", "8"],
+    },
     // Real nodes on ports no rule knows, and the mixed cases: a node that
     // mines, a training job with a miner beside it in the same tree.
     Case {
@@ -523,10 +541,10 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !have("scrypt, numpy, safetensors, torch") {
-        eprintln!("eval: installing scrypt, numpy, safetensors, torch into the venv (a few GB, once)");
+    if !have("scrypt, numpy, safetensors, torch, chiapos, lmdb") {
+        eprintln!("eval: installing scrypt, numpy, safetensors, torch, chiapos, lmdb into the venv (a few GB, once)");
         let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "scrypt", "numpy", "safetensors", "torch"])
+            .args(["-m", "pip", "install", "--quiet", "scrypt", "numpy", "safetensors", "torch", "chiapos", "lmdb"])
             .status()?
             .success();
         if !ok {
@@ -885,10 +903,15 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     // Mining must be among the categories of every case that mines, mixed
     // or not.
     let miners: Vec<_> = rows.iter().filter(|(c, _)| expected(c).contains("crypto_mining")).collect();
-    let miner_recall =
-        miners.iter().filter(|(_, o)| o.failed.is_none() && o.categories.contains("crypto_mining")).count()
-            as f64
-            / miners.len().max(1) as f64;
+    // No mining case (a run filtered with --only): nothing to miss.
+    let miner_recall = match miners.len() {
+        0 => 1.0,
+        n => {
+            miners.iter().filter(|(_, o)| o.failed.is_none() && o.categories.contains("crypto_mining")).count()
+                as f64
+                / n as f64
+        }
+    };
     let benign_cases_flagged: Vec<_> = rows
         .iter()
         .filter(|(c, o)| expected(c).is_empty() && o.failed.is_none() && !o.categories.is_empty())

@@ -902,7 +902,7 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         let path = (kind == "file.open").then(|| s(r, &["file", "path"])).flatten()?;
         // Weights told by their content stand for their format's suffix.
         let format = s(r, &["file", "format"]);
-        let as_if = format.map(crate::process::open_files::format_suffix);
+        let as_if = format.and_then(crate::process::open_files::format_suffix);
         let suffix = suffixes.iter().find(|x| path.ends_with(x.as_str()) || as_if == Some(x.as_str()))?;
         match format {
             Some(f) if !path.ends_with(suffix.as_str()) => {
@@ -910,6 +910,16 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
             }
             _ => seen.push(format!("opened {path} ({suffix})")),
         }
+    }
+    if let Some(formats) = &m.file_format {
+        let path = (kind == "file.open").then(|| s(r, &["file", "path"])).flatten()?;
+        let format = s(r, &["file", "format"]).filter(|f| formats.iter().any(|x| x == f))?;
+        // Where the format alone is common (LMDB, LevelDB), the rule asks
+        // for a node's own data layout too.
+        if let Some(parts) = &m.file_path_contains {
+            parts.iter().any(|p| path.contains(p.as_str())).then_some(())?;
+        }
+        seen.push(format!("holds {path} ({format} by its content)"));
     }
     if let Some(write) = m.file_write {
         (kind == "file.open" && r["file"]["write"].as_bool() == Some(write)).then_some(())?;

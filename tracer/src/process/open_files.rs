@@ -1,7 +1,9 @@
-//! Model files a busy process holds, found with no syscall hook: open
-//! (`/proc/PID/fd`, the access mode from `fdinfo`) or mapped
-//! (`/proc/PID/maps`: safetensors and GGUF weights are usually mmapped).
-//! Read for the processes that were busy in an interval, with their maps.
+//! Model files and chain or storage data a process holds, found with no
+//! syscall hook: open (`/proc/PID/fd`, the access mode from `fdinfo`) or
+//! mapped (`/proc/PID/maps`: safetensors and GGUF weights are usually
+//! mmapped, and so is an LMDB). Read for the processes that were busy in an
+//! interval, with their maps, and once for every other process that did
+//! something.
 //! An open too short to span a look is missed: exact open watching is the
 //! syscall hooks' (`--syscalls`).
 
@@ -28,8 +30,13 @@ pub struct Held {
     pub format: Option<&'static str>,
 }
 
-/// Files smaller than this are not looked into: weights are megabytes.
-const MIN_SNIFFED: u64 = 1 << 20;
+/// Files smaller than this are not looked into: weights are megabytes, and
+/// a new chain's database (a regtest monerod's data.mdb is 80 KiB) more
+/// than this.
+const MIN_SNIFFED: u64 = 64 << 10;
+/// Bytes read from the end of a file whose start says nothing: the footer
+/// of a LevelDB or RocksDB table.
+const TAIL_BYTES: usize = 8;
 /// Bytes read from the start of a file to tell its format.
 const SNIFF_BYTES: usize = 64;
 
@@ -41,9 +48,46 @@ const SNIFF_BYTES: usize = 64;
 ///   is `<archive>/data.pkl` (the name at offset 30 of the local header);
 /// - PyTorch's legacy format: a pickle (protocol 2) whose first object is
 ///   torch's magic number 0x1950a86a20f9469cfc6c (torch/serialization.py).
+///
+/// and data that nodes and storage farmers keep (fixtures in
+/// tests/fixtures/file_heads):
+/// - a Chia plot: `Proof of Space Plot` (chiapos's plot header);
+/// - an LMDB data file (Monero's blockchain): its first page is a meta page
+///   (flag P_META, 0x08, at offset 10) with the magic 0xBEEFC0DE and version
+///   1 at offset 16 (lmdb's mdb.c, 64-bit layout);
+/// - Bitcoin-family block files (`blk*.dat`): a network's magic, then a
+///   block's length (at most 4 MB) — as written before Bitcoin Core 28
+///   obfuscated them with a key of their own.
 pub fn sniff_format(b: &[u8]) -> Option<&'static str> {
     if b.starts_with(b"GGUF") {
         return Some("gguf");
+    }
+    if b.starts_with(b"Proof of Space Plot") {
+        return Some("chia-plot");
+    }
+    if b.len() >= 24
+        && b[10] & 0x08 != 0
+        && b[16..20] == 0xBEEF_C0DEu32.to_le_bytes()
+        && b[20..24] == 1u32.to_le_bytes()
+    {
+        return Some("lmdb");
+    }
+    // mainnet, testnet3, testnet4, signet, regtest; Litecoin, Dogecoin.
+    const CHAIN_MAGIC: [[u8; 4]; 7] = [
+        [0xf9, 0xbe, 0xb4, 0xd9],
+        [0x0b, 0x11, 0x09, 0x07],
+        [0x1c, 0x16, 0x3f, 0x28],
+        [0x0a, 0x03, 0xcf, 0x40],
+        [0xfa, 0xbf, 0xb5, 0xda],
+        [0xfb, 0xc0, 0xb6, 0xdb],
+        [0xc0, 0xc0, 0xc0, 0xc0],
+    ];
+    if b.len() >= 8 && CHAIN_MAGIC.iter().any(|m| b.starts_with(m)) {
+        let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        // A block is at least its 80-byte header and one transaction.
+        if (81..=4_000_000).contains(&len) {
+            return Some("bitcoin-blocks");
+        }
     }
     if b.starts_with(b"PK\x03\x04") && b.len() >= 30 {
         let name_len = usize::from(u16::from_le_bytes([b[26], b[27]]));
@@ -58,12 +102,27 @@ pub fn sniff_format(b: &[u8]) -> Option<&'static str> {
     ((2..=100 << 20).contains(&header) && b[8..].starts_with(b"{\"")).then_some("safetensors")
 }
 
-/// The suffix a sniffed format stands for in the rules (`file_suffix`).
-pub fn format_suffix(format: &str) -> &'static str {
+/// The format of a table file from its last bytes: LevelDB's table magic
+/// (0xdb4775248b80fb57, little-endian; Bitcoin Core's block index and
+/// chainstate, CometBFT's stores) or RocksDB's block-based one
+/// (0x88e241b785f4cff7).
+pub fn sniff_tail(b: &[u8]) -> Option<&'static str> {
+    let tail: [u8; 8] = b.get(b.len().checked_sub(8)?..)?.try_into().ok()?;
+    match u64::from_le_bytes(tail) {
+        0xdb47_7524_8b80_fb57 => Some("leveldb"),
+        0x88e2_41b7_85f4_cff7 => Some("rocksdb"),
+        _ => None,
+    }
+}
+
+/// The suffix a sniffed weights format stands for in the rules
+/// (`file_suffix`); None for data that is not model weights.
+pub fn format_suffix(format: &str) -> Option<&'static str> {
     match format {
-        "gguf" => ".gguf",
-        "safetensors" => ".safetensors",
-        _ => ".pt",
+        "gguf" => Some(".gguf"),
+        "safetensors" => Some(".safetensors"),
+        "pytorch" => Some(".pt"),
+        _ => None,
     }
 }
 
@@ -78,7 +137,8 @@ impl Sniffed {
     const MAX: usize = 16_384;
 
     /// The format of the file at `path` (an open descriptor's
-    /// `/proc/PID/fd/N`, or a mapped file's path), if it is model weights.
+    /// `/proc/PID/fd/N`, or a mapped file's path), if it is model weights or
+    /// one of the data formats above.
     pub fn format_of(&mut self, fd_path: &Path) -> Option<&'static str> {
         use std::{io::Read as _, os::unix::fs::MetadataExt as _};
         let meta = std::fs::metadata(fd_path).ok().filter(|m| m.is_file() && m.len() >= MIN_SNIFFED)?;
@@ -86,9 +146,17 @@ impl Sniffed {
         if let Some(known) = self.seen.get(&key) {
             return *known;
         }
-        let mut head = [0u8; SNIFF_BYTES];
-        let n = std::fs::File::open(fd_path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
-        let format = sniff_format(&head[..n]);
+        let format = std::fs::File::open(fd_path).ok().and_then(|mut f| {
+            use std::io::{Seek as _, SeekFrom};
+            let mut head = [0u8; SNIFF_BYTES];
+            let n = f.read(&mut head).unwrap_or(0);
+            sniff_format(&head[..n]).or_else(|| {
+                let mut tail = [0u8; TAIL_BYTES];
+                f.seek(SeekFrom::End(-(TAIL_BYTES as i64))).ok()?;
+                f.read_exact(&mut tail).ok()?;
+                sniff_tail(&tail)
+            })
+        });
         if self.seen.len() >= Self::MAX {
             // Forgetting only costs a re-read.
             self.seen.clear();
@@ -199,6 +267,42 @@ mod tests {
         // Hostile or ordinary bytes: nothing, never a panic.
         for b in [&b""[..], b"PK\x03\x04", b"\x00\x00\x00\x00\x00\x00\x00\x00{\"", b"SQLite format 3\0"] {
             assert_eq!(sniff_format(b), None);
+        }
+    }
+
+    fn file_head(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../tests/fixtures/file_heads/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn chain_and_storage_data_are_told_from_real_files() {
+        assert_eq!(sniff_format(&file_head("chiapos-2.0.12-k18-plot.head")), Some("chia-plot"));
+        assert_eq!(sniff_format(&file_head("monerod-0.18-regtest-data.mdb.head")), Some("lmdb"));
+        let table = file_head("plyvel-1.5.1-leveldb-table.ldb.tail");
+        assert_eq!(sniff_format(&table), None, "a table's start says nothing");
+        assert_eq!(sniff_tail(&table), Some("leveldb"));
+        let mut rocks = vec![0u8; 40];
+        rocks.extend_from_slice(&0x88e2_41b7_85f4_cff7u64.to_le_bytes());
+        assert_eq!(sniff_tail(&rocks), Some("rocksdb"));
+        // Bitcoin Core's regtest block file: magic, a 285-byte genesis block.
+        let mut blk = vec![0xfa, 0xbf, 0xb5, 0xda];
+        blk.extend_from_slice(&285u32.to_le_bytes());
+        blk.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(sniff_format(&blk), Some("bitcoin-blocks"));
+        // None of them is model weights.
+        for f in ["chia-plot", "lmdb", "leveldb", "bitcoin-blocks"] {
+            assert_eq!(format_suffix(f), None);
+        }
+        // Look-alikes and hostile bytes: an LMDB meta page without its
+        // flag, a magic with an absurd length, short tails.
+        let mut lmdb = file_head("monerod-0.18-regtest-data.mdb.head");
+        lmdb[10] = 0;
+        assert_eq!(sniff_format(&lmdb), None);
+        let mut huge = vec![0xf9, 0xbe, 0xb4, 0xd9];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(sniff_format(&huge), None);
+        for b in [&b""[..], b"\x57\xfb\x80\x8b\x24\x75\x47"] {
+            assert_eq!(sniff_tail(b), None);
         }
     }
 }
