@@ -8,8 +8,11 @@ from safetensors.numpy import load_file, save_file
 out, seconds = sys.argv[1], float(sys.argv[2])
 path = os.path.join(out, "served.safetensors")
 if not os.path.exists(path):
+    # 512 KiB of weights: as small as real checkpoints come (the Hugging
+    # Face tiny test models are about this size); the first version of this
+    # case served 10 KiB, below any real model.
     rng = np.random.default_rng(1)
-    save_file({"w": rng.standard_normal((256, 10)).astype(np.float32)}, path)
+    save_file({"w": rng.standard_normal((256, 512)).astype(np.float32)}, path)
 w = load_file(path)["w"]
 
 class Handler(http.server.BaseHTTPRequestHandler):
