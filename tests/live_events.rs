@@ -12,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Tracer, assert_common_fields, final_health, of_kind};
 
 /// A loopback port on which nothing listens: bound, then released.
@@ -662,6 +662,38 @@ fn file_evidence_without_syscall_hooks() {
     ];
     want.sort();
     assert_eq!(seen, want);
+}
+
+/// A checkpoint saved as safetensors saves it: written under a temporary
+/// name (`.tmpXXXXXX`, Rust's tempfile) and renamed into place. With no
+/// syscall hook, the written-file hook sees only the temporary name; the
+/// file is found again by its inode at the next activity report and
+/// reported under its final name, with the name it was written as.
+#[test]
+fn a_checkpoint_renamed_into_place_is_seen_under_its_final_name() {
+    let dir = support::scratch("renamed-into-place");
+    let (temp, saved) = (dir.join(".tmpAbC123"), dir.join("model.safetensors"));
+    let tracer = Tracer::start(&["--activity-interval", "1s"]);
+    let script = format!(
+        "import os,time\nf=open('{temp}','wb')\nf.write(b'w'*4096)\nf.close()\nos.rename('{temp}','{saved}')\n\
+         t=time.time()\nwhile time.time()-t<2.5: pass\n",
+        temp = temp.display(),
+        saved = saved.display()
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::null()).spawn().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = tracer.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let opens = of_kind(&records, "file.open", child.id());
+    assert_eq!(opens.len(), 1, "{opens:#?}");
+    let f = &opens[0]["file"];
+    assert_eq!(
+        (f["path"].as_str(), f["renamed_from"].as_str(), &f["renamed"], &f["write"], &f["source"]),
+        (saved.to_str(), temp.to_str(), &json!(true), &json!(true), &json!("write")),
+        "{f}"
+    );
+    let counts = &final_health(&records)["temp_files"];
+    assert!(counts["renamed_to_model"].as_u64() >= Some(1), "{counts}");
 }
 
 /// What peers send first on connections the process accepted, whether the

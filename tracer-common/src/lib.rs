@@ -365,6 +365,12 @@ pub struct KernelOffsets {
     /// address_space.host (the file's inode) and inode.i_size.
     pub mapping_host: u32,
     pub inode_size: u32,
+    /// Where a temporarily named file is: dentry.d_parent, inode.i_ino,
+    /// inode.i_sb and super_block.s_dev.
+    pub dentry_parent: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
     /// task_struct.se.prev_sum_exec_runtime (the runtime when the fair
     /// scheduler last picked the task: what it has run since is this
     /// slice) and task_struct.policy (SCHED_*).
@@ -414,6 +420,10 @@ impl KernelOffsets {
         dentry_name: NO_OFFSET,
         mapping_host: NO_OFFSET,
         inode_size: NO_OFFSET,
+        dentry_parent: NO_OFFSET,
+        inode_ino: NO_OFFSET,
+        inode_sb: NO_OFFSET,
+        sb_dev: NO_OFFSET,
         task_prev_sum_exec_runtime: NO_OFFSET,
         task_policy: NO_OFFSET,
     };
@@ -645,7 +655,37 @@ pub mod file_source {
     /// mm_filemap_get_pages / mm_filemap_fault: a file of 256 KiB or more
     /// read or faulted in, once per process; the path is the name only.
     pub const READ: u32 = 4;
+    /// writeback_dirty_inode_enqueue on a file with a temporary name
+    /// (`.tmpXXXXXX`, `tmpXXXXXXXX`), which writers rename into
+    /// place when it is whole (safetensors' save_file does): the path is
+    /// the temporary name, `old_path` holds [`TempFile`], so that user space
+    /// can find the name it is renamed to.
+    pub const TEMP_WRITTEN: u32 = 5;
 }
+
+/// Ancestor directories a `TEMP_WRITTEN` event carries, and their bytes each.
+pub const TEMP_DIRS: usize = 6;
+pub const TEMP_DIR_NAME: usize = 40;
+
+/// Where a temporarily named file is, in a `TEMP_WRITTEN` event's
+/// `old_path`: its inode and device, and the names of its ancestor
+/// directories below its file system's root (the parent first), each
+/// NUL-terminated in its slot.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TempFile {
+    pub ino: u64,
+    /// super_block.s_dev: the kernel's dev_t (major << 20 | minor).
+    pub dev: u32,
+    /// Slots filled.
+    pub depth: u16,
+    /// 1 when the walk reached the file system's root (the slots are the
+    /// whole path), 0 when there were more ancestors than slots.
+    pub complete: u16,
+    pub dirs: [[u8; TEMP_DIR_NAME]; TEMP_DIRS],
+}
+
+const _: () = assert!(core::mem::size_of::<TempFile>() <= PATH_LEN);
 
 /// An open of a file whose name ends in one of the watched suffixes.
 #[repr(C)]

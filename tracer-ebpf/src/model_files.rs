@@ -9,8 +9,11 @@
 //!   mapped by the second) in the reader's context, for
 //!   files of at least `MIN_READ` bytes, reported once per process and file.
 //! The file's name comes from the inode's dentry; a name ending in a
-//! model-weights suffix is reported as a `file.open`. Other files cost a
-//! few kernel reads.
+//! model-weights suffix is reported as a `file.open`. A file written under
+//! a temporary name (safetensors saves to `.tmpXXXXXX` and renames it into
+//! place) is reported with where it is — its inode, device and ancestor
+//! directories — so that user space can find the name it ends up with.
+//! Other files cost a few kernel reads.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -18,7 +21,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::RawTracePointContext,
 };
-use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, file_source, table};
+use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, TEMP_DIRS, TempFile, file_source, table};
 
 use crate::common::{config, current_task, fill_header, read_field, reserve, should_trace};
 
@@ -47,6 +50,18 @@ static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(4096,
 /// Longest suffix below, and the suffixes (see files_watch.rs).
 const TAIL: usize = 16;
 const SUFFIXES: [&[u8]; 5] = [b".safetensors", b".gguf", b".pt", b".onnx", b".ckpt"];
+/// Temporary names writers rename into place: Rust's tempfile (`.tmp` and
+/// six characters: safetensors' save_file) and Python's tempfile (`tmp` and
+/// eight). Prefixes only: the verifier of 6.1 cannot follow the variable
+/// index a suffix needs here.
+const TEMP_PREFIXES: [&[u8]; 2] = [b".tmp", b"tmp"];
+
+/// Whether the `n`-byte name whose last TAIL bytes are in `tail` (as a ring)
+/// ends with `s`.
+#[inline(always)]
+fn tail_ends_with(tail: &[u8; TAIL], n: usize, s: &[u8]) -> bool {
+    n >= s.len() && s.iter().enumerate().all(|(i, &c)| tail[(n - s.len() + i) & (TAIL - 1)] == c)
+}
 
 #[raw_tracepoint(tracepoint = "writeback_dirty_inode_enqueue")]
 pub fn dirty_inode(ctx: RawTracePointContext) -> i32 {
@@ -123,10 +138,17 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
     let start = len.saturating_sub(TAIL as u32) as u64;
     let tail: [u8; TAIL] = read_field(name + start, 0)?;
     let n = (len as usize).min(TAIL);
-    let matched = SUFFIXES.iter().any(|s| {
-        n >= s.len() && s.iter().enumerate().all(|(i, &c)| tail[(n - s.len() + i) & (TAIL - 1)] == c)
-    });
+    let matched = SUFFIXES.iter().any(|s| tail_ends_with(&tail, n, s));
     if !matched {
+        if access == O_WRONLY {
+            let head = read_field::<u32>(name, 0)?.to_le_bytes();
+            let temp = TEMP_PREFIXES
+                .iter()
+                .any(|p| len as usize > p.len() && p.iter().enumerate().all(|(i, &c)| head[i & 3] == c));
+            if temp {
+                temp_written(inode, dentry, name);
+            }
+        }
         return None;
     }
     let mut entry = reserve::<FileOpenEvent>(EventKind::FileOpen)?;
@@ -140,6 +162,71 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
     // SAFETY: the helper bounds the copy to the buffer.
     event.path_len = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut event.path) }
         .map_or(0, |s| s.len() as u32);
+    crate::common::submit(entry);
+    Some(())
+}
+
+/// Reports a temporarily named file first written, with where it is.
+#[inline(always)]
+fn temp_written(inode: u64, dentry: u64, name: u64) -> Option<()> {
+    let k = &config().kernel;
+    if k.dentry_parent == NO_OFFSET || k.inode_ino == NO_OFFSET {
+        return None;
+    }
+    let mut entry = reserve::<FileOpenEvent>(EventKind::FileOpen)?;
+    // SAFETY: reservation sized for FileOpenEvent; user space reads the
+    // name up to path_len and, of the TempFile, the slots up to depth.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut event.header, EventKind::FileOpen);
+    event.flags = O_WRONLY;
+    event.source = file_source::TEMP_WRITTEN;
+    // SAFETY: the helper bounds the copy to the buffer.
+    event.path_len = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut event.path) }
+        .map_or(0, |s| s.len() as u32);
+    event.old_path_len = core::mem::size_of::<TempFile>() as u32;
+    // SAFETY: TempFile fits in old_path (asserted in tracer-common), whose
+    // alignment in the event is 8.
+    let place = unsafe { &mut *(event.old_path.as_mut_ptr() as *mut TempFile) };
+    place.ino = read_field(inode, k.inode_ino).unwrap_or(0);
+    let sb: u64 = read_field(inode, k.inode_sb).unwrap_or(0);
+    place.dev = read_field(sb, k.sb_dev).unwrap_or(0);
+    // The file system's root is its own parent; its name ("/") is not kept.
+    // Unrolled, level by level: older verifiers take straight-line code.
+    let mut d = dentry;
+    let (mut depth, mut complete) = (0u16, 0u16);
+    macro_rules! level {
+        ($i:literal) => {
+            let parent: u64 = read_field(d, k.dentry_parent).unwrap_or(0);
+            let grand: u64 = read_field(parent, k.dentry_parent).unwrap_or(0);
+            if parent == 0 || grand == 0 || parent == d || grand == parent {
+                complete = u16::from(parent != 0 && grand != 0);
+                break;
+            }
+            if $i == TEMP_DIRS {
+                break;
+            }
+            let pname: u64 = read_field(parent, k.dentry_name + 8).unwrap_or(0);
+            let slot = &mut place.dirs[$i % TEMP_DIRS];
+            // SAFETY: the helper bounds the copy to the slot.
+            if pname == 0 || unsafe { bpf_probe_read_kernel_str_bytes(pname as *const u8, slot) }.is_err() {
+                slot[0] = 0;
+            }
+            depth = $i as u16 + 1;
+            d = parent;
+        };
+    }
+    #[allow(clippy::never_loop)]
+    loop {
+        level!(0);
+        level!(1);
+        level!(2);
+        level!(3);
+        level!(4);
+        level!(5);
+        level!(6);
+        break;
+    }
+    (place.depth, place.complete) = (depth, complete);
     crate::common::submit(entry);
     Some(())
 }

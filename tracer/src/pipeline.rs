@@ -153,6 +153,9 @@ pub struct Pipeline {
     exe_reported: HashMap<u32, (u64, u64)>,
     /// New connections' first sends, until each first message is whole.
     first_messages: first_message::FirstMessages<SendContext>,
+    /// Files written under a temporary name, until the name they are
+    /// renamed to is known (see process/temp_files.rs).
+    temp_files: crate::process::temp_files::Pending<ProcessView>,
 }
 
 /// What the first send of a connection carried besides its bytes: its
@@ -183,6 +186,7 @@ impl Pipeline {
             ledger: Ledger::default(),
             names: NameCache::default(),
             first_messages: Default::default(),
+            temp_files: Default::default(),
             executables: None,
             exe_reported: HashMap::new(),
             reports: 0,
@@ -494,6 +498,25 @@ impl Pipeline {
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
+        // Files renamed into place since they were written under a
+        // temporary name: model weights are what the open hooks watch.
+        use std::os::unix::ffi::OsStrExt as _;
+        for (process, temp, path) in self.temp_files.resolve(crate::process::open_files::is_model_file) {
+            let (path, escaped) = text(path.as_os_str().as_bytes(), "path");
+            let (renamed_from, old_escaped) = text(temp.as_os_str().as_bytes(), "renamed_from");
+            let body = Body::FileOpen(FileOpenView {
+                path,
+                source: "write",
+                write: true,
+                renamed: true,
+                renamed_from: Some(renamed_from),
+                renamed_from_truncated: false,
+                flags: 1,
+                format: None,
+                escaped: escaped.into_iter().chain(old_escaped).collect(),
+            });
+            self.emit(now, Some(process), body)?;
+        }
         for (pid, view) in gpu {
             let process = self.view_of_tgid(pid);
             self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
@@ -800,6 +823,17 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
+            EventBody::TempWrite(write) => {
+                if !wanted {
+                    self.stats.filtered_out += 1;
+                    return Ok(());
+                }
+                let process = self.view(&h);
+                self.temp_files.add(process, write, || {
+                    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+                });
+                Ok(())
+            }
             EventBody::Listen { local } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
@@ -940,6 +974,7 @@ impl Pipeline {
             kernel_evictions: tables.evicted,
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
+            temp_files: self.temp_files.counts.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,

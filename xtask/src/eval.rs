@@ -284,6 +284,22 @@ const CASES: &[Case] = &[
              s=$?; wait $! && exit $s",
         ],
     },
+    // An inference server and a miner in one real container (runc): the
+    // container's verdict must name both.
+    Case {
+        name: "inference-and-miner-in-one-container",
+        label: "ai_inference",
+        also: &["crypto_mining"],
+        ran: Ran::PoolShares,
+        held_out: false,
+        argv: &[
+            "sh",
+            "{eval}/container.sh",
+            "{dir}",
+            "{py} {eval}/infer.py {dir} 16 & {py} {eval}/randomx_miner.py plain {pool443} 16 1 {dir} python3; \
+             s=$?; wait $! && exit $s",
+        ],
+    },
     // Held out: added with no change to the rules after them.
     Case {
         name: "xmrig-renamed-kernel-thread",
@@ -454,7 +470,9 @@ struct Outcome {
     failed: Option<String>,
 }
 
-fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
+/// The case's verdict: its tree's (the session it was started in), or, for
+/// a case run in a container, the container's.
+fn outcome(capture: &Path, sid: u32, container: Option<&str>) -> Result<Outcome> {
     let mut o = Outcome {
         category: "ordinary".into(),
         categories: Default::default(),
@@ -470,12 +488,19 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
         failed: None,
     };
     let key = sid.to_string();
+    // The case's own trees: in a container, its processes' sessions are
+    // the case's too, and scored with the container.
+    let mut our_sessions: std::collections::BTreeSet<String> = [key.clone()].into();
     for line in BufReader::new(fs::File::open(capture)?).lines() {
         let r: Value = serde_json::from_str(&line?)?;
         let mono = r["mono_ns"].as_u64();
-        let ours = r["process"]["session"].as_u64() == Some(u64::from(sid));
+        let ours = r["process"]["session"].as_u64() == Some(u64::from(sid))
+            || container.is_some_and(|id| r["process"]["container_id"].as_str() == Some(id));
         if ours {
             o.started = o.started.or(mono);
+            if let Some(s) = r["process"]["session"].as_u64() {
+                our_sessions.insert(s.to_string());
+            }
         }
         if ours && r["kind"] == "network.first_bytes" && r["first_bytes"]["mining"] == true {
             o.first_mining_message = o.first_mining_message.or(mono);
@@ -496,7 +521,11 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
             Some(list) => list.iter().filter_map(|x| x["category"].as_str().map(str::to_string)).collect(),
             None => [category.clone()].into(),
         };
-        if c["scope"] == "tree" && c["key"].as_str() == Some(key.as_str()) {
+        let scored = match container {
+            Some(id) => c["scope"] == "container" && c["key"].as_str() == Some(id),
+            None => c["scope"] == "tree" && c["key"].as_str() == Some(key.as_str()),
+        };
+        if scored {
             o.category = category;
             o.categories = categories;
             o.confidence = c["confidence"].as_f64().unwrap_or(0.0);
@@ -517,7 +546,7 @@ fn outcome(capture: &Path, sid: u32) -> Result<Outcome> {
                 .flatten()
                 .filter_map(|e| e["indicator"].as_str().map(str::to_string))
                 .collect();
-        } else {
+        } else if !(c["scope"] == "tree" && c["key"].as_str().is_some_and(|k| our_sessions.contains(k))) {
             let scope = (
                 c["scope"].as_str().unwrap_or("?").to_string(),
                 c["key"].as_str().unwrap_or("?").to_string(),
@@ -542,9 +571,22 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             .is_ok_and(|s| s.success())
     };
     if !have("scrypt, numpy, safetensors, torch, chiapos, lmdb") {
-        eprintln!("eval: installing scrypt, numpy, safetensors, torch, chiapos, lmdb into the venv (a few GB, once)");
+        eprintln!(
+            "eval: installing scrypt, numpy, safetensors, torch, chiapos, lmdb into the venv (a few GB, once)"
+        );
         let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "scrypt", "numpy", "safetensors", "torch", "chiapos", "lmdb"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "scrypt",
+                "numpy",
+                "safetensors",
+                "torch",
+                "chiapos",
+                "lmdb",
+            ])
             .status()?
             .success();
         if !ok {
@@ -591,6 +633,7 @@ pub fn run(opts: &Options) -> Result<()> {
         "librandomx0",
         "monero",
         "curl",
+        "runc",
     ])?;
     let work = opts.root.join("target/eval");
     fs::create_dir_all(&work)?;
@@ -693,7 +736,8 @@ pub fn run(opts: &Options) -> Result<()> {
         // SAFETY: signalling our own child.
         unsafe { libc_kill(tracer.id() as i32, 2) };
         tracer.wait()?;
-        let mut o = outcome(&capture, sid)?;
+        let container = fs::read_to_string(dir.join("container-id")).ok().map(|t| t.trim().to_string());
+        let mut o = outcome(&capture, sid, container.as_deref())?;
         o.first_hash = fs::read_to_string(dir.join("first-hash")).ok().and_then(|t| t.trim().parse().ok());
         let pool = fs::read_to_string(&pool_log).unwrap_or_default();
         let pool = pool.get(pool_before..).unwrap_or_default();
@@ -907,8 +951,10 @@ fn report(rows: &[(&Case, Outcome)], helpers: &str, work: &Path) -> Result<()> {
     let miner_recall = match miners.len() {
         0 => 1.0,
         n => {
-            miners.iter().filter(|(_, o)| o.failed.is_none() && o.categories.contains("crypto_mining")).count()
-                as f64
+            miners
+                .iter()
+                .filter(|(_, o)| o.failed.is_none() && o.categories.contains("crypto_mining"))
+                .count() as f64
                 / n as f64
         }
     };

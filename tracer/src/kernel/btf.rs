@@ -67,6 +67,10 @@ pub fn resolve(path: &Path) -> Result<ResolvedOffsets> {
         dentry_name: field("dentry", "d_name"),
         mapping_host: field("address_space", "host"),
         inode_size: field("inode", "i_size"),
+        dentry_parent: field("dentry", "d_parent"),
+        inode_ino: field("inode", "i_ino"),
+        inode_sb: field("inode", "i_sb"),
+        sb_dev: field("super_block", "s_dev"),
         task_prev_sum_exec_runtime: field("task_struct", "se.prev_sum_exec_runtime"),
         task_policy: field("task_struct", "policy"),
     };

@@ -124,6 +124,8 @@ pub enum Body {
         /// It filled its buffer: its end may be missing.
         old_path_truncated: bool,
     },
+    /// A file with a temporary name first written, and where it is.
+    TempWrite(crate::process::temp_files::TempWrite),
     /// A TCP socket started listening.
     Listen {
         local: Option<(IpAddr, u16)>,
@@ -291,6 +293,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let raw: FileOpenEvent = read(bytes, raw_kind)?;
             let n = (raw.path_len as usize).min(raw.path.len());
             let old = (raw.old_path_len as usize).min(raw.old_path.len());
+            if raw.source == file_source::TEMP_WRITTEN {
+                let write = crate::process::temp_files::TempWrite::decode(
+                    &cstr(&raw.path[..n]),
+                    &raw.old_path[..old],
+                )
+                .ok_or(DecodeError::Short {
+                    kind: raw_kind,
+                    len: old,
+                    want: size_of::<tracer_common::TempFile>(),
+                })?;
+                return Ok(Event { header: header(&raw.header, kind), body: Body::TempWrite(write) });
+            }
             Ok(Event {
                 header: header(&raw.header, kind),
                 body: Body::FileOpen {

@@ -973,6 +973,10 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.inode_dentries, "inode.i_dentry"),
             (k.dentry_alias, "dentry.d_u"),
             (k.dentry_name, "dentry.d_name"),
+            (k.dentry_parent, "dentry.d_parent"),
+            (k.inode_ino, "inode.i_ino"),
+            (k.inode_sb, "inode.i_sb"),
+            (k.sb_dev, "super_block.s_dev"),
         ],
         "sock_send_enter" | "sock_recv_enter" => {
             &[(k.socket_sk, "socket.sk"), (k.sk_family, "sock_common.skc_family")]

@@ -400,6 +400,12 @@ pub struct HealthView {
     /// Records whose captured bytes are fewer than the bytes sent or
     /// received (first_bytes, dns): the part past the capture is not seen.
     pub truncated: std::collections::BTreeMap<&'static str, u64>,
+    /// Files written under a temporary name (model_files.rs): written, and
+    /// of them renamed_to_model, renamed_other, unresolved (not found where
+    /// the kernel said, or not renamed within three reports), dropped (more
+    /// than 1024 waiting). Absent when none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub temp_files: std::collections::BTreeMap<&'static str, u64>,
     /// Records still in the ring when the shutdown's time to read them was
     /// up, by kind: counted, not processed (final record only).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

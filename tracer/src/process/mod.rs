@@ -8,6 +8,7 @@ pub mod executable;
 pub mod maps;
 pub mod open_files;
 pub mod procfs;
+pub mod temp_files;
 
 use std::{collections::HashMap, path::PathBuf};
 
