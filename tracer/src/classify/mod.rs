@@ -300,6 +300,24 @@ impl Classifier {
 
         let scopes = scope_keys(process);
         let (allow, declared) = cover;
+        // A process seen in its container for the first time brings the
+        // evidence it gave its tree before: the tracer learns a new
+        // container's cgroup a moment after its first records.
+        let joining: Vec<Evidence> = match scopes.iter().find(|k| k.0 == "container") {
+            Some(key) if !late && self.scopes.get(key).is_none_or(|c| !c.members.contains(&entity)) => scopes
+                .iter()
+                .find(|k| k.0 == "tree")
+                .and_then(|t| self.scopes.get(t))
+                .map(|t| {
+                    t.evidence
+                        .iter()
+                        .filter(|e| e.entity_id.as_deref() == Some(entity.as_str()))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         // The tree's key is the session id, or the pid when there is none.
         let leader = u(process, &["pid"]).is_some_and(|pid| u(process, &["session"]).unwrap_or(pid) == pid);
         let time = s(record, &["time"]).unwrap_or_default();
@@ -326,8 +344,19 @@ impl Classifier {
             if exit {
                 scope.members.remove(&entity);
                 scope.leader_gone |= key.0 == "tree" && leader;
-            } else if !late && !scope.members.contains(&entity) {
+            }
+            let mut joined = false;
+            if !exit && !late && !scope.members.contains(&entity) {
                 scope.members.insert(entity.clone());
+                if key.0 == "container" {
+                    for e in &joining {
+                        let entry = e.allowlisted.clone().or_else(|| e.declared.clone());
+                        if scope.seen.insert((e.indicator.clone(), entry)) {
+                            scope.evidence.push(e.clone());
+                            joined = true;
+                        }
+                    }
+                }
             }
             if recovered {
                 for e in scope.evidence.iter_mut().filter(|e| e.entity_id.as_deref() == Some(entity.as_str()))
@@ -360,7 +389,7 @@ impl Classifier {
                     });
                 }
             }
-            if (!matched.is_empty() || scope.reported.is_some())
+            if (!matched.is_empty() || joined || scope.reported.is_some())
                 && let Some(v) = Self::decide(&self.rules, key.0, &key.1, scope)
             {
                 out.push(envelope(record, "classification", "classification", serde_json::json!(v)));
@@ -1551,6 +1580,30 @@ mod tests {
         // Now by 0.6: it flips, and says what it was.
         let third = c.observe(&rec("network.listen", 40, 40, "t", ("listen", json!({"port": 29501}))));
         assert_eq!(verdicts(third), [("ai_training".to_string(), json!("crypto_mining"))]);
+    }
+
+    #[test]
+    fn a_container_learned_late_gets_the_evidence_its_processes_gave_before() {
+        let mut c = classifier();
+        // The login comes before the tracer has resolved the new cgroup.
+        let login = rec(
+            "network.first_bytes",
+            51,
+            51,
+            "t",
+            ("first_bytes", json!({"protocol": "xmrig-stratum", "mining": true, "port": 443})),
+        );
+        let out = c.observe(&login);
+        assert_eq!(out.len(), 1, "the tree's verdict only: {out:#?}");
+        let mut later = rec("process.activity", 51, 51, "t2", ("activity", json!({})));
+        later["process"]["container_id"] = json!("c0ffee");
+        let out = c.observe(&later);
+        let v = &out
+            .iter()
+            .find(|o| o["classification"]["scope"] == "container")
+            .expect("a container verdict")["classification"];
+        assert_eq!(v["category"], "crypto_mining", "{v:#}");
+        assert_eq!(v["evidence"][0]["indicator"], "mining-protocol");
     }
 
     #[test]

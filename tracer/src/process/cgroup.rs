@@ -89,7 +89,7 @@ pub fn container_id(text: &str) -> Option<String> {
 }
 
 /// Maps cgroup ids to paths relative to the cgroup2 mount, rescanning the
-/// tree (at most once a second) when an id is not known yet.
+/// tree (at most every RESCAN_EVERY) when an id is not known yet.
 pub struct CgroupResolver {
     mount: Option<PathBuf>,
     paths: HashMap<u64, String>,
@@ -100,6 +100,10 @@ pub struct CgroupResolver {
     misses: HashMap<u64, Instant>,
     pub scans: u64,
 }
+
+/// How often an unknown id may cause a walk of the tree: a new container's
+/// first records come milliseconds after its cgroup.
+const RESCAN_EVERY: Duration = Duration::from_millis(100);
 
 /// How long an id a scan did not find stops causing scans.
 const MISS_TTL: Duration = Duration::from_secs(60);
@@ -142,7 +146,7 @@ impl CgroupResolver {
     pub fn path(&mut self, id: u64) -> Option<&str> {
         if !self.paths.contains_key(&id)
             && self.misses.get(&id).is_none_or(|t| t.elapsed() > MISS_TTL)
-            && self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+            && self.last_scan.is_none_or(|t| t.elapsed() > RESCAN_EVERY)
         {
             self.rescan();
             if !self.paths.contains_key(&id) {
