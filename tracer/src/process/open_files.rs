@@ -47,7 +47,10 @@ const SNIFF_BYTES: usize = 64;
 /// - PyTorch's zip format (torch.save since 1.6): a zip whose first entry
 ///   is `<archive>/data.pkl` (the name at offset 30 of the local header);
 /// - PyTorch's legacy format: a pickle (protocol 2) whose first object is
-///   torch's magic number 0x1950a86a20f9469cfc6c (torch/serialization.py).
+///   torch's magic number 0x1950a86a20f9469cfc6c (torch/serialization.py);
+/// - ONNX: a protobuf ModelProto, which writers begin with field 1
+///   (ir_version, a small varint) and then the producer's name, its
+///   version, or the graph (onnx.proto: fields 2, 3, 7).
 ///
 /// and data that nodes and storage farmers keep (fixtures in
 /// tests/fixtures/file_heads):
@@ -94,12 +97,32 @@ pub fn sniff_format(b: &[u8]) -> Option<&'static str> {
         let name = b.get(30..30 + name_len.min(b.len().saturating_sub(30)))?;
         return name.ends_with(b"data.pkl").then_some("pytorch");
     }
+    if is_onnx(b) {
+        return Some("onnx");
+    }
     const TORCH_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
     if b.starts_with(TORCH_MAGIC) {
         return Some("pytorch");
     }
     let header = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
     ((2..=100 << 20).contains(&header) && b[8..].starts_with(b"{\"")).then_some("safetensors")
+}
+
+/// An ONNX ModelProto's start: `08 <ir_version 1..=15>`, then a producer
+/// name or version of printable text (`12`/`1a <len> <text>`) or the graph
+/// (`3a`).
+fn is_onnx(b: &[u8]) -> bool {
+    let (Some(0x08), Some(1..=15)) = (b.first(), b.get(1)) else { return false };
+    match b.get(2) {
+        Some(0x12 | 0x1a) => {
+            let len = usize::from(b.get(3).copied().unwrap_or(0));
+            (1..=64).contains(&len)
+                && b.get(4..4 + len.min(b.len().saturating_sub(4)))
+                    .is_some_and(|t| !t.is_empty() && t.iter().all(|c| c.is_ascii_graphic() || *c == b' '))
+        }
+        Some(0x3a) => true,
+        _ => false,
+    }
 }
 
 /// The format of a table file from its last bytes: LevelDB's table magic
@@ -122,6 +145,7 @@ pub fn format_suffix(format: &str) -> Option<&'static str> {
         "gguf" => Some(".gguf"),
         "safetensors" => Some(".safetensors"),
         "pytorch" => Some(".pt"),
+        "onnx" => Some(".onnx"),
         _ => None,
     }
 }
@@ -277,6 +301,12 @@ mod tests {
     #[test]
     fn chain_and_storage_data_are_told_from_real_files() {
         assert_eq!(sniff_format(&file_head("chiapos-2.0.12-k18-plot.head")), Some("chia-plot"));
+        assert_eq!(sniff_format(&file_head("onnx-1.23.2-matmul-model.head")), Some("onnx"));
+        // torch.onnx.export's start: ir_version 8, producer "pytorch".
+        assert_eq!(sniff_format(b"\x08\x08\x12\x07pytorch\x1a\x052.5.1"), Some("onnx"));
+        for b in [&b"\x08\x00\x12\x01a"[..], b"\x08\x08\x12\x05ab\x00\x01\x02", b"\x08\x08\x99", b"\x08"] {
+            assert_eq!(sniff_format(b), None, "{b:?}");
+        }
         assert_eq!(sniff_format(&file_head("monerod-0.18-regtest-data.mdb.head")), Some("lmdb"));
         let table = file_head("plyvel-1.5.1-leveldb-table.ldb.tail");
         assert_eq!(sniff_format(&table), None, "a table's start says nothing");
