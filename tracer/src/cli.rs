@@ -29,6 +29,34 @@ pub enum Command {
     /// Run the classifier offline over a capture; prints its classification
     /// records, the same as live.
     Replay(ReplayArgs),
+    /// Print the host's current state (trees, containers, verdicts, use)
+    /// from a running `tracer run --api`, as JSON.
+    State(ClientArgs),
+    /// Print records from a running `tracer run --api`: the latest ones,
+    /// or with --follow every new one as it is written.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The API socket of the running tracer.
+    #[arg(long, default_value = crate::service::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Keep printing records as they are written, until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only these kinds (globs, comma-separated or repeated): classification,network.*
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// native, ecs or ocsf.
+    #[arg(long, default_value = "native", value_parser = parse_format)]
+    pub format: crate::output::formats::Format,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -140,6 +168,17 @@ pub struct RunArgs {
     /// network by category); 0 for none.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub summary_interval: Duration,
+
+    /// Serve the local API on this Unix socket (root only): the host's
+    /// state, live records, health and metrics; see `tracer state`,
+    /// `tracer events`, `tracer top`.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = crate::service::api::DEFAULT_SOCKET)]
+    pub api: Option<PathBuf>,
+
+    /// Serve Prometheus metrics over HTTP at this address (e.g.
+    /// 127.0.0.1:9464; GET /metrics). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Size of the kernel-to-user ring buffer in KiB (a power of two, at least one page).
     #[arg(long, default_value_t = 4096)]

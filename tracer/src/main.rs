@@ -7,6 +7,10 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => tracer::pipeline::run(args, false),
         Command::Record(args) => tracer::pipeline::run(args, true),
         Command::Replay(args) => tracer::replay::run(&args),
+        Command::State(args) => tracer::service::client::print_state(&args.socket),
+        Command::Events(args) => {
+            tracer::service::client::events(&args.client.socket, &args.kinds, args.format.name(), args.follow)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -147,6 +147,8 @@ pub struct Pipeline {
     files_held: HashMap<u32, HashSet<crate::process::open_files::Held>>,
     /// Formats of large open files told by their content, by identity.
     sniffed: crate::process::open_files::Sniffed,
+    /// The local API's and the metrics' shared state, when served.
+    service: Option<std::sync::Arc<crate::service::api::Shared>>,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -194,6 +196,7 @@ impl Pipeline {
             libraries_checked: HashMap::new(),
             files_held: HashMap::new(),
             sniffed: Default::default(),
+            service: None,
         }
     }
 
@@ -944,6 +947,10 @@ impl Pipeline {
 
     pub fn emit_health(&mut self, kernel: &Kernel, status: &'static str) -> Result<()> {
         self.clock = Clock::new();
+        if let Some(service) = &self.service {
+            *service.program_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                kernel.program_stats();
+        }
         // Written out first, so that the sinks' counts add up: every record
         // handed to a sink is delivered or counted lost, none in between.
         self.sinks.flush()?;
@@ -1117,15 +1124,32 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
+    // Bound first: a socket another tracer serves is an error before any
+    // program loads.
+    let api = args.api.as_deref().map(crate::service::api::Listener::bind).transpose()?;
     let (mut kernel, ring) = Kernel::load(&opts)?;
     // Before any thread is started: capabilities are per thread, and the
     // sinks' threads inherit what the main thread has when they start.
     if !args.keep_privileges {
         crate::privileges::drop_after_load().context("dropping privileges after load")?;
     }
-    let sinks = Sinks::open(&specs)?;
+    let mut sinks = Sinks::open(&specs)?;
+    let service = (api.is_some() || args.metrics.is_some()).then(|| std::sync::Arc::new(crate::service::api::Shared::default()));
+    let mut _serving = None;
+    if let Some(shared) = &service {
+        let display = args.api.as_ref().map_or_else(|| "metrics".to_owned(), |p| format!("api:{}", p.display()));
+        let (sink, stats) = crate::service::api::ApiSink::new(shared.clone(), display);
+        sinks.attach(Box::new(sink), stats);
+        if let Some(listener) = api {
+            _serving = Some(listener.serve(shared.clone())?);
+        }
+        if let Some(addr) = args.metrics {
+            crate::service::metrics::serve(addr, shared.clone())?;
+        }
+    }
     let mut pipeline =
         Pipeline::new(sinks, args.comms.clone(), started, GpuLedger::new(gpu_devices, gpu_paths));
+    pipeline.service = service;
     if !args.no_nvml {
         pipeline.enable_nvml();
     }

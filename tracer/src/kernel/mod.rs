@@ -500,6 +500,27 @@ impl Kernel {
         self.attach.iter().filter(|a| a.attached && a.syscall_level).count()
     }
 
+
+    /// Each attached program's (name, runs, run time ns) from the kernel's
+    /// own statistics; all zero unless `kernel.bpf_stats_enabled` is 1.
+    /// Read through the programs' own fds, which needs no capability.
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        let Some(ebpf) = &self.ebpf else { return Vec::new() };
+        let attached: std::collections::HashSet<&str> =
+            self.attach.iter().filter(|a| a.attached).map(|a| a.program).collect();
+        let mut out: Vec<(String, u64, u64)> = ebpf
+            .programs()
+            .filter(|(name, _)| attached.contains(name))
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_owned(), info.run_count(), info.run_time().as_nanos() as u64))
+            })
+            .collect();
+        if out.iter().all(|(_, runs, _)| *runs == 0) {
+            out.clear();
+        }
+        out
+    }
     /// Entries in the kernel tables that follow threads, processes and
     /// sockets (they must stay flat however long the tracer runs), and the
     /// keys each LRU table evicted: added, neither removed nor there now.

@@ -302,6 +302,18 @@ impl Sinks {
         Ok(sinks)
     }
 
+    /// Adds a sink made in process (the local API's), native and unfiltered.
+    pub fn attach(&mut self, sink: Box<dyn Sink>, stats: SharedStats) {
+        self.sinks.push(Configured {
+            format: Format::Native,
+            kinds: Vec::new(),
+            sink,
+            stats,
+            is_stdout: false,
+            failed: None,
+        });
+    }
+
     /// Whether `kind` passes a sink's filter (no filter: everything).
     fn wanted(kinds: &[String], kind: &str) -> bool {
         kinds.is_empty() || kinds.iter().any(|k| crate::classify::rules::glob(k, kind))
