@@ -334,3 +334,34 @@ pub fn dns_responder(addr: [u8; 4]) -> std::thread::JoinHandle<()> {
         resolver.send_to(&answer, from).unwrap();
     })
 }
+
+/// A mining tree: a child in a session of its own that logs in to a local
+/// "pool" with a real XMRig 6.18.1 login (tests/fixtures/first_bytes) and
+/// then hashes, i.e. burns `cpu_ms` of CPU, with the connection open.
+/// Returns the child's pid (its session id, the tree's key); reap it with
+/// `wait_rusage`.
+pub fn mining_tree(cpu_ms: u64) -> u32 {
+    let login = std::fs::read(repo().join("tests/fixtures/first_bytes/xmrig-6.18.1-login.txt")).unwrap();
+    let pool = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = pool.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = pool.accept() {
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut all);
+        }
+    });
+    fork_child(move || {
+        // SAFETY: syscalls only, on the child's own socket.
+        unsafe {
+            libc::setsid();
+            let fd = connect_loopback(port);
+            if fd < 0 {
+                return 2;
+            }
+            libc::write(fd, login.as_ptr().cast(), login.len());
+            burn_cpu(cpu_ms);
+            libc::close(fd);
+        }
+        0
+    })
+}
