@@ -74,6 +74,12 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
+    /// Read options from this TOML file (keys are the long flag names;
+    /// flags given here override it). Default: /etc/tracer/tracer.toml
+    /// when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Stop after this long (e.g. 30s, 5m, 1h, 250ms). Default: run until SIGINT/SIGTERM.
     #[arg(long, value_parser = parse_period)]
     pub duration: Option<Duration>,

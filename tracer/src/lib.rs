@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod cli;
+pub mod config;
 pub mod dns;
 mod embedded;
 #[doc(hidden)]

@@ -1,8 +1,7 @@
-use clap::Parser as _;
-use tracer::cli::{Cli, Command};
+use tracer::cli::Command;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = tracer::config::parse_args(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Run(args) => tracer::pipeline::run(args, false),
         Command::Record(args) => tracer::pipeline::run(args, true),

@@ -149,6 +149,10 @@ pub struct Pipeline {
     sniffed: crate::process::open_files::Sniffed,
     /// The local API's and the metrics' shared state, when served.
     service: Option<std::sync::Arc<crate::service::api::Shared>>,
+    /// `--rules`, reread at SIGHUP, and what the rereading did.
+    pub rules_path: Option<PathBuf>,
+    rules_loaded_at: String,
+    rules_reloads: Option<crate::output::record::RulesReloads>,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -197,7 +201,32 @@ impl Pipeline {
             files_held: HashMap::new(),
             sniffed: Default::default(),
             service: None,
+            rules_path: None,
+            rules_loaded_at: Clock::new().wall(Clock::now_mono_ns()),
+            rules_reloads: None,
         }
+    }
+
+    /// SIGHUP: the rules file is read again. The classifier keeps its
+    /// state; a file that does not load leaves the rules in use as they
+    /// are, and the health record says why.
+    pub fn reload_rules(&mut self) {
+        let Some(classifier) = self.classifier.as_mut() else { return };
+        let reloads = self.rules_reloads.get_or_insert_with(Default::default);
+        match Rules::load(self.rules_path.as_deref()) {
+            Ok(rules) => {
+                classifier.set_rules(rules);
+                reloads.reloaded += 1;
+                reloads.last_error = None;
+                self.rules_loaded_at = self.clock.wall(Clock::now_mono_ns());
+            }
+            Err(e) => {
+                reloads.failed += 1;
+                reloads.last_error = Some(format!("{e:#}"));
+                eprintln!("tracer: SIGHUP: the rules were not reloaded, those in use are kept: {e:#}");
+            }
+        }
+        reloads.loaded_at.clone_from(&self.rules_loaded_at);
     }
 
     /// The first record of a capture: what it was taken on and with.
@@ -982,6 +1011,7 @@ impl Pipeline {
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             temp_files: self.temp_files.counts.clone(),
+            rules_reloads: self.rules_reloads.clone(),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
@@ -1134,10 +1164,12 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
         crate::privileges::drop_after_load().context("dropping privileges after load")?;
     }
     let mut sinks = Sinks::open(&specs)?;
-    let service = (api.is_some() || args.metrics.is_some()).then(|| std::sync::Arc::new(crate::service::api::Shared::default()));
+    let service = (api.is_some() || args.metrics.is_some())
+        .then(|| std::sync::Arc::new(crate::service::api::Shared::default()));
     let mut _serving = None;
     if let Some(shared) = &service {
-        let display = args.api.as_ref().map_or_else(|| "metrics".to_owned(), |p| format!("api:{}", p.display()));
+        let display =
+            args.api.as_ref().map_or_else(|| "metrics".to_owned(), |p| format!("api:{}", p.display()));
         let (sink, stats) = crate::service::api::ApiSink::new(shared.clone(), display);
         sinks.attach(Box::new(sink), stats);
         if let Some(listener) = api {
@@ -1154,6 +1186,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
         pipeline.enable_nvml();
     }
     pipeline.classifier = rules.map(|r| Classifier::new(r).with_summaries(args.summary_interval));
+    pipeline.rules_path.clone_from(&args.rules);
     if record {
         pipeline.write_capture_header()?;
     }
@@ -1241,7 +1274,10 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
             _ = health.tick() => pipeline.tick_health(&mut kernel),
             _ = background.tick() => pipeline.collect_finished(false).and_then(|()| pipeline.sinks.flush()),
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
-            _ = sighup.recv() => pipeline.sinks.reopen(),
+            _ = sighup.recv() => {
+                pipeline.reload_rules();
+                pipeline.sinks.reopen()
+            }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = &mut until_deadline => break Ok(()),

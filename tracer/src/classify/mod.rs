@@ -209,8 +209,7 @@ fn basename(path: &str) -> &str {
 
 impl Classifier {
     pub fn new(rules: Rules) -> Self {
-        let connect_ports =
-            rules.indicators.iter().filter_map(|i| i.when.remote_port.as_ref()).flatten().copied().collect();
+        let connect_ports = Self::connect_ports(&rules);
         Self {
             rules,
             scopes: HashMap::new(),
@@ -222,6 +221,19 @@ impl Classifier {
             swept_ns: 0,
             host: HostLedger::new(0),
         }
+    }
+
+    fn connect_ports(rules: &Rules) -> HashSet<u16> {
+        rules.indicators.iter().filter_map(|i| i.when.remote_port.as_ref()).flatten().copied().collect()
+    }
+
+    /// New rules (SIGHUP), keeping every scope's evidence and verdict: each
+    /// process's next record is matched by the new indicators, and finds
+    /// its allowlist entry or declaration again (what covers it is worked
+    /// out at every record, and its evidence is re-tagged when that changes).
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.connect_ports = Self::connect_ports(&rules);
+        self.rules = rules;
     }
 
     /// Also writes a `host.summary` record every `every` of record time

@@ -350,6 +350,18 @@ pub struct ConnectView {
     pub escaped: Vec<&'static str>,
 }
 
+/// What SIGHUP did to the rules: reloaded, or kept because the file was bad.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RulesReloads {
+    pub reloaded: u64,
+    pub failed: u64,
+    /// Why the last failed reload kept the rules in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the rules in use were loaded.
+    pub loaded_at: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct HealthView {
     /// started, running or final.
@@ -406,6 +418,10 @@ pub struct HealthView {
     /// than 1024 waiting). Absent when none.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub temp_files: std::collections::BTreeMap<&'static str, u64>,
+    /// SIGHUP's rereading of the rules file (rules, allowlist,
+    /// declarations). Absent until the first SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_reloads: Option<RulesReloads>,
     /// Records still in the ring when the shutdown's time to read them was
     /// up, by kind: counted, not processed (final record only).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
