@@ -1011,7 +1011,7 @@ impl Pipeline {
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             temp_files: self.temp_files.counts.clone(),
-            rules_reloads: self.rules_reloads.clone(),
+            rules_reloads: self.rules_reloads.clone().map(Box::new),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,

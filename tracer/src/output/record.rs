@@ -421,7 +421,7 @@ pub struct HealthView {
     /// SIGHUP's rereading of the rules file (rules, allowlist,
     /// declarations). Absent until the first SIGHUP.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules_reloads: Option<RulesReloads>,
+    pub rules_reloads: Option<Box<RulesReloads>>,
     /// Records still in the ring when the shutdown's time to read them was
     /// up, by kind: counted, not processed (final record only).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
