@@ -229,3 +229,99 @@ fn prometheus_scrapes_the_metrics() {
     assert!(cores > Some(0.3), "its CPU in cores: {cores:?}");
     assert!(events > Some(0.0), "{events:?}");
 }
+
+/// The shipped unit with this build's binary and a scratch configuration.
+fn unit_for_test(dir: &Path, config: &Path) -> (String, std::path::PathBuf) {
+    let unit = std::fs::read_to_string(support::repo().join("examples/tracer.service")).unwrap();
+    let unit = unit.replace(
+        "/usr/local/bin/tracer run --config /etc/tracer/tracer.toml",
+        &format!("{} run --config {}", env!("CARGO_BIN_EXE_tracer"), config.display()),
+    );
+    let path = dir.join("tracer-test.service");
+    std::fs::write(&path, &unit).unwrap();
+    (unit, path)
+}
+
+/// The shipped example configuration, with its paths moved into `dir`.
+fn config_for_test(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(support::repo().join("examples/tracer.toml")).unwrap();
+    let text = text
+        .replace("/var/log/tracer/", &format!("{}/", dir.display()))
+        .replace("/run/tracer/tracer.sock", &dir.join("api.sock").display().to_string())
+        .replace("127.0.0.1:9464", &format!("127.0.0.1:{}", free_port()));
+    let path = dir.join("tracer.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_its_capabilities_suffice() {
+    support::require_root();
+    let dir = scratch("unit");
+    let config = config_for_test(&dir);
+    let (unit, path) = unit_for_test(&dir, &config);
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+    for hardening in ["ProtectSystem=strict", "ProtectHome=", "NoNewPrivileges=yes", "Restart=on-failure"] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    // Run with exactly the unit's bounding set: every program attaches.
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("a CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(!caps.contains(&"+sys_admin".to_owned()), "the service runs without CAP_SYS_ADMIN");
+    let out = Command::new("setpriv")
+        .arg(format!("--bounding-set=-all,{}", caps.join(",")))
+        .arg("--inh-caps=-all")
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--duration", "3s", "--health-interval", "1h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<Value> = std::fs::read_to_string(dir.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fin = support::final_health(&records);
+    assert_eq!(fin["programs_failed"], 0, "{:#}", fin["programs"]);
+    assert!(fin["programs_attached"].as_u64() > Some(10), "{fin:#}");
+    assert_eq!(fin["sockets_adopted"]["failed"], 0, "{fin:#}");
+}
+
+#[test]
+fn the_unit_starts_under_systemd() {
+    support::require_root();
+    if !Path::new("/run/systemd/system").exists() {
+        support::skip("the_unit_starts_under_systemd", "systemd is not this host's init");
+        return;
+    }
+    let dir = scratch("systemd");
+    let config = config_for_test(&dir);
+    let (unit, _) = unit_for_test(&dir, &config);
+    let installed = Path::new("/run/systemd/system/tracer-test.service");
+    std::fs::write(installed, unit).unwrap();
+    let systemctl = |args: &[&str]| Command::new("systemctl").args(args).status().unwrap().success();
+    assert!(systemctl(&["daemon-reload"]));
+    let started = systemctl(&["start", "tracer-test.service"]);
+    let socket = dir.join("api.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started && !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = tracer_cmd().args(["state", "--socket"]).arg(&socket).output().unwrap();
+    let reloaded = systemctl(&["reload", "tracer-test.service"]);
+    systemctl(&["stop", "tracer-test.service"]);
+    let _ = std::fs::remove_file(installed);
+    systemctl(&["daemon-reload"]);
+    assert!(started, "systemctl start");
+    assert!(state.status.success(), "the service's API: {state:?}");
+    assert!(reloaded, "systemctl reload");
+}

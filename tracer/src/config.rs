@@ -124,6 +124,15 @@ pub fn flags(
                 toml::Value::Boolean(true) if !takes_value || optional_value => Some(format!("--{name}")),
                 toml::Value::Boolean(false) if !takes_value || optional_value => None,
                 toml::Value::Table(t) if name == "sink" => {
+                    // `format` is both a sink's option and run's.
+                    if let Some(stray) = t.keys().filter(|k| *k != "format").find(|k| {
+                        run.get_arguments().any(|a| a.get_long() == Some(k.replace('_', "-").as_str()))
+                    }) {
+                        return Err(at(format!(
+                            "`{stray}` is inside a [[sink]] table (keys after [[sink]] belong to it): \
+                             put the options before the first [[sink]]"
+                        )));
+                    }
                     Some(format!("--sink={}", sink_spec(t).map_err(at)?))
                 }
                 other => return Err(at(format!("{} is not a value this option takes", other.type_str()))),
@@ -274,6 +283,8 @@ kinds = ["classification", "network.*"]
         assert!(e.contains("`syscalls`"), "{e}");
         let e = parse("\n[[sink]]\ntarget = \"/tmp/y\"\nrotate_sise = \"1M\"\n", &[]).unwrap_err();
         assert!(e.contains(":2: `sink`:") && e.contains("rotate_sise"), "{e}");
+        let e = parse("[[sink]]\ntarget = \"-\"\nactivity_interval = \"1s\"\n", &[]).unwrap_err();
+        assert!(e.contains("`activity_interval` is inside a [[sink]] table"), "{e}");
         let e = parse("[[sink]]\nformat = \"ecs\"\n", &[]).unwrap_err();
         assert!(e.contains("needs target"), "{e}");
         let e = parse("activity_interval = \n", &[]).unwrap_err();
