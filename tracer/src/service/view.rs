@@ -157,6 +157,8 @@ pub struct HostView {
     pub evicted: u64,
     /// Entries that ended (no word of them for [`STALE_NS`]).
     pub expired: u64,
+    /// When ended entries were last swept (record time).
+    swept_mono: u64,
 }
 
 impl HostView {
@@ -246,8 +248,14 @@ impl HostView {
         e.interval_ns = (interval * 1e9) as u64;
     }
 
+    /// Sweeps ended entries, once a second of record time: a sweep walks
+    /// every entry, and records come thousands a second.
     fn expire(&mut self) {
         let now = self.last_mono;
+        if now.saturating_sub(self.swept_mono) < 1_000_000_000 {
+            return;
+        }
+        self.swept_mono = now;
         for map in [&mut self.trees, &mut self.containers] {
             let before = map.len();
             map.retain(|_, e| now.saturating_sub(e.last_mono) <= STALE_NS);
