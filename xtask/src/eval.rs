@@ -12,7 +12,7 @@
 //! machine reaches: py-scrypt's scrypt for proof-of-work, PyTorch (CPU
 //! training, and a two-rank torch.distributed gloo job), numpy and
 //! safetensors for the ML cases, hsd (Handshake's full node, npm) with four
-//! local peers, Debian's gzip, coreutils, OpenSSL, nginx and wrk,
+//! local peers, js-libp2p with the IPFS DHT (npm), Debian's gzip, coreutils, OpenSSL, nginx and wrk,
 //! PostgreSQL and pgbench, cargo for a build. The pool and the scripts that drive them are
 //! in xtask/eval/.
 
@@ -176,6 +176,14 @@ const CASES: &[Case] = &[
              --no-wallet --prefix={dir}/hsd --log-level=warning \
              --nodes=127.0.0.3:14038,127.0.0.4:14038,127.0.0.5:14038,127.0.0.6:14038; [ $? -eq 124 ]",
         ],
+    },
+    Case {
+        name: "ipfs-dht-node",
+        label: "distributed_storage",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &["node", "{work}/libp2p/ipfs_dht.mjs", "8"],
     },
     Case {
         name: "sha256sum-large-file",
@@ -611,6 +619,22 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             bail!("could not install hsd with npm");
         }
     }
+    let libp2p = work.join("libp2p");
+    if !libp2p.join("node_modules/@libp2p/kad-dht").exists() {
+        eprintln!("eval: installing js-libp2p and the IPFS DHT from npm");
+        fs::create_dir_all(&libp2p)?;
+        let ok = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&libp2p)
+            .args(LIBP2P_PACKAGES)
+            .status()?
+            .success();
+        if !ok {
+            bail!("could not install js-libp2p with npm");
+        }
+    }
+    // Node resolves a module's imports from where the module is.
+    fs::copy(root.join("xtask/eval/ipfs_dht.mjs"), libp2p.join("ipfs_dht.mjs"))?;
     let blob = work.join("blob");
     if !blob.exists() {
         // 256 MiB of incompressible-ish data, made once.
@@ -623,9 +647,21 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             bail!("could not make {}", blob.display());
         }
     }
-    let _ = root;
     Ok(py)
 }
+
+/// A real IPFS DHT node's stack, pinned: js-libp2p over TCP with Noise and
+/// yamux, the IPFS Kademlia DHT, identify and ping.
+const LIBP2P_PACKAGES: &[&str] = &[
+    "libp2p@3.3.11",
+    "@libp2p/tcp@11.0.28",
+    "@chainsafe/libp2p-noise@17.0.0",
+    "@chainsafe/libp2p-yamux@8.0.1",
+    "@libp2p/identify@4.1.14",
+    "@libp2p/ping@3.1.13",
+    "@libp2p/kad-dht@16.4.5",
+    "multiformats@14.0.5",
+];
 
 pub fn run(opts: &Options) -> Result<()> {
     crate::setup::ensure_packages(&[
