@@ -35,3 +35,10 @@ pub fn skip(test: &str, reason: &str) {
         }
     }
 }
+
+/// A record of `kind` as the tracer writes it (tests/fixtures/formats).
+pub fn record_fixture(kind: &str) -> serde_json::Value {
+    let path = format!("{}/../tests/fixtures/formats/{kind}.native.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}

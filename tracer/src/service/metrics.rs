@@ -225,10 +225,7 @@ fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn fixture(kind: &str) -> Value {
-        let path = format!("{}/../tests/fixtures/formats/{kind}.native.json", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use crate::testing::record_fixture as fixture;
 
     #[test]
     fn the_exposition_has_health_sinks_and_categories() {

@@ -360,10 +360,7 @@ fn health_digest(h: &Value) -> Value {
 mod tests {
     use super::*;
 
-    fn fixture(kind: &str) -> Value {
-        let path = format!("{}/../tests/fixtures/formats/{kind}.native.json", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use crate::testing::record_fixture as fixture;
 
     #[test]
     fn a_verdict_and_its_trees_activity_meet_in_one_entry() {
