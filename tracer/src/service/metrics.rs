@@ -92,21 +92,19 @@ pub fn render(shared: &Shared) -> String {
     }
 
     if let Some(sinks) = h["sinks"].as_array() {
-        t.family("tracer_sink_records_total", "counter", "Records that passed a sink's filter.");
-        for s in sinks {
-            t.sample(
-                "tracer_sink_records_total",
-                &[("sink", s["sink"].as_str().unwrap_or(""))],
-                s["records"].as_f64().unwrap_or(0.0),
-            );
-        }
-        t.family("tracer_sink_delivered_total", "counter", "Records a sink wrote or its receiver accepted.");
-        for s in sinks {
-            t.sample(
-                "tracer_sink_delivered_total",
-                &[("sink", s["sink"].as_str().unwrap_or(""))],
-                s["delivered"].as_f64().unwrap_or(0.0),
-            );
+        for (field, help) in [
+            ("records", "Records that passed a sink's filter."),
+            ("delivered", "Records a sink wrote or its receiver accepted."),
+        ] {
+            let name = format!("tracer_sink_{field}_total");
+            t.family(&name, "counter", help);
+            for s in sinks {
+                t.sample(
+                    &name,
+                    &[("sink", s["sink"].as_str().unwrap_or(""))],
+                    s[field].as_f64().unwrap_or(0.0),
+                );
+            }
         }
         t.family("tracer_sink_dropped_total", "counter", "Records a sink lost, by why.");
         for s in sinks {
