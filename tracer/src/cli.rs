@@ -29,6 +29,32 @@ pub enum Command {
     /// Run the classifier offline over a capture; prints its classification
     /// records, the same as live.
     Replay(ReplayArgs),
+    /// Whether the tracer can do its job on this host: loads and attaches
+    /// the programs as run does, then detaches them; checks outputs, sinks
+    /// and rules. Exit status 1 when it cannot.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// One JSON object, `{"ok": …, "checks": [{name, status, detail, fallback?}]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra rules to validate with the shipped ones, as for run.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// An output file to check, as for run (opened for append, not written).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// A sink to check, as for run; repeat for several.
+    #[arg(long = "sink", value_name = "SPEC")]
+    pub sinks: Vec<String>,
+    /// Also try the syscall hooks, as run --syscalls.
+    #[arg(long)]
+    pub syscalls: bool,
+    /// The ring buffer size to try, as for run.
+    #[arg(long, default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
 }
 
 #[derive(Debug, Args, Clone)]
