@@ -91,14 +91,10 @@ pub fn run(args: &CheckArgs) -> Result<()> {
             .checks
             .iter()
             .filter(|r| r.status == Status::Fail)
-            .map(|r| format!("{}: {}", r.name, first_line(&r.detail)))
+            .map(|r| format!("{}: {}", r.name, table::shorten(&r.detail, 120)))
             .collect();
         Err(anyhow!("{} ({})", report.verdict(), why.join("; ")))
     }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 fn checks(args: &CheckArgs) -> Vec<Row> {
@@ -107,8 +103,9 @@ fn checks(args: &CheckArgs) -> Vec<Row> {
     let btf = btf_row();
     rows.push(btf.0);
     let tracefs_before = tracefs::mounted();
-    rows.push(probes::cgroups(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()));
-    rows.extend(programs(args, &btf.1, tracefs_before));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    rows.push(probes::cgroups(&mountinfo));
+    rows.extend(programs(args, &btf.1, tracefs_before, &mountinfo));
     rows.extend(gpu());
     rows.push(rules(args.rules.as_deref()));
     rows.extend(outputs(args));
@@ -280,7 +277,12 @@ pub fn hook_rows(attach: &[AttachStatus]) -> Vec<Row> {
 
 /// Loads and attaches the programs as `run` does, reads what attached,
 /// then detaches them.
-fn programs(args: &CheckArgs, btf_missing: &[String], tracefs_before: Option<std::path::PathBuf>) -> Vec<Row> {
+fn programs(
+    args: &CheckArgs,
+    btf_missing: &[String],
+    tracefs_before: Option<std::path::PathBuf>,
+    mountinfo: &str,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let ring_bytes = args.ring_buffer_kib.checked_mul(1024);
     let opts = LoadOptions {
@@ -302,11 +304,20 @@ fn programs(args: &CheckArgs, btf_missing: &[String], tracefs_before: Option<std
             format!("was not mounted; the tracer mounted it at {} (it stays mounted)", at.display()),
         )
         .instead("the tracer mounts it itself at start"),
-        (None, None) => Row::new(
-            "tracefs",
-            Status::Fail,
-            "not mounted at /sys/kernel/tracing nor /sys/kernel/debug/tracing, and the tracer could not mount it",
-        ),
+        // Mounted, and its events unreadable to this user (not root).
+        (None, None) => match probes::tracefs_mount(mountinfo) {
+            Some(at) => Row::new(
+                "tracefs",
+                Status::Fail,
+                format!("mounted at {}, but its events/ directory cannot be read by this user", at.display()),
+            ),
+            None => Row::new(
+                "tracefs",
+                Status::Fail,
+                "not mounted at /sys/kernel/tracing nor /sys/kernel/debug/tracing, and the tracer could not \
+                 mount it",
+            ),
+        },
     });
     let (mut kernel, ring) = match loaded {
         Ok(k) => k,

@@ -167,6 +167,15 @@ pub fn cgroups(mountinfo: &str) -> Row {
     }
 }
 
+/// Where tracefs is mounted, by the mount table (readable by anyone, where
+/// the events directory is not).
+pub fn tracefs_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "tracefs").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
 /// Whether records could be appended to `path`: an existing file is opened
 /// for append (never truncated, nothing written), as the file sink opens
 /// it; for a new one, its directory must take a file.
@@ -467,6 +476,9 @@ mod tests {
         assert_eq!(row.status, Status::Ok);
         assert!(row.detail.starts_with("hybrid: cgroup2 at /sys/fs/cgroup/unified"), "{row:?}");
         assert!(row.detail.ends_with("v1 hierarchies: cpu memory"), "{row:?}");
+        assert_eq!(tracefs_mount(hybrid), None);
+        let tracefs = "45 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw\n";
+        assert_eq!(tracefs_mount(&format!("{hybrid}{tracefs}")), Some(PathBuf::from("/sys/kernel/tracing")));
         let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n";
         let row = cgroups(v1);
         assert_eq!(row.status, Status::Warn);

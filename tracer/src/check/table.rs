@@ -15,7 +15,7 @@ fn label(status: Status) -> &'static str {
 }
 
 /// The first line of `text`, cut to `max` characters.
-fn shorten(text: &str, max: usize) -> String {
+pub fn shorten(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or_default();
     if line.chars().count() > max || text.lines().nth(1).is_some() {
         format!("{}…", line.chars().take(max).collect::<String>())
