@@ -22,8 +22,9 @@ fn check(args: &[&str]) -> (Output, Value, String) {
 fn run(mut command: Command) -> (Output, Value, String) {
     let out = command.output().expect("running tracer check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, report, stderr)
 }
@@ -47,7 +48,18 @@ fn this_host_passes_with_its_programs_attached() {
     let (out, report, stderr) = check(&[]);
     assert!(out.status.success(), "exit {:?}: {report:#}\n{stderr}", out.status);
     assert_eq!(report["ok"], true, "{report:#}");
-    for name in ["privileges", "BTF", "tracefs", "programs", "process hooks", "scheduler hook", "socket hooks", "ring buffer", "rules", "sink -"] {
+    for name in [
+        "privileges",
+        "BTF",
+        "tracefs",
+        "programs",
+        "process hooks",
+        "scheduler hook",
+        "socket hooks",
+        "ring buffer",
+        "rules",
+        "sink -",
+    ] {
         assert_ok(&report, name);
     }
     // What attached is named, as the health record names it.

@@ -126,9 +126,10 @@ fn btf_row() -> (Row, Vec<String>) {
         );
     }
     match btf::resolve(path) {
-        Ok(r) if r.missing.is_empty() => {
-            (Row::new(name, Status::Ok, format!("{} parsed, every kernel field found", path.display())), r.missing)
-        }
+        Ok(r) if r.missing.is_empty() => (
+            Row::new(name, Status::Ok, format!("{} parsed, every kernel field found", path.display())),
+            r.missing,
+        ),
         Ok(r) => (
             Row::new(
                 name,
@@ -228,7 +229,11 @@ pub fn hook_rows(attach: &[AttachStatus]) -> Vec<Row> {
             } else {
                 fell_back.push(format!(
                     "{} in place of {}",
-                    instead.iter().map(|s| format!("{} ({})", s.program, s.hook)).collect::<Vec<_>>().join(", "),
+                    instead
+                        .iter()
+                        .map(|s| format!("{} ({})", s.program, s.hook))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     a.program
                 ));
             }
@@ -443,7 +448,12 @@ fn outputs(args: &CheckArgs) -> Vec<Row> {
 mod tests {
     use super::*;
 
-    fn status(program: &'static str, attached: bool, error: Option<&str>, replaces: Option<&'static str>) -> AttachStatus {
+    fn status(
+        program: &'static str,
+        attached: bool,
+        error: Option<&str>,
+        replaces: Option<&'static str>,
+    ) -> AttachStatus {
         AttachStatus {
             program,
             hook: format!("hook:{program}"),

@@ -43,7 +43,8 @@ pub fn privileges() -> Row {
     let held: Vec<_> = names.iter().filter(|(c, _)| has(*c)).map(|(_, n)| *n).collect();
     let lacking: Vec<_> = names.iter().filter(|(c, _)| !has(*c)).map(|(_, n)| *n).collect();
     let who = if euid == 0 { "root".to_string() } else { format!("not root (uid {euid})") };
-    let mut detail = format!("{who}; effective: {}", if held.is_empty() { "none".into() } else { held.join(", ") });
+    let mut detail =
+        format!("{who}; effective: {}", if held.is_empty() { "none".into() } else { held.join(", ") });
     if !lacking.is_empty() {
         detail.push_str(&format!("; lacking: {}", lacking.join(", ")));
     }
@@ -132,8 +133,10 @@ pub fn cgroup_mounts(mountinfo: &str) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) 
             Some("cgroup2") => v2.push(at),
             Some("cgroup") => {
                 let options = right.nth(1).unwrap_or_default();
-                let controllers: Vec<_> =
-                    options.split(',').filter(|o| *o != "rw" && *o != "ro" && !o.contains("relatime")).collect();
+                let controllers: Vec<_> = options
+                    .split(',')
+                    .filter(|o| *o != "rw" && *o != "ro" && !o.contains("relatime"))
+                    .collect();
                 v1.push((at, controllers.join(",")));
             }
             _ => {}
@@ -157,11 +160,12 @@ pub fn cgroups(mountinfo: &str) -> Row {
                 v1_list()
             ),
         ),
-        (None, false) => Row::new(name, Status::Warn, format!("cgroup v1 only ({}): no cgroup2 mount", v1_list()))
-            .instead(
+        (None, false) => {
+            Row::new(name, Status::Warn, format!("cgroup v1 only ({}): no cgroup2 mount", v1_list())).instead(
                 "connects from the connect(2) syscall hooks (blind to io_uring); container ids from \
                  /proc/PID/cgroup",
-            ),
+            )
+        }
         (None, true) => Row::new(name, Status::Warn, "no cgroup mount")
             .instead("connects from the connect(2) syscall hooks (blind to io_uring)"),
     }
@@ -172,7 +176,8 @@ pub fn cgroups(mountinfo: &str) -> Row {
 pub fn tracefs_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "tracefs").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        (right.split_whitespace().next()? == "tracefs")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
     })
 }
 
@@ -194,7 +199,11 @@ pub fn file(path: &Path) -> Result<String> {
             // SAFETY: geteuid has no preconditions.
             let euid = unsafe { libc::geteuid() };
             if meta.is_file() && meta.uid() != euid {
-                bail!("{} is owned by uid {}; the file sink refuses to append to it", path.display(), meta.uid());
+                bail!(
+                    "{} is owned by uid {}; the file sink refuses to append to it",
+                    path.display(),
+                    meta.uid()
+                );
             }
             Ok(format!("{} can be appended to ({} bytes now)", path.display(), meta.len()))
         }
@@ -355,7 +364,9 @@ mod tests {
     }
 
     fn http_opts(url: &str) -> HttpOptions {
-        let Target::Http(h) = SinkSpec::parse(url, Format::Native).unwrap().target else { panic!("not http") };
+        let Target::Http(h) = SinkSpec::parse(url, Format::Native).unwrap().target else {
+            panic!("not http")
+        };
         h
     }
 
@@ -422,8 +433,11 @@ mod tests {
                 assert!(n > 0, "the client closed before its request ended");
                 request.extend_from_slice(&buf[..n]);
             }
-            std::io::Write::write_all(&mut s, b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                .unwrap();
+            std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n",
+            )
+            .unwrap();
             String::from_utf8(request).unwrap()
         });
         let code = http(&http_opts(&format!("http://127.0.0.1:{port}/ingest")), SINK_TIMEOUT).unwrap();

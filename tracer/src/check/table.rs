@@ -28,7 +28,12 @@ pub fn render(rows: &[Row]) -> String {
     let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for r in rows {
-        out.push_str(&format!("{:<4}  {:<width$}  {}\n", label(r.status), r.name, shorten(&r.detail, DETAIL_MAX)));
+        out.push_str(&format!(
+            "{:<4}  {:<width$}  {}\n",
+            label(r.status),
+            r.name,
+            shorten(&r.detail, DETAIL_MAX)
+        ));
         if let Some(f) = &r.fallback {
             out.push_str(&format!("{:<4}  {:<width$}  instead: {}\n", "", "", shorten(f, DETAIL_MAX)));
         }
@@ -58,7 +63,8 @@ mod tests {
 
     #[test]
     fn check_table_cuts_long_details_to_one_line() {
-        let rows = vec![Row::new("program x", Status::Fail, format!("load: {}\nverifier log", "v".repeat(300)))];
+        let rows =
+            vec![Row::new("program x", Status::Fail, format!("load: {}\nverifier log", "v".repeat(300)))];
         let text = render(&rows);
         assert_eq!(text.lines().count(), 1);
         assert!(text.trim_end().ends_with('…'), "{text}");
