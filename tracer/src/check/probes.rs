@@ -229,7 +229,21 @@ pub fn file(path: &Path) -> Result<String> {
             let _ = std::fs::remove_file(&probe);
             Ok(format!("{} would be created (mode 0600)", path.display()))
         }
-        Err(e) => Err(anyhow!(e)).with_context(|| format!("{}", path.display())),
+        // ENOTDIR: a file where a directory should be; say which.
+        Err(e) => match path.ancestors().skip(1).find(|a| a.exists()) {
+            Some(a) if !a.is_dir() => bail!("{} is not a directory ({e})", a.display()),
+            _ => Err(anyhow!(e)).with_context(|| format!("{}", path.display())),
+        },
+    }
+}
+
+/// 268435456 -> `256 MiB`.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -272,8 +286,9 @@ pub fn syslog_row(name: String, opts: &SyslogOptions) -> Row {
                 row
             } else {
                 row.instead(format!(
-                    "messages queue in memory (up to {} messages, {} bytes) and are sent when it answers",
-                    opts.queue, opts.queue_bytes
+                    "messages queue in memory (up to {} messages, {}) and are sent when it answers",
+                    opts.queue,
+                    size(opts.queue_bytes)
                 ))
             }
         }
@@ -309,9 +324,9 @@ pub fn http_row(name: String, opts: &HttpOptions) -> Row {
     match http(opts, opts.timeout.min(SINK_TIMEOUT)) {
         Ok(code) => Row::new(name, Status::Ok, format!("HEAD answered {code}")),
         Err(e) => Row::new(name, Status::Warn, format!("unreachable: {e:#}")).instead(format!(
-            "records spool in {} (up to {} bytes) and are sent when it answers",
+            "records spool in {} (up to {}) and are sent when it answers",
             opts.spool_dir.display(),
-            opts.spool_max
+            size(opts.spool_max)
         )),
     }
 }
@@ -470,7 +485,10 @@ mod tests {
         assert!(!new.exists(), "nothing left behind");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         let e = file(&existing.join("under-a-file.jsonl")).unwrap_err();
-        assert!(format!("{e:#}").contains("under-a-file.jsonl"), "{e:#}");
+        assert_eq!(
+            format!("{e:#}"),
+            format!("{} is not a directory (Not a directory (os error 20))", existing.display())
+        );
         let e = file(&dir.join("no/such/dir/x.jsonl")).unwrap_err();
         assert!(format!("{e:#}").contains("no/such/dir"), "{e:#}");
         std::os::unix::fs::symlink(&existing, dir.join("link")).unwrap();
@@ -497,6 +515,14 @@ mod tests {
         let row = cgroups(v1);
         assert_eq!(row.status, Status::Warn);
         assert!(row.fallback.is_some());
+    }
+
+    #[test]
+    fn check_sizes() {
+        assert_eq!(size(256 << 20), "256 MiB");
+        assert_eq!(size(64 << 20), "64 MiB");
+        assert_eq!(size(3 << 30), "3 GiB");
+        assert_eq!(size(1536), "1536 bytes");
     }
 
     #[test]
