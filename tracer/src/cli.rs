@@ -35,6 +35,10 @@ pub enum Command {
     /// Print records from a running `tracer run --api`: the latest ones,
     /// or with --follow every new one as it is written.
     Events(EventsArgs),
+    /// Whether the tracer can do its job on this host: loads and attaches
+    /// the programs as run does, then detaches them; checks outputs, sinks
+    /// and rules. Exit status 1 when it cannot.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -57,6 +61,28 @@ pub struct EventsArgs {
     /// native, ecs or ocsf.
     #[arg(long, default_value = "native", value_parser = parse_format)]
     pub format: crate::output::formats::Format,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// One JSON object, `{"ok": …, "checks": [{name, status, detail, fallback?}]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra rules to validate with the shipped ones, as for run.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// An output file to check, as for run (opened for append, not written).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// A sink to check, as for run; repeat for several.
+    #[arg(long = "sink", value_name = "SPEC")]
+    pub sinks: Vec<String>,
+    /// Also try the syscall hooks, as run --syscalls.
+    #[arg(long)]
+    pub syscalls: bool,
+    /// The ring buffer size to try, as for run.
+    #[arg(long, default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
 }
 
 #[derive(Debug, Args, Clone)]

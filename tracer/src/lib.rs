@@ -2,6 +2,7 @@
 //! socket connects; user space attributes them to processes and writes
 //! self-describing JSON lines.
 
+pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod config;

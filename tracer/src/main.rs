@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
         Command::Events(args) => {
             tracer::service::client::events(&args.client.socket, &args.kinds, args.format.name(), args.follow)
         }
+        Command::Check(args) => tracer::check::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ use crate::{
     dns::NameCache,
     gpu::{GpuLedger, OpenView, decode::decode as gpu_decode, devices, devices::vendor_name, nvml::Nvml},
     kernel::{
-        Kernel, LoadOptions,
+        Kernel, LoadOptions, ProgramCounts,
         events::{Body as EventBody, ConnectSource, Event, Header, SockAddr, decode},
     },
     ledger::{AccountView, ActivityView as LedgerActivity, Delta, Ledger, online_cpus},
@@ -987,6 +987,7 @@ impl Pipeline {
         let tables = kernel.tables()?;
         let evicted =
             |names: &[&str]| names.iter().map(|n| tables.evicted.get(n).copied().unwrap_or(0)).sum();
+        let programs = ProgramCounts::of(&kernel.attach);
         let body = Body::Health(HealthView {
             status,
             uptime_s: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -1019,9 +1020,9 @@ impl Pipeline {
             nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
             tables: self.tables(),
-            programs_attached: kernel.attach.iter().filter(|a| a.attached).count(),
-            programs_failed: kernel.attach.iter().filter(|a| !a.attached && !a.skipped()).count(),
-            programs_skipped: kernel.attach.iter().filter(|a| a.skipped()).count(),
+            programs_attached: programs.attached,
+            programs_failed: programs.failed,
+            programs_skipped: programs.skipped,
             syscall_hooks: kernel.syscall_hooks(),
             sockets_adopted: kernel.sockets_adopted,
             programs: kernel.attach.clone(),
@@ -1124,7 +1125,7 @@ pub fn run(args: RunArgs, record: bool) -> Result<()> {
 
 async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     let started = Instant::now();
-    let specs = sink_specs(&args, record)?;
+    let specs = sink_specs(args.output.as_deref(), &args.sinks, args.format, record)?;
     let rules = if args.no_classify { None } else { Some(Rules::load(args.rules.as_deref())?) };
     let mut gpu_devices = devices::discover();
     let mut gpu_paths = HashMap::new();
@@ -1323,17 +1324,22 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
 
 /// The sinks asked for: `--output` (a native capture for `record`), each
 /// `--sink`, and stdout when neither is given.
-fn sink_specs(args: &RunArgs, record: bool) -> Result<Vec<SinkSpec>> {
+pub fn sink_specs(
+    output: Option<&Path>,
+    sinks: &[String],
+    format: crate::output::formats::Format,
+    record: bool,
+) -> Result<Vec<SinkSpec>> {
     let mut specs = Vec::new();
-    if let Some(path) = &args.output {
-        let format = if record { crate::output::formats::Format::Native } else { args.format };
-        specs.push(SinkSpec::file(path.clone(), format));
+    if let Some(path) = output {
+        let format = if record { crate::output::formats::Format::Native } else { format };
+        specs.push(SinkSpec::file(path.to_path_buf(), format));
     }
-    for s in &args.sinks {
-        specs.push(SinkSpec::parse(s, args.format)?);
+    for s in sinks {
+        specs.push(SinkSpec::parse(s, format)?);
     }
     if specs.is_empty() {
-        specs.push(SinkSpec::parse("-", args.format)?);
+        specs.push(SinkSpec::parse("-", format)?);
     }
     Ok(specs)
 }

@@ -219,6 +219,44 @@ impl AttachStatus {
     pub fn skipped(&self) -> bool {
         !self.attached && self.error.as_deref().is_some_and(|e| e.starts_with(SKIPPED))
     }
+
+    /// Tried, and not attached.
+    pub fn failed(&self) -> bool {
+        !self.attached && !self.skipped()
+    }
+}
+
+/// Programs attached, failed and left out on purpose, as health counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgramCounts {
+    pub attached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl ProgramCounts {
+    pub fn of(attach: &[AttachStatus]) -> Self {
+        Self {
+            attached: attach.iter().filter(|a| a.attached).count(),
+            failed: attach.iter().filter(|a| a.failed()).count(),
+            skipped: attach.iter().filter(|a| a.skipped()).count(),
+        }
+    }
+}
+
+/// The attached programs that stand in for `program` on this kernel,
+/// through fallbacks of fallbacks (skb_egress, then sock_send_length, then
+/// the kprobes).
+pub fn stand_ins<'a>(attach: &'a [AttachStatus], program: &str) -> Vec<&'a AttachStatus> {
+    let mut out = Vec::new();
+    for a in attach.iter().filter(|a| a.replaces == Some(program) && a.program != program) {
+        if a.attached {
+            out.push(a);
+        } else {
+            out.extend(stand_ins(attach, a.program));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -421,7 +459,7 @@ impl Kernel {
             .collect();
         // In order, so a fallback that fails has its own fallback tried.
         for &(replaced, program, hook) in &FALLBACK_HOOKS {
-            let failed = attach.iter().any(|a| a.program == replaced && !a.attached && !a.skipped());
+            let failed = attach.iter().any(|a| a.program == replaced && a.failed());
             let already = attach.iter().any(|a| a.program == program && a.attached);
             if failed && !already {
                 attach.retain(|a| a.program != program);

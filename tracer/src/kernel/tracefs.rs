@@ -33,7 +33,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 }
 
 /// The first candidate that is a tracefs with its event directories.
-fn mounted() -> Option<PathBuf> {
+pub fn mounted() -> Option<PathBuf> {
     CANDIDATES.iter().map(Path::new).find(|dir| dir.join("events").is_dir()).map(Path::to_path_buf)
 }
 

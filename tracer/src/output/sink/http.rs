@@ -236,7 +236,7 @@ fn bulk_rejections(text: &str) -> u64 {
 }
 
 /// `https://user:pw@host/p` -> (`https://host/p`, base64 of `user:pw`).
-fn split_userinfo(url: &str) -> (String, Option<String>) {
+pub(crate) fn split_userinfo(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
@@ -269,7 +269,7 @@ fn snippet(text: &str) -> String {
 }
 
 /// TLS that trusts the certificates in a PEM file, and only those.
-fn trusting(path: &std::path::Path) -> Result<ureq::tls::TlsConfig> {
+pub(crate) fn trusting(path: &std::path::Path) -> Result<ureq::tls::TlsConfig> {
     let pem = std::fs::read(path).with_context(|| format!("option ca_file: reading {}", path.display()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {

@@ -66,13 +66,13 @@ pub fn format_message(opts: &SyslogOptions, meta: &Meta, line: &[u8]) -> Vec<u8>
     msg
 }
 
-enum Connection {
+pub(crate) enum Connection {
     Udp(UdpSocket),
     Tcp(TcpStream),
     Unix(UnixDatagram),
 }
 
-fn connect(transport: &SyslogTransport) -> Result<Connection> {
+pub(crate) fn connect(transport: &SyslogTransport) -> Result<Connection> {
     Ok(match transport {
         SyslogTransport::Udp(addr) => {
             let target = addr
