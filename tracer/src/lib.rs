@@ -17,5 +17,6 @@ pub mod privileges;
 pub mod process;
 pub mod protocols;
 pub mod replay;
+pub mod report;
 #[cfg(test)]
 mod testing;

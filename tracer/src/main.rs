@@ -7,6 +7,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => tracer::pipeline::run(args, false),
         Command::Record(args) => tracer::pipeline::run(args, true),
         Command::Replay(args) => tracer::replay::run(&args),
+        Command::Report(args) => tracer::report::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
