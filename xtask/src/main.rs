@@ -231,8 +231,9 @@ fn main() -> Result<()> {
             setup::ensure_toolchain()?;
             require_root("the end-to-end tests load eBPF programs")?;
             // The syslog sink is tested against a real rsyslogd, node
-            // recognition against real Monero daemons.
-            setup::ensure_packages(&["rsyslog", "monero"])?;
+            // recognition against real Monero daemons, the HTML report in
+            // a real browser.
+            setup::ensure_packages(&["rsyslog", "monero", "chromium"])?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
             let tests = cargo_test(&root, &cmd);

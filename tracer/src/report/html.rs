@@ -116,7 +116,7 @@ pub fn render(m: &Model) -> String {
             s.push_str("<h3>CPU (cores busy)</h3>");
             s.push_str(&svg::stacked(m, "CPU by category", cores, |v| format!("{v:.2}")));
             s.push_str("<h3>Network (bytes per second, sent and received)</h3>");
-            s.push_str(&svg::stacked(m, "Network by category", net, |v| format!("{}/s", bytes(v as u64))));
+            s.push_str(&svg::stacked(m, "Network by category", net, |v| if v < 10.0 { format!("{v:.1} B/s") } else { format!("{}/s", bytes(v as u64)) }));
             s.push_str("<table><thead><tr><th>category</th><th>CPU</th><th>sent</th><th>received</th></tr></thead><tbody>");
             for (c, u) in &m.totals {
                 let _ = write!(

@@ -79,12 +79,12 @@ pub fn stacked(m: &Model, title: &str, rate: fn(&Usage) -> f64, label: fn(f64) -
             base += h;
             let _ = write!(
                 s,
-                r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {} at +{:.1} s</title></rect>"#,
+                r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {} at {}</title></rect>"#,
                 (w - 0.5).max(1.0),
                 color(c),
                 esc(c),
                 esc(&label(v)),
-                p.end - m.first.as_ref().map_or(start, |f| f.secs)
+                offset(p.end - m.first.as_ref().map_or(start, |f| f.secs))
             );
         }
     }
@@ -98,13 +98,20 @@ pub fn stacked(m: &Model, title: &str, rate: fn(&Usage) -> f64, label: fn(f64) -
     for (x, t, anchor) in [(LEFT, start, "start"), (WIDTH - RIGHT, end, "end")] {
         let _ = write!(
             s,
-            r##"<text x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#555">+{:.1} s</text>"##,
+            r##"<text x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#555">{}</text>"##,
             axis_y + 16.0,
-            t - origin
+            offset(t - origin)
         );
     }
     s.push_str("</svg>");
     s
+}
+
+/// Seconds from the report's start, signed (a summary's interval may
+/// begin before the first record).
+fn offset(s: f64) -> String {
+    let s = if s.abs() < 0.05 { 0.0 } else { s };
+    format!("{s:+.1} s")
 }
 
 /// A verdict's evidence on the report's time axis: one dot per item, its

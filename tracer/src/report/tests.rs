@@ -191,7 +191,7 @@ fn report_markdown_has_the_verdict_table_and_escapes_cells() {
 
 #[test]
 fn report_sparklines_scale_to_the_largest() {
-    assert_eq!(markdown::sparkline(&[0.0, 1.0, 2.0, 4.0]), "·▃▄█");
+    assert_eq!(markdown::sparkline(&[0.0, 1.0, 2.0, 4.0]), "·▃▅█");
     assert_eq!(markdown::sparkline(&[0.0, 0.0]), "··");
 }
 
