@@ -89,8 +89,16 @@ fn the_mining_capture_reports_its_verdict_in_a_self_contained_page() {
         assert!(html.contains(want), "the report lacks {want}");
     }
     let lower = html.to_ascii_lowercase();
-    for external in ["src=\"http", "href=\"http", "src='http", "href='http", "@import", "url(http", "<link", "<script src"]
-    {
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "src='http",
+        "href='http",
+        "@import",
+        "url(http",
+        "<link",
+        "<script src",
+    ] {
         assert!(!lower.contains(external), "the report fetches from outside: {external}");
     }
 

@@ -72,7 +72,11 @@ fn legend(cats: &[String]) -> String {
 }
 
 fn badge(alert: bool) -> &'static str {
-    if alert { r#"<span class="badge alert">ALERT</span>"# } else { r#"<span class="badge ok">no alert</span>"# }
+    if alert {
+        r#"<span class="badge alert">ALERT</span>"#
+    } else {
+        r#"<span class="badge ok">no alert</span>"#
+    }
 }
 
 fn cores(u: &Usage) -> f64 {
@@ -116,7 +120,9 @@ pub fn render(m: &Model) -> String {
             s.push_str("<h3>CPU (cores busy)</h3>");
             s.push_str(&svg::stacked(m, "CPU by category", cores, |v| format!("{v:.2}")));
             s.push_str("<h3>Network (bytes per second, sent and received)</h3>");
-            s.push_str(&svg::stacked(m, "Network by category", net, |v| if v < 10.0 { format!("{v:.1} B/s") } else { format!("{}/s", bytes(v as u64)) }));
+            s.push_str(&svg::stacked(m, "Network by category", net, |v| {
+                if v < 10.0 { format!("{v:.1} B/s") } else { format!("{}/s", bytes(v as u64)) }
+            }));
             s.push_str("<table><thead><tr><th>category</th><th>CPU</th><th>sent</th><th>received</th></tr></thead><tbody>");
             for (c, u) in &m.totals {
                 let _ = write!(

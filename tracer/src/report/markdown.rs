@@ -15,7 +15,8 @@ pub fn cell(s: &str) -> String {
         match c {
             '\n' | '\r' | '\t' => out.push(' '),
             '_' => {
-                let inner = |j: Option<usize>| j.and_then(|j| chars.get(j)).is_some_and(|c| c.is_alphanumeric());
+                let inner =
+                    |j: Option<usize>| j.and_then(|j| chars.get(j)).is_some_and(|c| c.is_alphanumeric());
                 if !(inner(i.checked_sub(1)) && inner(Some(i + 1))) {
                     out.push('\\');
                 }
@@ -71,7 +72,11 @@ pub fn render(m: &Model) -> String {
             let _ = writeln!(
                 s,
                 "{} over {} intervals.\n",
-                if source == SeriesSource::Summaries { "From host.summary records" } else { "From activity records" },
+                if source == SeriesSource::Summaries {
+                    "From host.summary records"
+                } else {
+                    "From activity records"
+                },
                 m.series.len()
             );
             let rate = |c: &str, f: fn(&Usage) -> f64| -> Vec<f64> {
@@ -94,7 +99,11 @@ pub fn render(m: &Model) -> String {
                     format!("`{}`", sparkline(&rate(c, |u| (u.tx_bytes + u.rx_bytes) as f64))),
                 ]
             });
-            table(&mut s, &["category", "CPU", "CPU over time", "sent", "received", "network over time"], rows);
+            table(
+                &mut s,
+                &["category", "CPU", "CPU over time", "sent", "received", "network over time"],
+                rows,
+            );
         }
     }
 

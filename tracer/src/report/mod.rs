@@ -492,7 +492,8 @@ impl Folder {
         for p in a["network"]["peers"].as_array().into_iter().flatten() {
             let Some(addr) = st(p, &["address"]) else { continue };
             let key = (addr.to_string(), un(p, &["port"]));
-            let e = self.peer_bytes[level].entry(key.clone()).or_insert_with(|| (text(p, &["protocol"]), 0, 0));
+            let e =
+                self.peer_bytes[level].entry(key.clone()).or_insert_with(|| (text(p, &["protocol"]), 0, 0));
             e.1 += un(p, &["tx_bytes"]).unwrap_or(0);
             e.2 += un(p, &["rx_bytes"]).unwrap_or(0);
             if !comm.is_empty() {
@@ -518,7 +519,11 @@ impl Folder {
     }
 
     fn peer(&mut self, key: (String, Option<u64>)) -> &mut Peer {
-        self.peers.entry(key.clone()).or_insert_with(|| Peer { address: key.0, port: key.1, ..Peer::default() })
+        self.peers.entry(key.clone()).or_insert_with(|| Peer {
+            address: key.0,
+            port: key.1,
+            ..Peer::default()
+        })
     }
 
     fn connect(&mut self, r: &Value) {
@@ -589,7 +594,9 @@ impl Folder {
     }
 
     fn name(&mut self, name: &str) -> &mut Name {
-        self.names.entry(name.to_string()).or_insert_with(|| Name { name: name.to_string(), ..Name::default() })
+        self.names
+            .entry(name.to_string())
+            .or_insert_with(|| Name { name: name.to_string(), ..Name::default() })
     }
 
     fn classification(&mut self, c: &Value, time: Option<Stamp>) {
@@ -646,7 +653,11 @@ impl Folder {
                 },
             );
         }
-        self.summaries.push(Point { end: t.secs, interval_s: fl(s, &["interval_s"]).unwrap_or(0.0), by_category });
+        self.summaries.push(Point {
+            end: t.secs,
+            interval_s: fl(s, &["interval_s"]).unwrap_or(0.0),
+            by_category,
+        });
     }
 
     pub fn finish(self, input: &str) -> Model {
@@ -741,16 +752,19 @@ impl Folder {
         let mut totals: Vec<(String, Usage)> = totals.into_iter().collect();
         totals.sort_by(|a, b| b.1.cpu_seconds.total_cmp(&a.1.cpu_seconds));
 
-        let mut processes: Vec<Process> = self.processes.into_values().filter(|p| p.cpu_seconds > 0.0).collect();
+        let mut processes: Vec<Process> =
+            self.processes.into_values().filter(|p| p.cpu_seconds > 0.0).collect();
         processes.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds).then(a.entity_id.cmp(&b.entity_id)));
 
         let mut peers = self.peers;
         // The finest level of activity that reported peers gives the bytes.
         if let Some(bytes) = self.peer_bytes.iter().find(|b| !b.is_empty()) {
             for (key, (transport, tx, rx)) in bytes {
-                let p = peers
-                    .entry(key.clone())
-                    .or_insert_with(|| Peer { address: key.0.clone(), port: key.1, ..Peer::default() });
+                let p = peers.entry(key.clone()).or_insert_with(|| Peer {
+                    address: key.0.clone(),
+                    port: key.1,
+                    ..Peer::default()
+                });
                 p.tx_bytes += tx;
                 p.rx_bytes += rx;
                 if !transport.is_empty() {
@@ -817,7 +831,12 @@ fn rebin(points: Vec<Point>, max: usize) -> Vec<Point> {
 /// Folds the records of `input` (a capture or a log) into a model. A
 /// capture, headed by a tracer.capture record, is classified as replay does
 /// and its own classification and host.summary records are set aside.
-pub fn load(input: Box<dyn BufRead>, name: &str, rules: Rules, summary_interval: std::time::Duration) -> Result<Model> {
+pub fn load(
+    input: Box<dyn BufRead>,
+    name: &str,
+    rules: Rules,
+    summary_interval: std::time::Duration,
+) -> Result<Model> {
     let mut folder = Folder::new();
     let mut classifier: Option<Classifier> = None;
     let mut rules = Some(rules);
@@ -924,7 +943,13 @@ pub fn bytes(n: u64) -> String {
 
 /// Seconds, to a precision that suits their size.
 pub fn secs(s: f64) -> String {
-    if s >= 100.0 { format!("{s:.0} s") } else if s >= 10.0 { format!("{s:.1} s") } else { format!("{s:.2} s") }
+    if s >= 100.0 {
+        format!("{s:.0} s")
+    } else if s >= 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.2} s")
+    }
 }
 
 /// The one-paragraph account both formats open with, as plain sentences.
@@ -953,8 +978,7 @@ pub fn summary_lines(m: &Model) -> Vec<String> {
                 .filter(|c| c.0 == scope)
                 .map(|(_, c, n, a)| if a > 0 { format!("{n} {c} ({a} alert)") } else { format!("{n} {c}") })
                 .collect();
-            let total: usize =
-                m.verdict_counts().iter().filter(|c| c.0 == scope).map(|c| c.2).sum::<usize>();
+            let total: usize = m.verdict_counts().iter().filter(|c| c.0 == scope).map(|c| c.2).sum::<usize>();
             if total > 0 {
                 let noun = if total == 1 { scope.to_string() } else { format!("{scope}s") };
                 parts.push(format!("{total} {noun}: {}", counts.join(", ")));

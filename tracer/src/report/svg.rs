@@ -43,7 +43,8 @@ pub fn stacked(m: &Model, title: &str, rate: fn(&Usage) -> f64, label: fn(f64) -
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let per_s = |p: &super::Point, u: &Usage| if p.interval_s > 0.0 { rate(u) / p.interval_s } else { 0.0 };
-    let peak = m.series.iter().map(|p| p.by_category.values().map(|u| per_s(p, u)).sum::<f64>()).fold(0.0, f64::max);
+    let peak =
+        m.series.iter().map(|p| p.by_category.values().map(|u| per_s(p, u)).sum::<f64>()).fold(0.0, f64::max);
     let ymax = nice_ceiling(peak);
     let mut s = String::new();
     let _ = write!(
@@ -142,7 +143,8 @@ pub fn timeline(m: &Model, v: &Verdict) -> String {
             e.weight
         );
     }
-    for (x, label, anchor) in [(LEFT, "+0 s".to_string(), "start"), (WIDTH - RIGHT, format!("+{:.1} s", span), "end")]
+    for (x, label, anchor) in
+        [(LEFT, "+0 s".to_string(), "start"), (WIDTH - RIGHT, format!("+{:.1} s", span), "end")]
     {
         let _ = write!(
             s,

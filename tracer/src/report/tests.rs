@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use super::*;
 
 const MINING: &str = include_str!("../../../tests/fixtures/captures/mining-xmrig-login.capture.jsonl");
-const ORDINARY: &str = include_str!("../../../tests/fixtures/captures/ordinary-http-and-hashing.capture.jsonl");
+const ORDINARY: &str =
+    include_str!("../../../tests/fixtures/captures/ordinary-http-and-hashing.capture.jsonl");
 
 fn load_text(text: &str, every: Duration) -> Result<Model> {
     load(Box::new(std::io::Cursor::new(text.as_bytes().to_vec())), "test", Rules::load(None).unwrap(), every)
@@ -46,7 +47,10 @@ fn report_of_the_mining_capture_has_the_replayed_verdict() {
     assert_eq!(m.records, MINING.lines().filter(|l| !l.trim().is_empty()).count() as u64);
     assert_eq!(m.verdicts.len(), 1, "{:#?}", m.verdicts);
     let v = &m.verdicts[0];
-    assert_eq!((v.scope.as_str(), v.key.as_str(), v.category.as_str(), v.alert), ("tree", "1077", "crypto_mining", true));
+    assert_eq!(
+        (v.scope.as_str(), v.key.as_str(), v.category.as_str(), v.alert),
+        ("tree", "1077", "crypto_mining", true)
+    );
     assert_eq!(v.label.as_deref(), Some("/usr/bin/bash"));
     // The replayed verdict, not the capture's own: replay also finds the
     // listening socket, which the live verdict of that capture predates.
@@ -172,7 +176,10 @@ fn report_markdown_has_the_verdict_table_and_escapes_cells() {
     let m = load_text(MINING, Duration::ZERO).unwrap();
     let md = markdown::render(&m);
     assert!(md.starts_with("# Tracer report: vm\n"), "{md}");
-    assert!(md.contains("| scope | key | what | verdict | confidence | alert | evidence | first |\n| --- |"), "{md}");
+    assert!(
+        md.contains("| scope | key | what | verdict | confidence | alert | evidence | first |\n| --- |"),
+        "{md}"
+    );
     assert!(md.contains("| tree | 1077 | /usr/bin/bash | crypto_mining | 0.969 | **yes** | 3 |"), "{md}");
     assert!(md.contains("| mining-protocol | speaks a mining protocol on a connection it opened |"), "{md}");
     assert!(md.contains("## Top peers") && md.contains("127.0.0.1:33713"), "{md}");
@@ -180,7 +187,10 @@ fn report_markdown_has_the_verdict_table_and_escapes_cells() {
     let md = markdown::render(&hostile());
     assert!(!md.contains("<script>") && md.contains("\\<script\\>alert(1)\\</script\\>"), "{md}");
     assert!(md.contains("a\\|b"), "a cell's | is escaped");
-    assert_eq!(markdown::cell("crypto_mining _x_ *y* `z`\nnext"), "crypto_mining \\_x\\_ \\*y\\* \\`z\\` next");
+    assert_eq!(
+        markdown::cell("crypto_mining _x_ *y* `z`\nnext"),
+        "crypto_mining \\_x\\_ \\*y\\* \\`z\\` next"
+    );
     // Every row of every table has as many cells as its header.
     for block in md.split("\n\n").filter(|b| b.starts_with('|')) {
         let cells = |l: &str| l.replace("\\|", "").matches('|').count();
