@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Model, SeriesSource, Source, TOP, Usage, bytes, peer_name, secs, short_time, summary_lines,
+    Model, SeriesSource, Source, TOP, Usage, bytes, clip, peer_name, secs, short_time, summary_lines,
     svg::{self, color},
 };
 
@@ -39,7 +39,7 @@ h3 { margin: 18px 0 6px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 th, td { border: 1px solid #cfd8dc; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #eceff1; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 code { font: 12px ui-monospace, monospace; word-break: break-all; }
 .summary li { margin: 2px 0; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; font-weight: 600; }
@@ -209,7 +209,7 @@ pub fn render(m: &Model) -> String {
     } else {
         s.push_str("<table><thead><tr><th>process</th><th>pid</th><th>session</th><th>command line</th><th>CPU</th><th>sent</th><th>received</th></tr></thead><tbody>");
         for p in m.processes.iter().take(TOP) {
-            let argv = if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") };
+            let argv = clip(&if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") }, 200);
             let _ = write!(
                 s,
                 r#"<tr><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Model, SeriesSource, TOP, Usage, bytes, peer_name, secs, short_time, summary_lines};
+use super::{Model, SeriesSource, TOP, Usage, bytes, clip, peer_name, secs, short_time, summary_lines};
 
 /// Text made safe for a Markdown table cell: no cell breaks, no markup,
 /// no raw HTML. Underscores inside words stay as they are (they mark
@@ -149,7 +149,7 @@ pub fn render(m: &Model) -> String {
             vec![
                 cell(&p.comm),
                 p.pid.map(|x| x.to_string()).unwrap_or_default(),
-                cell(&if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") }),
+                cell(&clip(&if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") }, 120)),
                 secs(p.cpu_seconds),
                 bytes(p.tx_bytes),
                 bytes(p.rx_bytes),

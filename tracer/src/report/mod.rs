@@ -884,7 +884,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         Some(path) if path != Path::new("-") => {
             std::fs::write(path, text).with_context(|| format!("writing report {}", path.display()))?;
             eprintln!(
-                "report: {} records, {} verdicts ({} alerts), written to {}",
+                "report: {} records, {} verdict(s), {} alert(s), written to {}",
                 model.records,
                 model.verdicts.len(),
                 model.alerts(),
@@ -924,6 +924,15 @@ pub fn short_time(t: &str) -> String {
     };
     let head = head.replacen('T', " ", 1);
     if frac.is_empty() { format!("{head}{zone}") } else { format!("{head}.{frac}{zone}") }
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut: command
+/// lines can be kilobytes long, and a table of them would be unreadable.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Bytes in B, KiB, MiB or GiB.

@@ -235,3 +235,10 @@ fn report_long_runs_are_merged_into_bins() {
     assert_eq!(cpu, 500.0);
     assert_eq!(bins.iter().map(|b| b.interval_s).sum::<f64>(), 1000.0);
 }
+
+#[test]
+fn report_command_lines_are_clipped_on_characters() {
+    assert_eq!(clip("abc", 3), "abc");
+    assert_eq!(clip("abcd", 3), "abc…");
+    assert_eq!(clip("ééé", 2), "éé…");
+}
