@@ -39,6 +39,9 @@ pub enum Command {
     /// the programs as run does, then detaches them; checks outputs, sinks
     /// and rules. Exit status 1 when it cannot.
     Check(CheckArgs),
+    /// Write one readable report (HTML or Markdown) of what the host did
+    /// over a capture (classified offline, as replay does) or a log of run.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -83,6 +86,31 @@ pub struct CheckArgs {
     /// The ring buffer size to try, as for run.
     #[arg(long, default_value_t = 4096)]
     pub ring_buffer_kib: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// A capture (from record) or a log (run's native records), optionally
+    /// gzip-compressed; `-` reads stdin.
+    #[arg(value_name = "CAPTURE|LOG")]
+    pub input: PathBuf,
+    /// Write an HTML report to FILE (the same as --format html -o FILE).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "output"])]
+    pub html: Option<PathBuf>,
+    /// md (Markdown, for tickets) or html. Default: md for an -o ending in
+    /// .md, else html.
+    #[arg(long, value_enum)]
+    pub format: Option<crate::report::Format>,
+    /// Write the report here instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Extra rules for classifying a capture, as for run.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// For a capture: a host.summary every this much of its time, the
+    /// charts' resolution; 0 draws them from activity records instead.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub summary_interval: Duration,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -19,6 +19,7 @@ pub mod privileges;
 pub mod process;
 pub mod protocols;
 pub mod replay;
+pub mod report;
 pub mod service;
 #[cfg(test)]
 mod testing;

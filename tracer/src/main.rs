@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
             tracer::service::client::events(&args.client.socket, &args.kinds, args.format.name(), args.follow)
         }
         Command::Check(args) => tracer::check::run(&args),
+        Command::Report(args) => tracer::report::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

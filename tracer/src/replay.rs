@@ -75,15 +75,13 @@ fn read_line(input: &mut dyn BufRead, line: &mut Vec<u8>, n: usize, records: u64
     Ok(read > 0)
 }
 
-/// Classifies every record of `input`, writing classification records to
-/// `out` (and host.summary records, if asked for). Returns (records read,
-/// classification records), or the damage and how far it got.
-pub fn classify(
+/// Reads every record of `input`, handing each to `each` with its line
+/// number. Returns how many were read, or the damage and how far it got.
+pub fn for_each_record(
     mut input: Box<dyn BufRead>,
-    classifier: &mut Classifier,
-    out: &mut dyn std::io::Write,
-) -> Result<(u64, u64)> {
-    let (mut records, mut verdicts) = (0u64, 0u64);
+    mut each: impl FnMut(usize, serde_json::Value) -> Result<()>,
+) -> Result<u64> {
+    let mut records = 0u64;
     let mut line = Vec::new();
     for n in 1.. {
         if !read_line(&mut *input, &mut line, n, records)? {
@@ -102,12 +100,28 @@ pub fn classify(
             bail!("capture line {n}: not a tracer record (no kind)");
         }
         records += 1;
+        each(n, value)?;
+    }
+    Ok(records)
+}
+
+/// Classifies every record of `input`, writing classification records to
+/// `out` (and host.summary records, if asked for). Returns (records read,
+/// classification records), or the damage and how far it got.
+pub fn classify(
+    input: Box<dyn BufRead>,
+    classifier: &mut Classifier,
+    out: &mut dyn std::io::Write,
+) -> Result<(u64, u64)> {
+    let mut verdicts = 0u64;
+    let records = for_each_record(input, |_, value| {
         for written in classifier.observe(&value) {
             serde_json::to_writer(&mut *out, &written)?;
             out.write_all(b"\n")?;
             verdicts += u64::from(written["kind"] == "classification");
         }
-    }
+        Ok(())
+    })?;
     Ok((records, verdicts))
 }
 

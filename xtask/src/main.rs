@@ -232,8 +232,8 @@ fn main() -> Result<()> {
             require_root("the end-to-end tests load eBPF programs")?;
             // The syslog sink is tested against a real rsyslogd, node
             // recognition against real Monero daemons, the metrics against
-            // a real Prometheus server.
-            setup::ensure_packages(&["rsyslog", "monero", "prometheus"])?;
+            // a real Prometheus server, the HTML report in a real browser.
+            setup::ensure_packages(&["rsyslog", "monero", "prometheus", "chromium"])?;
             let mut cmd = vec!["test", "--workspace"];
             cmd.extend(args.iter().map(String::as_str));
             let tests = cargo_test(&root, &cmd);

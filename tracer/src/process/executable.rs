@@ -319,15 +319,18 @@ mod tests {
         assert_eq!(scan(&elf[..], &matcher()).unwrap().2, Some("upx"));
     }
 
-    /// The worker reads this test's own executable, once: a second look is
-    /// served from the cache.
+    /// The worker reads a live process's executable, once: a second look is
+    /// served from the cache. The process is a `sleep`, not this test, whose
+    /// debug binary can outgrow MAX_BYTES.
     #[test]
     fn the_worker_identifies_a_live_process_once() {
         let mut x = Executables::start().unwrap();
-        let me = std::process::id();
-        x.submit(me);
-        x.submit(me);
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        x.submit(child.id());
+        x.submit(child.id());
         let done = x.finish(std::time::Duration::from_secs(30));
+        let _ = child.kill();
+        let _ = child.wait();
         assert_eq!(done.len(), 2);
         let first = done[0].result.as_ref().unwrap();
         assert!(done[0].first && !done[1].first);
