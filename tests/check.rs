@@ -149,3 +149,29 @@ fn without_root_a_fail_row_and_exit_1() {
     assert!(privileges["detail"].as_str().unwrap().contains("not root (uid 65534)"), "{privileges}");
     assert_eq!(row(&report, "programs")["status"], "fail", "{report:#}");
 }
+
+#[test]
+fn a_configuration_file_is_checked_and_its_sinks_with_it() {
+    support::require_root();
+    let dir = support::scratch("check-config");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "api = true\nhealth_interval = \"soon\"\n").unwrap();
+    let (out, report, _) = check(&["--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let config = row(&report, "config");
+    assert_eq!(config["status"], "fail", "{report:#}");
+    assert!(config["detail"].as_str().unwrap().contains("bad.toml:2: `health_interval`"), "{config}");
+
+    let good = dir.join("good.toml");
+    let records = dir.join("records.jsonl");
+    std::fs::write(
+        &good,
+        format!("activity_interval = \"2s\"\n\n[[sink]]\ntarget = \"{}\"\n", records.display()),
+    )
+    .unwrap();
+    let (out, report, stderr) = check(&["--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{report:#}\n{stderr}");
+    assert_ok(&report, "config");
+    // The file's sink is checked, not stdout.
+    assert_ok(&report, &format!("sink {}", records.display()));
+}

@@ -68,6 +68,10 @@ pub struct EventsArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
+    /// The configuration file to check, and to take rules and sinks from
+    /// (default: /etc/tracer/tracer.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// One JSON object, `{"ok": …, "checks": [{name, status, detail, fallback?}]}`.
     #[arg(long)]
     pub json: bool,

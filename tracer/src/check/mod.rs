@@ -95,8 +95,48 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     }
 }
 
+/// The configuration file run would read (--config, or the default one
+/// when it exists): its row, and check's arguments with what the file sets
+/// and the command line does not (rules, outputs, sinks, ring size).
+fn configured(args: &CheckArgs) -> (Option<Row>, CheckArgs) {
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None if Path::new(crate::config::DEFAULT_PATH).exists() => crate::config::DEFAULT_PATH.into(),
+        None => return (None, args.clone()),
+    };
+    let argv = ["tracer".into(), "run".into(), "--config".into(), path.clone().into_os_string()];
+    match crate::config::parse_args(argv.to_vec()) {
+        Ok(crate::cli::Cli { command: crate::cli::Command::Run(run) }) => {
+            let mut merged = args.clone();
+            merged.rules = args.rules.clone().or(run.rules);
+            if args.output.is_none() && args.sinks.is_empty() {
+                (merged.output, merged.sinks) = (run.output, run.sinks);
+            }
+            if args.ring_buffer_kib == 4096 {
+                merged.ring_buffer_kib = run.ring_buffer_kib;
+            }
+            merged.syscalls |= run.syscalls;
+            let row = Row::new(
+                "config",
+                Status::Ok,
+                format!("{}: valid; its rules and sinks are checked below", path.display()),
+            );
+            (Some(row), merged)
+        }
+        Ok(_) => unreachable!("parsed as run"),
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            (Some(Row::new("config", Status::Fail, first)), args.clone())
+        }
+    }
+}
+
 fn checks(args: &CheckArgs) -> Vec<Row> {
+    let (config, args) = configured(args);
+    let args = &args;
     let mut rows = vec![probes::privileges(), probes::kernel_version()];
+    rows.extend(config);
     rows.extend(probes::sysctls());
     let btf = btf_row();
     rows.push(btf.0);
