@@ -103,7 +103,7 @@ kinds = ["classification", "tracer.health"]
     let first = support::mining_tree(300);
     assert_eq!(support::wait_rusage(first).0, 0);
     let alert = wait_record(&verdicts, Duration::from_secs(15), |r| {
-        r["kind"] == "classification" && r["classification"]["key"] == first.to_string()
+        r["kind"] == "classification" && r["classification"]["key"] == first.to_string().as_str()
     });
     assert_eq!(alert["classification"]["alert"], true, "{alert}");
 
@@ -131,7 +131,7 @@ kinds = ["classification", "tracer.health"]
     let second = support::mining_tree(300);
     assert_eq!(support::wait_rusage(second).0, 0);
     let allowed = wait_record(&verdicts, Duration::from_secs(15), |r| {
-        r["kind"] == "classification" && r["classification"]["key"] == second.to_string()
+        r["kind"] == "classification" && r["classification"]["key"] == second.to_string().as_str()
     });
     assert_eq!(allowed["classification"]["alert"], false, "{allowed}");
     assert_eq!(allowed["classification"]["allowlisted"], "lab", "{allowed}");
@@ -139,7 +139,7 @@ kinds = ["classification", "tracer.health"]
     // Nothing was lost: the first miner's verdict is still in the state.
     let state = tracer_cmd().args(["state", "--socket"]).arg(&socket).output().unwrap();
     let state: Value = serde_json::from_slice(&state.stdout).unwrap();
-    let kept = state["trees"].as_array().unwrap().iter().find(|t| t["key"] == first.to_string());
+    let kept = state["trees"].as_array().unwrap().iter().find(|t| t["key"] == first.to_string().as_str());
     assert!(kept.is_some_and(|t| t["verdict"]["category"] == "crypto_mining"), "{state:#}");
 
     // SAFETY: as above.

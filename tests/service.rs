@@ -30,8 +30,8 @@ fn raw_get(socket: &Path, target: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
-fn tree<'a>(state: &'a Value, sid: u32) -> Option<&'a Value> {
-    state["trees"].as_array()?.iter().find(|t| t["key"] == sid.to_string())
+fn tree(state: &Value, sid: u32) -> Option<&Value> {
+    state["trees"].as_array()?.iter().find(|t| t["key"] == sid.to_string().as_str())
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn the_local_api_serves_state_live_records_and_health() {
     let followed = loop {
         let r = rx.recv_timeout(Duration::from_secs(15)).expect("a classification on the followed stream");
         assert_eq!(r["kind"], "classification", "only the kinds asked for: {r}");
-        if r["classification"]["key"] == miner.to_string() {
+        if r["classification"]["key"] == miner.to_string().as_str() {
             break r;
         }
     };
