@@ -18,5 +18,6 @@ pub mod process;
 pub mod protocols;
 pub mod replay;
 pub mod service;
+pub mod top;
 #[cfg(test)]
 mod testing;

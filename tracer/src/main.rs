@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
         Command::Events(args) => {
             tracer::service::client::events(&args.client.socket, &args.kinds, args.format.name(), args.follow)
         }
+        Command::Top(args) => tracer::top::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
