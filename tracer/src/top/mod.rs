@@ -219,6 +219,11 @@ impl App {
             return;
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        // Esc and a key right after it reach us as Alt+key: Esc, then the key.
+        if key.modifiers.contains(KeyModifiers::ALT) && self.detail.is_some() {
+            self.detail = None;
+            return self.key(KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT));
+        }
         match key.code {
             KeyCode::Char('c') if ctrl => self.quit = true,
             KeyCode::Char('q') => self.quit = true,
@@ -298,22 +303,24 @@ fn once(feed: &mut source::Feed) -> Result<()> {
         loop {
             feed.request();
             let deadline = Instant::now() + feed.interval;
-            while Instant::now() < deadline {
+            loop {
                 feed.poll(&mut app)?;
+                // A service already running answers at once; a tracer of
+                // our own has nothing to tell before its first interval.
+                if app.phase == Phase::Live || !feed.is_self_traced() && !app.state.is_null() {
+                    print!("{}", ui::snapshot(&app, width));
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(50));
-            }
-            // A service already running answers at once; a tracer of our
-            // own has nothing to tell before its first interval.
-            if app.phase == Phase::Live || !feed.is_self_traced() && !app.state.is_null() {
-                break;
             }
             if said.as_ref() != Some(&app.phase) {
                 eprintln!("tracer top: {}", ui::phase_text(&app.phase));
                 said = Some(app.phase.clone());
             }
         }
-        print!("{}", ui::snapshot(&app, width));
-        Ok(())
     })();
     feed.stop();
     result
@@ -458,6 +465,10 @@ mod tests {
         assert_eq!(app.detail, None);
         keys(&mut app, &[KeyCode::Enter, KeyCode::Backspace]);
         assert_eq!(app.detail, None);
+        // Esc then f, typed quickly, reads as Alt+f: back, then the filter.
+        keys(&mut app, &[KeyCode::Enter]);
+        app.key(KeyEvent::new(KeyCode::Char('f'), KeyModifiers::ALT));
+        assert_eq!((app.detail.clone(), app.filter.label()), (None, "ai_inference"));
         assert!(!app.quit);
         app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
         assert!(app.quit);

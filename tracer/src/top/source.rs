@@ -49,7 +49,7 @@ pub(super) struct Feed {
     answers: Receiver<Result<Value>>,
     /// The first state, read while deciding where to read from.
     first: Option<Value>,
-    stderr: Option<Arc<Mutex<VecDeque<String>>>>,
+    stderr: Option<Lines>,
 }
 
 /// Nothing serves the socket (no file, or nobody listening): not a reason
@@ -156,23 +156,23 @@ impl Feed {
     /// Stops our own tracer, if any, and waits for its final records.
     pub(super) fn stop(&mut self) {
         let Some(mut own) = self.own.take() else { return };
-        if let Some(thread) = own.thread.take() {
-            if own.served {
-                // SAFETY: plain syscalls; the tracer's handler takes SIGINT
-                // as it does under `tracer run`, and shuts down.
-                unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
-                let until = Instant::now() + STOP_GRACE;
-                while !thread.is_finished() && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if thread.is_finished()
-                    && let Ok(Err(e)) = thread.join()
-                {
-                    eprintln!("tracer: {e:#}");
-                }
+        // Not serving yet, it is still loading, with no handler for SIGINT:
+        // the programs go with the process.
+        if let Some(thread) = own.thread.take()
+            && own.served
+        {
+            // SAFETY: plain syscalls; the tracer's handler takes SIGINT as
+            // it does under `tracer run`, and shuts down.
+            unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+            let until = Instant::now() + STOP_GRACE;
+            while !thread.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            // Not serving yet: still loading, with no handler for SIGINT;
-            // the programs go with the process.
+            if thread.is_finished()
+                && let Ok(Err(e)) = thread.join()
+            {
+                eprintln!("tracer: {e:#}");
+            }
         }
         let _ = std::fs::remove_file(&own.socket);
     }
@@ -218,9 +218,12 @@ fn give_stderr_back() {
     }
 }
 
+/// The latest lines of stderr, oldest first.
+type Lines = Arc<Mutex<VecDeque<String>>>;
+
 /// Sends fd 2 into a pipe whose lines are kept: what our own tracer says
 /// on stderr would otherwise scribble over the view.
-fn take_stderr() -> Result<(Arc<Mutex<VecDeque<String>>>, JoinHandle<()>)> {
+fn take_stderr() -> Result<(Lines, JoinHandle<()>)> {
     let mut fds = [0; 2];
     // SAFETY: a valid array for pipe2's two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

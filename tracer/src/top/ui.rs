@@ -204,7 +204,7 @@ fn table(app: &App, width: u16) -> Table<'static> {
 fn table_row(r: &Row, who_width: usize) -> TableRow<'static> {
     let verdict = match r.categories.split_first() {
         None => "-".to_owned(),
-        Some((first, rest)) if rest.is_empty() => first.clone(),
+        Some((first, [])) => first.clone(),
         Some((first, rest)) => format!("{first} +{}", rest.join(" +")),
     };
     let conf = if r.categories.is_empty() { "-".to_owned() } else { format!("{:.2}", r.confidence) };
@@ -250,18 +250,24 @@ fn detail(f: &mut Frame, area: Rect, app: &App) {
         Line::from(vec![
             Span::raw(format!("{} {}", r.scope, r.key)).bold(),
             Span::raw(format!(
-                " · {}{} · {} · cpu {:.2} cores ({:.1} s in all) · ↓{}/s ↑{}/s · {} · last seen {}",
+                " · {}{} · {} · last seen {}",
                 r.who,
                 v["leader"]["pid"].as_u64().map_or_else(String::new, |p| format!(" (pid {p})")),
                 plural(v["active_processes"].as_u64().unwrap_or(0), "active process"),
-                r.cpu_cores,
-                v["cpu"]["seconds"].as_f64().unwrap_or(0.0),
-                rate(r.rx_bytes_per_s),
-                rate(r.tx_bytes_per_s),
-                plural(r.peers, "peer"),
                 clock(v["last_seen"].as_str().unwrap_or("")),
             )),
         ]),
+        Line::from(format!(
+            "cpu {:.2} cores ({:.1} s in all) · gpu {:.0} calls/s · ↓{}/s ↑{}/s ({} B in, {} B out in all) · {}",
+            r.cpu_cores,
+            v["cpu"]["seconds"].as_f64().unwrap_or(0.0),
+            r.gpu_calls_per_s,
+            rate(r.rx_bytes_per_s),
+            rate(r.tx_bytes_per_s),
+            v["network"]["rx_bytes"].as_u64().unwrap_or(0),
+            v["network"]["tx_bytes"].as_u64().unwrap_or(0),
+            plural(r.peers, "peer"),
+        )),
         Line::from(""),
     ];
     if verdict.is_null() {
@@ -310,7 +316,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App) {
     let [head_area, evidence_area, peers_area] = Layout::vertical([
         Constraint::Length(head.len() as u16),
         Constraint::Min(4),
-        Constraint::Length(peers.len().min(8) as u16 + 3),
+        Constraint::Length(peers.len().clamp(1, 8) as u16 + 3),
     ])
     .areas(area);
     f.render_widget(Paragraph::new(head), head_area);
@@ -343,16 +349,23 @@ fn detail(f: &mut Frame, area: Rect, app: &App) {
         .block(Block::default().borders(Borders::TOP).title(format!(" evidence ({}) ", evidence.len())));
     f.render_widget(evidence_table, evidence_area);
 
-    let rows = peers.iter().take(8).map(|p| {
-        let address = p["address"].as_str().unwrap_or("?");
-        let at = if address.contains(':') { format!("[{address}]") } else { address.to_owned() };
-        TableRow::new(vec![
-            format!("{at}:{}", p["port"]),
-            p["protocol"].as_str().unwrap_or("").to_owned(),
-            p["tx_bytes"].as_u64().unwrap_or(0).to_string(),
-            p["rx_bytes"].as_u64().unwrap_or(0).to_string(),
-        ])
-    });
+    let mut rows: Vec<TableRow> = peers
+        .iter()
+        .take(8)
+        .map(|p| {
+            let address = p["address"].as_str().unwrap_or("?");
+            let at = if address.contains(':') { format!("[{address}]") } else { address.to_owned() };
+            TableRow::new(vec![
+                format!("{at}:{}", p["port"]),
+                p["protocol"].as_str().unwrap_or("").to_owned(),
+                p["tx_bytes"].as_u64().unwrap_or(0).to_string(),
+                p["rx_bytes"].as_u64().unwrap_or(0).to_string(),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        rows.push(TableRow::new(["no traffic in the last interval"]).dim());
+    }
     let widths =
         [Constraint::Length(48), Constraint::Length(6), Constraint::Length(12), Constraint::Length(12)];
     let peers_table = Table::new(rows, widths)
