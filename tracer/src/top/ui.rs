@@ -175,7 +175,8 @@ fn fit_left(s: &str, width: usize) -> String {
     format!("…{tail}")
 }
 
-const FIXED: [u16; 10] = [9, 12, 30, 5, 1, 6, 7, 8, 8, 5];
+/// Widths of every column but the leader / cgroup, in order.
+const FIXED: [u16; 10] = [9, 12, 24, 5, 1, 6, 6, 7, 7, 5];
 
 fn table(app: &App, width: u16) -> Table<'static> {
     // What the fixed columns, the gaps between all eleven and the
