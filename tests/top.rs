@@ -16,17 +16,21 @@ use support::{Tracer, scratch};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A tmux server and session of this test's own, killed on drop (also when
-/// an assertion failed).
+/// an assertion failed), running `tracer top` under a shell that writes its
+/// exit status to a file (tmux tells a dead pane's status only at times).
 struct Tmux {
     server: String,
+    status: std::path::PathBuf,
 }
 
 impl Tmux {
-    fn start(name: &str, command: &str) -> Self {
-        let t = Self { server: format!("tracer-{name}-{}", std::process::id()) };
+    fn start(name: &str, dir: &std::path::Path, args: &str) -> Self {
+        let status = dir.join("status");
+        let t = Self { server: format!("tracer-{name}-{}", std::process::id()), status };
+        let command = format!("{} top {args}; echo $? > {}", tracer_bin(), t.status.display());
         let ok =
-            t.tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "45", command]).status.success();
-        assert!(ok, "tmux new-session");
+            t.tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "45", &command]).status.success();
+        assert!(ok, "tmux new-session {command}");
         t
     }
 
@@ -42,13 +46,12 @@ impl Tmux {
         assert!(self.tmux(&["send-keys", "-t", "top", keys]).status.success(), "send-keys {keys}");
     }
 
-    fn alive(&self) -> bool {
-        self.tmux(&["has-session", "-t", "top"]).status.success()
-    }
-
-    fn pane_pid(&self) -> u32 {
+    /// `tracer top`'s pid: the pane's shell's child.
+    fn top_pid(&self) -> u32 {
         let out = self.tmux(&["display-message", "-p", "-t", "top", "#{pane_pid}"]);
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("the pane's pid")
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+        children.split_whitespace().next().expect("the shell's child").parse().unwrap()
     }
 
     /// Captures until `pred` holds; panics with the last screen after `timeout`.
@@ -64,10 +67,17 @@ impl Tmux {
         }
     }
 
-    fn wait_exit(&self, timeout: Duration) {
+    /// Waits for `tracer top` to end; its exit status as the shell saw it
+    /// (128 + N: signal N ended it).
+    fn wait_exit(&self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
-        while self.alive() {
-            assert!(Instant::now() < deadline, "top still runs after q; the screen:\n{}", self.screen());
+        loop {
+            if let Ok(status) = std::fs::read_to_string(&self.status)
+                && status.ends_with('\n')
+            {
+                return status.trim().parse().expect("an exit status");
+            }
+            assert!(Instant::now() < deadline, "top still runs; the screen:\n{}", self.screen());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -133,7 +143,7 @@ fn top_sorts_the_miner_first_by_suspicion_and_shows_its_evidence() {
     let miner = support::mining_tree(120_000);
     let _sessions = Sessions(vec![busy, miner]);
 
-    let tmux = Tmux::start("top", &format!("exec {} top --socket {}", tracer_bin(), socket.display()));
+    let tmux = Tmux::start("top", &dir, &format!("--socket {}", socket.display()));
     // By CPU (the default), the two-process ordinary tree comes before the
     // miner (other work on the host may come before both).
     let screen = tmux.wait_for(Duration::from_secs(20), "the busy tree above the miner", |s| {
@@ -166,7 +176,7 @@ fn top_sorts_the_miner_first_by_suspicion_and_shows_its_evidence() {
     tmux.keys("Escape");
     tmux.wait_for(Duration::from_secs(5), "the table again", |s| names(top_row(s), miner));
     tmux.keys("q");
-    tmux.wait_exit(Duration::from_secs(5));
+    assert_eq!(tmux.wait_exit(Duration::from_secs(5)), 0, "q ends it");
     drop(tracer);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -177,17 +187,20 @@ fn top_with_no_service_traces_the_host_itself() {
     support::require_root();
     let dir = scratch("top-self");
     let nobody = dir.join("nobody.sock");
-    let tmux = Tmux::start("top-self", &format!("exec {} top --socket {}", tracer_bin(), nobody.display()));
+    let tmux = Tmux::start("top-self", &dir, &format!("--socket {}", nobody.display()));
     tmux.wait_for(Duration::from_secs(10), "the starting indication", |s| {
         s.contains("loading programs") || s.contains("waiting for the first activity interval")
     });
-    let own = format!("/run/tracer/top-{}.sock", tmux.pane_pid());
+    let top = tmux.top_pid();
+    let own = format!("/run/tracer/top-{top}.sock");
     let screen = tmux.wait_for(Duration::from_secs(30), "rows of its own tracing", |s| {
         s.contains("self-traced") && top_row(s).starts_with(['>', ' ']) && top_row(s).contains("tree")
     });
     assert!(std::path::Path::new(&own).exists(), "its private socket {own}: {screen}");
-    tmux.keys("q");
-    tmux.wait_exit(Duration::from_secs(25));
+    // A signal ends it as q does: the view, its own tracer and its socket.
+    // SAFETY: signalling the process the pane runs.
+    assert_eq!(unsafe { libc::kill(top as i32, libc::SIGTERM) }, 0);
+    assert_eq!(tmux.wait_exit(Duration::from_secs(25)), 0, "SIGTERM ends it cleanly");
     assert!(!std::path::Path::new(&own).exists(), "{own} is removed when top ends");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ pub mod ui;
 
 use std::{
     io::IsTerminal as _,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -266,16 +267,30 @@ impl App {
     }
 }
 
+/// Set by SIGTERM, SIGHUP or SIGINT: the view ends as on `q`, and the
+/// terminal is restored (the default action would leave it raw).
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
 /// `tracer top`.
 pub fn run(args: &TopArgs) -> Result<()> {
-    let mut feed = source::Feed::open(&args.socket, args.interval)?;
     if args.once || !std::io::stdout().is_terminal() {
-        return once(&mut feed);
+        return once(&mut source::Feed::open(&args.socket, args.interval)?);
     }
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic. Before our own
+        // tracer starts: its handlers (signal-hook's) call this one too,
+        // where installing it after would replace theirs.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    let mut feed = source::Feed::open(&args.socket, args.interval)?;
     let mut app = App::new(feed.describe(), feed.first_phase());
     let result = source::with_terminal(&mut feed, |terminal, feed| {
         let mut next = Instant::now();
-        while !app.quit {
+        while !app.quit && !SIGNALLED.load(Ordering::SeqCst) {
             if Instant::now() >= next {
                 feed.request();
                 next = Instant::now() + feed.interval;

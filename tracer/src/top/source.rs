@@ -145,7 +145,11 @@ impl Feed {
         {
             let ended = own.thread.take().unwrap().join();
             return match ended {
-                Ok(Ok(())) => bail!("the tracer top started has stopped"),
+                // A signal stopped it (SIGTERM, SIGINT): the view ends too.
+                Ok(Ok(())) => {
+                    app.quit = true;
+                    Ok(())
+                }
                 Ok(Err(e)) => Err(e.context("tracing this host")),
                 Err(_) => bail!("the tracer top started panicked"),
             };
