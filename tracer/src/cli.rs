@@ -42,6 +42,25 @@ pub enum Command {
     /// Write one readable report (HTML or Markdown) of what the host did
     /// over a capture (classified offline, as replay does) or a log of run.
     Report(ReportArgs),
+    /// A live terminal view of the host's trees and containers, their
+    /// verdicts, evidence and use, from a running `tracer run --api` (or,
+    /// when none answers, from a tracer of its own).
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    /// The API socket of the running tracer; when nothing answers there,
+    /// top traces the host itself (root required).
+    #[arg(long, default_value = crate::service::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// How often the view is refreshed.
+    #[arg(long, default_value = "1s", value_parser = parse_period)]
+    pub interval: Duration,
+    /// Print the table once as plain text and exit (also what a stdout that
+    /// is not a terminal gets).
+    #[arg(long, visible_alias = "snapshot")]
+    pub once: bool,
 }
 
 #[derive(Debug, Args, Clone)]

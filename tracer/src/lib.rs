@@ -21,5 +21,6 @@ pub mod protocols;
 pub mod replay;
 pub mod report;
 pub mod service;
+pub mod top;
 #[cfg(test)]
 mod testing;

@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Check(args) => tracer::check::run(&args),
         Command::Report(args) => tracer::report::run(&args),
+        Command::Top(args) => tracer::top::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -156,7 +156,7 @@ pub(super) fn ip_version(addr: &str) -> Option<u8> {
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time (the native `time`,
 /// `2026-11-21T18:41:34.212761124Z`); none for anything it cannot read.
-pub(super) fn epoch_ms(s: &str) -> Option<i64> {
+pub(crate) fn epoch_ms(s: &str) -> Option<i64> {
     let digits = |from: usize, to: usize| -> Option<i64> {
         let t = s.get(from..to)?;
         if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }

@@ -33,6 +33,8 @@ mod common;
 mod ecs;
 mod ocsf;
 
+pub(crate) use common::epoch_ms;
+
 use std::{fmt, str::FromStr};
 
 use serde_json::Value;
