@@ -176,13 +176,14 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = pkgs
         .iter()
         .copied()
+        // Installed, not merely known: a removed package whose configuration
+        // files stay is known to `dpkg -s` too ("deinstall ok config-files").
         .filter(|p| {
-            !Command::new("dpkg")
-                .args(["-s", p])
-                .stdout(Stdio::null())
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
                 .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+                .output()
+                .is_ok_and(|o| o.stdout == b"install ok installed")
         })
         .collect();
     if missing.is_empty() {
