@@ -234,7 +234,9 @@ fn main() -> Result<()> {
             // recognition against real Monero daemons, the metrics against
             // a real Prometheus server, the HTML report in a real browser.
             setup::ensure_packages(&["rsyslog", "monero", "prometheus", "chromium"])?;
-            let mut cmd = vec!["test", "--workspace"];
+            // Every test binary runs even after one fails, so the closing
+            // line totals them all.
+            let mut cmd = vec!["test", "--workspace", "--no-fail-fast"];
             cmd.extend(args.iter().map(String::as_str));
             let tests = cargo_test(&root, &cmd);
             // The README's platform, Debian 12's own kernel, under QEMU:
