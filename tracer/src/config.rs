@@ -154,20 +154,26 @@ pub fn flags(
         if sub == "record" {
             probe.push("--output=/dev/null".into());
         }
-        if let Err(e) = Cli::try_parse_from(&probe) {
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
-            return Err(at(first));
-        }
-        if let Ok(Cli { command: Command::Run(args) | Command::Record(args) }) = Cli::try_parse_from(&probe) {
-            // Sink specs are parsed when the sinks open; check them now, by line.
-            for s in &args.sinks {
-                crate::output::sink::SinkSpec::parse(s, args.format).map_err(|e| at(format!("{e:#}")))?;
+        match Cli::try_parse_from(&probe) {
+            Err(e) => return Err(at(reason(&e))),
+            Ok(Cli { command: Command::Run(args) | Command::Record(args) }) => {
+                // Sink specs are parsed when the sinks open; check them now, by line.
+                for s in &args.sinks {
+                    crate::output::sink::SinkSpec::parse(s, args.format).map_err(|e| at(format!("{e:#}")))?;
+                }
             }
+            Ok(_) => unreachable!("the probe is run or record"),
         }
         out.extend(these);
     }
     Ok(out)
+}
+
+/// A command-line error's first line, without clap's `error: ` prefix: what
+/// a row or a file's line number goes in front of.
+pub fn reason(e: &clap::Error) -> String {
+    let msg = e.to_string();
+    msg.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned()
 }
 
 /// `[[sink]]` as a table: `target` and the sink's options, as the

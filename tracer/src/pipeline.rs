@@ -1171,7 +1171,7 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
     if let Some(shared) = &service {
         let display =
             args.api.as_ref().map_or_else(|| "metrics".to_owned(), |p| format!("api:{}", p.display()));
-        let (sink, stats) = crate::service::api::ApiSink::new(shared.clone(), display);
+        let (sink, stats) = crate::service::api::ApiSink::new(shared.clone(), display, api.is_some());
         sinks.attach(Box::new(sink), stats);
         if let Some(listener) = api {
             _serving = Some(listener.serve(shared.clone())?);

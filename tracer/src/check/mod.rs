@@ -125,8 +125,7 @@ fn configured(args: &CheckArgs) -> (Option<Row>, CheckArgs) {
         }
         Ok(_) => unreachable!("parsed as run"),
         Err(e) => {
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            let first = crate::config::reason(&e);
             (Some(Row::new("config", Status::Fail, first)), args.clone())
         }
     }
