@@ -781,3 +781,101 @@ fn the_peers_first_message_on_accepted_connections_is_reported() {
     assert_eq!(own.len(), 2, "{own:#?}");
     assert!(own.iter().all(|r| r["first_bytes"]["direction"] == "outbound"), "{own:#?}");
 }
+
+/// A UDP socket's first datagram each way is reported, whole, for the
+/// process that owns the socket, however the socket came to be owned: a
+/// server bound while the tracer runs (it receives before it sends), a
+/// client sending unconnected (sendto) and one connected first. The bytes
+/// are real: a discv4 `ping` answered by a `pong` (@ethereumjs/devp2p) and
+/// a libp2p QUIC Initial (@chainsafe/libp2p-quic). Later datagrams are not
+/// reported.
+#[test]
+fn first_datagrams_are_reported_both_ways() {
+    let (ping, pong) =
+        (fixture("ethereumjs-devp2p-10.0.0-discv4-ping.bin"), fixture("ethereumjs-devp2p-10.0.0-discv4-pong.bin"));
+    let quic = fixture("chainsafe-libp2p-quic-2.1.1-quic-initial-libp2p.bin");
+    let tracer = Tracer::start(&[]);
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let reply = pong.clone();
+    let served = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 2048];
+        let mut peers = Vec::new();
+        // The ping (answered), a second datagram, then the QUIC Initial.
+        for i in 0..3 {
+            let (n, peer) = server.recv_from(&mut buf).unwrap();
+            if i == 0 {
+                server.send_to(&reply, peer).unwrap();
+                server.send_to(b"a second datagram", peer).unwrap();
+            }
+            peers.push((n, peer.port()));
+        }
+        peers
+    });
+    let discovery = support::fork_child(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(&ping, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = s.recv(&mut buf).unwrap();
+        let _ = s.recv(&mut buf);
+        s.send_to(b"and a second one", ("127.0.0.1", port)).unwrap();
+        i32::from(n != 149)
+    });
+    assert_eq!(support::wait_rusage(discovery).0, 0);
+    let dialer = support::fork_child(move || {
+        // SAFETY: syscalls on our own socket; a connected UDP socket.
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(("127.0.0.1", port)).unwrap();
+        i32::from(s.send(&quic).unwrap() != 1200)
+    });
+    assert_eq!(support::wait_rusage(dialer).0, 0);
+    let peers = served.join().unwrap();
+    assert_eq!(peers.iter().map(|p| p.0).collect::<Vec<_>>(), [127, 16, 1200]);
+    let records = tracer.stop();
+
+    let udp = |pid: u32| -> Vec<&Value> {
+        of_kind(&records, "network.first_bytes", pid)
+            .into_iter()
+            .filter(|r| r["first_bytes"]["transport"] == "udp")
+            .filter(|r| {
+                let p = r["first_bytes"]["port"].as_u64().unwrap_or(0) as u16;
+                p == port || peers.iter().any(|(_, peer)| *peer == p)
+            })
+            .collect()
+    };
+    let summary = |rs: &[&Value]| -> Vec<(String, String, String, u64)> {
+        let mut v: Vec<_> = rs
+            .iter()
+            .map(|r| {
+                let f = &r["first_bytes"];
+                (
+                    f["direction"].as_str().unwrap_or("?").to_string(),
+                    f["protocol"].as_str().unwrap_or("?").to_string(),
+                    f["detail"].as_str().unwrap_or("").to_string(),
+                    f["bytes"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let s = |d: &str, p: &str, detail: &str, n: u64| (d.to_string(), p.to_string(), detail.to_string(), n);
+    assert_eq!(
+        summary(&udp(discovery)),
+        [s("inbound", "ethereum-discv4", "pong", 149), s("outbound", "ethereum-discv4", "ping", 127)],
+        "{:#?}",
+        udp(discovery)
+    );
+    let dial = udp(dialer);
+    assert_eq!(summary(&dial), [s("outbound", "libp2p", "quic-v1", 1200)], "{dial:#?}");
+    assert_eq!(dial[0]["first_bytes"]["tls"]["alpn"], json!(["libp2p"]));
+    assert_eq!(dial[0]["first_bytes"]["captured"], 1200);
+    // The server's socket: the ping it received first, the pong it sent.
+    let me = std::process::id();
+    assert_eq!(
+        summary(&udp(me)),
+        [s("inbound", "ethereum-discv4", "ping", 127), s("outbound", "ethereum-discv4", "pong", 149)],
+        "{:#?}",
+        udp(me)
+    );
+}

@@ -615,8 +615,9 @@ pub struct Endpoint {
     pub addr: [u8; 16],
 }
 
-/// One of the first sends on a TCP connection this process opened: user
-/// space joins them into the first message. `N` is FIRST_BYTES or
+/// One of the first sends on a TCP connection this process opened (or
+/// accepted: the peer's), or a UDP socket's first datagram each way: user
+/// space joins a connection's sends into its first message. `N` is FIRST_BYTES or
 /// FIRST_BYTES_MAX (the ring buffer's reservations have a fixed size).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -630,7 +631,10 @@ pub struct FirstBytesEvent<const N: usize = FIRST_BYTES> {
     /// Bytes the connection sent before this send.
     pub offset: u32,
     /// 1 when the kernel gathers no more sends for this connection.
-    pub last: u32,
+    pub last: u8,
+    /// 1 for a UDP datagram (always whole, always `last`).
+    pub datagram: u8,
+    pub _pad: u16,
     /// `first_bytes_direction::*`: whose first message this is.
     pub direction: u32,
     /// The connection, while it lives (the socket cookie; 0 from the
@@ -793,8 +797,9 @@ pub struct SocketState {
     pub flags: u32,
     pub _pad: u32,
     /// A listening socket's process (the header of its records), which
-    /// its accepted connections inherit, or the process that accepted.
-    /// Unset (kind 0) for other sockets.
+    /// its accepted connections inherit, or the process that accepted,
+    /// or a UDP socket's (for its first datagrams). Unset (kind 0) for
+    /// other sockets.
     pub owner: EventHeader,
 }
 
@@ -812,6 +817,10 @@ pub mod socket_flags {
     /// An accepted connection whose peer's first message is still to be
     /// captured.
     pub const ACCEPTED: u32 = 16;
+    /// A UDP socket whose first datagram sent (received) is still to be
+    /// reported, for the process in `owner`.
+    pub const FIRST_DATAGRAM_OUT: u32 = 32;
+    pub const FIRST_DATAGRAM_IN: u32 = 64;
 }
 
 /// CPU time charged on one CPU to a process and not yet moved to

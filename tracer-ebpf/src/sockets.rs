@@ -180,6 +180,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) -> Option<()> {
         upsert!(SOCKETS, table::SOCKETS, &sock_key(sa), &tracked);
     }
     traffic::own(sock_of(sa), flow_to(Some(&peer), protocol), tracked.pending != 0, true);
+    if protocol == IPPROTO_UDP && tracked.pending == 0 {
+        traffic::watch_first_datagrams(sock_of(sa));
+    }
     Some(())
 }
 
@@ -239,6 +242,7 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) -> Option<()> {
     }
     traffic::own(sk, flow_to(None, IPPROTO_UDP), dns, false);
     if !dns {
+        traffic::watch_first_datagrams(sk);
         return None;
     }
     let key = sock_key(sa);
@@ -286,19 +290,27 @@ pub fn post_bind6(ctx: SockContext) -> i32 {
     1
 }
 
-/// A TCP socket bound, in the binder's context: the listener to be is
-/// stamped with the process, which the connections it accepts inherit.
+/// A socket bound, in the binder's context. A TCP listener to be is
+/// stamped with the process, which the connections it accepts inherit; a
+/// UDP socket (a discovery service, a QUIC server: it may receive before
+/// it sends) is owned, its first datagrams reported.
 #[inline(always)]
 fn on_bind(ctx: &SockContext) -> Option<()> {
     // SAFETY: fields of the context the kernel passed.
     let (sock_type, protocol) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
-    if sock_type != SOCK_STREAM || protocol != IPPROTO_TCP as u32 {
+    let tcp = sock_type == SOCK_STREAM && protocol == IPPROTO_TCP as u32;
+    if !tcp && protocol != IPPROTO_UDP as u32 {
         return None;
     }
     if !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
         return None;
     }
-    traffic::own_listener(ctx.as_ptr(), flow_to(None, IPPROTO_TCP));
+    if tcp {
+        traffic::own_listener(ctx.as_ptr(), flow_to(None, IPPROTO_TCP));
+    } else {
+        traffic::own(ctx.as_ptr(), flow_to(None, IPPROTO_UDP), false, false);
+        traffic::watch_first_datagrams(ctx.as_ptr());
+    }
     Some(())
 }
 
@@ -521,7 +533,16 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
         return None;
     }
     // SAFETY: the socket's value.
-    if unsafe { (*st).flags } & traffic::flags::REPORTS == 0 {
+    let flags = unsafe { (*st).flags };
+    // A DNS socket (REPORTS) reports its messages below instead.
+    let first_datagram =
+        if egress { traffic::flags::FIRST_DATAGRAM_OUT } else { traffic::flags::FIRST_DATAGRAM_IN };
+    if flags & (traffic::flags::REPORTS | first_datagram) == first_datagram && l4.protocol == IPPROTO_UDP {
+        // SAFETY: the socket's value; one datagram each way is reported.
+        unsafe { (*st).flags &= !first_datagram };
+        return report_datagram(ctx, st, &l4, egress, data, seg.len);
+    }
+    if flags & traffic::flags::REPORTS == 0 {
         return None;
     }
     let key = sk as u64;
@@ -564,7 +585,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     // SAFETY: helper on the context the kernel passed.
     let conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
-    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64, direction };
+    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64, direction, datagram: false };
     let src = Packet { ctx, at: data, header: &t.header };
     match gather(&src, &t.progress, &send) {
         // SAFETY: the slot this program looked up.
@@ -600,7 +621,26 @@ fn first_packet_accepted(
     if l4.protocol != IPPROTO_TCP {
         return None;
     }
-    // The peer: the source of what arrives, the destination of what leaves.
+    let peer = packet_peer(ctx, l4, egress)?;
+    // SAFETY: the socket's value.
+    unsafe {
+        if (*st).flow.port == 0 {
+            ((*st).flow.family, (*st).flow.port, (*st).flow.addr) = (peer.family, peer.port, peer.addr);
+        }
+        if egress || (*st).owner.kind == 0 {
+            return None;
+        }
+        (*st).flags = ((*st).flags & !traffic::flags::ACCEPTED) | traffic::flags::REPORTS;
+        let tracked =
+            Tracked::new((*st).owner, peer, SOCK_STREAM as u8, IPPROTO_TCP, pending::FIRST_BYTES_IN);
+        upsert!(SOCKETS, table::SOCKETS, &(sk as u64), &tracked);
+    }
+    Some(())
+}
+
+/// The peer of a packet: its source arriving, its destination leaving.
+#[inline(always)]
+fn packet_peer(ctx: &SkBuffContext, l4: &Transport, egress: bool) -> Option<Endpoint> {
     let (addr_at, port_at) = match (l4.v6, egress) {
         (false, false) => (12, l4.at),
         (false, true) => (16, l4.at + 2),
@@ -618,19 +658,29 @@ fn first_packet_accepted(
     } else {
         peer.addr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(addr_at).ok()?);
     }
-    // SAFETY: the socket's value.
-    unsafe {
-        if (*st).flow.port == 0 {
-            ((*st).flow.family, (*st).flow.port, (*st).flow.addr) = (peer.family, peer.port, peer.addr);
-        }
-        if egress || (*st).owner.kind == 0 {
-            return None;
-        }
-        (*st).flags = ((*st).flags & !traffic::flags::ACCEPTED) | traffic::flags::REPORTS;
-        let tracked =
-            Tracked::new((*st).owner, peer, SOCK_STREAM as u8, IPPROTO_TCP, pending::FIRST_BYTES_IN);
-        upsert!(SOCKETS, table::SOCKETS, &(sk as u64), &tracked);
-    }
+    Some(peer)
+}
+
+/// A UDP socket's first datagram one way, for the process that owns it:
+/// whole in one record (up to FIRST_BYTES_MAX - 1 bytes of it).
+#[inline(always)]
+fn report_datagram(
+    ctx: &SkBuffContext,
+    st: *mut tracer_common::SocketState,
+    l4: &Transport,
+    egress: bool,
+    data: u32,
+    len: u32,
+) -> Option<()> {
+    let peer = packet_peer(ctx, l4, egress)?;
+    // SAFETY: helper on the context the kernel passed.
+    let conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
+    let send = Send { peer: &peer, fd: -1, conn, len: len as u64, direction, datagram: true };
+    // SAFETY: the socket's value; its owner was stamped with the flags.
+    let owner = unsafe { (*st).owner };
+    let src = Packet { ctx, at: data, header: &owner };
+    gather(&src, &Progress::NEW, &send);
     Some(())
 }
 

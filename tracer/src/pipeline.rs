@@ -164,9 +164,17 @@ pub struct Pipeline {
     temp_files: crate::process::temp_files::Pending<ProcessView>,
 }
 
-/// What the first send of a connection carried besides its bytes: its
-/// record header, the peer, and whether the peer sent it (inbound).
-type SendContext = (Header, Option<(IpAddr, u16)>, bool);
+/// What the first send of a connection carried besides its bytes.
+#[derive(Clone)]
+struct SendContext {
+    header: Header,
+    peer: Option<(IpAddr, u16)>,
+    /// The peer sent it (on a connection the process accepted, or to its
+    /// UDP socket).
+    inbound: bool,
+    /// A UDP datagram (else a TCP connection's first message).
+    datagram: bool,
+}
 
 impl Pipeline {
     /// `started`: when the tracer started, so the first health record's
@@ -610,7 +618,7 @@ impl Pipeline {
 
     /// A connection's first message, joined from its first sends.
     fn emit_first_message(&mut self, m: first_message::Message<SendContext>) -> Result<()> {
-        let (h, peer, inbound) = &m.header;
+        let SendContext { header: h, peer, inbound, datagram } = &m.header;
         if m.data.is_empty() && m.bytes > 0 && !m.gap {
             // The buffer was not resident at syscall entry; the record
             // says captured 0, and health counts it.
@@ -631,10 +639,18 @@ impl Pipeline {
             dns_name: peer.and_then(|(ip, _)| self.names.name(h.tgid, &ip)),
             fd: (m.fd >= 0).then_some(m.fd),
             direction: if *inbound { "inbound" } else { "outbound" },
+            transport: if *datagram { "udp" } else { "tcp" },
             bytes: m.bytes.min(u64::from(u32::MAX)) as u32,
             captured: m.data.len() as u32,
             sends: m.sends,
-            recognised: crate::protocols::recognise_message(&m.data, m.bytes),
+            recognised: if *datagram {
+                crate::protocols::recognise_datagram(&m.data, m.bytes, peer.map(|(_, port)| port))
+            } else {
+                // The service's port: the peer's on a connection opened (on
+                // one accepted, the peer's port is its own ephemeral one).
+                let port = peer.filter(|_| !*inbound).map(|(_, port)| port);
+                crate::protocols::recognise_message(&m.data, m.bytes, port)
+            },
             preview: preview_text,
             escaped: preview_escaped.into_iter().collect(),
         });
@@ -804,13 +820,13 @@ impl Pipeline {
                 });
                 self.emit(h.ktime_ns, Some(process), body)
             }
-            EventBody::FirstBytes { peer, fd, conn, len, offset, last, inbound, payload } => {
+            EventBody::FirstBytes { peer, fd, conn, len, offset, last, inbound, datagram, payload } => {
                 if !wanted {
                     self.stats.filtered_out += 1;
                     return Ok(());
                 }
                 let send = first_message::Send {
-                    header: (h.clone(), peer, inbound),
+                    header: SendContext { header: h.clone(), peer, inbound, datagram },
                     tgid: h.tgid,
                     fd,
                     conn,

@@ -764,7 +764,9 @@ fn matches(ind: &Indicator, kind: &str, r: &Value, state: &mut ProcessState) -> 
         seen.push(format!("TLS fingerprint JA4 {ja4}"));
     }
     if m.tls_no_sni == Some(true) {
-        let hello = (kind == "network.first_bytes").then(|| fb["tls"].as_object()).flatten()?;
+        // TLS over TCP only: libp2p's QUIC hello omits the name by design.
+        let tcp_tls = kind == "network.first_bytes" && s(fb, &["protocol"]) == Some("tls");
+        let hello = tcp_tls.then(|| fb["tls"].as_object()).flatten()?;
         hello.get("sni").is_none().then_some(())?;
         seen.push(format!(
             "TLS with no server name to {}:{}",

@@ -111,6 +111,8 @@ pub enum Body {
         /// The peer's first message on a connection the process accepted
         /// (else the process's own on one it opened).
         inbound: bool,
+        /// A UDP socket's first datagram that way (whole, and `last`).
+        datagram: bool,
         payload: Vec<u8>,
     },
     /// A watched file was opened.
@@ -277,6 +279,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     offset: raw.offset,
                     last: raw.last != 0,
                     inbound: raw.direction == tracer_common::first_bytes_direction::INBOUND,
+                    datagram: raw.datagram != 0,
                     payload: raw.payload[..captured].to_vec(),
                 }
             }

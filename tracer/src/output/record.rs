@@ -85,7 +85,11 @@ pub struct FirstBytesView {
     pub fd: Option<i32>,
     /// outbound: what the process sent first on a connection it opened;
     /// inbound: what the peer sent first on one the process accepted.
+    /// For UDP: the socket's first datagram sent (outbound) or received
+    /// (inbound), one each.
     pub direction: &'static str,
+    /// tcp (a connection's first message) or udp (a first datagram).
+    pub transport: &'static str,
     /// Bytes of the first message's sends; `captured` of them are kept
     /// (up to 2047, over at most 4 sends).
     pub bytes: u32,

@@ -11,6 +11,8 @@
 //! and RFC 6066 §3 for the ClientHello and server_name extension.
 
 pub mod chain;
+pub mod datagram;
+pub mod encrypted;
 pub mod first_message;
 pub mod p2p;
 pub mod redact;
@@ -42,10 +44,59 @@ pub struct Recognised {
     /// regtest, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<&'static str>,
+    /// Named from the length, randomness and port of bytes an encrypted
+    /// transport sends (BIP324, Stratum V2, brontide, SiaMux, discv5), not
+    /// from bytes the protocol fixes: weaker evidence. Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
+}
+
+impl Recognised {
+    /// A protocol that is not a mining one, with what its bytes said.
+    fn named(protocol: &'static str, detail: Option<String>) -> Self {
+        Self { protocol, detail, agent: None, mining: false, tls: None, network: None, inferred: false }
+    }
 }
 
 fn unknown() -> Recognised {
-    Recognised { protocol: "unknown", detail: None, agent: None, mining: false, tls: None, network: None }
+    Recognised::named("unknown", None)
+}
+
+/// Whether bytes look uniformly random, as an encrypted transport's do:
+/// as many distinct byte values, and distinct differences between
+/// neighbours (a counter has one), as `n` random bytes have, less five
+/// standard deviations. Text and structured binary fall far short.
+pub fn looks_random(b: &[u8]) -> bool {
+    let b = &b[..b.len().min(1024)];
+    if b.len() < 16 {
+        return false;
+    }
+    let distinct = |values: &mut dyn Iterator<Item = u8>| {
+        let mut seen = [false; 256];
+        values.filter(|&v| !std::mem::replace(&mut seen[usize::from(v)], true)).count() as f64
+    };
+    // The number of distinct values among n uniform draws from 256: mean
+    // and variance from the count of values never drawn.
+    let need = |n: usize| {
+        let (m, n) = (256.0f64, n as i32);
+        let (q1, q2) = ((1.0 - 1.0 / m).powi(n), (1.0 - 2.0 / m).powi(n));
+        let mean = m * (1.0 - q1);
+        let var = (m * (m - 1.0) * q2 + m * q1 - m * m * q1 * q1).max(0.0);
+        mean - 5.0 * var.sqrt()
+    };
+    distinct(&mut b.iter().copied()) >= need(b.len())
+        && distinct(&mut b.windows(2).map(|w| w[1].wrapping_sub(w[0]))) >= need(b.len() - 1)
+}
+
+/// What a UDP socket's first datagram one way says; `port` is the peer's.
+pub fn recognise_datagram(payload: &[u8], total: u64, port: Option<u16>) -> Recognised {
+    let found = datagram::discv4(payload, total)
+        .or_else(|| datagram::quic(payload))
+        .or_else(|| datagram::discv5(payload, total, port));
+    match found {
+        Some(d) => Recognised { tls: d.tls, inferred: d.inferred, ..Recognised::named(d.protocol, d.detail) },
+        None => unknown(),
+    }
 }
 
 const STRATUM_METHODS: &[&str] = &[
@@ -100,27 +151,20 @@ fn cap(s: &str) -> String {
 
 /// What a whole first message says (`recognise_message` with its length).
 pub fn recognise(payload: &[u8]) -> Recognised {
-    recognise_message(payload, payload.len() as u64)
+    recognise_message(payload, payload.len() as u64, None)
 }
 
 /// What a first message says: `payload` is what was captured, `total` the
 /// bytes its sends carried in all (protocols of random bytes are told by
-/// their exact length).
-pub fn recognise_message(payload: &[u8], total: u64) -> Recognised {
+/// their exact length), `port` the peer's.
+pub fn recognise_message(payload: &[u8], total: u64, port: Option<u16>) -> Recognised {
     if payload.first() == Some(&0x16) {
         return tls(payload).unwrap_or_else(unknown);
     }
     if let Some(c) =
         chain::levin(payload).or_else(|| chain::bitcoin(payload)).or_else(|| chain::handshake(payload))
     {
-        return Recognised {
-            protocol: c.protocol,
-            detail: Some(c.command),
-            agent: c.agent,
-            mining: false,
-            tls: None,
-            network: c.network,
-        };
+        return Recognised { agent: c.agent, network: c.network, ..Recognised::named(c.protocol, Some(c.command)) };
     }
     if let Some(p) = p2p::multistream(payload)
         .or_else(|| p2p::drpc(payload))
@@ -128,20 +172,18 @@ pub fn recognise_message(payload: &[u8], total: u64) -> Recognised {
         .or_else(|| p2p::rlpx_auth(payload, total))
         .or_else(|| p2p::cometbft(payload, total))
     {
-        return Recognised {
-            protocol: p.protocol,
-            detail: p.detail,
-            agent: None,
-            mining: false,
-            tls: None,
-            network: None,
-        };
+        return Recognised::named(p.protocol, p.detail);
     }
     let trimmed = payload.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &payload[i..]);
     if trimmed.first() == Some(&b'{') {
         return json_rpc(trimmed);
     }
-    http(payload).unwrap_or_else(unknown)
+    http(payload)
+        .or_else(|| {
+            let e = encrypted::random_first_write(payload, total, port)?;
+            Some(Recognised { inferred: true, ..Recognised::named(e.protocol, Some(e.detail)) })
+        })
+        .unwrap_or_else(unknown)
 }
 
 /// One JSON-RPC object per line. The capture may cut it short, so the
@@ -154,14 +196,7 @@ fn json_rpc(b: &[u8]) -> Recognised {
         None => scan_method(line),
     };
     let Some(method) = method else {
-        return Recognised {
-            protocol: "json-rpc",
-            detail: None,
-            agent: None,
-            mining: false,
-            tls: None,
-            network: None,
-        };
+        return Recognised::named("json-rpc", None);
     };
     let params = parsed.as_ref().and_then(|v| v.get("params"));
     let (protocol, mining, agent) = if STRATUM_METHODS.contains(&method.as_str()) {
@@ -190,7 +225,7 @@ fn json_rpc(b: &[u8]) -> Recognised {
     } else {
         ("json-rpc", false, None)
     };
-    Recognised { protocol, detail: Some(cap(&method)), agent, mining, tls: None, network: None }
+    Recognised { agent, mining, ..Recognised::named(protocol, Some(cap(&method))) }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -291,20 +326,13 @@ fn http(b: &[u8]) -> Option<Recognised> {
     } else {
         ("http", false, header("host"))
     };
-    Some(Recognised { protocol, detail, agent: header("user-agent"), mining, tls: None, network: None })
+    Some(Recognised { agent: header("user-agent"), mining, ..Recognised::named(protocol, detail) })
 }
 
 /// A TLS ClientHello: its server name as `detail`, the rest in `tls`.
 fn tls(b: &[u8]) -> Option<Recognised> {
     let hello = tls::parse(b)?;
-    Some(Recognised {
-        protocol: "tls",
-        detail: hello.sni.clone(),
-        agent: None,
-        mining: false,
-        tls: Some(hello),
-        network: None,
-    })
+    Some(Recognised { detail: hello.sni.clone(), tls: Some(hello), ..Recognised::named("tls", None) })
 }
 
 #[cfg(test)]
@@ -454,7 +482,10 @@ mod tests {
         }
         // Cut short of its declared size, an auth is not claimed.
         let auth = fx("ethereumjs-devp2p-10.0.0-rlpx-auth-1.bin");
-        assert_eq!(recognise_message(&auth[..200], 200).protocol, "unknown");
+        // (Its bytes after the size are ECIES output: random, so it is an
+        // unnamed encrypted transport.)
+        let r = recognise_message(&auth[..200], 200, None);
+        assert_eq!((r.protocol, r.inferred), ("random", true));
         let r = whole("xmrig-6.22.2-daemon-getblocktemplate.bin");
         assert_eq!(
             (r.protocol, r.detail.as_deref(), r.mining),
@@ -551,5 +582,77 @@ mod tests {
         for bytes in crate::testing::random_inputs(0x2545f4914f6cdd1du64, 300, 20_000) {
             let _ = recognise(&bytes);
         }
+    }
+
+    /// Real first datagrams (tests/fixtures/first_bytes/README.md): each is
+    /// named by what it is, and none by what it is not.
+    #[test]
+    fn real_first_datagrams() {
+        let fx = crate::testing::first_bytes_fixture;
+        let datagram = |name: &str, port: u16| {
+            let b = fx(name);
+            recognise_datagram(&b, b.len() as u64, Some(port))
+        };
+        for (name, kind) in [
+            ("ping", "ping"),
+            ("pong", "pong"),
+            ("findnode", "findnode"),
+            ("neighbours-empty", "neighbors"),
+        ] {
+            let r = datagram(&format!("ethereumjs-devp2p-10.0.0-discv4-{name}.bin"), 40404);
+            assert_eq!((r.protocol, r.detail.as_deref(), r.inferred), ("ethereum-discv4", Some(kind), false));
+        }
+        for name in ["first-packet", "whoareyou", "handshake"] {
+            let name = format!("chainsafe-discv5-11.0.0-{name}.bin");
+            let r = datagram(&name, 9000);
+            assert_eq!((r.protocol, r.inferred), ("ethereum-discv5", true), "{name}");
+            // Its header is masked: off the default ports it is unnamed.
+            assert_eq!(datagram(&name, 40404).protocol, "unknown", "{name}");
+        }
+        for name in ["chainsafe-libp2p-quic-2.1.1-quic-initial-libp2p.bin", "aioquic-1.7.2-quic-initial-libp2p.bin"] {
+            let r = datagram(name, 40404);
+            assert_eq!((r.protocol, r.detail.as_deref()), ("libp2p", Some("quic-v1")), "{name}");
+            let hello = r.tls.unwrap();
+            assert_eq!(hello.alpn, ["libp2p"], "{name}");
+            assert!(hello.ja4.starts_with("q13") && !hello.cut, "{name}: {}", hello.ja4);
+        }
+        let r = datagram("aioquic-1.7.2-quic-initial-h3.bin", 443);
+        assert_eq!((r.protocol, r.detail.as_deref()), ("quic", Some("localhost")));
+        assert_eq!(r.tls.unwrap().alpn, ["h3"]);
+        // DNS and TCP first messages are no datagram protocol.
+        for name in ["monerod-0.18-regtest-handshake.bin", "curl-https-localhost.bin", "redis-cli-7.0.15-ping.bin"] {
+            assert_eq!(datagram(name, 9000).protocol, "unknown", "{name}");
+        }
+    }
+
+    /// Real first writes of encrypted transports: named by length and port,
+    /// and marked inferred.
+    #[test]
+    fn real_random_first_writes() {
+        let fx = crate::testing::first_bytes_fixture;
+        let named = |name: &str, port: u16| {
+            let b = fx(name);
+            let r = recognise_message(&b, b.len() as u64, Some(port));
+            assert!(r.inferred || r.protocol == "unknown", "{name}");
+            r.protocol
+        };
+        assert_eq!(named("hsd-8.0.0-brontide-act-one.bin", 46806), "handshake-brontide");
+        assert_eq!(named("noise_sv2-2.0.0-sv2-noise-e.bin", 34254), "stratum-v2");
+        for n in 1..=3 {
+            assert_eq!(named(&format!("rust-bip324-0.11.0-bip324-initiator-{n}.bin"), 8333), "bitcoin-p2p-v2");
+        }
+        // Off Bitcoin's ports, BIP324 with no garbage is 64 bytes like
+        // Stratum V2's key (a 1 in 4096 draw); with garbage, an unnamed
+        // encrypted transport.
+        assert_eq!(named("rust-bip324-0.11.0-bip324-initiator-1.bin", 4000), "stratum-v2");
+        assert_eq!(named("rust-bip324-0.11.0-bip324-initiator-3.bin", 4000), "random");
+        // Captured cut short (the kernel keeps 2047 bytes), BIP324 is
+        // still named by its length.
+        let long = fx("rust-bip324-0.11.0-bip324-initiator-2.bin");
+        assert_eq!(recognise_message(&long[..2047], long.len() as u64, Some(8333)).protocol, "bitcoin-p2p-v2");
+        // Chia's TLS hello is Python's: TLS, with its JA4.
+        let r = recognise(&fx("chia-blockchain-2.7.5-clienthello.bin"));
+        assert_eq!((r.protocol, r.detail.as_deref()), ("tls", None));
+        eprintln!("chia ja4 {}", r.tls.unwrap().ja4);
     }
 }
