@@ -1,9 +1,12 @@
-// Two IPFS DHT nodes: js-libp2p over TCP + Noise + yamux, running the IPFS
-// Kademlia DHT (/ipfs/kad/1.0.0) with identify and ping, as an IPFS node's
-// swarm does. The second dials the first, then keeps providing keys and
-// asking for providers and peers.
+// Two IPFS DHT nodes: js-libp2p over TCP + Noise + yamux, or over QUIC
+// (`quic` as the second argument: @chainsafe/libp2p-quic, TLS and streams
+// of its own), running the IPFS Kademlia DHT (/ipfs/kad/1.0.0) with
+// identify and ping, as an IPFS node's swarm does. The second dials the
+// first, then keeps providing keys and asking for providers and peers.
+// Usage: node ipfs_dht.mjs SECONDS [tcp|quic]
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
+import { quic } from '@chainsafe/libp2p-quic'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
@@ -20,11 +23,17 @@ Promise.withResolvers ??= () => {
   return { promise, resolve, reject }
 }
 
+const overQuic = process.argv[3] === 'quic'
+const transport = overQuic
+  ? { addresses: { listen: ['/ip4/127.0.0.1/udp/0/quic-v1'] }, transports: [quic()] }
+  : {
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+    }
 const node = () => createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
+  ...transport,
   services: {
     identify: identify(),
     ping: ping(),

@@ -9,10 +9,11 @@
 //!
 //! Every workload runs in its own session (so it is one process tree to the
 //! classifier), on loopback only, with software from the registries this
-//! machine reaches: py-scrypt's scrypt for proof-of-work, PyTorch (CPU
+//! machine reaches: py-scrypt's scrypt for proof-of-work, aioquic (HTTP/3, a look-alike of QUIC nodes), PyTorch (CPU
 //! training, and a two-rank torch.distributed gloo job), numpy and
 //! safetensors for the ML cases, hsd (Handshake's full node, npm) with four
-//! local peers, js-libp2p with the IPFS DHT (npm), Debian's gzip, coreutils, OpenSSL, nginx and wrk,
+//! local peers, js-libp2p with the IPFS DHT over TCP and QUIC (npm),
+//! @ethereumjs/devp2p's discovery with four nodes (npm), Debian's gzip, coreutils, OpenSSL, nginx and wrk,
 //! PostgreSQL and pgbench, cargo for a build. The pool and the scripts that drive them are
 //! in xtask/eval/.
 
@@ -184,6 +185,30 @@ const CASES: &[Case] = &[
         ran: Ran::Exit,
         held_out: true,
         argv: &["node", "{work}/libp2p/ipfs_dht.mjs", "8"],
+    },
+    Case {
+        name: "ipfs-dht-node-over-quic",
+        label: "distributed_storage",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &["node", "{work}/libp2p/ipfs_dht.mjs", "8", "quic"],
+    },
+    Case {
+        name: "ethereum-discovery-4-nodes",
+        label: "blockchain_node",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &["node", "{work}/ethereum/eth_discovery.mjs", "6", "40401", "40402", "40403", "40404"],
+    },
+    Case {
+        name: "http3-client-and-server",
+        label: "ordinary",
+        also: &[],
+        ran: Ran::Exit,
+        held_out: true,
+        argv: &["{py}", "{eval}/http3.py", "{dir}", "8"],
     },
     Case {
         name: "sha256sum-large-file",
@@ -582,9 +607,9 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !have("scrypt, numpy, safetensors, torch, chiapos, lmdb") {
+    if !have("scrypt, numpy, safetensors, torch, chiapos, lmdb, aioquic") {
         eprintln!(
-            "eval: installing scrypt, numpy, safetensors, torch, chiapos, lmdb into the venv (a few GB, once)"
+            "eval: installing scrypt, numpy, safetensors, torch, chiapos, lmdb, aioquic into the venv (a few GB, once)"
         );
         let ok = Command::new(&py)
             .args([
@@ -598,6 +623,7 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
                 "torch",
                 "chiapos",
                 "lmdb",
+                "aioquic",
             ])
             .status()?
             .success();
@@ -619,22 +645,28 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
             bail!("could not install hsd with npm");
         }
     }
-    let libp2p = work.join("libp2p");
-    if !libp2p.join("node_modules/@libp2p/kad-dht").exists() {
-        eprintln!("eval: installing js-libp2p and the IPFS DHT from npm");
-        fs::create_dir_all(&libp2p)?;
-        let ok = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&libp2p)
-            .args(LIBP2P_PACKAGES)
-            .status()?
-            .success();
-        if !ok {
-            bail!("could not install js-libp2p with npm");
+    // Node resolves a module's imports from where the module is: each
+    // script goes beside its packages.
+    for (dir, packages, marker, script) in [
+        ("libp2p", LIBP2P_PACKAGES, "@chainsafe/libp2p-quic", "ipfs_dht.mjs"),
+        ("ethereum", ETHEREUM_PACKAGES, "@ethereumjs/devp2p", "eth_discovery.mjs"),
+    ] {
+        let at = work.join(dir);
+        if !at.join("node_modules").join(marker).exists() {
+            eprintln!("eval: installing {} from npm", packages.join(" "));
+            fs::create_dir_all(&at)?;
+            let ok = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&at)
+                .args(packages)
+                .status()?
+                .success();
+            if !ok {
+                bail!("could not install {} with npm", packages.join(" "));
+            }
         }
+        fs::copy(root.join("xtask/eval").join(script), at.join(script))?;
     }
-    // Node resolves a module's imports from where the module is.
-    fs::copy(root.join("xtask/eval/ipfs_dht.mjs"), libp2p.join("ipfs_dht.mjs"))?;
     let blob = work.join("blob");
     if !blob.exists() {
         // 256 MiB of incompressible-ish data, made once.
@@ -651,10 +683,11 @@ fn prepare(root: &Path, work: &Path) -> Result<PathBuf> {
 }
 
 /// A real IPFS DHT node's stack, pinned: js-libp2p over TCP with Noise and
-/// yamux, the IPFS Kademlia DHT, identify and ping.
+/// yamux or over QUIC, the IPFS Kademlia DHT, identify and ping.
 const LIBP2P_PACKAGES: &[&str] = &[
     "libp2p@3.3.11",
     "@libp2p/tcp@11.0.28",
+    "@chainsafe/libp2p-quic@2.1.1",
     "@chainsafe/libp2p-noise@17.0.0",
     "@chainsafe/libp2p-yamux@8.0.1",
     "@libp2p/identify@4.1.14",
@@ -662,6 +695,9 @@ const LIBP2P_PACKAGES: &[&str] = &[
     "@libp2p/kad-dht@16.4.5",
     "multiformats@14.0.5",
 ];
+
+/// Ethereum's discovery (discv4) as its JavaScript execution client has it.
+const ETHEREUM_PACKAGES: &[&str] = &["@ethereumjs/devp2p@10.0.0"];
 
 pub fn run(opts: &Options) -> Result<()> {
     crate::setup::ensure_packages(&[
