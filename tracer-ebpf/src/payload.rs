@@ -123,8 +123,6 @@ pub struct Send<'a> {
     pub len: u64,
     /// `first_bytes_direction::*`.
     pub direction: u32,
-    /// A UDP datagram: whole by itself, so the only send reported.
-    pub datagram: bool,
 }
 
 /// Reports one send of a first message; returns the progress after it, or
@@ -171,9 +169,9 @@ fn report<const N: usize, S: Source>(
         record_len: u16::from_be_bytes([event.payload[3], event.payload[4]]) as u32,
     };
     event.captured = copied.captured;
-    let done = send.datagram || progress.done(send.len, &copied);
+    let done = progress.done(send.len, &copied);
     event.last = done as u8;
-    event.datagram = send.datagram as u8;
+    event.datagram = 0;
     event._pad = 0;
     crate::common::submit(entry);
     Some((copied, done))
@@ -240,7 +238,7 @@ fn first_write(fd: u64, buf: u64, len: u64) -> Option<()> {
         return None;
     }
     let send =
-        Send { peer: &fresh.peer, fd: fd as i32, conn: 0, len, direction: first_bytes_direction::OUTBOUND, datagram: false };
+        Send { peer: &fresh.peer, fd: fd as i32, conn: 0, len, direction: first_bytes_direction::OUTBOUND };
     match gather(&UserBuffer(buf), &fresh.progress, &send) {
         // SAFETY: the slot of an LRU element this program looked up.
         Some(next) => unsafe { (*slot).progress = next },

@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
 use tracer_common::{
-    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, FlowKey, SOCKADDR_LEN, connect_source, counter,
-    dns_direction, first_bytes_direction, table,
+    ConnectEvent, DnsEvent, Endpoint, EventHeader, EventKind, FIRST_BYTES_MAX, FirstBytesEvent, FlowKey,
+    SOCKADDR_LEN, connect_source, counter, dns_direction, first_bytes_direction, table,
 };
 
 use crate::{
@@ -181,7 +181,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) -> Option<()> {
     }
     traffic::own(sock_of(sa), flow_to(Some(&peer), protocol), tracked.pending != 0, true);
     if protocol == IPPROTO_UDP && tracked.pending == 0 {
-        traffic::watch_first_datagrams(sock_of(sa));
+        // The header just made: a second fill would not fit older
+        // kernels' stack limit here.
+        traffic::watch_first_datagrams(sock_of(sa), Some(&tracked.header));
     }
     Some(())
 }
@@ -242,7 +244,7 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) -> Option<()> {
     }
     traffic::own(sk, flow_to(None, IPPROTO_UDP), dns, false);
     if !dns {
-        traffic::watch_first_datagrams(sk);
+        traffic::watch_first_datagrams(sk, None);
         return None;
     }
     let key = sock_key(sa);
@@ -309,7 +311,7 @@ fn on_bind(ctx: &SockContext) -> Option<()> {
         traffic::own_listener(ctx.as_ptr(), flow_to(None, IPPROTO_TCP));
     } else {
         traffic::own(ctx.as_ptr(), flow_to(None, IPPROTO_UDP), false, false);
-        traffic::watch_first_datagrams(ctx.as_ptr());
+        traffic::watch_first_datagrams(ctx.as_ptr(), None);
     }
     Some(())
 }
@@ -585,7 +587,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     // SAFETY: helper on the context the kernel passed.
     let conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
-    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64, direction, datagram: false };
+    let send = Send { peer: &t.peer, fd: -1, conn, len: len as u64, direction };
     let src = Packet { ctx, at: data, header: &t.header };
     match gather(&src, &t.progress, &send) {
         // SAFETY: the slot this program looked up.
@@ -662,7 +664,9 @@ fn packet_peer(ctx: &SkBuffContext, l4: &Transport, egress: bool) -> Option<Endp
 }
 
 /// A UDP socket's first datagram one way, for the process that owns it:
-/// whole in one record (up to FIRST_BYTES_MAX - 1 bytes of it).
+/// whole in one record (up to FIRST_BYTES_MAX - 1 bytes of it). One copy
+/// into one reservation, apart from the TCP gathering: older verifiers
+/// walk every path of that twice over otherwise.
 #[inline(always)]
 fn report_datagram(
     ctx: &SkBuffContext,
@@ -673,14 +677,27 @@ fn report_datagram(
     len: u32,
 ) -> Option<()> {
     let peer = packet_peer(ctx, l4, egress)?;
-    // SAFETY: helper on the context the kernel passed.
-    let conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
-    let send = Send { peer: &peer, fd: -1, conn, len: len as u64, direction, datagram: true };
+    // DNS has records of its own (where the hooks that find it attach).
+    if peer.port == DNS_PORT {
+        return None;
+    }
+    let mut entry = reserve::<FirstBytesEvent<FIRST_BYTES_MAX>>(EventKind::FirstBytes)?;
+    // SAFETY: reservation sized for the event; every field written below.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
     // SAFETY: the socket's value; its owner was stamped with the flags.
-    let owner = unsafe { (*st).owner };
-    let src = Packet { ctx, at: data, header: &owner };
-    gather(&src, &Progress::NEW, &send);
+    stamp(&mut event.header, unsafe { &(*st).owner }, EventKind::FirstBytes);
+    event.peer = peer;
+    event.fd = -1;
+    event.len = len;
+    event.offset = 0;
+    event.last = 1;
+    event.datagram = 1;
+    event._pad = 0;
+    event.direction = if egress { first_bytes_direction::OUTBOUND } else { first_bytes_direction::INBOUND };
+    // SAFETY: helper on the context the kernel passed.
+    event.conn = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    event.captured = load_bounded(ctx, data, &mut event.payload, len as u64);
+    crate::common::submit(entry);
     Some(())
 }
 

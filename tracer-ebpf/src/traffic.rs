@@ -189,15 +189,20 @@ pub fn own_listener(sk: *mut c_void, flow: FlowKey) {
 }
 
 /// A UDP socket the calling process owns: its first datagram each way is
-/// to be reported for it (what a discovery protocol or QUIC sends first).
-/// Once per socket: a socket that already has a process keeps the first.
+/// to be reported for it (what a discovery protocol or QUIC sends first),
+/// with `header` when the caller has just made the process's (else one is
+/// made). Once per socket: a socket that already has a process keeps the
+/// first.
 #[inline(always)]
-pub fn watch_first_datagrams(sk: *mut c_void) {
+pub fn watch_first_datagrams(sk: *mut c_void, header: Option<&tracer_common::EventHeader>) {
     let Some(st) = state_of(sk) else { return };
     // SAFETY: this socket's value, written in its owner's context.
     unsafe {
         if (*st).owner.kind == 0 {
-            crate::common::fill_header(&mut (*st).owner, tracer_common::EventKind::FirstBytes);
+            match header {
+                Some(h) => (*st).owner = *h,
+                None => crate::common::fill_header(&mut (*st).owner, tracer_common::EventKind::FirstBytes),
+            }
             (*st).flags |= flags::FIRST_DATAGRAM_OUT | flags::FIRST_DATAGRAM_IN;
         }
     }
