@@ -289,10 +289,9 @@ impl Pipeline {
             (Body::Connect(c), Some(cl)) => cl.wants_connect(c.port, c.dns_name.is_some()),
             _ => true,
         };
-        let value =
-            if classify || self.sinks.needs_value() { Some(serde_json::to_value(&record)?) } else { None };
+        let value = if classify { Some(serde_json::to_value(&record)?) } else { None };
         let meta = Meta { kind: record.kind, time: &record.time, host: record.host, alert: false };
-        self.sinks.write(Outgoing::new(meta, &line, value.as_ref()))?;
+        self.sinks.write(Outgoing::new(meta, &line))?;
         if let (Some(classifier), Some(value), true) = (self.classifier.as_mut(), value.as_ref(), classify) {
             for written in classifier.observe(value) {
                 let line = serde_json::to_vec(&written)?;

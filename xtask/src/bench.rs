@@ -17,6 +17,7 @@
 //!
 //! Runs alternate configurations (A B C D, B C D A, …) so drift on a noisy
 //! machine hits them all alike; medians are printed with their spread.
+//! `--only SECTION` runs one of 1–4 alone, with its rows of 5 and 6.
 
 use std::{
     fmt::Write as _,
@@ -36,8 +37,25 @@ use anyhow::{Context as _, Result, bail};
 
 pub struct Options {
     pub runs: usize,
+    /// One section alone (the idle cost is measured only with all of them).
+    pub only: Option<Section>,
     pub tracer: PathBuf,
     pub out_dir: PathBuf,
+}
+
+/// The sections `--only` can pick.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// 1. the syscall loop
+    Syscalls,
+    /// 2. nginx under wrk
+    Nginx,
+    /// 3. the connect storm
+    Storm,
+    /// 3b. process churn
+    Churn,
+    /// 4. what a record costs in each output format and sink
+    Sinks,
 }
 
 pub(crate) fn median(v: &mut [f64]) -> f64 {
@@ -333,204 +351,241 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.runs
     )?;
 
+    let wanted = |s: Section| opts.only.is_none_or(|o| o == s);
+    // Each load's tracer cost, for section 5; a section not run leaves its row out.
+    let (mut idle, mut loop_cost, mut nginx_cost, mut storm_cost) =
+        (Cost::default(), Cost::default(), Cost::default(), Cost::default());
+
     // 0. Idle cost.
-    let idle_wall = 5.0;
-    let t = Tracer::start(&opts.tracer, &out, &[])?;
-    let before = cpu_seconds(t.pid());
-    std::thread::sleep(Duration::from_secs_f64(idle_wall));
-    let mut idle = Cost::default();
-    idle.sample(t.pid(), before, idle_wall);
-    t.stop()?;
+    if opts.only.is_none() {
+        let idle_wall = 5.0;
+        let t = Tracer::start(&opts.tracer, &out, &[])?;
+        let before = cpu_seconds(t.pid());
+        std::thread::sleep(Duration::from_secs_f64(idle_wall));
+        idle.sample(t.pid(), before, idle_wall);
+        t.stop()?;
+    }
 
     let _stats = crate::bpf_stats::enable()?;
     let mut programs: Vec<(String, ProgramCosts)> = Vec::new();
 
     // 1. Syscall microbenchmark.
-    const CALLS: u64 = 3_000_000;
-    let n = CONFIGS.len();
-    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut loop_cost = Cost::default();
-    let mut loop_progs = [ProgramCosts::default(), ProgramCosts::default()];
-    for round in 0..opts.runs {
-        let mut this_round = vec![0.0; n];
-        for k in 0..n {
-            let i = (k + round) % n;
-            let running = start(CONFIGS[i], opts, &out)?;
-            let pid = tracer_pid(&running);
-            let before = pid.map(cpu_seconds).unwrap_or(0.0);
-            let t0 = Instant::now();
-            let v = run_loop(&xtask, CALLS)?;
-            match (pid, CONFIGS[i]) {
-                (Some(pid), Config::TracedDefault) => {
-                    loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
-                    loop_progs[0].sample(pid);
+    if wanted(Section::Syscalls) {
+        const CALLS: u64 = 3_000_000;
+        let n = CONFIGS.len();
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
+        let mut loop_progs = [ProgramCosts::default(), ProgramCosts::default()];
+        for round in 0..opts.runs {
+            let mut this_round = vec![0.0; n];
+            for k in 0..n {
+                let i = (k + round) % n;
+                let running = start(CONFIGS[i], opts, &out)?;
+                let pid = tracer_pid(&running);
+                let before = pid.map(cpu_seconds).unwrap_or(0.0);
+                let t0 = Instant::now();
+                let v = run_loop(&xtask, CALLS)?;
+                match (pid, CONFIGS[i]) {
+                    (Some(pid), Config::TracedDefault) => {
+                        loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+                        loop_progs[0].sample(pid);
+                    }
+                    (Some(pid), Config::TracedSyscalls) => loop_progs[1].sample(pid),
+                    _ => {}
                 }
-                (Some(pid), Config::TracedSyscalls) => loop_progs[1].sample(pid),
-                _ => {}
+                stop(running)?;
+                ns[i].push(v);
+                this_round[i] = v;
             }
-            stop(running)?;
-            ns[i].push(v);
-            this_round[i] = v;
+            for i in 0..n {
+                ratios[i].push(this_round[i] / this_round[0]);
+            }
         }
-        for i in 0..n {
-            ratios[i].push(this_round[i] / this_round[0]);
+        writeln!(report, "1. syscall loop ({CALLS} getppid calls)\n")?;
+        writeln!(
+            report,
+            "| configuration | ns per syscall: median (min–max) | vs untraced: median (min–max) |"
+        )?;
+        writeln!(report, "|---|---|---|")?;
+        for (i, c) in CONFIGS.iter().enumerate() {
+            writeln!(report, "| {} | {} | {} |", c.label(), spread(&ns[i], 1), spread(&ratios[i], 3))?;
         }
+        let per_round =
+            |a: usize, b: usize| -> Vec<f64> { ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect() };
+        writeln!(
+            report,
+            "\nper round: tracer default / bpftrace {}; tracer --syscalls / bpftrace {}\n",
+            spread(&per_round(1, 3), 3),
+            spread(&per_round(2, 3), 3)
+        )?;
+        let [loop_default, loop_syscalls] = loop_progs;
+        programs.push(("syscall loop, default hooks".into(), loop_default));
+        programs.push(("syscall loop, --syscalls".into(), loop_syscalls));
     }
-    writeln!(report, "1. syscall loop ({CALLS} getppid calls)\n")?;
-    writeln!(report, "| configuration | ns per syscall: median (min–max) | vs untraced: median (min–max) |")?;
-    writeln!(report, "|---|---|---|")?;
-    for (i, c) in CONFIGS.iter().enumerate() {
-        writeln!(report, "| {} | {} | {} |", c.label(), spread(&ns[i], 1), spread(&ratios[i], 3))?;
-    }
-    let per_round =
-        |a: usize, b: usize| -> Vec<f64> { ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect() };
-    writeln!(
-        report,
-        "\nper round: tracer default / bpftrace {}; tracer --syscalls / bpftrace {}\n",
-        spread(&per_round(1, 3), 3),
-        spread(&per_round(2, 3), 3)
-    )?;
-    let [loop_default, loop_syscalls] = loop_progs;
-    programs.push(("syscall loop, default hooks".into(), loop_default));
-    programs.push(("syscall loop, --syscalls".into(), loop_syscalls));
 
     // 2. nginx + wrk.
-    let nginx = Nginx::start(&opts.out_dir)?;
-    let web = &CONFIGS[..3];
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
-    let mut cost_ratio: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
-    let mut nginx_cost = Cost::default();
-    let mut web_progs = [ProgramCosts::default(), ProgramCosts::default()];
-    for round in 0..opts.runs {
-        let mut this_round = vec![0.0; web.len()];
-        for k in 0..web.len() {
-            let i = (k + round) % web.len();
-            let running = start(web[i], opts, &out)?;
-            let pid = tracer_pid(&running);
-            let before = pid.map(cpu_seconds).unwrap_or(0.0);
-            let t0 = Instant::now();
-            let v = nginx.wrk(5)?;
-            match (pid, web[i]) {
-                (Some(pid), Config::TracedDefault) => {
-                    nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
-                    web_progs[0].sample(pid);
+    if wanted(Section::Nginx) {
+        let nginx = Nginx::start(&opts.out_dir)?;
+        let web = &CONFIGS[..3];
+        let mut rps: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
+        let mut cost_ratio: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
+        let mut web_progs = [ProgramCosts::default(), ProgramCosts::default()];
+        for round in 0..opts.runs {
+            let mut this_round = vec![0.0; web.len()];
+            for k in 0..web.len() {
+                let i = (k + round) % web.len();
+                let running = start(web[i], opts, &out)?;
+                let pid = tracer_pid(&running);
+                let before = pid.map(cpu_seconds).unwrap_or(0.0);
+                let t0 = Instant::now();
+                let v = nginx.wrk(5)?;
+                match (pid, web[i]) {
+                    (Some(pid), Config::TracedDefault) => {
+                        nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
+                        web_progs[0].sample(pid);
+                    }
+                    (Some(pid), Config::TracedSyscalls) => web_progs[1].sample(pid),
+                    _ => {}
                 }
-                (Some(pid), Config::TracedSyscalls) => web_progs[1].sample(pid),
-                _ => {}
+                stop(running)?;
+                rps[i].push(v);
+                this_round[i] = v;
             }
-            stop(running)?;
-            rps[i].push(v);
-            this_round[i] = v;
+            for i in 0..web.len() {
+                cost_ratio[i].push(this_round[0] / this_round[i]);
+            }
         }
-        for i in 0..web.len() {
-            cost_ratio[i].push(this_round[0] / this_round[i]);
+        drop(nginx);
+        writeln!(report, "2. nginx (1 worker) under wrk (1 thread, 16 connections, 5 s) on loopback\n")?;
+        writeln!(
+            report,
+            "| configuration | requests/s: median (min–max) | cost, untraced / traced per round: median (min–max) |"
+        )?;
+        writeln!(report, "|---|---|---|")?;
+        for (i, c) in web.iter().enumerate() {
+            writeln!(report, "| {} | {} | {} |", c.label(), spread(&rps[i], 0), spread(&cost_ratio[i], 3))?;
         }
+        writeln!(report)?;
+        let [web_default, web_syscalls] = web_progs;
+        programs.push(("nginx + wrk, default hooks".into(), web_default));
+        programs.push(("nginx + wrk, --syscalls".into(), web_syscalls));
     }
-    drop(nginx);
-    writeln!(report, "2. nginx (1 worker) under wrk (1 thread, 16 connections, 5 s) on loopback\n")?;
-    writeln!(
-        report,
-        "| configuration | requests/s: median (min–max) | cost, untraced / traced per round: median (min–max) |"
-    )?;
-    writeln!(report, "|---|---|---|")?;
-    for (i, c) in web.iter().enumerate() {
-        writeln!(report, "| {} | {} | {} |", c.label(), spread(&rps[i], 0), spread(&cost_ratio[i], 3))?;
-    }
-    writeln!(report)?;
-    let [web_default, web_syscalls] = web_progs;
-    programs.push(("nginx + wrk, default hooks".into(), web_default));
-    programs.push(("nginx + wrk, --syscalls".into(), web_syscalls));
 
     // 3. Connect storm, from several threads.
-    const STORM_THREADS: u32 = 4;
-    writeln!(
-        report,
-        "3. connect storm: TCP connects from {STORM_THREADS} threads to a loopback listener for 3 s, default ring buffer\n"
-    )?;
-    writeln!(report, "| target rate | achieved connects/s | records delivered | dropped | tracer CPU % |")?;
-    writeln!(report, "|---|---|---|---|---|")?;
-    let mut storm_cost = Cost::default();
-    let mut storm_progs = ProgramCosts::default();
-    let mut drops_from = None;
-    for rate in [10_000u64, 25_000, 50_000, 100_000, 200_000] {
-        let t = Tracer::start(&opts.tracer, &out, &[])?;
-        let before = cpu_seconds(t.pid());
-        let t0 = Instant::now();
-        let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3, STORM_THREADS)?;
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu_pct = (cpu_seconds(t.pid()) - before) / wall * 100.0;
-        storm_cost.sample(t.pid(), before, wall);
-        storm_progs.sample(t.pid());
-        let records = t.stop()?;
-        let (delivered, dropped) = count_connects(&records, pid, port)?;
-        if dropped > 0 && drops_from.is_none() {
-            drops_from = Some(achieved);
+    if wanted(Section::Storm) {
+        const STORM_THREADS: u32 = 4;
+        writeln!(
+            report,
+            "3. connect storm: TCP connects from {STORM_THREADS} threads to a loopback listener for 3 s, default ring buffer\n"
+        )?;
+        writeln!(
+            report,
+            "| target rate | achieved connects/s | records delivered | dropped | tracer CPU % |"
+        )?;
+        writeln!(report, "|---|---|---|---|---|")?;
+        let mut storm_progs = ProgramCosts::default();
+        let mut drops_from = None;
+        for rate in [10_000u64, 25_000, 50_000, 100_000, 200_000] {
+            let t = Tracer::start(&opts.tracer, &out, &[])?;
+            let before = cpu_seconds(t.pid());
+            let t0 = Instant::now();
+            let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3, STORM_THREADS)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu_pct = (cpu_seconds(t.pid()) - before) / wall * 100.0;
+            storm_cost.sample(t.pid(), before, wall);
+            storm_progs.sample(t.pid());
+            let records = t.stop()?;
+            let (delivered, dropped) = count_connects(&records, pid, port)?;
+            if dropped > 0 && drops_from.is_none() {
+                drops_from = Some(achieved);
+            }
+            writeln!(
+                report,
+                "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |"
+            )?;
         }
-        writeln!(report, "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |")?;
+        match drops_from {
+            Some(r) => writeln!(report, "\ndrops begin at about {r:.0} connects/s")?,
+            None => writeln!(report, "\nno drops at any rate reached")?,
+        }
+        programs.push(("connect storm, default hooks (one run per rate)".into(), storm_progs));
     }
-    match drops_from {
-        Some(r) => writeln!(report, "\ndrops begin at about {r:.0} connects/s")?,
-        None => writeln!(report, "\nno drops at any rate reached")?,
-    }
-    programs.push(("connect storm, default hooks (one run per rate)".into(), storm_progs));
 
     // 3b. Process churn: fork + exec + exit at the rate a shell loop makes
     // them, so those programs are measured warm, not at the odd start.
-    const SPAWNS: u32 = 2_000;
-    let mut churn: Vec<Vec<f64>> = vec![Vec::new(); 2];
-    let mut churn_progs = ProgramCosts::default();
-    for round in 0..opts.runs.min(5) {
-        for k in 0..2 {
-            let traced = (k + round) % 2 == 1;
-            let running = start(if traced { Config::TracedDefault } else { Config::Untraced }, opts, &out)?;
-            let t0 = Instant::now();
-            spawn_true(SPAWNS)?;
-            churn[usize::from(traced)].push(t0.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS));
-            if let Some(pid) = tracer_pid(&running) {
-                churn_progs.sample(pid);
+    if wanted(Section::Churn) {
+        const SPAWNS: u32 = 2_000;
+        let mut churn: Vec<Vec<f64>> = vec![Vec::new(); 2];
+        let mut churn_progs = ProgramCosts::default();
+        for round in 0..opts.runs.min(5) {
+            for k in 0..2 {
+                let traced = (k + round) % 2 == 1;
+                let running =
+                    start(if traced { Config::TracedDefault } else { Config::Untraced }, opts, &out)?;
+                let t0 = Instant::now();
+                spawn_true(SPAWNS)?;
+                churn[usize::from(traced)].push(t0.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS));
+                if let Some(pid) = tracer_pid(&running) {
+                    churn_progs.sample(pid);
+                }
+                stop(running)?;
             }
-            stop(running)?;
         }
-    }
-    let churn_ratio: Vec<f64> = churn[1].iter().zip(&churn[0]).map(|(t, u)| t / u).collect();
-    writeln!(report, "\n3b. process churn: {SPAWNS} fork + exec + exit of /bin/true, one after another\n")?;
-    writeln!(report, "| configuration | µs per process: median (min–max) |")?;
-    writeln!(report, "|---|---|")?;
-    writeln!(report, "| untraced | {} |", spread(&churn[0], 0))?;
-    writeln!(report, "| tracer, default hooks | {} |", spread(&churn[1], 0))?;
-    writeln!(report, "\ntraced / untraced per round: {}", spread(&churn_ratio, 3))?;
-    programs.push(("process churn, default hooks".into(), churn_progs));
-
-    // 4. What a record costs the tracer in each output format and sink.
-    let (per_k, vs_native) = sink_costs(opts, &xtask, &out)?;
-    writeln!(report, "\n4. output cost: tracer CPU per 1000 records during a 3 s connect storm at 5000/s\n")?;
-    writeln!(report, "| output | CPU ms per 1000 records (median) | vs native file |")?;
-    writeln!(report, "|---|---|---|")?;
-    for (i, (label, _)) in SINK_CONFIGS.iter().enumerate() {
+        let churn_ratio: Vec<f64> = churn[1].iter().zip(&churn[0]).map(|(t, u)| t / u).collect();
         writeln!(
             report,
-            "| {label} | {:.1} | {:.3} |",
-            median(&mut per_k[i].clone()),
-            median(&mut vs_native[i].clone())
+            "\n3b. process churn: {SPAWNS} fork + exec + exit of /bin/true, one after another\n"
         )?;
+        writeln!(report, "| configuration | µs per process: median (min–max) |")?;
+        writeln!(report, "|---|---|")?;
+        writeln!(report, "| untraced | {} |", spread(&churn[0], 0))?;
+        writeln!(report, "| tracer, default hooks | {} |", spread(&churn[1], 0))?;
+        writeln!(report, "\ntraced / untraced per round: {}", spread(&churn_ratio, 3))?;
+        programs.push(("process churn, default hooks".into(), churn_progs));
     }
 
-    writeln!(report, "\n5. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
-    writeln!(report, "| load | CPU % | RSS MiB |")?;
-    writeln!(report, "|---|---|---|")?;
-    for (name, c) in [
+    // 4. What a record costs the tracer in each output format and sink.
+    if wanted(Section::Sinks) {
+        let (per_k, vs_native) = sink_costs(opts, &xtask, &out)?;
+        writeln!(
+            report,
+            "\n4. output cost: tracer CPU per 1000 records during a 3 s connect storm at 5000/s\n"
+        )?;
+        writeln!(report, "| output | CPU ms per 1000 records (median) | vs native file |")?;
+        writeln!(report, "|---|---|---|")?;
+        for (i, (label, _)) in SINK_CONFIGS.iter().enumerate() {
+            writeln!(
+                report,
+                "| {label} | {:.1} | {:.3} |",
+                median(&mut per_k[i].clone()),
+                median(&mut vs_native[i].clone())
+            )?;
+        }
+    }
+
+    let mut loads: Vec<(&str, &mut Cost)> = [
         ("idle", &mut idle),
         ("syscall loop", &mut loop_cost),
         ("nginx + wrk", &mut nginx_cost),
         ("connect storm", &mut storm_cost),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(_, c)| !c.cpu_pct.is_empty())
+    .collect();
+    if !loads.is_empty() {
+        writeln!(report, "\n5. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
+        writeln!(report, "| load | CPU % | RSS MiB |")?;
+        writeln!(report, "|---|---|---|")?;
+    }
+    for (name, c) in &mut loads {
         writeln!(report, "| {name} | {:.1} | {:.1} |", median(&mut c.cpu_pct), median(&mut c.rss_mib))?;
     }
-    writeln!(
-        report,
-        "\n6. each kernel program's cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt of the tracer's programs, per round)"
-    )?;
+    if !programs.is_empty() {
+        writeln!(
+            report,
+            "\n6. each kernel program's cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt of the tracer's programs, per round)"
+        )?;
+    }
     for (title, costs) in &programs {
         costs.table(&mut report, title)?;
     }

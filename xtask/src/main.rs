@@ -53,6 +53,9 @@ enum Task {
         /// Rounds per configuration (medians are taken over them).
         #[arg(long, default_value_t = 9)]
         runs: usize,
+        /// Only this section (with its kernel program costs).
+        #[arg(long, value_enum)]
+        only: Option<bench::Section>,
     },
     /// Run labelled real workloads under the tracer (mining against a local
     /// pool simulator, ML training and inference, heavy ordinary work) and
@@ -175,12 +178,13 @@ fn main() -> Result<()> {
             };
             gpu_check::run(&tracer, &python, seconds, &output.unwrap_or_else(gpu_check::default_output))
         }
-        Task::Bench { runs } => {
+        Task::Bench { runs, only } => {
             setup::ensure_toolchain()?;
             require_root("the tracer loads eBPF programs")?;
             cargo(&root, &["build", "--release", "--package", "tracer"])?;
             bench::run(&bench::Options {
                 runs,
+                only,
                 tracer: root.join("target/release/tracer"),
                 out_dir: root.join("target/bench"),
             })

@@ -414,12 +414,7 @@ fn events(stream: &UnixStream, shared: &Shared, request: &Request) -> Result<()>
     let mut out = std::io::BufWriter::new(stream);
     write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n")?;
     let line_out = |out: &mut std::io::BufWriter<&UnixStream>, line: &[u8]| -> Result<()> {
-        if format == Format::Native {
-            out.write_all(line)?;
-        } else {
-            let value: Value = serde_json::from_slice(line)?;
-            serde_json::to_writer(&mut *out, &crate::output::formats::convert(format, &value))?;
-        }
+        crate::output::formats::write(format, line, &mut *out)?;
         out.write_all(b"\n")?;
         Ok(())
     };

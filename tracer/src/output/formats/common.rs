@@ -4,119 +4,137 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Value};
+use super::json::{Json, Obj};
 
 /// Fields every native record has at its top level; any other top-level field
 /// is the record's body (`exec`, `connect`, `activity`, …).
 pub(super) const ENVELOPE: [&str; 6] = ["schema", "kind", "host", "time", "mono_ns", "process"];
 
 /// The value at `path`; JSON null counts as absent.
-pub(super) fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+pub(super) fn at<'a, 'j>(v: &'a Json<'j>, path: &[&str]) -> Option<&'a Json<'j>> {
     path.iter().try_fold(v, |v, k| v.get(k)).filter(|v| !v.is_null())
 }
 
-pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(super) fn str_at<'a>(v: &'a Json, path: &[&str]) -> Option<&'a str> {
     at(v, path)?.as_str()
 }
 
-pub(super) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
+pub(super) fn u64_at(v: &Json, path: &[&str]) -> Option<u64> {
     at(v, path)?.as_u64()
 }
 
 /// A process's exit code as shells and ECS's example (137) give it: its
 /// status, or 128 + the signal that ended it.
-pub(super) fn exit_code(exit: &Value) -> Option<u64> {
+pub(super) fn exit_code(exit: &Json) -> Option<u64> {
     u64_at(exit, &["code"]).or_else(|| u64_at(exit, &["signal"]).map(|s| 128 + s))
 }
 
-pub(super) fn f64_at(v: &Value, path: &[&str]) -> Option<f64> {
+pub(super) fn f64_at(v: &Json, path: &[&str]) -> Option<f64> {
     at(v, path)?.as_f64()
 }
 
-pub(super) fn bool_at(v: &Value, path: &[&str]) -> Option<bool> {
+pub(super) fn bool_at(v: &Json, path: &[&str]) -> Option<bool> {
     at(v, path)?.as_bool()
 }
 
+/// The elements of the array at `path` (none for anything else).
+pub(super) fn array_at<'a, 'j>(v: &'a Json<'j>, path: &[&str]) -> &'a [Json<'j>] {
+    at(v, path).and_then(Json::as_array).unwrap_or_default()
+}
+
 /// The string elements of the array at `path` (others are skipped).
-pub(super) fn strings_at<'a>(v: &'a Value, path: &[&str]) -> Vec<&'a str> {
-    at(v, path)
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
+pub(super) fn strings_at<'a>(v: &'a Json, path: &[&str]) -> Vec<&'a str> {
+    array_at(v, path).iter().filter_map(Json::as_str).collect()
 }
 
 /// The record's body fields: everything outside the envelope.
-pub(super) fn body(record: &Value) -> impl Iterator<Item = (&String, &Value)> {
-    record.as_object().into_iter().flatten().filter(|(k, _)| !ENVELOPE.contains(&k.as_str()))
+pub(super) fn body<'a, 'j>(record: &'a Json<'j>) -> impl Iterator<Item = (&'a str, &'a Json<'j>)> {
+    record.as_object().into_iter().flat_map(Obj::iter).filter(|(k, _)| !ENVELOPE.contains(k))
 }
 
 /// Sets the dot-separated `path` in `root`, creating objects on the way.
 /// `None` and null leave `root` as it was.
-pub(super) fn put(root: &mut Map<String, Value>, path: &str, value: Option<Value>) {
-    let keys: Vec<&str> = path.split('.').collect();
-    put_at(root, &keys, value);
+pub(super) fn put<'a>(root: &mut Obj<'a>, path: &'a str, value: Option<Json<'a>>) {
+    // A byte loop: paths are too short for `split('.')`'s memchr to pay.
+    let mut rest = Some(path);
+    let keys = std::iter::from_fn(|| {
+        let r = rest?;
+        let (key, tail) = match r.bytes().position(|b| b == b'.') {
+            Some(i) => (&r[..i], Some(&r[i + 1..])),
+            None => (r, None),
+        };
+        rest = tail;
+        Some(key)
+    });
+    put_in(root, keys, value);
 }
 
 /// `put` with the path given as keys, for keys that may contain dots.
-pub(super) fn put_at(root: &mut Map<String, Value>, keys: &[&str], value: Option<Value>) {
-    let (Some(value), Some((leaf, parents))) = (value.filter(|v| !v.is_null()), keys.split_last()) else {
-        return;
-    };
+pub(super) fn put_at<'a>(root: &mut Obj<'a>, keys: &[&'a str], value: Option<Json<'a>>) {
+    put_in(root, keys.iter().copied(), value);
+}
+
+fn put_in<'a>(root: &mut Obj<'a>, mut keys: impl Iterator<Item = &'a str>, value: Option<Json<'a>>) {
+    let (Some(value), Some(mut key)) = (value.filter(|v| !v.is_null()), keys.next()) else { return };
     let mut obj = root;
-    for key in parents {
-        let slot = obj.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    for next in keys {
+        let slot = obj.slot(key);
         if !slot.is_object() {
-            *slot = Value::Object(Map::new());
+            *slot = Json::Object(Obj::new());
         }
-        let Some(next) = slot.as_object_mut() else { return };
-        obj = next;
+        let Json::Object(inner) = slot else { return };
+        (obj, key) = (inner, next);
     }
-    obj.insert(leaf.to_string(), value);
+    obj.insert(key, value);
 }
 
 /// A copy of `v` without nulls (object members and array elements), so
-/// native bodies copied into the output keep the no-null rule; `None` for null.
-pub(super) fn strip_nulls(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Object(m) => {
-            Some(Value::Object(m.iter().filter_map(|(k, v)| Some((k.clone(), strip_nulls(v)?))).collect()))
-        }
-        Value::Array(a) => Some(Value::Array(a.iter().filter_map(strip_nulls).collect())),
-        other => Some(other.clone()),
-    }
+/// native bodies copied into the output keep the no-null rule; `None` for
+/// null. Strings are borrowed, not copied.
+pub(super) fn strip_nulls<'a>(v: &'a Json) -> Option<Json<'a>> {
+    Some(match v {
+        Json::Null => return None,
+        Json::Object(m) => Json::Object(m.iter().filter_map(|(k, v)| Some((k, strip_nulls(v)?))).collect()),
+        Json::Array(a) => Json::Array(a.iter().filter_map(strip_nulls).collect()),
+        Json::String(s) => Json::from(s.as_ref()),
+        Json::Bool(b) => Json::Bool(*b),
+        Json::Number(n) => Json::Number(n.clone()),
+    })
 }
 
-/// An object built with `put`, or none when nothing was known to put in it.
 /// The objects of the array at `path`, each made by `fill` into a new
 /// object; items `fill` gives up on (None) or leaves empty are left out.
-pub(super) fn map_objects(
-    v: &Value,
+pub(super) fn map_objects<'a>(
+    v: &'a Json,
     path: &[&str],
-    fill: impl Fn(&Value, &mut Map<String, Value>) -> Option<()>,
-) -> Vec<Value> {
-    at(v, path)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    fill: impl Fn(&'a Json, &mut Obj<'a>) -> Option<()>,
+) -> Vec<Json<'a>> {
+    array_at(v, path)
+        .iter()
         .filter_map(|item| {
-            let mut m = Map::new();
+            let mut m = Obj::new();
             fill(item, &mut m)?;
             object(m)
         })
         .collect()
 }
 
-pub(super) fn object(m: Map<String, Value>) -> Option<Value> {
-    (!m.is_empty()).then_some(Value::Object(m))
+/// An object built with `put`, or none when nothing was known to put in it.
+pub(super) fn object(m: Obj) -> Option<Json> {
+    (!m.is_empty()).then_some(Json::Object(m))
 }
 
-pub(super) fn some_str(s: Option<&str>) -> Option<Value> {
-    s.map(|s| Value::String(s.to_string()))
+/// A list of strings, or none when it is empty.
+pub(super) fn strings<'a>(items: &[&'a str]) -> Option<Json<'a>> {
+    (!items.is_empty()).then(|| items.to_vec().into())
 }
 
-pub(super) fn some_u64(n: Option<u64>) -> Option<Value> {
-    n.map(Value::from)
+pub(super) fn some_str(s: Option<&str>) -> Option<Json<'_>> {
+    s.map(Json::from)
+}
+
+pub(super) fn some_u64(n: Option<u64>) -> Option<Json<'static>> {
+    n.map(Json::from)
 }
 
 /// argv joined by spaces, as a command line (argv keeps the exact boundaries).
@@ -229,31 +247,31 @@ pub(super) fn verdict_severity(alert: bool, confidence: f64) -> (u64, &'static s
 /// the first of `categories` with `alert` (a training job that also mines
 /// alerts for the mining), or, in records written before verdicts had
 /// several categories, the verdict's own.
-pub(super) fn alerting_category(v: &Value) -> Option<(&str, f64)> {
-    if let Some(list) = v.get("categories").and_then(Value::as_array) {
-        let alerts = |c: &&Value| c.get("alert").and_then(Value::as_bool) == Some(true);
+pub(super) fn alerting_category<'a>(v: &'a Json) -> Option<(&'a str, f64)> {
+    if let Some(list) = v.get("categories").and_then(Json::as_array) {
+        let alerts = |c: &&Json| c.get("alert").and_then(Json::as_bool) == Some(true);
         // Mining first: a declared farm that also runs a node alerts for both.
         let mining = list
             .iter()
             .filter(alerts)
-            .find(|c| c.get("category").and_then(Value::as_str) == Some("crypto_mining"));
+            .find(|c| c.get("category").and_then(Json::as_str) == Some("crypto_mining"));
         return mining.or_else(|| list.iter().find(alerts)).and_then(|c| {
-            Some((c.get("category")?.as_str()?, c.get("confidence").and_then(Value::as_f64).unwrap_or(0.0)))
+            Some((c.get("category")?.as_str()?, c.get("confidence").and_then(Json::as_f64).unwrap_or(0.0)))
         });
     }
-    (v.get("alert").and_then(Value::as_bool) == Some(true)).then(|| {
+    (v.get("alert").and_then(Json::as_bool) == Some(true)).then(|| {
         (
-            v.get("category").and_then(Value::as_str).unwrap_or(""),
-            v.get("confidence").and_then(Value::as_f64).unwrap_or(0.0),
+            v.get("category").and_then(Json::as_str).unwrap_or(""),
+            v.get("confidence").and_then(Json::as_f64).unwrap_or(0.0),
         )
     })
 }
 
 /// Every category of a verdict, the primary first.
-pub(super) fn verdict_categories(v: &Value) -> Vec<&str> {
-    match v.get("categories").and_then(Value::as_array) {
+pub(super) fn verdict_categories<'a>(v: &'a Json) -> Vec<&'a str> {
+    match v.get("categories").and_then(Json::as_array) {
         Some(list) => list.iter().filter_map(|c| c.get("category")?.as_str()).collect(),
-        None => v.get("category").and_then(Value::as_str).into_iter().collect(),
+        None => v.get("category").and_then(Json::as_str).into_iter().collect(),
     }
 }
 
@@ -279,8 +297,6 @@ pub(super) fn attack_for(category: &str) -> Option<Attack> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -315,11 +331,14 @@ mod tests {
 
     #[test]
     fn put_nests_and_skips_absent() {
-        let mut m = Map::new();
-        put(&mut m, "a.b.c", Some(json!(1)));
+        let mut m = Obj::new();
+        put(&mut m, "a.b.c", Some(Json::from(1u64)));
         put(&mut m, "a.b.d", None);
-        put(&mut m, "a.e", Some(Value::Null));
-        put_at(&mut m, &["a", "x.y"], Some(json!(2)));
-        assert_eq!(Value::Object(m), json!({"a": {"b": {"c": 1}, "x.y": 2}}));
+        put(&mut m, "a.e", Some(Json::Null));
+        put_at(&mut m, &["a", "x.y"], Some(Json::from(2u64)));
+        put(&mut m, "top", Some(Json::from("level")));
+        let mut built = Json::Object(m);
+        built.sort();
+        assert_eq!(serde_json::to_string(&built).unwrap(), r#"{"a":{"b":{"c":1},"x.y":2},"top":"level"}"#);
     }
 }

@@ -7,51 +7,51 @@
 //! (`tracer.process.cgroup`, `ancestors`, …). Network direction is the
 //! host's point of view (ingress/egress), as ECS asks of host-based sources.
 
-use serde_json::{Map, Value, json};
-
 use super::{
     ECS_VERSION,
     common::{
-        alerting_category, at, attack_for, basename, body, bool_at, command_line, dirname, exit_code,
-        extension, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at,
-        strings_at, strip_nulls, u64_at, verdict_severity,
+        alerting_category, array_at, at, attack_for, basename, body, bool_at, command_line, dirname,
+        exit_code, extension, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64,
+        str_at, strings, strings_at, strip_nulls, u64_at, verdict_severity,
     },
+    json::{Json, Obj},
 };
 
-pub(super) fn convert(record: &Value) -> Value {
-    let mut out = Map::new();
-    put(&mut out, "ecs.version", Some(json!(ECS_VERSION)));
-    put(&mut out, "event.module", Some(json!("tracer")));
+pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
+    let mut out = Obj::new();
+    put(&mut out, "ecs.version", Some(Json::from(ECS_VERSION)));
+    put(&mut out, "event.module", Some(Json::from("tracer")));
     if !record.is_object() {
-        put(&mut out, "event.kind", Some(json!("event")));
+        put(&mut out, "event.kind", Some(Json::from("event")));
         put(&mut out, "tracer.original", strip_nulls(record));
-        return Value::Object(out);
+        return Json::Object(out);
     }
     let kind = str_at(record, &["kind"]).unwrap_or_default();
     let c = categorize(kind, record);
     put(&mut out, "@timestamp", some_str(str_at(record, &["time"])));
-    put(&mut out, "event.kind", Some(json!(c.kind)));
-    put(&mut out, "event.category", (!c.category.is_empty()).then(|| json!(c.category)));
-    put(&mut out, "event.type", (!c.types.is_empty()).then(|| json!(c.types)));
+    put(&mut out, "event.kind", Some(Json::from(c.kind)));
+    put(&mut out, "event.category", strings(c.category));
+    put(&mut out, "event.type", strings(c.types));
     put(&mut out, "event.action", some_str(c.action));
     // `tracer.<kind>`; the tracer's own kinds already carry the prefix.
-    let dataset = if kind.starts_with("tracer.") { kind.to_string() } else { format!("tracer.{kind}") };
-    put(&mut out, "event.dataset", (!kind.is_empty()).then(|| json!(dataset)));
+    let dataset =
+        if kind.starts_with("tracer.") { Json::from(kind) } else { format!("tracer.{kind}").into() };
+    put(&mut out, "event.dataset", (!kind.is_empty()).then_some(dataset));
     put(&mut out, "host.name", some_str(str_at(record, &["host"])));
     put(&mut out, "tracer.schema", some_str(str_at(record, &["schema"])));
-    put(&mut out, "tracer.kind", (!kind.is_empty()).then(|| json!(kind)));
+    put(&mut out, "tracer.kind", (!kind.is_empty()).then(|| Json::from(kind)));
     put(&mut out, "tracer.mono_ns", some_u64(u64_at(record, &["mono_ns"])));
     for (key, value) in body(record) {
         put_at(&mut out, &["tracer", key], strip_nulls(value));
     }
     let process = at(record, &["process"]).filter(|p| p.is_object());
     match (kind, process) {
-        ("process.fork", Some(p)) => fork(&mut out, p, at(record, &["fork"]).unwrap_or(&Value::Null)),
+        ("process.fork", Some(p)) => fork(&mut out, p, at(record, &["fork"]).unwrap_or(&Json::Null)),
         (_, Some(p)) => self::process(&mut out, p),
         _ => {}
     }
 
-    let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
+    let b = |name: &str| at(record, &[name]).unwrap_or(&Json::Null);
     match kind {
         "process.exit" => {
             put(&mut out, "process.exit_code", some_u64(exit_code(b("exit"))));
@@ -63,7 +63,7 @@ pub(super) fn convert(record: &Value) -> Value {
         "network.listen" => {
             let l = b("listen");
             endpoint(&mut out, "server", str_at(l, &["address"]), u64_at(l, &["port"]), None);
-            put(&mut out, "network.transport", Some(json!("tcp")));
+            put(&mut out, "network.transport", Some(Json::from("tcp")));
         }
         "file.open" => {
             let path = str_at(b("file"), &["path"]);
@@ -79,9 +79,9 @@ pub(super) fn convert(record: &Value) -> Value {
             put(&mut out, "file.name", some_str(path.map(basename)));
             put(&mut out, "file.directory", some_str(path.and_then(dirname)));
             put(&mut out, "file.size", some_u64(u64_at(e, &["size"])));
-            put(&mut out, "file.inode", u64_at(e, &["inode"]).map(|i| json!(i.to_string())));
-            put(&mut out, "file.device", u64_at(e, &["device"]).map(|d| json!(d.to_string())));
-            put(&mut out, "file.mtime", at(e, &["mtime"]).and_then(Value::as_i64).and_then(epoch_rfc3339));
+            put(&mut out, "file.inode", u64_at(e, &["inode"]).map(|i| Json::from(i.to_string())));
+            put(&mut out, "file.device", u64_at(e, &["device"]).map(|d| Json::from(d.to_string())));
+            put(&mut out, "file.mtime", at(e, &["mtime"]).and_then(Json::as_i64).and_then(epoch_rfc3339));
             put(&mut out, "file.hash.sha256", some_str(str_at(e, &["sha256"])));
             put(&mut out, "process.hash.sha256", some_str(str_at(e, &["sha256"])));
         }
@@ -101,7 +101,7 @@ pub(super) fn convert(record: &Value) -> Value {
         "classification" => classification(&mut out, b("classification")),
         _ => {}
     }
-    Value::Object(out)
+    Json::Object(out)
 }
 
 /// ECS categorization of one native record.
@@ -121,7 +121,7 @@ const fn c(
     Categorization { kind, category, types, action: Some(action) }
 }
 
-fn categorize(kind: &str, record: &Value) -> Categorization {
+fn categorize(kind: &str, record: &Json) -> Categorization {
     match kind {
         "process.exec" => c("event", &["process"], &["start"], "exec"),
         // The child starting (ECS, like Elastic Defend, describes the new process).
@@ -166,24 +166,24 @@ fn categorize(kind: &str, record: &Value) -> Categorization {
 
 /// `process.*` fields of one native process, as seen in the ECS `process`
 /// fieldset or its reuse under `process.parent`.
-fn process_fields(p: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
+fn process_fields<'a>(p: &'a Json) -> Obj<'a> {
+    let mut m = Obj::new();
     let argv = strings_at(p, &["argv"]);
     put(&mut m, "entity_id", some_str(str_at(p, &["entity_id"])));
     put(&mut m, "pid", some_u64(u64_at(p, &["pid"])));
     put(&mut m, "thread.id", some_u64(u64_at(p, &["tid"])));
     put(&mut m, "name", some_str(str_at(p, &["comm"])));
     put(&mut m, "executable", some_str(str_at(p, &["exe"])));
-    put(&mut m, "args", (!argv.is_empty()).then(|| json!(argv)));
-    put(&mut m, "args_count", (!argv.is_empty()).then(|| json!(argv.len())));
-    put(&mut m, "command_line", command_line(&argv).map(Value::from));
+    put(&mut m, "args", strings(&argv));
+    put(&mut m, "args_count", (!argv.is_empty()).then(|| Json::from(argv.len())));
+    put(&mut m, "command_line", command_line(&argv).map(Json::from));
     // The native uid is the real uid (current_cred()->uid), not the effective one.
-    put(&mut m, "real_user.id", u64_at(p, &["uid"]).map(|u| json!(u.to_string())));
+    put(&mut m, "real_user.id", u64_at(p, &["uid"]).map(|u| Json::from(u.to_string())));
     m
 }
 
 /// The process that acted, its parent, session and container.
-fn process(out: &mut Map<String, Value>, p: &Value) {
+fn process<'a>(out: &mut Obj<'a>, p: &'a Json) {
     let mut m = process_fields(p);
     let parent_pid = u64_at(p, &["ppid"]).or_else(|| u64_at(p, &["parent", "pid"]));
     put(&mut m, "parent.pid", some_u64(parent_pid));
@@ -198,7 +198,7 @@ fn process(out: &mut Map<String, Value>, p: &Value) {
 
 /// A fork as the child's start: the child has the forking process's image,
 /// arguments, user, session and cgroup; the forking process is its parent.
-fn fork(out: &mut Map<String, Value>, p: &Value, f: &Value) {
+fn fork<'a>(out: &mut Obj<'a>, p: &'a Json, f: &'a Json) {
     let mut child = process_fields(p);
     for own in ["entity_id", "pid", "thread"] {
         child.remove(own);
@@ -216,41 +216,41 @@ fn fork(out: &mut Map<String, Value>, p: &Value, f: &Value) {
 }
 
 /// Process fields ECS has no home for.
-fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str]) {
+fn extras<'a>(out: &mut Obj<'a>, p: &'a Json, ancestors: &[&'a str]) {
     put(out, "tracer.process.cgroup", some_str(str_at(p, &["cgroup"])));
     put(out, "tracer.process.cgroup_id", some_u64(u64_at(p, &["cgroup_id"])));
-    put(out, "tracer.process.ancestors", (!ancestors.is_empty()).then(|| json!(ancestors)));
+    put(out, "tracer.process.ancestors", strings(ancestors));
     let escaped = strings_at(p, &["escaped"]);
-    put(out, "tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
+    put(out, "tracer.process.escaped", strings(&escaped));
     let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
-    put(out, "tracer.process.argv_truncated", truncated.map(Value::from));
+    put(out, "tracer.process.argv_truncated", truncated.map(Json::from));
     // Evidence in itself (rootkits hide their pids from /proc).
     let hidden = bool_at(p, &["hidden_from_proc"]).filter(|h| *h);
-    put(out, "tracer.process.hidden_from_proc", hidden.map(Value::from));
+    put(out, "tracer.process.hidden_from_proc", hidden.map(Json::from));
 }
 
 /// `<side>.ip/port/address/domain` and `network.type` for an endpoint; an
 /// address that is not an IP is kept in `.address` only.
-fn endpoint(
-    out: &mut Map<String, Value>,
-    side: &str,
-    addr: Option<&str>,
+fn endpoint<'a>(
+    out: &mut Obj<'a>,
+    side: &'static str,
+    addr: Option<&'a str>,
     port: Option<u64>,
-    name: Option<&str>,
+    name: Option<&'a str>,
 ) {
     let version = addr.and_then(ip_version);
-    put(out, &format!("{side}.address"), some_str(addr));
-    put(out, &format!("{side}.ip"), some_str(addr.filter(|_| version.is_some())));
-    put(out, &format!("{side}.port"), some_u64(port));
-    put(out, &format!("{side}.domain"), some_str(name));
-    put(out, "network.type", version.map(|v| json!(format!("ipv{v}"))));
+    put_at(out, &[side, "address"], some_str(addr));
+    put_at(out, &[side, "ip"], some_str(addr.filter(|_| version.is_some())));
+    put_at(out, &[side, "port"], some_u64(port));
+    put_at(out, &[side, "domain"], some_str(name));
+    put(out, "network.type", version.map(|v| Json::from(if v == 4 { "ipv4" } else { "ipv6" })));
 }
 
-fn connect(out: &mut Map<String, Value>, c: &Value) {
+fn connect<'a>(out: &mut Obj<'a>, c: &'a Json) {
     // Unix sockets have a path, not a network destination; it stays in tracer.connect.
     if matches!(str_at(c, &["family"]), Some("inet" | "inet6")) {
         endpoint(out, "destination", str_at(c, &["address"]), u64_at(c, &["port"]), str_at(c, &["dns_name"]));
-        put(out, "network.direction", Some(json!("egress")));
+        put(out, "network.direction", Some(Json::from("egress")));
     }
     put(out, "network.transport", some_str(str_at(c, &["protocol"])));
     let outcome = match str_at(c, &["result"]) {
@@ -263,18 +263,18 @@ fn connect(out: &mut Map<String, Value>, c: &Value) {
     put(out, "event.outcome", some_str(outcome));
 }
 
-fn dns(out: &mut Map<String, Value>, d: &Value) {
+fn dns<'a>(out: &mut Obj<'a>, d: &'a Json) {
     // One exchange, host as client: the server is the destination either way.
     endpoint(out, "destination", str_at(d, &["server"]), u64_at(d, &["port"]), None);
-    put(out, "network.protocol", Some(json!("dns")));
-    put(out, "network.direction", Some(json!("egress")));
+    put(out, "network.protocol", Some(Json::from("dns")));
+    put(out, "network.direction", Some(Json::from("egress")));
     let dns_type = match str_at(d, &["direction"]) {
         Some("query") => Some("query"),
         Some("response") => Some("answer"),
         _ => None,
     };
     put(out, "dns.type", some_str(dns_type));
-    put(out, "dns.id", u64_at(d, &["id"]).map(|id| json!(id.to_string())));
+    put(out, "dns.id", u64_at(d, &["id"]).map(|id| Json::from(id.to_string())));
     // ECS has one question per event; all of them stay in tracer.dns.
     put(out, "dns.question.name", some_str(first_question(d, "name")));
     put(out, "dns.question.type", some_str(first_question(d, "type")));
@@ -286,34 +286,38 @@ fn dns(out: &mut Map<String, Value>, d: &Value) {
         put(m, "ttl", some_u64(u64_at(a, &["ttl"])));
         Some(())
     });
-    let resolved: Vec<&str> =
-        answers.iter().filter_map(|a| str_at(a, &["data"])).filter(|d| ip_version(d).is_some()).collect();
-    put(out, "dns.resolved_ip", (!resolved.is_empty()).then(|| json!(resolved)));
-    put(out, "dns.answers", (!answers.is_empty()).then_some(Value::Array(answers)));
+    // The answers' data that are addresses (those with data are the ones mapped).
+    let resolved: Vec<&str> = array_at(d, &["answers"])
+        .iter()
+        .filter_map(|a| str_at(a, &["data"]))
+        .filter(|d| ip_version(d).is_some())
+        .collect();
+    put(out, "dns.resolved_ip", strings(&resolved));
+    put(out, "dns.answers", (!answers.is_empty()).then_some(Json::Array(answers)));
 }
 
 /// Seconds since the epoch as RFC 3339 (UTC).
-fn epoch_rfc3339(secs: i64) -> Option<Value> {
+fn epoch_rfc3339(secs: i64) -> Option<Json<'static>> {
     let ns = u128::try_from(secs).ok()? * 1_000_000_000;
-    Some(json!(crate::output::record::rfc3339_nanos(ns)))
+    Some(Json::from(crate::output::record::rfc3339_nanos(ns)))
 }
 
-fn first_question<'a>(d: &'a Value, field: &str) -> Option<&'a str> {
-    at(d, &["questions"])?.as_array()?.first()?.get(field)?.as_str()
+fn first_question<'a>(d: &'a Json, field: &str) -> Option<&'a str> {
+    array_at(d, &["questions"]).first()?.get(field)?.as_str()
 }
 
-fn first_bytes(out: &mut Map<String, Value>, f: &Value) {
+fn first_bytes<'a>(out: &mut Obj<'a>, f: &'a Json) {
     endpoint(out, "destination", str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
-    put(out, "network.transport", Some(json!("tcp")));
-    put(out, "network.direction", Some(json!("egress")));
+    put(out, "network.transport", Some(Json::from("tcp")));
+    put(out, "network.direction", Some(Json::from("egress")));
     let protocol = str_at(f, &["protocol"]).filter(|p| *p != "unknown");
     put(out, "network.protocol", some_str(protocol));
     match protocol {
         Some("tls") => {
             put(out, "tls.client.server_name", some_str(str_at(f, &["detail"])));
             if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
-                put(out, "tls.version", Some(json!(version)));
-                put(out, "tls.version_protocol", Some(json!("tls")));
+                put(out, "tls.version", Some(Json::from(version)));
+                put(out, "tls.version_protocol", Some(Json::from("tls")));
             }
         }
         Some("http") => put(out, "user_agent.original", some_str(str_at(f, &["agent"]))),
@@ -321,10 +325,10 @@ fn first_bytes(out: &mut Map<String, Value>, f: &Value) {
     }
 }
 
-fn classification(out: &mut Map<String, Value>, v: &Value) {
+fn classification<'a>(out: &mut Obj<'a>, v: &'a Json) {
     let category = str_at(v, &["category"]);
     let alert = bool_at(v, &["alert"]) == Some(true);
-    let evidence = at(v, &["evidence"]).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let evidence = array_at(v, &["evidence"]);
     // ECS has one rule per event (rule.id is a keyword, not an array): the
     // strongest indicator behind the verdict's category. All of them stay
     // in tracer.classification.evidence.
@@ -334,41 +338,43 @@ fn classification(out: &mut Map<String, Value>, v: &Value) {
     put(out, "rule.category", some_str(category));
     // A declared workload: what it declared against what it showed.
     put(out, "message", some_str(str_at(v, &["compliance", "summary"])));
-    put(out, "rule.ruleset", Some(json!("tracer")));
+    put(out, "rule.ruleset", Some(Json::from("tracer")));
     put(out, "rule.id", some_str(strongest.and_then(|e| str_at(e, &["indicator"]))));
     put(out, "rule.name", some_str(strongest.and_then(|e| str_at(e, &["what"]))));
     // Severity and threat follow the category that alerts (mining in a
     // training job's tree), not necessarily the primary one.
     let alerting = alerting_category(v);
     let (severity, _) = verdict_severity(alert, alerting.map_or(0.0, |(_, c)| c));
-    put(out, "event.severity", Some(json!(severity)));
+    put(out, "event.severity", Some(Json::from(severity)));
     if let Some(a) = alerting.and_then(|(c, _)| attack_for(c)).filter(|_| alert) {
-        put(out, "threat.framework", Some(json!("MITRE ATT&CK")));
-        put(out, "threat.tactic.id", Some(json!([a.tactic_id])));
-        put(out, "threat.tactic.name", Some(json!([a.tactic_name])));
+        put(out, "threat.framework", Some(Json::from("MITRE ATT&CK")));
+        put(out, "threat.tactic.id", Some(Json::from(vec![a.tactic_id])));
+        put(out, "threat.tactic.name", Some(Json::from(vec![a.tactic_name])));
         let tactic_ref = format!("https://attack.mitre.org/tactics/{}/", a.tactic_id);
-        put(out, "threat.tactic.reference", Some(json!([tactic_ref])));
-        put(out, "threat.technique.id", Some(json!([a.technique_id])));
-        put(out, "threat.technique.name", Some(json!([a.technique_name])));
+        put(out, "threat.tactic.reference", Some(Json::from(vec![tactic_ref])));
+        put(out, "threat.technique.id", Some(Json::from(vec![a.technique_id])));
+        put(out, "threat.technique.name", Some(Json::from(vec![a.technique_name])));
         let technique_ref = format!("https://attack.mitre.org/techniques/{}/", a.technique_id);
-        put(out, "threat.technique.reference", Some(json!([technique_ref])));
+        put(out, "threat.technique.reference", Some(Json::from(vec![technique_ref])));
     }
     // The verdict is about a process tree (a session) or a container.
     match (str_at(v, &["scope"]), str_at(v, &["key"])) {
         (Some("tree"), Some(key)) => {
-            put(out, "process.session_leader.pid", key.parse::<u64>().ok().map(Value::from))
+            put(out, "process.session_leader.pid", key.parse::<u64>().ok().map(Json::from))
         }
-        (Some("container"), Some(key)) => put(out, "container.id", Some(json!(key))),
+        (Some("container"), Some(key)) => put(out, "container.id", Some(Json::from(key))),
         _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use serde_json::{Value, json};
+
+    use super::{super::Format, *};
 
     fn ecs(record: Value) -> Value {
-        convert(&record)
+        super::super::convert(Format::Ecs, &record)
     }
 
     #[test]

@@ -31,13 +31,14 @@
 
 mod common;
 mod ecs;
+mod json;
 mod ocsf;
 
 pub(crate) use common::epoch_ms;
 
-use std::{fmt, str::FromStr};
+use std::{fmt, io, str::FromStr};
 
-use serde_json::Value;
+use json::Json;
 
 /// The ECS release whose field names and categorization values are used.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -86,20 +87,39 @@ impl FromStr for Format {
     }
 }
 
-/// One native record in `format`.
-pub fn convert(format: Format, record: &Value) -> Value {
-    match format {
-        Format::Native => record.clone(),
-        Format::Ecs => ecs::convert(record),
-        Format::Ocsf => ocsf::convert(record),
+/// Writes one native record, the JSON text the tracer wrote, in `format`.
+/// Any JSON maps to an event; text that is not JSON is an error.
+pub fn write(format: Format, native: &[u8], mut out: impl io::Write) -> serde_json::Result<()> {
+    let map = match format {
+        Format::Native => return out.write_all(native).map_err(serde_json::Error::io),
+        Format::Ecs => ecs::convert,
+        Format::Ocsf => ocsf::convert,
+    };
+    // Checked as UTF-8 in one pass, not string by string.
+    let text = std::str::from_utf8(native).map_err(serde::de::Error::custom)?;
+    let record: Json = serde_json::from_str(text)?;
+    let mut event = map(&record);
+    event.sort();
+    serde_json::to_writer(out, &event)
+}
+
+/// One native record held as a Value, in `format`, as a Value (what the
+/// tracer writes goes through `write`, from the text).
+pub fn convert(format: Format, record: &serde_json::Value) -> serde_json::Value {
+    if format == Format::Native {
+        return record.clone();
     }
+    let mut out = Vec::new();
+    // A Value is always JSON, and so is every event made of one.
+    write(format, &serde_json::to_vec(record).expect("a Value is JSON"), &mut out).expect("JSON maps");
+    serde_json::from_slice(&out).expect("an event is JSON")
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -205,11 +225,7 @@ mod tests {
             assert_eq!(native["kind"], kind, "{kind}.native.json holds a {} record", native["kind"]);
             for format in [Format::Ecs, Format::Ocsf] {
                 let name = format!("{kind}.{format}.json");
-                let mut expected = fixture(&name);
-                if format == Format::Ocsf {
-                    // The product version is the crate's own; fixtures outlive releases.
-                    expected["metadata"]["product"]["version"] = json!(env!("CARGO_PKG_VERSION"));
-                }
+                let expected = expected(kind, format);
                 let actual = convert(format, &native);
                 let mut diffs = Vec::new();
                 diff("$", &expected, &actual, &mut diffs);
@@ -219,6 +235,47 @@ mod tests {
             }
         }
         assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    }
+
+    /// The `format` fixture of `kind`.
+    fn expected(kind: &str, format: Format) -> Value {
+        let mut expected = fixture(&format!("{kind}.{format}.json"));
+        if format == Format::Ocsf {
+            // The product version is the crate's own; fixtures outlive releases.
+            expected["metadata"]["product"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+        }
+        expected
+    }
+
+    /// From the native fixture's text (members in the tracer's order) to
+    /// the text serde_json writes for the expected event: members in key
+    /// order at every level, as events have always been written.
+    #[test]
+    fn every_kind_is_written_byte_for_byte() {
+        for kind in KINDS {
+            let path = fixtures().join(format!("{kind}.native.json"));
+            let native = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for format in [Format::Ecs, Format::Ocsf] {
+                let mut out = Vec::new();
+                write(format, &native, &mut out).unwrap();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    expected(kind, format).to_string(),
+                    "{kind} {format}"
+                );
+            }
+        }
+    }
+
+    /// Text that is not JSON is an error, never an event.
+    #[test]
+    fn text_that_is_not_json_is_an_error() {
+        for bad in [&b"{\"kind\": "[..], b"", b"{\"kind\": \"\xff\"}", b"{} {}"] {
+            for format in [Format::Ecs, Format::Ocsf] {
+                let err = write(format, bad, Vec::new()).unwrap_err();
+                assert!(!err.to_string().is_empty(), "{format} of {bad:?}");
+            }
+        }
     }
 
     #[test]

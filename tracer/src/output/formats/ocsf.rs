@@ -15,15 +15,14 @@
 //! Base Events (class 0, activity 99 Other, `activity_name` the native kind)
 //! with their content under `unmapped`.
 
-use serde_json::{Map, Value, json};
-
 use super::{
     OCSF_VERSION,
     common::{
-        alerting_category, at, attack_for, basename, body, bool_at, command_line, dirname, epoch_ms,
-        exit_code, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64, str_at,
-        strings_at, strip_nulls, u64_at, verdict_categories, verdict_severity,
+        alerting_category, array_at, at, attack_for, basename, body, bool_at, command_line, dirname,
+        epoch_ms, exit_code, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64,
+        str_at, strings, strings_at, strip_nulls, u64_at, verdict_categories, verdict_severity,
     },
+    json::{Json, Obj},
 };
 
 /// Class, category and activity of one event.
@@ -49,7 +48,7 @@ const fn class(uid: u64, name: &'static str, activity_id: u64, activity: &'stati
 
 const BASE_EVENT: Class = class(0, "Base Event", 99, "Other");
 
-fn class_of(kind: &str, record: &Value) -> Class {
+fn class_of(kind: &str, record: &Json) -> Class {
     const PROCESS: u64 = 1007;
     const NETWORK: u64 = 4001;
     match kind {
@@ -84,24 +83,24 @@ fn class_of(kind: &str, record: &Value) -> Class {
     }
 }
 
-pub(super) fn convert(record: &Value) -> Value {
+pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
     let kind = str_at(record, &["kind"]).unwrap_or_default();
     let c = class_of(kind, record);
-    let mut out = Map::new();
+    let mut out = Obj::new();
     header(&mut out, &c, kind);
     if !record.is_object() {
         put(&mut out, "unmapped.tracer.original", strip_nulls(record));
-        return Value::Object(out);
+        return Json::Object(out);
     }
-    put(&mut out, "metadata.event_code", (!kind.is_empty()).then(|| json!(kind)));
+    put(&mut out, "metadata.event_code", (!kind.is_empty()).then(|| Json::from(kind)));
     let time = str_at(record, &["time"]);
     put(&mut out, "metadata.original_time", some_str(time));
-    put(&mut out, "time", time.and_then(epoch_ms).map(Value::from));
+    put(&mut out, "time", time.and_then(epoch_ms).map(Json::from));
     put(&mut out, "device.hostname", some_str(str_at(record, &["host"])));
     if out.contains_key("device") {
         // Device's one required attribute; the tracer does not know the host's kind.
-        put(&mut out, "device.type_id", Some(json!(0)));
-        put(&mut out, "device.type", Some(json!("Unknown")));
+        put(&mut out, "device.type_id", Some(Json::from(0)));
+        put(&mut out, "device.type", Some(Json::from("Unknown")));
     }
     put(&mut out, "unmapped.tracer.schema", some_str(str_at(record, &["schema"])));
     put(&mut out, "unmapped.tracer.mono_ns", some_u64(u64_at(record, &["mono_ns"])));
@@ -109,10 +108,10 @@ pub(super) fn convert(record: &Value) -> Value {
         put_at(&mut out, &["unmapped", "tracer", key], strip_nulls(value));
     }
     if let Some(p) = at(record, &["process"]).filter(|p| p.is_object()) {
-        processes(&mut out, kind, p, at(record, &["fork"]).unwrap_or(&Value::Null));
+        processes(&mut out, kind, p, at(record, &["fork"]).unwrap_or(&Json::Null));
     }
 
-    let b = |name: &str| at(record, &[name]).unwrap_or(&Value::Null);
+    let b = |name: &str| at(record, &[name]).unwrap_or(&Json::Null);
     match kind {
         "process.exit" => put(&mut out, "exit_code", some_u64(exit_code(b("exit")))),
         "network.connect" => {
@@ -138,11 +137,10 @@ pub(super) fn convert(record: &Value) -> Value {
             put(&mut out, "connection_info", Some(connection_info(Some("tcp"), addr, (2, "Outbound"))));
             // The tls object requires a version; a hello cut before it has none.
             if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
-                let mut tls = json!({"version": version});
-                if let Some(sni) = str_at(f, &["tls", "sni"]) {
-                    tls["sni"] = json!(sni);
-                }
-                put(&mut out, "tls", Some(tls));
+                let mut tls = Obj::new();
+                put(&mut tls, "version", Some(version.into()));
+                put(&mut tls, "sni", some_str(str_at(f, &["tls", "sni"])));
+                put(&mut out, "tls", Some(tls.into()));
             }
         }
         "network.dns" => dns(&mut out, b("dns"), time.and_then(epoch_ms)),
@@ -162,26 +160,21 @@ pub(super) fn convert(record: &Value) -> Value {
             let e = b("executable");
             if let Some(path) = str_at(e, &["path"]) {
                 let mut f = file(path, 1, "Regular File");
-                if let Value::Object(m) = &mut f {
+                if let Json::Object(m) = &mut f {
                     put(m, "size", some_u64(u64_at(e, &["size"])));
                     put(
                         m,
                         "uid",
                         u64_at(e, &["inode"])
-                            .map(|i| json!(format!("{}:{i}", u64_at(e, &["device"]).unwrap_or(0)))),
+                            .map(|i| Json::from(format!("{}:{i}", u64_at(e, &["device"]).unwrap_or(0)))),
                     );
                     put(
                         m,
                         "modified_time",
-                        at(e, &["mtime"]).and_then(Value::as_i64).map(|s| json!(s * 1000)),
+                        at(e, &["mtime"]).and_then(Json::as_i64).map(|s| Json::from(s * 1000)),
                     );
-                    put(m, "is_deleted", bool_at(e, &["deleted"]).filter(|d| *d).map(|d| json!(d)));
-                    put(
-                        m,
-                        "hashes",
-                        str_at(e, &["sha256"])
-                            .map(|h| json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": h}])),
-                    );
+                    put(m, "is_deleted", bool_at(e, &["deleted"]).filter(|d| *d).map(|d| Json::from(d)));
+                    put(m, "hashes", str_at(e, &["sha256"]).map(sha256));
                 }
                 put(&mut out, "file", Some(f));
             }
@@ -197,32 +190,32 @@ pub(super) fn convert(record: &Value) -> Value {
     if some_str(str_at(record, &["process", "container_id"])).is_some() {
         profiles.push("container");
     }
-    put(&mut out, "metadata.profiles", (!profiles.is_empty()).then(|| json!(profiles)));
-    Value::Object(out)
+    put(&mut out, "metadata.profiles", strings(&profiles));
+    Json::Object(out)
 }
 
 /// Classification, severity and metadata every event has.
-fn header(out: &mut Map<String, Value>, c: &Class, kind: &str) {
-    put(out, "class_uid", Some(json!(c.uid)));
-    put(out, "class_name", Some(json!(c.name)));
-    put(out, "category_uid", Some(json!(c.category_uid)));
-    put(out, "category_name", Some(json!(c.category_name)));
-    put(out, "activity_id", Some(json!(c.activity_id)));
+fn header<'a>(out: &mut Obj<'a>, c: &Class, kind: &'a str) {
+    put(out, "class_uid", Some(Json::from(c.uid)));
+    put(out, "class_name", Some(Json::from(c.name)));
+    put(out, "category_uid", Some(Json::from(c.category_uid)));
+    put(out, "category_name", Some(Json::from(c.category_name)));
+    put(out, "activity_id", Some(Json::from(c.activity_id)));
     // For "Other" the name is the source's own: the native kind.
     let activity_name = if c.activity_id == 99 && !kind.is_empty() { kind } else { c.activity };
-    put(out, "activity_name", Some(json!(activity_name)));
-    put(out, "type_uid", Some(json!(c.uid * 100 + c.activity_id)));
-    put(out, "type_name", Some(json!(format!("{}: {}", c.name, c.activity))));
-    put(out, "severity_id", Some(json!(1)));
-    put(out, "severity", Some(json!("Informational")));
-    put(out, "metadata.version", Some(json!(OCSF_VERSION)));
-    put(out, "metadata.product.name", Some(json!("tracer")));
-    put(out, "metadata.product.vendor_name", Some(json!("tracer")));
-    put(out, "metadata.product.version", Some(json!(env!("CARGO_PKG_VERSION"))));
+    put(out, "activity_name", Some(Json::from(activity_name)));
+    put(out, "type_uid", Some(Json::from(c.uid * 100 + c.activity_id)));
+    put(out, "type_name", Some(Json::from(format!("{}: {}", c.name, c.activity))));
+    put(out, "severity_id", Some(Json::from(1)));
+    put(out, "severity", Some(Json::from("Informational")));
+    put(out, "metadata.version", Some(Json::from(OCSF_VERSION)));
+    put(out, "metadata.product.name", Some(Json::from("tracer")));
+    put(out, "metadata.product.vendor_name", Some(Json::from("tracer")));
+    put(out, "metadata.product.version", Some(Json::from(env!("CARGO_PKG_VERSION"))));
 }
 
 /// `process` and `actor.process` of a record about native process `p`.
-fn processes(out: &mut Map<String, Value>, kind: &str, p: &Value, fork: &Value) {
+fn processes<'a>(out: &mut Obj<'a>, kind: &str, p: &'a Json, fork: &'a Json) {
     let ancestors = strings_at(p, &["ancestors"]);
     match kind {
         "process.fork" => {
@@ -257,29 +250,38 @@ fn processes(out: &mut Map<String, Value>, kind: &str, p: &Value, fork: &Value) 
     }
 }
 
-/// A File object; `type_id` 1 (Regular File) for executables, 0 (Unknown)
-/// where the tracer cannot tell.
-fn file(path: &str, type_id: u64, type_name: &str) -> Value {
-    let mut m = Map::new();
-    put(&mut m, "path", Some(json!(path)));
-    put(&mut m, "name", Some(json!(basename(path))));
-    put(&mut m, "parent_folder", some_str(dirname(path)));
-    put(&mut m, "type_id", Some(json!(type_id)));
-    put(&mut m, "type", Some(json!(type_name)));
-    Value::Object(m)
+/// The `hashes` of a file whose SHA-256 is `hash`.
+fn sha256(hash: &str) -> Json<'_> {
+    let mut h = Obj::new();
+    put(&mut h, "algorithm_id", Some(3u64.into()));
+    put(&mut h, "algorithm", Some("SHA-256".into()));
+    put(&mut h, "value", Some(hash.into()));
+    vec![Json::from(h)].into()
 }
 
-fn executable(path: Option<&str>) -> Option<Value> {
+/// A File object; `type_id` 1 (Regular File) for executables, 0 (Unknown)
+/// where the tracer cannot tell.
+fn file<'a>(path: &'a str, type_id: u64, type_name: &'static str) -> Json<'a> {
+    let mut m = Obj::new();
+    put(&mut m, "path", Some(Json::from(path)));
+    put(&mut m, "name", Some(Json::from(basename(path))));
+    put(&mut m, "parent_folder", some_str(dirname(path)));
+    put(&mut m, "type_id", Some(Json::from(type_id)));
+    put(&mut m, "type", Some(Json::from(type_name)));
+    Json::Object(m)
+}
+
+fn executable(path: Option<&str>) -> Option<Json<'_>> {
     path.map(|p| file(p, 1, "Regular File"))
 }
 
 /// The Process object of a native process, with its parent.
-fn process(p: &Value) -> Map<String, Value> {
+fn process<'a>(p: &'a Json) -> Obj<'a> {
     let mut m = brief(p);
     let argv = strings_at(p, &["argv"]);
     put(&mut m, "tid", some_u64(u64_at(p, &["tid"])));
-    put(&mut m, "cmd_line", command_line(&argv).map(Value::from));
-    put(&mut m, "user.uid", u64_at(p, &["uid"]).map(|u| json!(u.to_string())));
+    put(&mut m, "cmd_line", command_line(&argv).map(Json::from));
+    put(&mut m, "user.uid", u64_at(p, &["uid"]).map(|u| Json::from(u.to_string())));
     // OCSF 1.4.0's container profile adds `container` to the Process object
     // (objects/process.json), not to any event class.
     put(&mut m, "container.uid", some_str(str_at(p, &["container_id"])));
@@ -288,22 +290,22 @@ fn process(p: &Value) -> Map<String, Value> {
 }
 
 /// Identity of a native process: pid, unique id, name and executable.
-fn brief(p: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
+fn brief<'a>(p: &'a Json) -> Obj<'a> {
+    let mut m = Obj::new();
     put(&mut m, "pid", some_u64(u64_at(p, &["pid"])));
     put(&mut m, "uid", some_str(str_at(p, &["entity_id"])));
     put(&mut m, "name", some_str(str_at(p, &["comm"])));
     let mut file = executable(str_at(p, &["exe"]));
-    if let (Some(Value::Object(f)), Some(hash)) = (file.as_mut(), str_at(p, &["exe_sha256"])) {
-        put(f, "hashes", Some(json!([{"algorithm_id": 3, "algorithm": "SHA-256", "value": hash}])));
+    if let (Some(Json::Object(f)), Some(hash)) = (file.as_mut(), str_at(p, &["exe_sha256"])) {
+        put(f, "hashes", Some(sha256(hash)));
     }
     put(&mut m, "file", file);
     m
 }
 
 /// The parent of a native process, as far as the record knows it.
-fn parent(p: &Value) -> Map<String, Value> {
-    let mut m = Map::new();
+fn parent<'a>(p: &'a Json) -> Obj<'a> {
+    let mut m = Obj::new();
     put(&mut m, "pid", some_u64(u64_at(p, &["ppid"]).or_else(|| u64_at(p, &["parent", "pid"]))));
     put(&mut m, "uid", some_str(str_at(p, &["parent", "entity_id"])));
     put(&mut m, "file", executable(str_at(p, &["parent", "exe"])));
@@ -311,27 +313,27 @@ fn parent(p: &Value) -> Map<String, Value> {
 }
 
 /// What OCSF has no attribute for.
-fn extras(out: &mut Map<String, Value>, p: &Value, ancestors: &[&str]) {
+fn extras<'a>(out: &mut Obj<'a>, p: &'a Json, ancestors: &[&'a str]) {
     let argv = strings_at(p, &["argv"]);
     // cmd_line loses argument boundaries; argv keeps them.
-    put(out, "unmapped.tracer.process.argv", (!argv.is_empty()).then(|| json!(argv)));
+    put(out, "unmapped.tracer.process.argv", strings(&argv));
     put(out, "unmapped.tracer.process.session", some_u64(u64_at(p, &["session"])));
     put(out, "unmapped.tracer.process.cgroup", some_str(str_at(p, &["cgroup"])));
     put(out, "unmapped.tracer.process.cgroup_id", some_u64(u64_at(p, &["cgroup_id"])));
-    put(out, "unmapped.tracer.process.ancestors", (!ancestors.is_empty()).then(|| json!(ancestors)));
+    put(out, "unmapped.tracer.process.ancestors", strings(ancestors));
     let escaped = strings_at(p, &["escaped"]);
-    put(out, "unmapped.tracer.process.escaped", (!escaped.is_empty()).then(|| json!(escaped)));
+    put(out, "unmapped.tracer.process.escaped", strings(&escaped));
     let truncated = bool_at(p, &["argv_truncated"]).filter(|t| *t);
-    put(out, "unmapped.tracer.process.argv_truncated", truncated.map(Value::from));
+    put(out, "unmapped.tracer.process.argv_truncated", truncated.map(Json::from));
     // Evidence in itself (rootkits hide their pids from /proc).
     let hidden = bool_at(p, &["hidden_from_proc"]).filter(|h| *h);
-    put(out, "unmapped.tracer.process.hidden_from_proc", hidden.map(Value::from));
+    put(out, "unmapped.tracer.process.hidden_from_proc", hidden.map(Json::from));
 }
 
 /// A Network Endpoint; an address that is not an IP is left out (it stays
 /// in the native body).
-fn endpoint(addr: Option<&str>, port: Option<u64>, hostname: Option<&str>) -> Option<Value> {
-    let mut m = Map::new();
+fn endpoint<'a>(addr: Option<&'a str>, port: Option<u64>, hostname: Option<&'a str>) -> Option<Json<'a>> {
+    let mut m = Obj::new();
     put(&mut m, "ip", some_str(addr.filter(|a| ip_version(a).is_some())));
     put(&mut m, "port", some_u64(port));
     put(&mut m, "hostname", some_str(hostname));
@@ -339,8 +341,12 @@ fn endpoint(addr: Option<&str>, port: Option<u64>, hostname: Option<&str>) -> Op
 }
 
 /// Network Connection Information; direction is the host's point of view.
-fn connection_info(protocol: Option<&str>, addr: Option<&str>, direction: (u64, &str)) -> Value {
-    let mut m = Map::new();
+fn connection_info<'a>(
+    protocol: Option<&'a str>,
+    addr: Option<&str>,
+    direction: (u64, &'static str),
+) -> Json<'a> {
+    let mut m = Obj::new();
     put(&mut m, "protocol_name", some_str(protocol));
     // IANA numbers only (Linux's IPPROTO_MPTCP, 262, is not one).
     let number = match protocol {
@@ -353,20 +359,20 @@ fn connection_info(protocol: Option<&str>, addr: Option<&str>, direction: (u64, 
         _ => None,
     };
     put(&mut m, "protocol_num", some_u64(number));
-    put(&mut m, "protocol_ver_id", addr.and_then(ip_version).map(Value::from));
-    put(&mut m, "direction_id", Some(json!(direction.0)));
-    put(&mut m, "direction", Some(json!(direction.1)));
-    Value::Object(m)
+    put(&mut m, "protocol_ver_id", addr.and_then(ip_version).map(Json::from));
+    put(&mut m, "direction_id", Some(Json::from(direction.0)));
+    put(&mut m, "direction", Some(Json::from(direction.1)));
+    Json::Object(m)
 }
 
-fn connect(out: &mut Map<String, Value>, c: &Value) {
+fn connect<'a>(out: &mut Obj<'a>, c: &'a Json) {
     let addr = str_at(c, &["address"]);
     if matches!(str_at(c, &["family"]), Some("inet" | "inet6")) {
         let dst = endpoint(addr, u64_at(c, &["port"]), str_at(c, &["dns_name"]));
         put(out, "dst_endpoint", dst);
     } else if let Some(path) = str_at(c, &["path"]) {
         // A unix socket's address is its path: the endpoint's name.
-        put(out, "dst_endpoint.name", Some(json!(path)));
+        put(out, "dst_endpoint.name", Some(Json::from(path)));
     }
     put(out, "connection_info", Some(connection_info(str_at(c, &["protocol"]), addr, (2, "Outbound"))));
     let result = str_at(c, &["result"]);
@@ -378,20 +384,20 @@ fn connect(out: &mut Map<String, Value>, c: &Value) {
         None => None,
     };
     if let Some((id, name)) = status {
-        put(out, "status_id", Some(json!(id)));
-        put(out, "status", Some(json!(name)));
+        put(out, "status_id", Some(Json::from(id)));
+        put(out, "status", Some(Json::from(name)));
         put(out, "status_code", some_str(result));
     }
 }
 
-fn dns(out: &mut Map<String, Value>, d: &Value, time_ms: Option<i64>) {
+fn dns<'a>(out: &mut Obj<'a>, d: &'a Json, time_ms: Option<i64>) {
     let server = str_at(d, &["server"]);
     put(out, "dst_endpoint", endpoint(server, u64_at(d, &["port"]), None));
     // One exchange with the host as client; the transport is not recorded.
     put(out, "connection_info", Some(connection_info(None, server, (2, "Outbound"))));
     let id = u64_at(d, &["id"]);
     // OCSF has one query per event; every question stays in unmapped.
-    if let Some(q) = at(d, &["questions"]).and_then(Value::as_array).and_then(|q| q.first()) {
+    if let Some(q) = array_at(d, &["questions"]).first() {
         put(out, "query.hostname", some_str(str_at(q, &["name"])));
         if out.get("query").is_some() {
             put(out, "query.type", some_str(str_at(q, &["type"])));
@@ -406,18 +412,18 @@ fn dns(out: &mut Map<String, Value>, d: &Value, time_ms: Option<i64>) {
         put(m, "packet_uid", some_u64(id));
         Some(())
     });
-    put(out, "answers", (!answers.is_empty()).then_some(Value::Array(answers)));
+    put(out, "answers", (!answers.is_empty()).then_some(Json::Array(answers)));
     if let Some(native) = str_at(d, &["rcode"]) {
         let (id, caption) = rcode(native);
-        put(out, "rcode_id", Some(json!(id)));
-        put(out, "rcode", Some(json!(caption.unwrap_or(native))));
+        put(out, "rcode_id", Some(Json::from(id)));
+        put(out, "rcode", Some(Json::from(caption.unwrap_or(native))));
     }
     let when = match str_at(d, &["direction"]) {
         Some("query") => "query_time",
         Some("response") => "response_time",
         _ => return,
     };
-    put(out, when, time_ms.map(Value::from));
+    put(out, when, time_ms.map(Json::from));
 }
 
 /// OCSF `rcode_id` and caption of a native response code name (RFC 6895
@@ -454,7 +460,7 @@ fn rcode(native: &str) -> (u64, Option<&'static str>) {
 }
 
 /// A verdict as a Detection Finding about a process tree or a container.
-fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
+fn finding<'a>(out: &mut Obj<'a>, v: &'a Json, host: Option<&str>) {
     let category = str_at(v, &["category"]);
     let (scope, key) = (str_at(v, &["scope"]), str_at(v, &["key"]));
     let alert = bool_at(v, &["alert"]) == Some(true);
@@ -462,42 +468,45 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
 
     // One finding per host and scope, so updates correlate with the first verdict.
     let uid: Vec<&str> = [host, scope, key].into_iter().flatten().collect();
-    put(out, "finding_info.uid", (!uid.is_empty()).then(|| json!(uid.join(":"))));
+    put(out, "finding_info.uid", (!uid.is_empty()).then(|| Json::from(uid.join(":"))));
     let title = match (category, scope, key) {
         (Some(c), Some(s), Some(k)) => Some(format!("{c} workload ({s} {k})")),
         (Some(c), _, _) => Some(format!("{c} workload")),
         _ => None,
     };
-    put(out, "finding_info.title", title.clone().map(Value::from));
-    put(out, "message", title.map(Value::from));
+    put(out, "finding_info.title", title.clone().map(Json::from));
+    put(out, "message", title.map(Json::from));
     let categories = verdict_categories(v);
-    put(out, "finding_info.types", (!categories.is_empty()).then(|| json!(categories)));
-    put(out, "finding_info.analytic.name", Some(json!("tracer workload classifier")));
+    put(out, "finding_info.types", strings(&categories));
+    put(out, "finding_info.analytic.name", Some(Json::from("tracer workload classifier")));
     // Weighted indicator rules (rules/default.toml).
-    put(out, "finding_info.analytic.type_id", Some(json!(1)));
-    put(out, "finding_info.analytic.type", Some(json!("Rule")));
+    put(out, "finding_info.analytic.type_id", Some(Json::from(1)));
+    put(out, "finding_info.analytic.type", Some(Json::from("Rule")));
     // Severity and ATT&CK follow the category that alerts (mining in a
     // training job's tree), not necessarily the primary one.
     let alerting = alerting_category(v);
     if let Some(a) = alerting.and_then(|(c, _)| attack_for(c)).filter(|_| alert) {
-        let attack = json!({"tactic": {"uid": a.tactic_id, "name": a.tactic_name},
-                            "technique": {"uid": a.technique_id, "name": a.technique_name}});
-        put(out, "finding_info.attacks", Some(json!([attack])));
+        let mut attack = Obj::new();
+        put(&mut attack, "tactic.uid", Some(a.tactic_id.into()));
+        put(&mut attack, "tactic.name", Some(a.tactic_name.into()));
+        put(&mut attack, "technique.uid", Some(a.technique_id.into()));
+        put(&mut attack, "technique.name", Some(a.technique_name.into()));
+        put(out, "finding_info.attacks", Some(vec![Json::from(attack)].into()));
     }
 
-    put(out, "is_alert", Some(json!(alert)));
+    put(out, "is_alert", Some(Json::from(alert)));
     let (severity_id, severity) = verdict_severity(alert, alerting.map_or(0.0, |(_, c)| c));
-    put(out, "severity_id", Some(json!(severity_id)));
-    put(out, "severity", Some(json!(severity)));
+    put(out, "severity_id", Some(Json::from(severity_id)));
+    put(out, "severity", Some(Json::from(severity)));
     if let Some(c) = confidence {
-        put(out, "confidence_score", Some(json!((c * 100.0).round().clamp(0.0, 100.0) as u64)));
+        put(out, "confidence_score", Some(Json::from((c * 100.0).round().clamp(0.0, 100.0) as u64)));
         let (id, name) = match c {
             c if c >= 0.8 => (3, "High"),
             c if c >= 0.5 => (2, "Medium"),
             _ => (1, "Low"),
         };
-        put(out, "confidence_id", Some(json!(id)));
-        put(out, "confidence", Some(json!(name)));
+        put(out, "confidence_id", Some(Json::from(id)));
+        put(out, "confidence", Some(Json::from(name)));
     }
     // An allowlisted workload, or a declared one doing what it declared,
     // keeps its verdict without the alert; a declared one doing more says
@@ -505,23 +514,24 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
     let compliance = str_at(v, &["compliance", "summary"]);
     match (str_at(v, &["allowlisted"]), compliance) {
         (Some(entry), _) => {
-            put(out, "status_id", Some(json!(3)));
-            put(out, "status", Some(json!("Suppressed")));
-            put(out, "status_detail", Some(json!(format!("allowlisted by {entry}"))));
+            put(out, "status_id", Some(Json::from(3)));
+            put(out, "status", Some(Json::from("Suppressed")));
+            put(out, "status_detail", Some(Json::from(format!("allowlisted by {entry}"))));
         }
         (None, Some(summary)) if !alert => {
-            put(out, "status_id", Some(json!(3)));
-            put(out, "status", Some(json!("Suppressed")));
-            put(out, "status_detail", Some(json!(summary)));
+            put(out, "status_id", Some(Json::from(3)));
+            put(out, "status", Some(Json::from("Suppressed")));
+            put(out, "status_detail", Some(Json::from(summary)));
         }
         (None, summary) => {
-            put(out, "status_detail", summary.map(Value::from));
-            put(out, "status_id", Some(json!(1)));
-            put(out, "status", Some(json!("New")));
+            put(out, "status_detail", summary.map(Json::from));
+            put(out, "status_id", Some(Json::from(1)));
+            put(out, "status", Some(Json::from("New")));
         }
     }
     if let (Some(scope), Some(key)) = (scope, key) {
-        put(out, "resources", Some(json!([{"type": scope, "uid": key}])));
+        let resource = Obj::from_iter([("type", Json::from(scope)), ("uid", key.into())]);
+        put(out, "resources", Some(vec![Json::from(resource)].into()));
     }
 
     let evidences = map_objects(v, &["evidence"], |e, m| {
@@ -533,15 +543,17 @@ fn finding(out: &mut Map<String, Value>, v: &Value, host: Option<&str>) {
         }
         Some(())
     });
-    put(out, "evidences", (!evidences.is_empty()).then_some(Value::Array(evidences)));
+    put(out, "evidences", (!evidences.is_empty()).then_some(Json::Array(evidences)));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use serde_json::{Value, json};
+
+    use super::{super::Format, *};
 
     fn ocsf(record: Value) -> Value {
-        convert(&record)
+        super::super::convert(Format::Ocsf, &record)
     }
 
     #[test]

@@ -207,15 +207,12 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub struct Outgoing<'a> {
     pub meta: Meta<'a>,
     native: &'a [u8],
-    value: Option<&'a Value>,
-    parsed: Option<Value>,
     converted: [Option<Vec<u8>>; 2],
 }
 
 impl<'a> Outgoing<'a> {
-    /// `value`: the record as a JSON value when the caller already has it.
-    pub fn new(meta: Meta<'a>, native: &'a [u8], value: Option<&'a Value>) -> Self {
-        Self { meta, native, value, parsed: None, converted: [None, None] }
+    pub fn new(meta: Meta<'a>, native: &'a [u8]) -> Self {
+        Self { meta, native, converted: [None, None] }
     }
 
     /// A record that exists only as a JSON value (classifications, the
@@ -223,25 +220,16 @@ impl<'a> Outgoing<'a> {
     pub fn of_value(value: &'a Value, native: &'a [u8]) -> Self {
         let s = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default();
         let alert = value.pointer("/classification/alert").and_then(Value::as_bool).unwrap_or(false);
-        Self::new(Meta { kind: s("kind"), time: s("time"), host: s("host"), alert }, native, Some(value))
+        Self::new(Meta { kind: s("kind"), time: s("time"), host: s("host"), alert }, native)
     }
 
-    fn value(&mut self) -> Result<&Value> {
-        if let Some(v) = self.value {
-            return Ok(v);
-        }
-        if self.parsed.is_none() {
-            self.parsed = Some(serde_json::from_slice(self.native).context("re-reading a record")?);
-        }
-        Ok(self.parsed.as_ref().expect("set above"))
-    }
-
-    /// Makes the record in `format`, once.
+    /// Makes the record in `format`, once, from its native line.
     fn convert(&mut self, format: Format) -> Result<()> {
         let Some(slot) = Self::slot(format) else { return Ok(()) };
         if self.converted[slot].is_none() {
-            let converted = formats::convert(format, self.value()?);
-            self.converted[slot] = Some(serde_json::to_vec(&converted)?);
+            let mut line = Vec::with_capacity(2 * self.native.len());
+            formats::write(format, self.native, &mut line).context("re-reading a record")?;
+            self.converted[slot] = Some(line);
         }
         Ok(())
     }
@@ -267,9 +255,6 @@ impl<'a> Outgoing<'a> {
 #[derive(Default)]
 pub struct Sinks {
     sinks: Vec<Configured>,
-    /// Whether any sink converts records to another format, for which they
-    /// are needed as JSON values.
-    needs_value: bool,
 }
 
 impl Sinks {
@@ -289,7 +274,6 @@ impl Sinks {
                     Box::new(http::HttpSink::open(opts.clone(), spec.format.name(), stats.clone())?)
                 }
             };
-            sinks.needs_value |= spec.format != Format::Native;
             sinks.sinks.push(Configured {
                 format: spec.format,
                 kinds: spec.kinds.clone(),
@@ -317,10 +301,6 @@ impl Sinks {
     /// Whether `kind` passes a sink's filter (no filter: everything).
     fn wanted(kinds: &[String], kind: &str) -> bool {
         kinds.is_empty() || kinds.iter().any(|k| crate::classify::rules::glob(k, kind))
-    }
-
-    pub fn needs_value(&self) -> bool {
-        self.needs_value
     }
 
     /// Hands a record to every sink that wants it. One sink's failure is

@@ -1,0 +1,367 @@
+//! The JSON the mappings read and write: a tree that borrows its strings
+//! from the native record's text and keeps each object's members in one
+//! vector. Parsing into `serde_json::Value` and building another Value
+//! allocated for every key, string and map node, and cost several times
+//! what writing the native record does; this allocates once per object or
+//! array. Its semantics are Value's (a duplicate key reads as the last
+//! value, members are written in key order, numbers are serde_json's
+//! `Number`), so events come out byte for byte as Value wrote them.
+
+use std::{borrow::Cow, fmt};
+
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{self, MapAccess, SeqAccess, Visitor},
+    ser::{SerializeMap, SerializeSeq},
+};
+use serde_json::Number;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Obj<'a>),
+}
+
+/// An object's members. Reading appends them as they come (a duplicate key
+/// reads as its last value); `insert` replaces a key's value; `sort` puts
+/// them in key order for writing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Obj<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
+
+impl<'a> Obj<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The last member named `key`; objects are small, so a scan beats a search.
+    fn find(&self, key: &str) -> Option<usize> {
+        self.0.iter().rposition(|(k, _)| k == key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.find(key).map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Sets `key`, replacing what it held.
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Json<'a>) {
+        *self.slot(key) = value;
+    }
+
+    /// The value at `key`, made a null first if there was none.
+    pub fn slot(&mut self, key: impl Into<Cow<'a, str>>) -> &mut Json<'a> {
+        let key = key.into();
+        let i = self.find(&key).unwrap_or_else(|| {
+            self.0.push((key, Json::Null));
+            self.0.len() - 1
+        });
+        &mut self.0[i].1
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every member, duplicates included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+impl<'a> Json<'a> {
+    /// The member `key` of an object; none for anything else.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.as_object()?.get(key)
+    }
+
+    pub fn as_object(&self) -> Option<&Obj<'a>> {
+        match self {
+            Self::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Json<'a>]> {
+        match self {
+            Self::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Self::Null)
+    }
+
+    pub fn is_object(&self) -> bool {
+        matches!(self, Self::Object(_))
+    }
+
+    /// Every object's members in key order (byte order, as Value's BTreeMap
+    /// keeps them), each key once with the last value read, for writing.
+    pub fn sort(&mut self) {
+        match self {
+            Self::Object(m) => {
+                m.0.sort_by(|(a, _), (b, _)| a.cmp(b));
+                m.0.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        std::mem::swap(&mut later.1, &mut kept.1);
+                    }
+                    same
+                });
+                m.0.iter_mut().for_each(|(_, v)| v.sort());
+            }
+            Self::Array(a) => a.iter_mut().for_each(Self::sort),
+            _ => {}
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Json<'a> {
+    fn from(s: &'a str) -> Self {
+        Self::String(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Json<'_> {
+    fn from(s: String) -> Self {
+        Self::String(Cow::Owned(s))
+    }
+}
+
+impl From<bool> for Json<'_> {
+    fn from(b: bool) -> Self {
+        Self::Bool(b)
+    }
+}
+
+macro_rules! from_number {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Json<'_> {
+            fn from(n: $t) -> Self {
+                Self::Number(n.into())
+            }
+        }
+    )*};
+}
+from_number!(u8, i32, u64, usize, i64);
+
+impl<'a, T: Into<Json<'a>>> From<Vec<T>> for Json<'a> {
+    fn from(items: Vec<T>) -> Self {
+        Self::Array(items.into_iter().map(Into::into).collect())
+    }
+}
+
+impl<'a> From<Obj<'a>> for Json<'a> {
+    fn from(m: Obj<'a>) -> Self {
+        Self::Object(m)
+    }
+}
+
+impl<'a, K: Into<Cow<'a, str>>> FromIterator<(K, Json<'a>)> for Obj<'a> {
+    fn from_iter<I: IntoIterator<Item = (K, Json<'a>)>>(items: I) -> Self {
+        let mut m = Self::new();
+        items.into_iter().for_each(|(k, v)| m.insert(k, v));
+        m
+    }
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => s.serialize_unit(),
+            Self::Bool(b) => s.serialize_bool(*b),
+            Self::Number(n) => n.serialize(s),
+            Self::String(v) => s.serialize_str(v),
+            Self::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                a.iter().try_for_each(|v| seq.serialize_element(v))?;
+                seq.end()
+            }
+            Self::Object(m) => {
+                let mut map = s.serialize_map(Some(m.0.len()))?;
+                m.iter().try_for_each(|(k, v)| map.serialize_entry(k, v))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+        Ok(Number::from_f64(n).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+
+    // Strings with escapes cannot be borrowed.
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(s.to_string().into())
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Json::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut m = Obj::new();
+        while let Some(Key(k)) = map.next_key()? {
+            m.0.push((k, map.next_value()?));
+        }
+        Ok(Json::Object(m))
+    }
+}
+
+/// An object key, borrowed where it has no escapes (serde's own `Cow`
+/// always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Read, sorted and written as Value reads and writes it: key order,
+    /// the last of duplicate keys, numbers, escapes.
+    #[test]
+    fn round_trips_as_value_does() {
+        for text in [
+            r#"{"b": 1, "a": [true, null, -2, 3.5, 1e300, -0], "a": {"z": "\u00e9\n\"", "y": {}}}"#,
+            r#"[18446744073709551615, -9223372036854775808, 0.1, "x\/y", "\ud83d\ude00"]"#,
+            r#""plain""#,
+            "null",
+        ] {
+            let mut ours: Json = serde_json::from_str(text).unwrap();
+            ours.sort();
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                serde_json::to_string(&ours).unwrap(),
+                serde_json::to_string(&value).unwrap(),
+                "{text}"
+            );
+        }
+        let borrowed: Json = serde_json::from_str(r#"{"k": "v"}"#).unwrap();
+        assert!(matches!(borrowed.get("k"), Some(Json::String(Cow::Borrowed("v")))));
+    }
+}
