@@ -791,8 +791,10 @@ fn the_peers_first_message_on_accepted_connections_is_reported() {
 /// reported.
 #[test]
 fn first_datagrams_are_reported_both_ways() {
-    let (ping, pong) =
-        (fixture("ethereumjs-devp2p-10.0.0-discv4-ping.bin"), fixture("ethereumjs-devp2p-10.0.0-discv4-pong.bin"));
+    let (ping, pong) = (
+        fixture("ethereumjs-devp2p-10.0.0-discv4-ping.bin"),
+        fixture("ethereumjs-devp2p-10.0.0-discv4-pong.bin"),
+    );
     let quic = fixture("chainsafe-libp2p-quic-2.1.1-quic-initial-libp2p.bin");
     let tracer = Tracer::start(&[]);
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -64,11 +64,13 @@ const DISCV5_PORTS: [u16; 3] = [30303, 9000, 12000];
 /// length (63..1280) and the default ports say what it is.
 pub fn discv5(b: &[u8], total: u64, port: Option<u16>) -> Option<Datagram> {
     let port = port?;
-    ((63..=1280).contains(&total) && DISCV5_PORTS.contains(&port) && super::looks_random(b)).then(|| Datagram {
-        protocol: "ethereum-discv5",
-        detail: Some(format!("{total} random-looking bytes to or from UDP port {port}")),
-        tls: None,
-        inferred: true,
+    ((63..=1280).contains(&total) && DISCV5_PORTS.contains(&port) && super::looks_random(b)).then(|| {
+        Datagram {
+            protocol: "ethereum-discv5",
+            detail: Some(format!("{total} random-looking bytes to or from UDP port {port}")),
+            tls: None,
+            inferred: true,
+        }
     })
 }
 
@@ -87,8 +89,8 @@ const VERSIONS: [Version; 2] = [
         id: 0x0000_0001,
         name: "1",
         salt: [
-            0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc,
-            0xbb, 0x7f, 0x0a,
+            0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+            0xcc, 0xbb, 0x7f, 0x0a,
         ],
         labels: "quic",
         initial_type: 0,
@@ -97,8 +99,8 @@ const VERSIONS: [Version; 2] = [
         id: 0x6b33_43cf,
         name: "2",
         salt: [
-            0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9,
-            0xbd, 0x2e, 0xd9,
+            0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
+            0xf9, 0xbd, 0x2e, 0xd9,
         ],
         labels: "quicv2",
         initial_type: 1,

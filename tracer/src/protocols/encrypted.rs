@@ -30,7 +30,8 @@ pub fn random_first_write(b: &[u8], total: u64, port: Option<u16>) -> Option<Enc
         return None;
     }
     let bitcoin_port = port.is_some_and(|p| BITCOIN_PORTS.contains(&p));
-    let named = |protocol, what: &str| Some(Encrypted { protocol, detail: format!("{total} random bytes: {what}") });
+    let named =
+        |protocol, what: &str| Some(Encrypted { protocol, detail: format!("{total} random bytes: {what}") });
     // SiaMux: the version byte is not random.
     if total == 33 && matches!(b.first(), Some(2 | 3)) && looks_random(&b[1..]) {
         return named("siamux", "a SiaMux version byte and an X25519 key");
@@ -39,10 +40,15 @@ pub fn random_first_write(b: &[u8], total: u64, port: Option<u16>) -> Option<Enc
         return None;
     }
     match total {
-        _ if bitcoin_port && total >= 64 => named("bitcoin-p2p-v2", "a BIP324 key and garbage, on a Bitcoin port"),
+        _ if bitcoin_port && total >= 64 => {
+            named("bitcoin-p2p-v2", "a BIP324 key and garbage, on a Bitcoin port")
+        }
         64 => named("stratum-v2", "a Noise NX key, as Stratum V2 sends (or BIP324 with no garbage)"),
         80 => named("handshake-brontide", "brontide's act one, as hsd sends"),
-        _ => named("random", "an encrypted transport with no plaintext framing (BIP324, obfs4, Shadowsocks, …)"),
+        _ => named(
+            "random",
+            "an encrypted transport with no plaintext framing (BIP324, obfs4, Shadowsocks, …)",
+        ),
     }
 }
 

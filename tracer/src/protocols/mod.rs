@@ -164,7 +164,11 @@ pub fn recognise_message(payload: &[u8], total: u64, port: Option<u16>) -> Recog
     if let Some(c) =
         chain::levin(payload).or_else(|| chain::bitcoin(payload)).or_else(|| chain::handshake(payload))
     {
-        return Recognised { agent: c.agent, network: c.network, ..Recognised::named(c.protocol, Some(c.command)) };
+        return Recognised {
+            agent: c.agent,
+            network: c.network,
+            ..Recognised::named(c.protocol, Some(c.command))
+        };
     }
     if let Some(p) = p2p::multistream(payload)
         .or_else(|| p2p::drpc(payload))
@@ -593,12 +597,9 @@ mod tests {
             let b = fx(name);
             recognise_datagram(&b, b.len() as u64, Some(port))
         };
-        for (name, kind) in [
-            ("ping", "ping"),
-            ("pong", "pong"),
-            ("findnode", "findnode"),
-            ("neighbours-empty", "neighbors"),
-        ] {
+        for (name, kind) in
+            [("ping", "ping"), ("pong", "pong"), ("findnode", "findnode"), ("neighbours-empty", "neighbors")]
+        {
             let r = datagram(&format!("ethereumjs-devp2p-10.0.0-discv4-{name}.bin"), 40404);
             assert_eq!((r.protocol, r.detail.as_deref(), r.inferred), ("ethereum-discv4", Some(kind), false));
         }
@@ -609,7 +610,9 @@ mod tests {
             // Its header is masked: off the default ports it is unnamed.
             assert_eq!(datagram(&name, 40404).protocol, "unknown", "{name}");
         }
-        for name in ["chainsafe-libp2p-quic-2.1.1-quic-initial-libp2p.bin", "aioquic-1.7.2-quic-initial-libp2p.bin"] {
+        for name in
+            ["chainsafe-libp2p-quic-2.1.1-quic-initial-libp2p.bin", "aioquic-1.7.2-quic-initial-libp2p.bin"]
+        {
             let r = datagram(name, 40404);
             assert_eq!((r.protocol, r.detail.as_deref()), ("libp2p", Some("quic-v1")), "{name}");
             let hello = r.tls.unwrap();
@@ -620,7 +623,9 @@ mod tests {
         assert_eq!((r.protocol, r.detail.as_deref()), ("quic", Some("localhost")));
         assert_eq!(r.tls.unwrap().alpn, ["h3"]);
         // DNS and TCP first messages are no datagram protocol.
-        for name in ["monerod-0.18-regtest-handshake.bin", "curl-https-localhost.bin", "redis-cli-7.0.15-ping.bin"] {
+        for name in
+            ["monerod-0.18-regtest-handshake.bin", "curl-https-localhost.bin", "redis-cli-7.0.15-ping.bin"]
+        {
             assert_eq!(datagram(name, 9000).protocol, "unknown", "{name}");
         }
     }
@@ -639,7 +644,10 @@ mod tests {
         assert_eq!(named("hsd-8.0.0-brontide-act-one.bin", 46806), "handshake-brontide");
         assert_eq!(named("noise_sv2-2.0.0-sv2-noise-e.bin", 34254), "stratum-v2");
         for n in 1..=3 {
-            assert_eq!(named(&format!("rust-bip324-0.11.0-bip324-initiator-{n}.bin"), 8333), "bitcoin-p2p-v2");
+            assert_eq!(
+                named(&format!("rust-bip324-0.11.0-bip324-initiator-{n}.bin"), 8333),
+                "bitcoin-p2p-v2"
+            );
         }
         // Off Bitcoin's ports, BIP324 with no garbage is 64 bytes like
         // Stratum V2's key (a 1 in 4096 draw); with garbage, an unnamed
@@ -649,7 +657,10 @@ mod tests {
         // Captured cut short (the kernel keeps 2047 bytes), BIP324 is
         // still named by its length.
         let long = fx("rust-bip324-0.11.0-bip324-initiator-2.bin");
-        assert_eq!(recognise_message(&long[..2047], long.len() as u64, Some(8333)).protocol, "bitcoin-p2p-v2");
+        assert_eq!(
+            recognise_message(&long[..2047], long.len() as u64, Some(8333)).protocol,
+            "bitcoin-p2p-v2"
+        );
         // Chia's TLS hello is Python's: TLS, with its JA4.
         let r = recognise(&fx("chia-blockchain-2.7.5-clienthello.bin"));
         assert_eq!((r.protocol, r.detail.as_deref()), ("tls", None));

@@ -307,21 +307,26 @@ fn first_question<'a>(d: &'a Json, field: &str) -> Option<&'a str> {
 }
 
 fn first_bytes<'a>(out: &mut Obj<'a>, f: &'a Json) {
-    endpoint(out, "destination", str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
-    put(out, "network.transport", Some(Json::from("tcp")));
-    put(out, "network.direction", Some(Json::from("egress")));
+    // The peer is where an outbound message went, and where an inbound one
+    // (on a connection accepted, or to a UDP socket) came from.
+    let inbound = str_at(f, &["direction"]) == Some("inbound");
+    let (side, direction) = if inbound { ("source", "ingress") } else { ("destination", "egress") };
+    endpoint(out, side, str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
+    let transport = if str_at(f, &["transport"]) == Some("udp") { "udp" } else { "tcp" };
+    put(out, "network.transport", Some(Json::from(transport)));
+    put(out, "network.direction", Some(Json::from(direction)));
     let protocol = str_at(f, &["protocol"]).filter(|p| *p != "unknown");
     put(out, "network.protocol", some_str(protocol));
-    match protocol {
-        Some("tls") => {
-            put(out, "tls.client.server_name", some_str(str_at(f, &["detail"])));
-            if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
-                put(out, "tls.version", Some(Json::from(version)));
-                put(out, "tls.version_protocol", Some(Json::from("tls")));
-            }
-        }
-        Some("http") => put(out, "user_agent.original", some_str(str_at(f, &["agent"]))),
-        _ => {}
+    // A ClientHello: TLS's own, or the one inside a QUIC Initial.
+    if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
+        put(out, "tls.client.server_name", some_str(str_at(f, &["tls", "sni"])));
+        put(out, "tls.version", Some(Json::from(version)));
+        put(out, "tls.version_protocol", Some(Json::from("tls")));
+    } else if protocol == Some("tls") {
+        put(out, "tls.client.server_name", some_str(str_at(f, &["detail"])));
+    }
+    if protocol == Some("http") {
+        put(out, "user_agent.original", some_str(str_at(f, &["agent"])));
     }
 }
 
@@ -399,6 +404,32 @@ mod tests {
         assert_eq!((&tls["network"]["type"], &tls["network"]["protocol"]), (&json!("ipv6"), &json!("tls")));
         let unknown = ecs(json!({"kind": "network.first_bytes", "first_bytes": {"protocol": "unknown"}}));
         assert!(unknown["network"].get("protocol").is_none());
+    }
+
+    /// A peer's first datagram to a QUIC server: the peer is the source,
+    /// the traffic ingress over UDP, the hello's name from inside QUIC.
+    #[test]
+    fn an_inbound_quic_datagram() {
+        let first = json!({"address": "10.1.2.3", "port": 50000, "direction": "inbound", "transport": "udp",
+                           "protocol": "quic", "detail": "example.org",
+                           "tls": {"version": "1.3", "sni": "example.org", "ja4": "q13d0310h3_x_y"}});
+        let e = ecs(json!({"kind": "network.first_bytes", "first_bytes": first}));
+        assert_eq!((&e["source"]["ip"], &e["source"]["port"]), (&json!("10.1.2.3"), &json!(50000)));
+        assert!(e.get("destination").is_none(), "{e}");
+        assert_eq!(
+            (&e["network"]["transport"], &e["network"]["direction"]),
+            (&json!("udp"), &json!("ingress"))
+        );
+        assert_eq!(e["tls"]["client"]["server_name"], "example.org");
+        let o = super::super::convert(
+            Format::Ocsf,
+            &json!({"kind": "network.first_bytes", "first_bytes": first}),
+        );
+        assert_eq!(o["src_endpoint"]["ip"], "10.1.2.3");
+        assert_eq!(
+            (&o["connection_info"]["protocol_name"], &o["connection_info"]["direction"]),
+            (&json!("udp"), &json!("Inbound"))
+        );
     }
 
     #[test]

@@ -133,8 +133,14 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
             let f = b("first_bytes");
             let (addr, port, name) =
                 (str_at(f, &["address"]), u64_at(f, &["port"]), str_at(f, &["dns_name"]));
-            put(&mut out, "dst_endpoint", endpoint(addr, port, name));
-            put(&mut out, "connection_info", Some(connection_info(Some("tcp"), addr, (2, "Outbound"))));
+            // The peer: where an outbound message went, where an inbound
+            // one came from.
+            let inbound = str_at(f, &["direction"]) == Some("inbound");
+            let (side, direction) =
+                if inbound { ("src_endpoint", (1, "Inbound")) } else { ("dst_endpoint", (2, "Outbound")) };
+            put(&mut out, side, endpoint(addr, port, name));
+            let transport = if str_at(f, &["transport"]) == Some("udp") { "udp" } else { "tcp" };
+            put(&mut out, "connection_info", Some(connection_info(Some(transport), addr, direction)));
             // The tls object requires a version; a hello cut before it has none.
             if let Some(version) = str_at(f, &["tls", "version"]).filter(|v| *v != "unknown") {
                 let mut tls = Obj::new();
