@@ -52,9 +52,10 @@ const TAIL: usize = 16;
 const SUFFIXES: [&[u8]; 5] = [b".safetensors", b".gguf", b".pt", b".onnx", b".ckpt"];
 /// Temporary names writers rename into place: Rust's tempfile (`.tmp` and
 /// six characters: safetensors' save_file) and Python's tempfile (`tmp` and
-/// eight). Prefixes only: the verifier of 6.1 cannot follow the variable
-/// index a suffix needs here.
+/// eight), read from the name's first bytes; and names ending `.tmp`
+/// (Chia's plotters write `NAME.plot.2.tmp`), read from its tail ring.
 const TEMP_PREFIXES: [&[u8]; 2] = [b".tmp", b"tmp"];
+const TEMP_SUFFIX: &[u8] = b".tmp";
 
 /// Whether the `n`-byte name whose last TAIL bytes are in `tail` (as a ring)
 /// ends with `s`.
@@ -144,7 +145,8 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
             let head = read_field::<u32>(name, 0)?.to_le_bytes();
             let temp = TEMP_PREFIXES
                 .iter()
-                .any(|p| len as usize > p.len() && p.iter().enumerate().all(|(i, &c)| head[i & 3] == c));
+                .any(|p| len as usize > p.len() && p.iter().enumerate().all(|(i, &c)| head[i & 3] == c))
+                || (len as usize > TEMP_SUFFIX.len() && tail_ends_with(&tail, n, TEMP_SUFFIX));
             if temp {
                 temp_written(inode, dentry, name);
             }

@@ -537,25 +537,7 @@ impl Pipeline {
             }
             self.emit(now, Some(process), Body::Activity(activity))?;
         }
-        // Files renamed into place since they were written under a
-        // temporary name: model weights are what the open hooks watch.
-        use std::os::unix::ffi::OsStrExt as _;
-        for (process, temp, path) in self.temp_files.resolve(crate::process::open_files::is_model_file) {
-            let (path, escaped) = text(path.as_os_str().as_bytes(), "path");
-            let (renamed_from, old_escaped) = text(temp.as_os_str().as_bytes(), "renamed_from");
-            let body = Body::FileOpen(FileOpenView {
-                path,
-                source: "write",
-                write: true,
-                renamed: true,
-                renamed_from: Some(renamed_from),
-                renamed_from_truncated: false,
-                flags: 1,
-                format: None,
-                escaped: escaped.into_iter().chain(old_escaped).collect(),
-            });
-            self.emit(now, Some(process), body)?;
-        }
+        self.emit_temp_files(now, false)?;
         for (pid, view) in gpu {
             let process = self.view_of_tgid(pid);
             self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
@@ -611,6 +593,60 @@ impl Pipeline {
             self.libraries_checked.remove(tgid);
             self.files_held.remove(tgid);
             self.exe_reported.remove(tgid);
+        }
+        Ok(())
+    }
+
+    /// Temporarily named files the kernel reported written, looked for:
+    /// at each activity report, and (`first_looks_only`) once soon after
+    /// each was reported.
+    fn emit_temp_files(&mut self, now: u64, first_looks_only: bool) -> Result<()> {
+        // Files renamed into place since they were written under a
+        // temporary name: model weights are what the open hooks watch. And
+        // files still being written under one whose content is a data
+        // format (a plot, a chain's database) by their header.
+        use std::os::unix::ffi::OsStrExt as _;
+        use crate::process::open_files::{format_suffix, is_model_file};
+        let sniffed = &mut self.sniffed;
+        let mut data_format = |path: &std::path::Path| {
+            sniffed.format_at_least(path, 0).filter(|f| format_suffix(f).is_none())
+        };
+        let wanted = |path: &std::path::Path, renamed: bool| {
+            (renamed && is_model_file(path.as_os_str().as_bytes())) || data_format(path).is_some()
+        };
+        let found = match first_looks_only {
+            true => self.temp_files.resolve_due(now, wanted),
+            false => self.temp_files.resolve(wanted),
+        };
+        let found: Vec<_> = found
+            .into_iter()
+            .map(|(process, temp, path)| {
+                let format = data_format(&path);
+                (process, temp, path, format)
+            })
+            .collect();
+        for (process, temp, path, format) in found {
+            let renamed = temp != path;
+            let (path, escaped) = text(path.as_os_str().as_bytes(), "path");
+            let (renamed_from, old_escaped) = match renamed {
+                true => {
+                    let (from, e) = text(temp.as_os_str().as_bytes(), "renamed_from");
+                    (Some(from), e)
+                }
+                false => (None, None),
+            };
+            let body = Body::FileOpen(FileOpenView {
+                path,
+                source: "write",
+                write: true,
+                renamed,
+                renamed_from,
+                renamed_from_truncated: false,
+                flags: 1,
+                format,
+                escaped: escaped.into_iter().chain(old_escaped).collect(),
+            });
+            self.emit(now, Some(process), body)?;
         }
         Ok(())
     }
@@ -695,6 +731,7 @@ impl Pipeline {
             None => Vec::new(),
         };
         self.emit_executables(finished)?;
+        self.emit_temp_files(Clock::now_mono_ns(), true)?;
         let done =
             if all { self.first_messages.drain() } else { self.first_messages.expired(Clock::now_mono_ns()) };
         for m in done {
@@ -876,7 +913,7 @@ impl Pipeline {
                     return Ok(());
                 }
                 let process = self.view(&h);
-                self.temp_files.add(process, write, || {
+                self.temp_files.add(process, write, Clock::now_mono_ns(), || {
                     std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
                 });
                 Ok(())

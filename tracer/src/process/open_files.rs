@@ -164,8 +164,14 @@ impl Sniffed {
     /// `/proc/PID/fd/N`, or a mapped file's path), if it is model weights or
     /// one of the data formats above.
     pub fn format_of(&mut self, fd_path: &Path) -> Option<&'static str> {
+        self.format_at_least(fd_path, MIN_SNIFFED)
+    }
+
+    /// The same for a file of any size of at least `min` bytes: one a
+    /// process is writing, whose header is there before its bulk.
+    pub fn format_at_least(&mut self, fd_path: &Path, min: u64) -> Option<&'static str> {
         use std::{io::Read as _, os::unix::fs::MetadataExt as _};
-        let meta = std::fs::metadata(fd_path).ok().filter(|m| m.is_file() && m.len() >= MIN_SNIFFED)?;
+        let meta = std::fs::metadata(fd_path).ok().filter(|m| m.is_file() && m.len() >= min)?;
         let key = (meta.dev(), meta.ino(), meta.len());
         if let Some(known) = self.seen.get(&key) {
             return *known;

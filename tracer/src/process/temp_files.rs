@@ -5,7 +5,9 @@
 //! its inode, device and ancestor directories (tracer-ebpf/src/model_files.rs);
 //! here the directory is found through the mounts of that device, and at
 //! the next activity report its entries are searched for the inode: the
-//! name it has then is the one it was renamed to.
+//! name it has then is the one it was renamed to. A file still under its
+//! temporary name may say what it is by its content already (a Chia
+//! plotter writes its plot's header first, into `NAME.plot.2.tmp`).
 
 use std::{
     collections::BTreeMap,
@@ -120,7 +122,8 @@ pub fn find(dirs: &[PathBuf], ino: u64) -> Option<(PathBuf, Vec<u8>)> {
 /// Temporary files waiting for the name they are renamed to.
 pub struct Pending<T> {
     waiting: Vec<Waiting<T>>,
-    /// written, renamed_to_model, renamed_other, unresolved, dropped.
+    /// written, renamed_to_model, renamed_other, data_format_written,
+    /// unresolved, dropped.
     pub counts: BTreeMap<&'static str, u64>,
 }
 
@@ -129,12 +132,18 @@ struct Waiting<T> {
     write: TempWrite,
     dirs: Vec<PathBuf>,
     looks: u32,
+    /// When the first look is due (monotonic ns), before any activity
+    /// report: a file written and renamed, or given its header, within a
+    /// second is seen even if its writer is gone by the next report.
+    first_look_ns: Option<u64>,
 }
 
 /// Temporary files followed at once; more are counted as dropped.
 const MAX_WAITING: usize = 1024;
 /// Activity reports a file is looked for before it is given up.
 const MAX_LOOKS: u32 = 3;
+/// How long after the kernel's report the first look comes.
+pub const FIRST_LOOK_NS: u64 = 300_000_000;
 
 impl<T> Default for Pending<T> {
     fn default() -> Self {
@@ -142,8 +151,15 @@ impl<T> Default for Pending<T> {
     }
 }
 
+/// What one look at a waiting file found.
+enum Look {
+    Found(PathBuf, PathBuf),
+    Waits,
+    Done,
+}
+
 impl<T> Pending<T> {
-    pub fn add(&mut self, what: T, write: TempWrite, mountinfo: impl FnOnce() -> String) {
+    pub fn add(&mut self, what: T, write: TempWrite, now_ns: u64, mountinfo: impl FnOnce() -> String) {
         *self.counts.entry("written").or_default() += 1;
         let dirs = match write.fs_dir() {
             Some(d) => candidates(&mountinfo(), write.dev, &d),
@@ -154,35 +170,83 @@ impl<T> Pending<T> {
         } else if self.waiting.len() >= MAX_WAITING {
             *self.counts.entry("dropped").or_default() += 1;
         } else {
-            self.waiting.push(Waiting { what, write, dirs, looks: 0 });
+            let first_look_ns = Some(now_ns + FIRST_LOOK_NS);
+            self.waiting.push(Waiting { what, write, dirs, looks: 0, first_look_ns });
         }
     }
 
-    /// Looks for each file; returns those renamed to a name `wanted`
-    /// accepts: (what was given with it, the temporary path, the new one).
-    pub fn resolve(&mut self, wanted: impl Fn(&[u8]) -> bool) -> Vec<(T, PathBuf, PathBuf)> {
+    /// Looks for each file; returns those `wanted` accepts, given the
+    /// file's path now and whether it was renamed: (what was given with
+    /// it, the temporary path, the path now). A renamed file is decided
+    /// at once; one still under its temporary name is asked about at each
+    /// look, up to MAX_LOOKS.
+    pub fn resolve(&mut self, wanted: impl FnMut(&Path, bool) -> bool) -> Vec<(T, PathBuf, PathBuf)> {
+        self.looks(wanted, |w| {
+            w.looks += 1;
+            w.first_look_ns = None;
+            true
+        })
+    }
+
+    /// The first looks that are due by `now_ns` (not counted in MAX_LOOKS).
+    pub fn resolve_due(
+        &mut self,
+        now_ns: u64,
+        wanted: impl FnMut(&Path, bool) -> bool,
+    ) -> Vec<(T, PathBuf, PathBuf)> {
+        if !self.waiting.iter().any(|w| w.first_look_ns.is_some_and(|t| t <= now_ns)) {
+            return Vec::new();
+        }
+        self.looks(wanted, |w| w.first_look_ns.take_if(|t| *t <= now_ns).is_some())
+    }
+
+    /// One look at each file `due` picks.
+    fn looks(
+        &mut self,
+        mut wanted: impl FnMut(&Path, bool) -> bool,
+        mut due: impl FnMut(&mut Waiting<T>) -> bool,
+    ) -> Vec<(T, PathBuf, PathBuf)> {
         let mut found = Vec::new();
         let mut keep = Vec::new();
         for mut w in std::mem::take(&mut self.waiting) {
-            w.looks += 1;
-            match find(&w.dirs, w.write.ino) {
-                Some((dir, name)) if name != w.write.name => {
-                    let temp = dir.join(std::ffi::OsStr::from_bytes(&w.write.name));
-                    let now = dir.join(std::ffi::OsStr::from_bytes(&name));
-                    if wanted(&name) {
-                        *self.counts.entry("renamed_to_model").or_default() += 1;
-                        found.push((w.what, temp, now));
-                    } else {
-                        *self.counts.entry("renamed_other").or_default() += 1;
-                    }
-                }
-                // Not renamed yet, or gone from every candidate directory.
-                _ if w.looks < MAX_LOOKS => keep.push(w),
-                _ => *self.counts.entry("unresolved").or_default() += 1,
+            if !due(&mut w) {
+                keep.push(w);
+                continue;
+            }
+            match self.look(&w, &mut wanted) {
+                Look::Found(temp, now) => found.push((w.what, temp, now)),
+                Look::Waits => keep.push(w),
+                Look::Done => {}
             }
         }
         self.waiting = keep;
         found
+    }
+
+    fn look(&mut self, w: &Waiting<T>, wanted: &mut impl FnMut(&Path, bool) -> bool) -> Look {
+        let temp_in = |dir: &Path| dir.join(std::ffi::OsStr::from_bytes(&w.write.name));
+        match find(&w.dirs, w.write.ino) {
+            Some((dir, name)) if name != w.write.name => {
+                let now = dir.join(std::ffi::OsStr::from_bytes(&name));
+                if wanted(&now, true) {
+                    *self.counts.entry("renamed_to_model").or_default() += 1;
+                    Look::Found(temp_in(&dir), now)
+                } else {
+                    *self.counts.entry("renamed_other").or_default() += 1;
+                    Look::Done
+                }
+            }
+            Some((dir, _)) if wanted(&temp_in(&dir), false) => {
+                *self.counts.entry("data_format_written").or_default() += 1;
+                Look::Found(temp_in(&dir), temp_in(&dir))
+            }
+            // Not renamed yet, or gone from every candidate directory.
+            _ if w.looks < MAX_LOOKS => Look::Waits,
+            _ => {
+                *self.counts.entry("unresolved").or_default() += 1;
+                Look::Done
+            }
+        }
     }
 }
 
@@ -236,13 +300,43 @@ mod tests {
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&temp).unwrap());
         let mut p: Pending<u32> = Pending::default();
         let w = TempWrite { ino, dev: 0, name: b".tmpAbC123".to_vec(), dirs: vec![], complete: true };
-        p.waiting.push(Waiting { what: 9, write: w, dirs: vec![dir.clone()], looks: 0 });
-        let model = |n: &[u8]| n.ends_with(b".safetensors");
+        p.waiting.push(Waiting { what: 9, write: w, dirs: vec![dir.clone()], looks: 0, first_look_ns: None });
+        let model = |n: &Path, renamed: bool| renamed && n.as_os_str().as_bytes().ends_with(b".safetensors");
         assert!(p.resolve(model).is_empty(), "not renamed yet: waits");
         std::fs::rename(&temp, dir.join("model.safetensors")).unwrap();
         let found = p.resolve(model);
         assert_eq!(found, [(9, temp.clone(), dir.join("model.safetensors"))]);
         assert_eq!(p.counts["renamed_to_model"], 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file still under its temporary name is taken when its content says
+    /// what it is (here: when the caller's look at it says so), and given
+    /// up after MAX_LOOKS looks when it never does.
+    #[test]
+    fn a_file_still_written_is_taken_by_what_it_holds() {
+        let dir = std::env::temp_dir().join(format!("temp-files-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (plot, other) = (dir.join("archive.plot.2.tmp"), dir.join("bucket.tmp"));
+        std::fs::write(&plot, b"").unwrap();
+        std::fs::write(&other, b"sorted entries").unwrap();
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let mut p: Pending<u32> = Pending::default();
+        for (what, path) in [(1, &plot), (2, &other)] {
+            let name = path.file_name().unwrap().as_bytes().to_vec();
+            let w = TempWrite { ino: ino(path), dev: 0, name, dirs: vec![], complete: true };
+            p.waiting.push(Waiting { what, write: w, dirs: vec![dir.clone()], looks: 0, first_look_ns: Some(10) });
+        }
+        let header = |n: &Path, _| std::fs::read(n).is_ok_and(|b| b.starts_with(b"Proof of Space Plot"));
+        assert!(p.resolve_due(5, header).is_empty(), "the first look is not due");
+        assert!(p.resolve_due(10, header).is_empty(), "nothing written yet: waits");
+        assert!(p.resolve_due(20, header).is_empty(), "the first look was taken");
+        assert!(p.resolve(header).is_empty(), "still nothing");
+        std::fs::write(&plot, b"Proof of Space Plot\x01\x02").unwrap();
+        assert_eq!(p.resolve(header), [(1, plot.clone(), plot.clone())]);
+        assert_eq!(p.counts["data_format_written"], 1);
+        assert!(p.resolve(header).is_empty());
+        assert_eq!((p.waiting.len(), p.counts["unresolved"]), (0, 1), "the other file is given up");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
