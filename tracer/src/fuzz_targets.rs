@@ -37,11 +37,20 @@ fn shipped_rules() -> Rules {
     RULES.get_or_init(|| Rules::load(None).expect("the shipped rules parse")).clone()
 }
 
-/// The first bytes of a new connection, as the pipeline sees them.
+/// The first bytes of a new connection, and a UDP socket's first
+/// datagram (QUIC Initials are decrypted and parsed), as the pipeline sees
+/// them; the first two bytes pick a port, so the port-dependent names are
+/// reached too.
 pub fn recognise(data: &[u8]) {
-    let r = protocols::recognise(data);
-    // Records carry the result as JSON.
-    serde_json::to_vec(&r).expect("a recognised protocol serialises");
+    let port = data.get(..2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    for r in [
+        protocols::recognise(data),
+        protocols::recognise_message(data, data.len() as u64, port),
+        protocols::recognise_datagram(data, data.len() as u64, port),
+    ] {
+        // Records carry the result as JSON.
+        serde_json::to_vec(&r).expect("a recognised protocol serialises");
+    }
 }
 
 /// A DNS payload, and what the name cache learns from it.

@@ -444,6 +444,17 @@ mod tests {
         for n in (80..packet.len()).step_by(97) {
             assert!(quic(&packet[..n]).is_none_or(|d| d.tls.is_none()));
         }
+        // A real Initial with one byte changed anywhere: still no panic, and
+        // a change after the header fails the tag.
+        let real = crate::testing::first_bytes_fixture("aioquic-1.7.2-quic-initial-libp2p.bin");
+        for at in 0..real.len() {
+            let mut bent = real.clone();
+            bent[at] ^= 0x5a;
+            let d = quic(&bent);
+            if (64..500).contains(&at) {
+                assert!(d.is_none_or(|d| d.tls.is_none()), "byte {at}");
+            }
+        }
         assert!(quic(b"\xc0\x00\x00\x00\x01\xff").is_none_or(|d| d.tls.is_none()));
         assert!(quic(b"\x40\x00\x00\x00\x01").is_none(), "a short header is not a first datagram");
         assert!(quic(b"\xc0\x12\x34\x56\x78").is_none(), "an unknown version");

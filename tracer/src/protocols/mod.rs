@@ -585,6 +585,7 @@ mod tests {
         assert_eq!(recognise(&[0x16; 300]).protocol, "unknown");
         for bytes in crate::testing::random_inputs(0x2545f4914f6cdd1du64, 300, 20_000) {
             let _ = recognise(&bytes);
+            let _ = recognise_datagram(&bytes, bytes.len() as u64, Some(9000));
         }
     }
 
