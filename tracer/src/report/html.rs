@@ -203,78 +203,67 @@ pub fn render(m: &Model) -> String {
     }
     s.push_str("</section>");
 
-    s.push_str(r#"<section id="processes"><h2>Top processes by CPU</h2>"#);
-    if m.processes.is_empty() {
-        s.push_str(r#"<p class="muted">No process activity records.</p>"#);
-    } else {
-        s.push_str("<table><thead><tr><th>process</th><th>pid</th><th>session</th><th>command line</th><th>CPU</th><th>sent</th><th>received</th></tr></thead><tbody>");
-        for p in m.processes.iter().take(TOP) {
-            let argv = clip(&if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") }, 200);
-            let _ = write!(
-                s,
-                r#"<tr><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-                esc(&p.comm),
-                p.pid.map(|x| x.to_string()).unwrap_or_default(),
-                p.session.map(|x| x.to_string()).unwrap_or_default(),
-                esc(&argv),
-                secs(p.cpu_seconds),
-                bytes(p.tx_bytes),
-                bytes(p.rx_bytes)
-            );
-        }
-        s.push_str("</tbody></table>");
-        more(&mut s, m.processes.len());
-    }
-    s.push_str("</section>");
+    let processes = m.processes.iter().take(TOP).map(|p| {
+        let argv = clip(&if p.argv.is_empty() { p.exe.clone() } else { p.argv.join(" ") }, 200);
+        format!(
+            r#"<tr><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            esc(&p.comm),
+            p.pid.map(|x| x.to_string()).unwrap_or_default(),
+            p.session.map(|x| x.to_string()).unwrap_or_default(),
+            esc(&argv),
+            secs(p.cpu_seconds),
+            bytes(p.tx_bytes),
+            bytes(p.rx_bytes)
+        )
+    });
+    table_section(
+        &mut s,
+        ("processes", "Top processes by CPU", "No process activity records."),
+        &["process", "pid", "session", "command line", "CPU", "sent", "received"],
+        m.processes.len(),
+        processes,
+    );
 
-    s.push_str(r#"<section id="peers"><h2>Top peers</h2>"#);
-    if m.peers.is_empty() {
-        s.push_str(r#"<p class="muted">No network records.</p>"#);
-    } else {
-        s.push_str("<table><thead><tr><th>peer</th><th>transport</th><th>names</th><th>sent</th><th>received</th><th>connects</th><th>failed</th><th>first bytes</th><th>processes</th></tr></thead><tbody>");
-        for p in m.peers.iter().take(TOP) {
-            let join = |set: &std::collections::BTreeSet<String>| {
-                esc(&set.iter().cloned().collect::<Vec<_>>().join(", "))
-            };
-            let _ = write!(
-                s,
-                r#"<tr><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td><code>{}</code></td></tr>"#,
-                esc(&peer_name(p)),
-                if p.mining { r#" <span class="badge alert">mining</span>"# } else { "" },
-                join(&p.transports),
-                join(&p.names),
-                bytes(p.tx_bytes),
-                bytes(p.rx_bytes),
-                p.connects,
-                p.failed,
-                join(&p.spoken),
-                join(&p.comms)
-            );
-        }
-        s.push_str("</tbody></table>");
-        more(&mut s, m.peers.len());
-    }
-    s.push_str("</section>");
+    let join = |set: &std::collections::BTreeSet<String>| esc(&set.iter().cloned().collect::<Vec<_>>().join(", "));
+    let peers = m.peers.iter().take(TOP).map(|p| {
+        format!(
+            r#"<tr><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td><code>{}</code></td></tr>"#,
+            esc(&peer_name(p)),
+            if p.mining { r#" <span class="badge alert">mining</span>"# } else { "" },
+            join(&p.transports),
+            join(&p.names),
+            bytes(p.tx_bytes),
+            bytes(p.rx_bytes),
+            p.connects,
+            p.failed,
+            join(&p.spoken),
+            join(&p.comms)
+        )
+    });
+    table_section(
+        &mut s,
+        ("peers", "Top peers", "No network records."),
+        &["peer", "transport", "names", "sent", "received", "connects", "failed", "first bytes", "processes"],
+        m.peers.len(),
+        peers,
+    );
 
-    s.push_str(r#"<section id="names"><h2>Names</h2>"#);
-    if m.names.is_empty() {
-        s.push_str(r#"<p class="muted">No DNS records or connects by name.</p>"#);
-    } else {
-        s.push_str("<table><thead><tr><th>name</th><th>lookups</th><th>addresses</th><th>asked by</th></tr></thead><tbody>");
-        for n in m.names.iter().take(TOP) {
-            let _ = write!(
-                s,
-                r#"<tr><td><code>{}</code></td><td class="num">{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>"#,
-                esc(&n.name),
-                n.lookups,
-                esc(&n.addresses.iter().cloned().collect::<Vec<_>>().join(", ")),
-                esc(&n.comms.iter().cloned().collect::<Vec<_>>().join(", "))
-            );
-        }
-        s.push_str("</tbody></table>");
-        more(&mut s, m.names.len());
-    }
-    s.push_str("</section>");
+    let names = m.names.iter().take(TOP).map(|n| {
+        format!(
+            r#"<tr><td><code>{}</code></td><td class="num">{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>"#,
+            esc(&n.name),
+            n.lookups,
+            join(&n.addresses),
+            join(&n.comms)
+        )
+    });
+    table_section(
+        &mut s,
+        ("names", "Names", "No DNS records or connects by name."),
+        &["name", "lookups", "addresses", "asked by"],
+        m.names.len(),
+        names,
+    );
 
     if let Source::Capture { kernel, tracer_version, argv } = &m.source {
         let _ = write!(
@@ -287,6 +276,31 @@ pub fn render(m: &Model) -> String {
     }
     s.push_str("</main></body></html>\n");
     s
+}
+
+/// A section holding one table of the top rows (or `empty` when there are
+/// none), and how many rows it left out. `(id, title, empty)`.
+fn table_section(
+    s: &mut String,
+    (id, title, empty): (&str, &str, &str),
+    headers: &[&str],
+    total: usize,
+    rows: impl Iterator<Item = String>,
+) {
+    let _ = write!(s, r#"<section id="{id}"><h2>{title}</h2>"#);
+    if total == 0 {
+        let _ = write!(s, r#"<p class="muted">{empty}</p>"#);
+    } else {
+        s.push_str("<table><thead><tr>");
+        for h in headers {
+            let _ = write!(s, "<th>{h}</th>");
+        }
+        s.push_str("</tr></thead><tbody>");
+        rows.for_each(|r| s.push_str(&r));
+        s.push_str("</tbody></table>");
+        more(s, total);
+    }
+    s.push_str("</section>");
 }
 
 /// Says how many rows a table left out.
