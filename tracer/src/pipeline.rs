@@ -151,8 +151,9 @@ pub struct Pipeline {
     service: Option<std::sync::Arc<crate::service::api::Shared>>,
     /// `--rules`, reread at SIGHUP, and what the rereading did.
     pub rules_path: Option<PathBuf>,
-    rules_loaded_at: String,
-    rules_reloads: Option<crate::output::record::RulesReloads>,
+    /// SIGHUP reloads of the rules, and when those in use were loaded (in
+    /// the health record once a SIGHUP came).
+    rules_reloads: crate::output::record::RulesReloads,
     /// The worker that identifies and scans executables (not in replay).
     pub executables: Option<Executables>,
     /// The file last reported as each live process's executable.
@@ -210,8 +211,10 @@ impl Pipeline {
             sniffed: Default::default(),
             service: None,
             rules_path: None,
-            rules_loaded_at: Clock::new().wall(Clock::now_mono_ns()),
-            rules_reloads: None,
+            rules_reloads: crate::output::record::RulesReloads {
+                loaded_at: Clock::new().wall(Clock::now_mono_ns()),
+                ..Default::default()
+            },
         }
     }
 
@@ -220,13 +223,13 @@ impl Pipeline {
     /// are, and the health record says why.
     pub fn reload_rules(&mut self) {
         let Some(classifier) = self.classifier.as_mut() else { return };
-        let reloads = self.rules_reloads.get_or_insert_with(Default::default);
+        let reloads = &mut self.rules_reloads;
         match Rules::load(self.rules_path.as_deref()) {
             Ok(rules) => {
                 classifier.set_rules(rules);
                 reloads.reloaded += 1;
                 reloads.last_error = None;
-                self.rules_loaded_at = self.clock.wall(Clock::now_mono_ns());
+                reloads.loaded_at = self.clock.wall(Clock::now_mono_ns());
             }
             Err(e) => {
                 reloads.failed += 1;
@@ -234,7 +237,6 @@ impl Pipeline {
                 eprintln!("tracer: SIGHUP: the rules were not reloaded, those in use are kept: {e:#}");
             }
         }
-        reloads.loaded_at.clone_from(&self.rules_loaded_at);
     }
 
     /// The first record of a capture: what it was taken on and with.
@@ -1064,7 +1066,8 @@ impl Pipeline {
             kernel_losses: counters.losses.clone(),
             truncated: self.stats.truncated.clone(),
             temp_files: self.temp_files.counts.clone(),
-            rules_reloads: self.rules_reloads.clone().map(Box::new),
+            rules_reloads: (self.rules_reloads.reloaded + self.rules_reloads.failed > 0)
+                .then(|| Box::new(self.rules_reloads.clone())),
             unread_at_shutdown: self.stats.unread_at_shutdown.clone(),
             kernel_read_errors: counters.read_errors,
             threads_created: counters.threads_created,
