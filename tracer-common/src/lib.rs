@@ -778,30 +778,51 @@ pub mod first_bytes_direction {
 /// A socket's owner and what its packets added since the last flush: the
 /// value of the socket-local storage `SOCKET_STATE`. User space writes one
 /// for each socket that existed before the programs were attached.
+///
+/// Laid out for the cache: the kernel keeps the value right after the
+/// storage's map pointer, at the start of a cache line, and every packet's
+/// lookup reads that pointer and `flags`. What packets write (`tx`, `rx`:
+/// at each UDP datagram, about once a second for TCP) is in the value's
+/// last cache line, so the first stays clean on every CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SocketState {
-    /// The owner (`tgid`; 0: none seen yet) and the peer its bytes go to.
-    pub flow: FlowKey,
-    pub tx_bytes: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub rx_packets: u64,
-    /// When each direction last moved its counts to the tables, in jiffies.
-    pub tx_flushed: u64,
-    pub rx_flushed: u64,
-    /// TCP: the sequence number after the last byte counted, each way.
-    pub tx_next: u32,
-    pub rx_next: u32,
-    /// `socket_flags::*`.
+    /// `socket_flags::*`: read by every packet, written rarely.
     pub flags: u32,
     pub _pad: u32,
+    /// The owner (`tgid`; 0: none seen yet) and the peer its bytes go to.
+    pub flow: FlowKey,
     /// A listening socket's process (the header of its records), which
     /// its accepted connections inherit, or the process that accepted,
     /// or a UDP socket's (for its first datagrams). Unset (kind 0) for
     /// other sockets.
     pub owner: EventHeader,
+    pub _pad2: u64,
+    /// What each direction's packets added since its last flush.
+    pub tx: DirectionCounts,
+    pub rx: DirectionCounts,
 }
+
+/// One direction of a socket's traffic since its last flush (for TCP,
+/// where its stream stood then).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirectionCounts {
+    pub bytes: u64,
+    pub packets: u64,
+    /// When the counts last moved to the tables, in jiffies.
+    pub flushed: u64,
+    /// TCP: the sequence number after the last byte counted.
+    pub next: u32,
+    /// TCP: the kernel's data-segment count at the last flush.
+    pub segs: u32,
+}
+
+// The storage's value starts 8 bytes into a cache line (after its map
+// pointer): the counters fill the value's last line, and the whole element
+// (64-byte header, pointer, value) is 256 bytes, one slab size.
+const _: () = assert!(core::mem::offset_of!(SocketState, tx) == 120);
+const _: () = assert!(core::mem::size_of::<SocketState>() == 184);
 
 pub mod socket_flags {
     /// `tx_next` / `rx_next` hold a position.

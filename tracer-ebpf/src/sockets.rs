@@ -316,20 +316,6 @@ fn on_bind(ctx: &SockContext) -> Option<()> {
     Some(())
 }
 
-/// Released: what its packets counted since the last flush goes to the
-/// tables now (the process may be exiting, its final account read next).
-/// A program of its own, so a kernel that refuses socket storage here
-/// keeps the one above.
-#[cgroup_sock(sock_release)]
-pub fn sock_release_flush(ctx: SockContext) -> i32 {
-    let st = traffic::release_state(ctx.as_ptr());
-    if !st.is_null() {
-        traffic::flush(st, true);
-        traffic::flush(st, false);
-    }
-    1
-}
-
 /// The TCP handshake of a tracked socket ended (`inet_sock_set_state`
 /// SYN_SENT -> ESTABLISHED, or -> CLOSE with the error in `sk_err`).
 /// Returns whether the socket is tracked here.
@@ -512,15 +498,16 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if sk.is_null() {
         return None;
     }
-    let full = traffic::full_socket(sk.cast());
-    if full.is_null() {
-        return None;
-    }
+    // The headers first: a bare ACK needs nothing else (no helper call).
     let Some((l4, seg, data)) = headers(ctx) else {
         crate::common::count(counter::PACKETS_UNPARSED);
         return None;
     };
     if seg.len == 0 && !seg.ends {
+        return None;
+    }
+    let full = traffic::full_socket(sk.cast());
+    if full.is_null() {
         return None;
     }
     let st = traffic::state_for_packet(full)?;
@@ -530,7 +517,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if seg.len > 0 && unsafe { (*st).flags } & (traffic::flags::LISTENER | traffic::flags::ACCEPTED) != 0 {
         first_packet_accepted(ctx, st, &l4, egress, full);
     }
-    traffic::count_packet(st, &seg, egress);
+    traffic::count_packet(full, st, &seg, egress);
     if seg.len == 0 {
         return None;
     }

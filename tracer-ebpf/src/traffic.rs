@@ -4,23 +4,29 @@
 //! stamped in the owner's context when it connects, accepts (the peer's
 //! address is taken: `getpeername4`/`6`), binds a TCP socket (the kernel
 //! clones a listener's storage to the connections it accepts) or sends to
-//! an address; user space stamps the sockets that existed at start. Every
-//! packet then costs one storage lookup and a few additions, and what it
-//! counted is moved into `FLOWS` and `PROC_STATS` once a second per TCP
-//! socket (on its next packet: the last burst before a silence waits for
-//! the next packet), when the connection ends (FIN, RST), when the socket
-//! is released, and for UDP at every datagram.
+//! an address; user space stamps the sockets that existed at start.
 //!
-//! TCP bytes are stream bytes, counted once: a segment's bytes before the
-//! highest sequence number already seen (a retransmission, a duplicate)
-//! are not counted again. Packets of a socket no owner was found for are
-//! counted in `packets_unowned`.
+//! A UDP datagram costs one storage lookup and a few additions, and is
+//! moved into `FLOWS` and `PROC_STATS` at once. A TCP segment costs a
+//! lookup and a clock comparison: about once a second per socket (on its
+//! next packet: the last burst before a silence waits for the next
+//! packet) and when the connection ends (FIN, RST), the stream's new bytes
+//! since the last move are taken from the segment's sequence number, its
+//! packets from the kernel's own count (`count_packet` says why nothing
+//! is written per segment).
+//!
+//! TCP bytes are stream bytes, counted once: bytes before the highest
+//! sequence number already counted (a retransmission, a duplicate) are not
+//! counted again. Packets of a socket no owner was found for are counted
+//! in `packets_unowned`.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    macros::map,
+    maps::PerCpuArray,
     bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    helpers::generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::generated::{bpf_jiffies64, bpf_sk_fullsock, bpf_sk_storage_get, bpf_tcp_sock},
 };
 use tracer_common::{FlowKey, SocketState, counter, table};
 
@@ -84,31 +90,37 @@ pub fn state_of(sk: *mut c_void) -> Option<*mut SocketState> {
     (!p.is_null()).then_some(p)
 }
 
-/// The state of a socket being released (a cgroup sock program's context).
+/// Where a socket's first state is made before the kernel copies it in:
+/// a per-CPU slot, as the state is too large for the stack of the
+/// programs that create it.
+#[map]
+static FRESH_STATE: PerCpuArray<SocketState> = PerCpuArray::with_max_entries(1, 0);
+
+/// A fresh state, owner `flow.tgid` (0: none seen yet), in this CPU's
+/// slot; null if the slot cannot be had.
 #[inline(always)]
-pub fn release_state(ctx: *mut c_void) -> *mut SocketState {
-    storage(ctx, core::ptr::null_mut(), 0)
+fn new_state(flow: FlowKey, flags: u32) -> *mut SocketState {
+    let Some(init) = FRESH_STATE.get_ptr_mut(0) else { return core::ptr::null_mut() };
+    let now = now();
+    // SAFETY: this CPU's slot; every field is written.
+    unsafe {
+        core::ptr::write_bytes(init, 0, 1);
+        (*init).flags = flags;
+        (*init).flow = flow;
+        (*init).tx.flushed = now;
+        (*init).rx.flushed = now;
+    }
+    init
 }
 
-/// A fresh state: owner `flow.tgid` (0: none seen yet).
+/// Creates the socket's state from `init`; counts a failure.
 #[inline(always)]
-fn new_state(flow: FlowKey, flags: u32) -> SocketState {
-    let now = now();
-    SocketState {
-        flow,
-        tx_bytes: 0,
-        rx_bytes: 0,
-        tx_packets: 0,
-        rx_packets: 0,
-        tx_flushed: now,
-        rx_flushed: now,
-        tx_next: 0,
-        rx_next: 0,
-        flags,
-        _pad: 0,
-        // SAFETY: an all-zero header is "unset" (kind 0).
-        owner: unsafe { core::mem::zeroed() },
+fn create(sk: *mut c_void, init: *mut SocketState) -> *mut SocketState {
+    let st = if init.is_null() { init } else { storage(sk, init, BPF_SK_STORAGE_GET_F_CREATE) };
+    if st.is_null() {
+        count(counter::SOCKET_STATE_FULL);
     }
+    st
 }
 
 /// The state of a packet's socket, created without an owner when the
@@ -119,13 +131,8 @@ pub fn state_for_packet(sk: *mut c_void) -> Option<*mut SocketState> {
     if let Some(st) = state_of(sk) {
         return Some(st);
     }
-    let mut init = new_state(NO_OWNER, 0);
-    let p = storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE);
-    if p.is_null() {
-        count(counter::SOCKET_STATE_FULL);
-        return None;
-    }
-    Some(p)
+    let p = create(sk, new_state(NO_OWNER, 0));
+    (!p.is_null()).then_some(p)
 }
 
 const NO_OWNER: FlowKey =
@@ -163,28 +170,29 @@ pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
         }
         return;
     }
-    let mut init = new_state(flow, extra);
-    if storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE).is_null() {
-        count(counter::SOCKET_STATE_FULL);
-    }
+    create(sk, new_state(flow, extra));
 }
 
 /// A TCP socket bound by the calling process: a listener to be, whose
 /// accepted connections inherit this state with the process's header.
 #[inline(always)]
 pub fn own_listener(sk: *mut c_void, flow: FlowKey) {
-    let mut init = new_state(flow, flags::LISTENER);
-    crate::common::fill_header(&mut init.owner, tracer_common::EventKind::FirstBytes);
-    let st = storage(sk, &raw mut init, BPF_SK_STORAGE_GET_F_CREATE);
-    if st.is_null() {
+    let init = new_state(flow, flags::LISTENER);
+    if init.is_null() {
         count(counter::SOCKET_STATE_FULL);
         return;
     }
+    // SAFETY: this CPU's slot, just made.
+    crate::common::fill_header(unsafe { &mut (*init).owner }, tracer_common::EventKind::FirstBytes);
+    let st = create(sk, init);
+    if st.is_null() {
+        return;
+    }
     // SAFETY: this socket's value (it existed: bound again after a
-    // failed bind, or adopted).
+    // failed bind, or adopted), and the slot made above.
     unsafe {
         (*st).flags |= flags::LISTENER;
-        (*st).owner = init.owner;
+        (*st).owner = (*init).owner;
     }
 }
 
@@ -238,57 +246,81 @@ pub fn full_socket(sk: *mut c_void) -> *mut c_void {
 
 /// Counts a packet to its socket's owner.
 ///
+/// UDP: each datagram at once (a datagram socket may send once and stay
+/// idle, or be connected to another peer; datagrams come far fewer than
+/// segments on a busy server).
+///
+/// TCP: nothing is written per packet. A store into the socket's storage
+/// on every packet, read on another CPU by the other direction's packets,
+/// cost most of the packet's time (the cache line moves between CPUs);
+/// instead the stream position is taken about once a second and when the
+/// connection ends (FIN, RST), from the packet then passing: its end
+/// sequence number less the one at the last flush is the stream's new
+/// bytes (retransmitted and duplicate bytes are not counted twice), and
+/// the kernel's own data-segment counter (`bpf_tcp_sock`) gives the
+/// packets. Bytes since the last flush of a connection that ends with no
+/// FIN or RST this socket sends or receives are not counted.
+///
 /// Each direction's fields are written only by that direction's packets,
 /// which the stack serialises per socket (TCP transmits under the socket's
 /// lock; one flow's packets arrive on one CPU), so plain additions do.
 #[inline(always)]
-pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
+pub fn count_packet(sk: *mut c_void, st: *mut SocketState, seg: &Segment, egress: bool) {
     // SAFETY: the socket's value.
     unsafe {
-        let (next, seq_flag) =
-            if egress { (&mut (*st).tx_next, flags::TX_SEQ) } else { (&mut (*st).rx_next, flags::RX_SEQ) };
-        let new = match seg.seq {
-            Some(seq) => {
-                // A SYN's sequence number is not a byte.
-                let start = if seg.syn { seq.wrapping_add(1) } else { seq };
-                let end = start.wrapping_add(seg.len);
-                if (*st).flags & seq_flag == 0 {
-                    (*st).flags |= seq_flag;
-                    *next = end;
-                    seg.len
-                } else {
-                    let ahead = end.wrapping_sub(*next) as i32;
-                    if ahead > 0 {
-                        *next = end;
-                        (ahead as u32).min(seg.len)
-                    } else {
-                        0
-                    }
-                }
-            }
-            None => seg.len,
-        };
-        let flushed = if egress {
-            (*st).tx_bytes += new as u64;
-            (*st).tx_packets += (new > 0) as u64;
-            (*st).tx_flushed
-        } else {
-            (*st).rx_bytes += new as u64;
-            (*st).rx_packets += (new > 0) as u64;
-            (*st).rx_flushed
-        };
-        // UDP at once: a datagram socket may send once and stay idle (or
-        // be connected to another peer), and datagrams come far fewer than
-        // segments on a busy server. TCP about once a second and when the
-        // connection ends: a moving table entry costs more than the rest
-        // of the packet's work together.
-        if seg.ends
-            || seg.seq.is_none()
-            || (new > 0 && now().wrapping_sub(flushed) >= crate::common::config().hz)
-        {
+        let (dir, seq_flag) = if egress { (&mut (*st).tx, flags::TX_SEQ) } else { (&mut (*st).rx, flags::RX_SEQ) };
+        let Some(seq) = seg.seq else {
+            dir.bytes += seg.len as u64;
+            dir.packets += 1;
             flush(st, egress);
+            return;
+        };
+        // A SYN's sequence number is not a byte.
+        let start = if seg.syn { seq.wrapping_add(1) } else { seq };
+        let end = start.wrapping_add(seg.len);
+        if (*st).flags & seq_flag == 0 {
+            // The first packet seen this way: where counting starts.
+            (*st).flags |= seq_flag;
+            dir.next = start;
+            dir.segs = data_segments(sk, egress, seg.len, false).unwrap_or(0);
+            dir.flushed = now();
         }
+        if !seg.ends && (seg.len == 0 || now().wrapping_sub(dir.flushed) < crate::common::config().hz) {
+            return;
+        }
+        let ahead = end.wrapping_sub(dir.next) as i32;
+        if ahead > 0 {
+            dir.next = end;
+            dir.bytes += ahead as u64;
+        }
+        if let Some(segs) = data_segments(sk, egress, seg.len, true) {
+            dir.packets += segs.wrapping_sub(dir.segs) as u64;
+            dir.segs = segs;
+        }
+        flush(st, egress);
     }
+}
+
+/// The data segments a TCP socket has sent or received, before this
+/// packet (`false`) or with it (`true`): the send count already has it
+/// when the egress hook runs, the receive count is raised after ingress.
+#[inline(always)]
+fn data_segments(sk: *mut c_void, egress: bool, len: u32, with_this: bool) -> Option<u32> {
+    // SAFETY: a full socket pointer from the context; null when not TCP.
+    let tp = unsafe { bpf_tcp_sock(sk.cast()) };
+    if tp.is_null() {
+        return None;
+    }
+    let this = (len > 0) as u32;
+    // SAFETY: the kernel's view of the socket, checked non-null.
+    Some(unsafe {
+        match (egress, with_this) {
+            (true, true) => (*tp).data_segs_out,
+            (true, false) => (*tp).data_segs_out.wrapping_sub(this),
+            (false, true) => (*tp).data_segs_in.wrapping_add(this),
+            (false, false) => (*tp).data_segs_in,
+        }
+    })
 }
 
 /// Moves one direction's counts of a socket into `FLOWS` and `PROC_STATS`.
@@ -296,18 +328,12 @@ pub fn count_packet(st: *mut SocketState, seg: &Segment, egress: bool) {
 pub fn flush(st: *mut SocketState, egress: bool) {
     // SAFETY: the socket's value; this direction's fields.
     let (key, bytes, packets) = unsafe {
-        let now = now();
-        if egress {
-            let taken = ((*st).tx_bytes, (*st).tx_packets);
-            ((*st).tx_bytes, (*st).tx_packets, (*st).tx_flushed) = (0, 0, now);
-            ((*st).flow, taken.0, taken.1)
-        } else {
-            let taken = ((*st).rx_bytes, (*st).rx_packets);
-            ((*st).rx_bytes, (*st).rx_packets, (*st).rx_flushed) = (0, 0, now);
-            ((*st).flow, taken.0, taken.1)
-        }
+        let dir = if egress { &mut (*st).tx } else { &mut (*st).rx };
+        let taken = (dir.bytes, dir.packets);
+        (dir.bytes, dir.packets, dir.flushed) = (0, 0, now());
+        ((*st).flow, taken.0, taken.1)
     };
-    if packets == 0 {
+    if packets == 0 && bytes == 0 {
         return;
     }
     // No owner seen (yet, or ever: a socket opened before the tracer).

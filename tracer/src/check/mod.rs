@@ -204,7 +204,6 @@ const GROUPS: &[(&str, &[&str], &[&str])] = &[
             "sendmsg4",
             "sendmsg6",
             "sock_release",
-            "sock_release_flush",
             "post_bind4",
             "post_bind6",
         ],

@@ -128,19 +128,14 @@ fn adopt_one(map: &mut SkStorage<MapData, SocketState>, pidfd: &OwnedFd, fd: i32
         // Packets came before the owner was known: keep what they counted.
         Ok(s) => SocketState { flow, flags: s.flags | flags, ..s },
         Err(_) => SocketState {
-            flow,
-            tx_bytes: 0,
-            rx_bytes: 0,
-            tx_packets: 0,
-            rx_packets: 0,
-            tx_flushed: 0,
-            rx_flushed: 0,
-            tx_next: 0,
-            rx_next: 0,
             flags,
             _pad: 0,
+            flow,
             // SAFETY: an all-zero header is "unset".
             owner: unsafe { std::mem::zeroed() },
+            _pad2: 0,
+            tx: Default::default(),
+            rx: Default::default(),
         },
     };
     match map.insert(&copy, state, 0) {

@@ -137,7 +137,7 @@ enum HookSet {
 }
 
 /// Program name in the object, when it is attached, and its hook.
-const PROGRAM_HOOKS: [(&str, HookSet, Hook); 39] = [
+const PROGRAM_HOOKS: [(&str, HookSet, Hook); 38] = [
     ("sched_process_exec", HookSet::Default, tp("sched", "sched_process_exec")),
     ("sched_process_fork", HookSet::Default, Hook::Raw { name: "sched_process_fork" }),
     ("sched_process_exit", HookSet::Default, tp("sched", "sched_process_exit")),
@@ -155,7 +155,6 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 39] = [
     ("sendmsg4", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg4" }),
     ("sendmsg6", HookSet::Default, Hook::CgroupSockAddr { name: "sendmsg6" }),
     ("sock_release", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
-    ("sock_release_flush", HookSet::Default, Hook::Cgroup { name: "sock_release" }),
     // Listeners get their process, which accepted connections inherit.
     ("post_bind4", HookSet::Default, Hook::Cgroup { name: "post_bind4" }),
     ("post_bind6", HookSet::Default, Hook::Cgroup { name: "post_bind6" }),
