@@ -11,9 +11,12 @@
 //!    3b. Process churn: fork + exec + exit of /bin/true, untraced and
 //!    traced, so the process programs are measured warm.
 //! 4. What a record costs in each output format and sink.
-//! 5. The tracer's own CPU and resident memory, idle and under each load.
+//! 5. The tracer's own CPU, resident memory and its maps' kernel memory,
+//!    idle and under each load.
 //! 6. Each kernel program's cost from the kernel's own statistics, per
-//!    workload, against its budget.
+//!    workload, against its budget. The statistics time every program run,
+//!    so they are on only in rounds of their own (shown beside the others,
+//!    which gives their own cost too) and in the connect storm.
 //!
 //! Runs alternate configurations (A B C D, B C D A, …) so drift on a noisy
 //! machine hits them all alike; medians are printed with their spread.
@@ -219,12 +222,19 @@ fn run_loop(xtask: &Path, n: u64) -> Result<f64> {
     String::from_utf8_lossy(&out.stdout).trim().parse().context("syscall-loop output")
 }
 
+/// What runs beside the workload in a round. The kernel's per-program
+/// statistics time every run of every program (two clock reads each), so
+/// they are on only in rounds of their own: the overhead figures come from
+/// rounds without them, the per-program costs from the `*Stats` rounds,
+/// and the two side by side show what the statistics themselves cost.
 #[derive(Clone, Copy, PartialEq)]
 enum Config {
     Untraced,
     TracedDefault,
     TracedSyscalls,
     Bpftrace,
+    DefaultStats,
+    SyscallsStats,
 }
 
 impl Config {
@@ -234,12 +244,27 @@ impl Config {
             Self::TracedDefault => "tracer (default: no syscall hook)",
             Self::TracedSyscalls => "tracer --syscalls",
             Self::Bpftrace => "bpftrace raw_syscalls @[pid] = count()",
+            Self::DefaultStats => "tracer (default), bpf_stats on",
+            Self::SyscallsStats => "tracer --syscalls, bpf_stats on",
         }
+    }
+
+    fn stats(self) -> bool {
+        matches!(self, Self::DefaultStats | Self::SyscallsStats)
     }
 }
 
-const CONFIGS: [Config; 4] =
-    [Config::Untraced, Config::TracedDefault, Config::TracedSyscalls, Config::Bpftrace];
+const LOOP_CONFIGS: [Config; 6] = [
+    Config::Untraced,
+    Config::TracedDefault,
+    Config::TracedSyscalls,
+    Config::Bpftrace,
+    Config::DefaultStats,
+    Config::SyscallsStats,
+];
+const WEB_CONFIGS: [Config; 5] =
+    [Config::Untraced, Config::TracedDefault, Config::TracedSyscalls, Config::DefaultStats, Config::SyscallsStats];
+const CHURN_CONFIGS: [Config; 3] = [Config::Untraced, Config::TracedDefault, Config::DefaultStats];
 
 /// `median (min–max)` of a sample.
 fn spread(v: &[f64], digits: usize) -> String {
@@ -291,15 +316,19 @@ impl ProgramCosts {
 
 enum Running {
     None,
-    Tracer(Tracer),
+    Tracer(Tracer, Option<crate::bpf_stats::Enabled>),
     Bpftrace(Bpftrace),
 }
 
 fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
+    let stats = if config.stats() { Some(crate::bpf_stats::enable()?) } else { None };
+    let syscalls: &[&str] = &["--syscalls"];
     Ok(match config {
         Config::Untraced => Running::None,
-        Config::TracedDefault => Running::Tracer(Tracer::start(&opts.tracer, out, &[])?),
-        Config::TracedSyscalls => Running::Tracer(Tracer::start(&opts.tracer, out, &["--syscalls"])?),
+        Config::TracedDefault | Config::DefaultStats => Running::Tracer(Tracer::start(&opts.tracer, out, &[])?, stats),
+        Config::TracedSyscalls | Config::SyscallsStats => {
+            Running::Tracer(Tracer::start(&opts.tracer, out, syscalls)?, stats)
+        }
         Config::Bpftrace => Running::Bpftrace(Bpftrace::start()?),
     })
 }
@@ -307,15 +336,77 @@ fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
 fn stop(r: Running) -> Result<()> {
     match r {
         Running::None => Ok(()),
-        Running::Tracer(t) => t.stop().map(|_| ()),
+        Running::Tracer(t, _stats) => t.stop().map(|_| ()),
         Running::Bpftrace(b) => b.stop(),
     }
 }
 
 fn tracer_pid(r: &Running) -> Option<u32> {
     match r {
-        Running::Tracer(t) => Some(t.pid()),
+        Running::Tracer(t, _) => Some(t.pid()),
         _ => None,
+    }
+}
+
+/// One section's alternating rounds: per configuration (in the order
+/// given), the workload's figure each round, and the program costs of the
+/// statistics rounds.
+struct Rounds {
+    values: Vec<Vec<f64>>,
+    programs: Vec<ProgramCosts>,
+}
+
+impl Rounds {
+    /// Per round, `f(value of configuration i, value of configuration j)`.
+    fn per_round(&self, i: usize, j: usize, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+        self.values[i].iter().zip(&self.values[j]).map(|(a, b)| f(*a, *b)).collect()
+    }
+}
+
+/// Runs `measure` once per configuration per round, in rotating order (A B
+/// C, B C A, …) so drift hits them all alike; the tracer's own cost is
+/// sampled into `cost` in the default configuration's rounds.
+fn alternate(
+    opts: &Options,
+    configs: &[Config],
+    rounds: usize,
+    out: &Path,
+    cost: &mut Cost,
+    mut measure: impl FnMut() -> Result<f64>,
+) -> Result<Rounds> {
+    let n = configs.len();
+    let mut r = Rounds { values: vec![Vec::new(); n], programs: (0..n).map(|_| ProgramCosts::default()).collect() };
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let running = start(configs[i], opts, out)?;
+            let pid = tracer_pid(&running);
+            let before = pid.map(cpu_seconds).unwrap_or(0.0);
+            let t0 = Instant::now();
+            let v = measure()?;
+            if let Some(pid) = pid {
+                if configs[i] == Config::TracedDefault {
+                    cost.sample(pid, before, t0.elapsed().as_secs_f64());
+                }
+                if configs[i].stats() {
+                    r.programs[i].sample(pid);
+                }
+            }
+            stop(running)?;
+            r.values[i].push(v);
+        }
+    }
+    Ok(r)
+}
+
+/// The program tables of a section's statistics rounds.
+fn program_tables(configs: &[Config], rounds: Rounds, what: &str, programs: &mut Vec<(String, ProgramCosts)>) {
+    for (c, p) in configs.iter().zip(rounds.programs) {
+        match c {
+            Config::DefaultStats => programs.push((format!("{what}, default hooks"), p)),
+            Config::SyscallsStats => programs.push((format!("{what}, --syscalls"), p)),
+            _ => {}
+        }
     }
 }
 
@@ -324,13 +415,28 @@ fn tracer_pid(r: &Running) -> Option<u32> {
 struct Cost {
     cpu_pct: Vec<f64>,
     rss_mib: Vec<f64>,
+    maps_mib: Vec<f64>,
 }
 
 impl Cost {
     fn sample(&mut self, pid: u32, cpu_before: f64, wall: f64) {
         self.cpu_pct.push((cpu_seconds(pid) - cpu_before) / wall * 100.0);
         self.rss_mib.push(rss_mib(pid));
+        self.maps_mib.push(maps_mib(pid));
     }
+}
+
+/// Kernel memory of the maps process `pid` holds: the sum of their
+/// `memlock` (what the kernel charges for each map) from fdinfo.
+fn maps_mib(pid: u32) -> f64 {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return f64::NAN };
+    let bytes: u64 = fds
+        .flatten()
+        .filter(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map"))
+        .filter_map(|fd| fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:"))?.trim().parse::<u64>().ok())
+        .sum();
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -366,95 +472,37 @@ pub fn run(opts: &Options) -> Result<()> {
         t.stop()?;
     }
 
-    let _stats = crate::bpf_stats::enable()?;
     let mut programs: Vec<(String, ProgramCosts)> = Vec::new();
 
     // 1. Syscall microbenchmark.
     if wanted(Section::Syscalls) {
         const CALLS: u64 = 3_000_000;
-        let n = CONFIGS.len();
-        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
-        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
-        let mut loop_progs = [ProgramCosts::default(), ProgramCosts::default()];
-        for round in 0..opts.runs {
-            let mut this_round = vec![0.0; n];
-            for k in 0..n {
-                let i = (k + round) % n;
-                let running = start(CONFIGS[i], opts, &out)?;
-                let pid = tracer_pid(&running);
-                let before = pid.map(cpu_seconds).unwrap_or(0.0);
-                let t0 = Instant::now();
-                let v = run_loop(&xtask, CALLS)?;
-                match (pid, CONFIGS[i]) {
-                    (Some(pid), Config::TracedDefault) => {
-                        loop_cost.sample(pid, before, t0.elapsed().as_secs_f64());
-                        loop_progs[0].sample(pid);
-                    }
-                    (Some(pid), Config::TracedSyscalls) => loop_progs[1].sample(pid),
-                    _ => {}
-                }
-                stop(running)?;
-                ns[i].push(v);
-                this_round[i] = v;
-            }
-            for i in 0..n {
-                ratios[i].push(this_round[i] / this_round[0]);
-            }
-        }
+        let configs = &LOOP_CONFIGS;
+        let r = alternate(opts, configs, opts.runs, &out, &mut loop_cost, || run_loop(&xtask, CALLS))?;
         writeln!(report, "1. syscall loop ({CALLS} getppid calls)\n")?;
         writeln!(
             report,
             "| configuration | ns per syscall: median (min–max) | vs untraced: median (min–max) |"
         )?;
         writeln!(report, "|---|---|---|")?;
-        for (i, c) in CONFIGS.iter().enumerate() {
-            writeln!(report, "| {} | {} | {} |", c.label(), spread(&ns[i], 1), spread(&ratios[i], 3))?;
+        for (i, c) in configs.iter().enumerate() {
+            let ratio = r.per_round(i, 0, |t, u| t / u);
+            writeln!(report, "| {} | {} | {} |", c.label(), spread(&r.values[i], 1), spread(&ratio, 3))?;
         }
-        let per_round =
-            |a: usize, b: usize| -> Vec<f64> { ns[a].iter().zip(&ns[b]).map(|(x, y)| x / y).collect() };
         writeln!(
             report,
             "\nper round: tracer default / bpftrace {}; tracer --syscalls / bpftrace {}\n",
-            spread(&per_round(1, 3), 3),
-            spread(&per_round(2, 3), 3)
+            spread(&r.per_round(1, 3, |a, b| a / b), 3),
+            spread(&r.per_round(2, 3, |a, b| a / b), 3)
         )?;
-        let [loop_default, loop_syscalls] = loop_progs;
-        programs.push(("syscall loop, default hooks".into(), loop_default));
-        programs.push(("syscall loop, --syscalls".into(), loop_syscalls));
+        program_tables(configs, r, "syscall loop", &mut programs);
     }
 
     // 2. nginx + wrk.
     if wanted(Section::Nginx) {
         let nginx = Nginx::start(&opts.out_dir)?;
-        let web = &CONFIGS[..3];
-        let mut rps: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
-        let mut cost_ratio: Vec<Vec<f64>> = vec![Vec::new(); web.len()];
-        let mut web_progs = [ProgramCosts::default(), ProgramCosts::default()];
-        for round in 0..opts.runs {
-            let mut this_round = vec![0.0; web.len()];
-            for k in 0..web.len() {
-                let i = (k + round) % web.len();
-                let running = start(web[i], opts, &out)?;
-                let pid = tracer_pid(&running);
-                let before = pid.map(cpu_seconds).unwrap_or(0.0);
-                let t0 = Instant::now();
-                let v = nginx.wrk(5)?;
-                match (pid, web[i]) {
-                    (Some(pid), Config::TracedDefault) => {
-                        nginx_cost.sample(pid, before, t0.elapsed().as_secs_f64());
-                        web_progs[0].sample(pid);
-                    }
-                    (Some(pid), Config::TracedSyscalls) => web_progs[1].sample(pid),
-                    _ => {}
-                }
-                stop(running)?;
-                rps[i].push(v);
-                this_round[i] = v;
-            }
-            for i in 0..web.len() {
-                cost_ratio[i].push(this_round[0] / this_round[i]);
-            }
-        }
+        let configs = &WEB_CONFIGS;
+        let r = alternate(opts, configs, opts.runs, &out, &mut nginx_cost, || nginx.wrk(5))?;
         drop(nginx);
         writeln!(report, "2. nginx (1 worker) under wrk (1 thread, 16 connections, 5 s) on loopback\n")?;
         writeln!(
@@ -462,13 +510,12 @@ pub fn run(opts: &Options) -> Result<()> {
             "| configuration | requests/s: median (min–max) | cost, untraced / traced per round: median (min–max) |"
         )?;
         writeln!(report, "|---|---|---|")?;
-        for (i, c) in web.iter().enumerate() {
-            writeln!(report, "| {} | {} | {} |", c.label(), spread(&rps[i], 0), spread(&cost_ratio[i], 3))?;
+        for (i, c) in configs.iter().enumerate() {
+            let cost = r.per_round(0, i, |u, t| u / t);
+            writeln!(report, "| {} | {} | {} |", c.label(), spread(&r.values[i], 0), spread(&cost, 3))?;
         }
         writeln!(report)?;
-        let [web_default, web_syscalls] = web_progs;
-        programs.push(("nginx + wrk, default hooks".into(), web_default));
-        programs.push(("nginx + wrk, --syscalls".into(), web_syscalls));
+        program_tables(configs, r, "nginx + wrk", &mut programs);
     }
 
     // 3. Connect storm, from several threads.
@@ -476,32 +523,42 @@ pub fn run(opts: &Options) -> Result<()> {
         const STORM_THREADS: u32 = 4;
         writeln!(
             report,
-            "3. connect storm: TCP connects from {STORM_THREADS} threads to a loopback listener for 3 s, default ring buffer\n"
+            "3. connect storm: TCP connects from {STORM_THREADS} threads to a loopback listener for 3 s, default ring buffer, bpf_stats on\n"
         )?;
         writeln!(
             report,
-            "| target rate | achieved connects/s | records delivered | dropped | tracer CPU % |"
+            "| target rate | achieved connects/s | refused or failed | records delivered | dropped | tracer CPU % |"
         )?;
-        writeln!(report, "|---|---|---|---|---|")?;
+        writeln!(report, "|---|---|---|---|---|---|")?;
+        // What the generator reaches with nothing traced, for scale.
+        let flat_out = connect_storm(&xtask, 200_000, 3, STORM_THREADS)?;
+        writeln!(
+            report,
+            "| 200000, untraced | {:.0} | {} | - | - | - |",
+            flat_out.achieved, flat_out.failed
+        )?;
         let mut storm_progs = ProgramCosts::default();
         let mut drops_from = None;
+        // One run per rate, so the statistics are on in all of them.
+        let _stats = crate::bpf_stats::enable()?;
         for rate in [10_000u64, 25_000, 50_000, 100_000, 200_000] {
             let t = Tracer::start(&opts.tracer, &out, &[])?;
             let before = cpu_seconds(t.pid());
             let t0 = Instant::now();
-            let (made, pid, port, achieved) = connect_storm(&xtask, rate, 3, STORM_THREADS)?;
+            let storm = connect_storm(&xtask, rate, 3, STORM_THREADS)?;
             let wall = t0.elapsed().as_secs_f64();
             let cpu_pct = (cpu_seconds(t.pid()) - before) / wall * 100.0;
             storm_cost.sample(t.pid(), before, wall);
             storm_progs.sample(t.pid());
             let records = t.stop()?;
-            let (delivered, dropped) = count_connects(&records, pid, port)?;
+            let (delivered, dropped) = count_connects(&records, storm.pid, storm.port)?;
             if dropped > 0 && drops_from.is_none() {
-                drops_from = Some(achieved);
+                drops_from = Some(storm.achieved);
             }
             writeln!(
                 report,
-                "| {rate} | {achieved:.0} | {delivered} of {made} | {dropped} | {cpu_pct:.1} |"
+                "| {rate} | {:.0} | {} | {delivered} of {} | {dropped} | {cpu_pct:.1} |",
+                storm.achieved, storm.failed, storm.made
             )?;
         }
         match drops_from {
@@ -515,33 +572,23 @@ pub fn run(opts: &Options) -> Result<()> {
     // them, so those programs are measured warm, not at the odd start.
     if wanted(Section::Churn) {
         const SPAWNS: u32 = 2_000;
-        let mut churn: Vec<Vec<f64>> = vec![Vec::new(); 2];
-        let mut churn_progs = ProgramCosts::default();
-        for round in 0..opts.runs.min(5) {
-            for k in 0..2 {
-                let traced = (k + round) % 2 == 1;
-                let running =
-                    start(if traced { Config::TracedDefault } else { Config::Untraced }, opts, &out)?;
-                let t0 = Instant::now();
-                spawn_true(SPAWNS)?;
-                churn[usize::from(traced)].push(t0.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS));
-                if let Some(pid) = tracer_pid(&running) {
-                    churn_progs.sample(pid);
-                }
-                stop(running)?;
-            }
-        }
-        let churn_ratio: Vec<f64> = churn[1].iter().zip(&churn[0]).map(|(t, u)| t / u).collect();
+        let configs = &CHURN_CONFIGS;
+        let r = alternate(opts, configs, opts.runs.min(5), &out, &mut Cost::default(), || {
+            let t0 = Instant::now();
+            spawn_true(SPAWNS)?;
+            Ok(t0.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS))
+        })?;
         writeln!(
             report,
             "\n3b. process churn: {SPAWNS} fork + exec + exit of /bin/true, one after another\n"
         )?;
-        writeln!(report, "| configuration | µs per process: median (min–max) |")?;
-        writeln!(report, "|---|---|")?;
-        writeln!(report, "| untraced | {} |", spread(&churn[0], 0))?;
-        writeln!(report, "| tracer, default hooks | {} |", spread(&churn[1], 0))?;
-        writeln!(report, "\ntraced / untraced per round: {}", spread(&churn_ratio, 3))?;
-        programs.push(("process churn, default hooks".into(), churn_progs));
+        writeln!(report, "| configuration | µs per process: median (min–max) | traced / untraced per round |")?;
+        writeln!(report, "|---|---|---|")?;
+        for (i, c) in configs.iter().enumerate() {
+            let ratio = r.per_round(i, 0, |t, u| t / u);
+            writeln!(report, "| {} | {} | {} |", c.label(), spread(&r.values[i], 0), spread(&ratio, 3))?;
+        }
+        program_tables(configs, r, "process churn", &mut programs);
     }
 
     // 4. What a record costs the tracer in each output format and sink.
@@ -573,17 +620,26 @@ pub fn run(opts: &Options) -> Result<()> {
     .filter(|(_, c)| !c.cpu_pct.is_empty())
     .collect();
     if !loads.is_empty() {
-        writeln!(report, "\n5. the tracer's own cost (CPU % of one core, resident MiB; medians)\n")?;
-        writeln!(report, "| load | CPU % | RSS MiB |")?;
-        writeln!(report, "|---|---|---|")?;
+        writeln!(
+            report,
+            "\n5. the tracer's own cost (CPU % of one core, resident MiB, kernel MiB of its maps; medians)\n"
+        )?;
+        writeln!(report, "| load | CPU % | RSS MiB | maps MiB (kernel) |")?;
+        writeln!(report, "|---|---|---|---|")?;
     }
     for (name, c) in &mut loads {
-        writeln!(report, "| {name} | {:.1} | {:.1} |", median(&mut c.cpu_pct), median(&mut c.rss_mib))?;
+        writeln!(
+            report,
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            median(&mut c.cpu_pct),
+            median(&mut c.rss_mib),
+            median(&mut c.maps_mib)
+        )?;
     }
     if !programs.is_empty() {
         writeln!(
             report,
-            "\n6. each kernel program's cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt of the tracer's programs, per round)"
+            "\n6. each kernel program's cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt of the tracer's programs, in the bpf_stats rounds)"
         )?;
     }
     for (title, costs) in &programs {
@@ -654,9 +710,20 @@ fn count_connects(records: &Path, pid: u32, port: u16) -> Result<(u64, u64)> {
     Ok((delivered, dropped))
 }
 
-/// Runs `xtask connect-storm` as its own process; returns (connects made,
-/// its pid, the port, achieved rate).
-fn connect_storm(xtask: &Path, rate: u64, seconds: u64, threads: u32) -> Result<(u64, u32, u16, f64)> {
+/// What one `xtask connect-storm` run did.
+struct Storm {
+    /// Connects attempted, and of those refused or failed.
+    made: u64,
+    failed: u64,
+    /// The generator's pid and its listener's port, to find its records.
+    pid: u32,
+    port: u16,
+    /// Connects per second.
+    achieved: f64,
+}
+
+/// Runs `xtask connect-storm` as its own process.
+fn connect_storm(xtask: &Path, rate: u64, seconds: u64, threads: u32) -> Result<Storm> {
     let child = Command::new(xtask)
         .args(["connect-storm", &rate.to_string(), &seconds.to_string(), &threads.to_string()])
         .stdout(Stdio::piped())
@@ -665,13 +732,13 @@ fn connect_storm(xtask: &Path, rate: u64, seconds: u64, threads: u32) -> Result<
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    let [made, port, achieved] = v[..] else { bail!("connect-storm printed {text}") };
-    Ok((made as u64, pid, port as u16, achieved))
+    let [made, port, achieved, failed] = v[..] else { bail!("connect-storm printed {text}") };
+    Ok(Storm { made: made as u64, failed: failed as u64, pid, port: port as u16, achieved })
 }
 
 /// The storm itself: a listener thread accepts and closes; `threads`
 /// threads connect and close, together at `rate` per second. Prints "made
-/// port achieved".
+/// port achieved failed".
 pub fn storm(rate: u64, seconds: u64, threads: u32) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
@@ -693,7 +760,7 @@ pub fn storm(rate: u64, seconds: u64, threads: u32) -> Result<()> {
     let connectors: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
-                let (per_thread, mut made) = (rate / threads, 0u64);
+                let (per_thread, mut made, mut failed) = (rate / threads, 0u64, 0u64);
                 let total = per_thread * seconds;
                 while made < total {
                     let due = Duration::from_secs_f64(made as f64 / per_thread as f64);
@@ -702,25 +769,29 @@ pub fn storm(rate: u64, seconds: u64, threads: u32) -> Result<()> {
                     }
                     // Every attempt is a connect the tracer must report,
                     // refused or not.
-                    if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-                        close_with_reset(s);
+                    match TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(s) => close_with_reset(s),
+                        Err(_) => failed += 1,
                     }
                     made += 1;
                     if start.elapsed() > Duration::from_secs(seconds * 3) {
                         break;
                     }
                 }
-                made
+                (made, failed)
             })
         })
         .collect();
-    let made: u64 = connectors.into_iter().map(|c| c.join().unwrap_or(0)).sum();
+    let (made, failed) = connectors
+        .into_iter()
+        .map(|c| c.join().unwrap_or((0, 0)))
+        .fold((0, 0), |(m, f), (a, b)| (m + a, f + b));
     let elapsed = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     // Wakes the acceptor so it sees the flag.
     let _ = TcpStream::connect(("127.0.0.1", port));
     acceptor.join().ok();
-    println!("{made} {port} {:.0}", made as f64 / elapsed);
+    println!("{made} {port} {:.0} {failed}", made as f64 / elapsed);
     Ok(())
 }
 
