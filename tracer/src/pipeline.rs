@@ -316,23 +316,26 @@ impl Pipeline {
             Some(root) if root == "/" && p.cgroup.as_deref().is_some_and(|c| c != "/") => p.cgroup.clone(),
             other => other,
         };
-        if let Some(path) = &cgroup_path {
+        // Looked again only when the cgroup changed (every record passes here).
+        if let Some(path) = cgroup_path.as_ref().filter(|path| p.cgroup.as_ref() != Some(*path)) {
             p.cgroup = Some(path.clone());
             if let Some(id) = cgroup::container_id(path) {
                 p.container_id = Some(id);
             }
         }
-        let p = p.clone();
+        // Borrowed again, not copied: the view copies what it writes.
+        let p = self.table.get(h.tgid).expect("resolved above");
         let parents = self.table.ancestors(h.tgid);
-        ProcessView::new(&p, h.pid, &parents, cgroup_path)
+        ProcessView::new(p, h.pid, &parents, cgroup_path)
     }
 
     /// The process view for a tgid outside any kernel record (activity).
     fn view_of_tgid(&mut self, tgid: u32) -> Option<ProcessView> {
-        let p = self.table.lookup(tgid)?.clone();
-        let cgroup_path = p.cgroup_id.and_then(|id| self.cgroups.path(id).map(str::to_owned));
+        let cgroup_id = self.table.lookup(tgid)?.cgroup_id;
+        let cgroup_path = cgroup_id.and_then(|id| self.cgroups.path(id).map(str::to_owned));
+        let p = self.table.get(tgid)?;
         let parents = self.table.ancestors(tgid);
-        Some(ProcessView::new(&p, tgid, &parents, cgroup_path))
+        Some(ProcessView::new(p, tgid, &parents, cgroup_path))
     }
 
     /// The GPU activity since the last report, NVML merged in where loaded
