@@ -17,13 +17,13 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
-    macros::{map, raw_tracepoint},
-    maps::LruHashMap,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, TEMP_DIRS, TempFile, file_source, table};
 
-use crate::common::{config, current_task, fill_header, read_field, reserve, should_trace};
+use crate::common::{config, current_task, fill_header, load_btf, read_field, reserve, should_trace};
 
 /// include/linux/sched.h
 const PF_KTHREAD: u32 = 0x0020_0000;
@@ -35,7 +35,9 @@ const O_WRONLY: u32 = 1;
 /// Smaller files are not weights worth a look (and most reads are of them).
 const MIN_READ: i64 = 256 * 1024;
 
-/// (tgid, inode) of model files already reported read.
+/// (tgid, inode) of files already looked at for a read: 1 a model file
+/// reported, 0 another file (its name is not read again for that process:
+/// the libraries every process maps fault here thousands of times).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ReadKey {
@@ -45,7 +47,11 @@ struct ReadKey {
 }
 
 #[map]
-static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(4096, 0);
+static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// The file this CPU last looked at for a read, by (tgid, inode).
+#[map]
+static LAST_READ: PerCpuArray<ReadKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Longest suffix below, and the suffixes (see files_watch.rs).
 const TAIL: usize = 16;
@@ -92,27 +98,65 @@ pub fn file_map_pages(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The BTF forms: the mapping is a typed pointer, so its inode and size are
+/// plain loads, not two probe reads, on a path every buffered read and
+/// file fault on the host takes.
+#[btf_tracepoint(function = "mm_filemap_get_pages")]
+pub fn file_read_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = on_read_at::<true>(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "mm_filemap_fault")]
+pub fn file_fault_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = on_read_at::<true>(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "mm_filemap_map_pages")]
+pub fn file_map_pages_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = on_read_at::<true>(ctx.arg(0));
+    0
+}
+
 #[inline(always)]
 fn on_read(mapping: u64) -> Option<()> {
+    on_read_at::<false>(mapping)
+}
+
+#[inline(always)]
+fn on_read_at<const BTF: bool>(mapping: u64) -> Option<()> {
     let k = &config().kernel;
-    let inode: u64 = read_field(mapping, k.mapping_host)?;
-    let size: i64 = read_field(inode, k.inode_size)?;
+    let inode: u64 = if BTF { load_btf(mapping, k.mapping_host)? } else { read_field(mapping, k.mapping_host)? };
+    let size: i64 = if BTF { load_btf(inode, k.inode_size)? } else { read_field(inode, k.inode_size)? };
     if size < MIN_READ {
         return None;
     }
     let key = ReadKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, _pad: 0, inode };
+    // Faults come in runs on one file: the last file this CPU looked at
+    // is checked before the table.
+    let last = LAST_READ.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot.
+    unsafe {
+        if (*last).tgid == key.tgid && (*last).inode == inode {
+            return None;
+        }
+        *last = key;
+    }
     // SAFETY: presence check only.
     if unsafe { MODEL_READS.get(&key) }.is_some() {
         return None;
     }
-    on_inode(inode, O_RDONLY)?;
-    insert_new!(MODEL_READS, table::MODEL_READS, &key, &1);
+    // Not remembered when it could not tell (a failed read, a full ring).
+    let reported = on_inode(inode, O_RDONLY)?;
+    insert_new!(MODEL_READS, table::MODEL_READS, &key, &u8::from(reported));
     Some(())
 }
 
-/// Reports `inode` as opened with `access` if its name is a model file's.
+/// Reports `inode` as opened with `access` if its name is a model file's:
+/// whether it was, none when it could not tell or not report.
 #[inline(always)]
-fn on_inode(inode: u64, access: u32) -> Option<()> {
+fn on_inode(inode: u64, access: u32) -> Option<bool> {
     let k = &config().kernel;
     if k.dentry_name == NO_OFFSET || k.dentry_alias == NO_OFFSET {
         return None;
@@ -121,11 +165,11 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
     // writes are its evidence.
     let flags: u32 = read_field(current_task(), k.task_flags)?;
     if flags & PF_KTHREAD != 0 || !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return None;
+        return Some(false);
     }
     let mode: u16 = read_field(inode, k.inode_mode)?;
     if mode & S_IFMT != S_IFREG {
-        return None;
+        return Some(false);
     }
     // inode->i_dentry.first is the alias's d_u.d_alias node.
     let alias: u64 = read_field(inode, k.inode_dentries)?;
@@ -151,7 +195,7 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
                 temp_written(inode, dentry, name);
             }
         }
-        return None;
+        return Some(false);
     }
     let mut entry = reserve::<FileOpenEvent>(EventKind::FileOpen)?;
     // SAFETY: reservation sized for FileOpenEvent; the fields user space
@@ -165,7 +209,7 @@ fn on_inode(inode: u64, access: u32) -> Option<()> {
     event.path_len = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut event.path) }
         .map_or(0, |s| s.len() as u32);
     crate::common::submit(entry);
-    Some(())
+    Some(true)
 }
 
 /// Reports a temporarily named file first written, with where it is.

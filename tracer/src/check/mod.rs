@@ -213,7 +213,7 @@ const GROUPS: &[(&str, &[&str], &[&str])] = &[
     ("FPU hook", &["fpu_regs_deactivated_btf"], &[]),
     (
         "file hooks",
-        &["device_access", "sysctl_access", "dirty_inode", "file_read", "file_fault", "file_map_pages"],
+        &["device_access", "sysctl_access", "dirty_inode", "file_read_btf", "file_fault_btf", "file_map_pages_btf"],
         &[],
     ),
     ("GPU ioctl hooks", &["sys_enter_ioctl", "sys_exit_ioctl"], &[]),

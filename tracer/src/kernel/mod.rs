@@ -88,7 +88,7 @@ const fn syscall(name: &'static str) -> Hook {
 /// Programs tried only where the program they stand in for could not be
 /// attached (a hook this kernel lacks): (replaced program, program, hook).
 /// Health lists them with what they replace.
-const FALLBACK_HOOKS: [(&str, &str, Hook); 21] = [
+const FALLBACK_HOOKS: [(&str, &str, Hook); 24] = [
     // Without the packet hooks: bytes and peers from the socket layer's
     // send and receive tracepoints (on every call, in the caller's context).
     ("skb_egress", "sock_send_length", Hook::Raw { name: "sock_send_length" }),
@@ -97,6 +97,9 @@ const FALLBACK_HOOKS: [(&str, &str, Hook); 21] = [
     // the same through probe reads and a per-thread table.
     ("sched_switch_btf", "sched_switch", Hook::Raw { name: "sched_switch" }),
     ("fpu_regs_deactivated_btf", "fpu_regs_deactivated", Hook::Raw { name: "x86_fpu_regs_deactivated" }),
+    ("file_read_btf", "file_read", Hook::Raw { name: "mm_filemap_get_pages" }),
+    ("file_fault_btf", "file_fault", Hook::Raw { name: "mm_filemap_fault" }),
+    ("file_map_pages_btf", "file_map_pages", Hook::Raw { name: "mm_filemap_map_pages" }),
     // sock_*_length appeared in 6.3; before it, bytes and peers come from
     // kprobes (IPv4/IPv6 only: the tracepoints also count Unix sockets).
     ("sock_send_length", "sock_send_enter", Hook::KProbe { functions: INET_SENDMSG }),
@@ -164,9 +167,9 @@ const PROGRAM_HOOKS: [(&str, HookSet, Hook); 38] = [
     // Model files written (checkpoints), whatever call wrote them.
     ("dirty_inode", HookSet::InsteadOfSyscalls, Hook::Raw { name: "writeback_dirty_inode_enqueue" }),
     // Model files read or faulted in (weights loaded), once per process.
-    ("file_read", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_get_pages" }),
-    ("file_fault", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_fault" }),
-    ("file_map_pages", HookSet::InsteadOfSyscalls, Hook::Raw { name: "mm_filemap_map_pages" }),
+    ("file_read_btf", HookSet::InsteadOfSyscalls, Hook::Btf { name: "mm_filemap_get_pages" }),
+    ("file_fault_btf", HookSet::InsteadOfSyscalls, Hook::Btf { name: "mm_filemap_fault" }),
+    ("file_map_pages_btf", HookSet::InsteadOfSyscalls, Hook::Btf { name: "mm_filemap_map_pages" }),
     ("skb_egress", HookSet::Default, Hook::CgroupSkb { egress: true }),
     ("skb_ingress", HookSet::Default, Hook::CgroupSkb { egress: false }),
     ("sys_enter_ioctl", HookSet::Gpu, syscall("sys_enter_ioctl")),
@@ -1016,7 +1019,8 @@ fn required_missing(program: &str, cfg: &Config) -> Option<String> {
             (k.sk_dport, "sock_common.skc_dport"),
         ],
         "sys_exit_recvfrom" => &[(t.syscall_ret, "sys_exit_recvfrom.ret")],
-        "file_read" | "file_fault" | "file_map_pages" => &[
+        "file_read" | "file_fault" | "file_map_pages" | "file_read_btf" | "file_fault_btf"
+        | "file_map_pages_btf" => &[
             (k.mapping_host, "address_space.host"),
             (k.inode_size, "inode.i_size"),
             (k.task_flags, "task_struct.flags"),
