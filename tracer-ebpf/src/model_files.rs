@@ -35,9 +35,9 @@ const O_WRONLY: u32 = 1;
 /// Smaller files are not weights worth a look (and most reads are of them).
 const MIN_READ: i64 = 256 * 1024;
 
-/// (tgid, inode) of files already looked at for a read: 1 a model file
-/// reported, 0 another file (its name is not read again for that process:
-/// the libraries every process maps fault here thousands of times).
+/// (tgid, inode) of model files already reported read. Other files are not
+/// kept (a short-lived process's entries would outlive it); the CPU's last
+/// file, in `LAST_READ`, spares the runs of faults on one file.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ReadKey {
@@ -47,7 +47,7 @@ struct ReadKey {
 }
 
 #[map]
-static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(16384, 0);
+static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// The file this CPU last looked at for a read, by (tgid, inode).
 #[map]
@@ -147,9 +147,9 @@ fn on_read_at<const BTF: bool>(mapping: u64) -> Option<()> {
     if unsafe { MODEL_READS.get(&key) }.is_some() {
         return None;
     }
-    // Not remembered when it could not tell (a failed read, a full ring).
-    let reported = on_inode(inode, O_RDONLY)?;
-    insert_new!(MODEL_READS, table::MODEL_READS, &key, &u8::from(reported));
+    if on_inode(inode, O_RDONLY)? {
+        insert_new!(MODEL_READS, table::MODEL_READS, &key, &1);
+    }
     Some(())
 }
 
