@@ -775,15 +775,9 @@ pub mod first_bytes_direction {
     pub const INBOUND: u32 = 1;
 }
 
-/// A socket's owner and what its packets added since the last flush: the
-/// value of the socket-local storage `SOCKET_STATE`. User space writes one
-/// for each socket that existed before the programs were attached.
-///
-/// Laid out for the cache: the kernel keeps the value right after the
-/// storage's map pointer, at the start of a cache line, and every packet's
-/// lookup reads that pointer and `flags`. What packets write (`tx`, `rx`:
-/// at each UDP datagram, about once a second for TCP) is in the value's
-/// last cache line, so the first stays clean on every CPU.
+/// A socket's owner and where its counting stands: the value of the
+/// socket-local storage `SOCKET_STATE`. User space writes one for each
+/// socket that existed before the programs were attached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SocketState {
@@ -797,35 +791,26 @@ pub struct SocketState {
     /// or a UDP socket's (for its first datagrams). Unset (kind 0) for
     /// other sockets.
     pub owner: EventHeader,
-    pub _pad2: u64,
-    /// What each direction's packets added since its last flush.
+    /// Each direction's last flush. Packets write here only then (about
+    /// once a second for TCP), not per segment.
     pub tx: DirectionCounts,
     pub rx: DirectionCounts,
 }
 
-/// One direction of a socket's traffic since its last flush (for TCP,
-/// where its stream stood then).
+/// Where one direction of a socket stood at its last flush.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DirectionCounts {
-    pub bytes: u64,
-    pub packets: u64,
-    /// When the counts last moved to the tables, in jiffies.
+    /// When, in jiffies.
     pub flushed: u64,
     /// TCP: the sequence number after the last byte counted.
     pub next: u32,
-    /// TCP: the kernel's data-segment count at the last flush.
+    /// TCP: the kernel's data-segment count.
     pub segs: u32,
 }
 
-// The storage's value starts 8 bytes into a cache line (after its map
-// pointer): the counters fill the value's last line, and the whole element
-// (64-byte header, pointer, value) is 256 bytes, one slab size.
-const _: () = assert!(core::mem::offset_of!(SocketState, tx) == 120);
-const _: () = assert!(core::mem::size_of::<SocketState>() == 184);
-
 pub mod socket_flags {
-    /// `tx_next` / `rx_next` hold a position.
+    /// `tx.next` / `rx.next` hold a position.
     pub const TX_SEQ: u32 = 1;
     pub const RX_SEQ: u32 = 2;
     /// `SOCKETS` holds something to report for this socket (a handshake,

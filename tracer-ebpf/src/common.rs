@@ -185,6 +185,12 @@ pub fn load_btf<T: Copy>(base: u64, offset: u32) -> Option<T> {
     Some(unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) })
 }
 
+/// A kernel field of a typed pointer (BTF programs) or through a probe read.
+#[inline(always)]
+pub fn load<T: Copy, const BTF: bool>(base: u64, offset: u32) -> Option<T> {
+    if BTF { load_btf(base, offset) } else { read_field(base, offset) }
+}
+
 /// Copies `min(len, N - 1)` bytes of user memory at `src` into `dst`;
 /// returns the count copied. `N` is a power of two: the mask is what proves
 /// the bound to the verifier.

@@ -20,7 +20,7 @@ use tracer_common::{
 };
 
 use crate::{
-    common::{config, count, current_task, fill_header, load_btf, read_field, reserve, should_trace},
+    common::{config, count, current_task, fill_header, load, load_btf, read_field, reserve, should_trace},
     process::read_tp,
 };
 
@@ -107,12 +107,6 @@ fn fair_class<const BTF: bool>(task: u64) -> bool {
 #[inline(always)]
 fn exiting<const BTF: bool>(task: u64) -> bool {
     load::<u32, BTF>(task, config().kernel.task_flags).is_none_or(|f| f & PF_EXITING != 0)
-}
-
-/// A kernel field of a typed pointer (BTF programs) or through a probe read.
-#[inline(always)]
-fn load<T: Copy, const BTF: bool>(base: u64, offset: u32) -> Option<T> {
-    if BTF { load_btf(base, offset) } else { read_field(base, offset) }
 }
 
 /// The slice `prev` ran, from its own account (fair class), else from the

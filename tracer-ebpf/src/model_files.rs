@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use tracer_common::{EventKind, FileOpenEvent, NO_OFFSET, TEMP_DIRS, TempFile, file_source, table};
 
-use crate::common::{config, current_task, fill_header, load_btf, read_field, reserve, should_trace};
+use crate::common::{config, current_task, fill_header, load, read_field, reserve, should_trace};
 
 /// include/linux/sched.h
 const PF_KTHREAD: u32 = 0x0020_0000;
@@ -79,14 +79,14 @@ pub fn dirty_inode(ctx: RawTracePointContext) -> i32 {
 /// TP_PROTO(struct address_space *mapping, pgoff_t index, …).
 #[raw_tracepoint(tracepoint = "mm_filemap_get_pages")]
 pub fn file_read(ctx: RawTracePointContext) -> i32 {
-    let _ = on_read(ctx.arg(0));
+    let _ = on_read::<false>(ctx.arg(0));
     0
 }
 
 /// TP_PROTO(struct address_space *mapping, pgoff_t index).
 #[raw_tracepoint(tracepoint = "mm_filemap_fault")]
 pub fn file_fault(ctx: RawTracePointContext) -> i32 {
-    let _ = on_read(ctx.arg(0));
+    let _ = on_read::<false>(ctx.arg(0));
     0
 }
 
@@ -94,7 +94,7 @@ pub fn file_fault(ctx: RawTracePointContext) -> i32 {
 /// fault served from the page cache maps its neighbours without a fault.
 #[raw_tracepoint(tracepoint = "mm_filemap_map_pages")]
 pub fn file_map_pages(ctx: RawTracePointContext) -> i32 {
-    let _ = on_read(ctx.arg(0));
+    let _ = on_read::<false>(ctx.arg(0));
     0
 }
 
@@ -103,32 +103,27 @@ pub fn file_map_pages(ctx: RawTracePointContext) -> i32 {
 /// file fault on the host takes.
 #[btf_tracepoint(function = "mm_filemap_get_pages")]
 pub fn file_read_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = on_read_at::<true>(ctx.arg(0));
+    let _ = on_read::<true>(ctx.arg(0));
     0
 }
 
 #[btf_tracepoint(function = "mm_filemap_fault")]
 pub fn file_fault_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = on_read_at::<true>(ctx.arg(0));
+    let _ = on_read::<true>(ctx.arg(0));
     0
 }
 
 #[btf_tracepoint(function = "mm_filemap_map_pages")]
 pub fn file_map_pages_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = on_read_at::<true>(ctx.arg(0));
+    let _ = on_read::<true>(ctx.arg(0));
     0
 }
 
 #[inline(always)]
-fn on_read(mapping: u64) -> Option<()> {
-    on_read_at::<false>(mapping)
-}
-
-#[inline(always)]
-fn on_read_at<const BTF: bool>(mapping: u64) -> Option<()> {
+fn on_read<const BTF: bool>(mapping: u64) -> Option<()> {
     let k = &config().kernel;
-    let inode: u64 = if BTF { load_btf(mapping, k.mapping_host)? } else { read_field(mapping, k.mapping_host)? };
-    let size: i64 = if BTF { load_btf(inode, k.inode_size)? } else { read_field(inode, k.inode_size)? };
+    let inode: u64 = load::<_, BTF>(mapping, k.mapping_host)?;
+    let size: i64 = load::<_, BTF>(inode, k.inode_size)?;
     if size < MIN_READ {
         return None;
     }

@@ -91,8 +91,8 @@ pub fn state_of(sk: *mut c_void) -> Option<*mut SocketState> {
 }
 
 /// Where a socket's first state is made before the kernel copies it in:
-/// a per-CPU slot, as the state is too large for the stack of the
-/// programs that create it.
+/// a per-CPU slot, off the stacks of the programs that create it
+/// (connect4's is near the verifier's limit).
 #[map]
 static FRESH_STATE: PerCpuArray<SocketState> = PerCpuArray::with_max_entries(1, 0);
 
@@ -153,10 +153,6 @@ pub fn own(sk: *mut c_void, flow: FlowKey, reports: bool, replace: bool) {
         unsafe {
             let inherited = (*st).flags & (flags::LISTENER | flags::ACCEPTED) != 0;
             let unowned = (*st).flow.tgid == 0;
-            if replace && !unowned {
-                flush(st, true);
-                flush(st, false);
-            }
             if replace {
                 // A bound socket that connects is no listener.
                 (*st).flags &= !(flags::LISTENER | flags::ACCEPTED);
@@ -270,9 +266,7 @@ pub fn count_packet(sk: *mut c_void, st: *mut SocketState, seg: &Segment, egress
     unsafe {
         let (dir, seq_flag) = if egress { (&mut (*st).tx, flags::TX_SEQ) } else { (&mut (*st).rx, flags::RX_SEQ) };
         let Some(seq) = seg.seq else {
-            dir.bytes += seg.len as u64;
-            dir.packets += 1;
-            flush(st, egress);
+            flush(st, egress, seg.len as u64, 1);
             return;
         };
         // A SYN's sequence number is not a byte.
@@ -289,15 +283,17 @@ pub fn count_packet(sk: *mut c_void, st: *mut SocketState, seg: &Segment, egress
             return;
         }
         let ahead = end.wrapping_sub(dir.next) as i32;
-        if ahead > 0 {
+        let bytes = if ahead > 0 {
             dir.next = end;
-            dir.bytes += ahead as u64;
-        }
-        if let Some(segs) = data_segments(sk, egress, seg.len, true) {
-            dir.packets += segs.wrapping_sub(dir.segs) as u64;
-            dir.segs = segs;
-        }
-        flush(st, egress);
+            ahead as u64
+        } else {
+            0
+        };
+        let packets = match data_segments(sk, egress, seg.len, true) {
+            Some(segs) => segs.wrapping_sub(core::mem::replace(&mut dir.segs, segs)) as u64,
+            None => 0,
+        };
+        flush(st, egress, bytes, packets);
     }
 }
 
@@ -323,15 +319,15 @@ fn data_segments(sk: *mut c_void, egress: bool, len: u32, with_this: bool) -> Op
     })
 }
 
-/// Moves one direction's counts of a socket into `FLOWS` and `PROC_STATS`.
+/// Moves one direction's new bytes and packets of a socket into `FLOWS`
+/// and `PROC_STATS`, and marks when.
 #[inline(always)]
-pub fn flush(st: *mut SocketState, egress: bool) {
+fn flush(st: *mut SocketState, egress: bool, bytes: u64, packets: u64) {
     // SAFETY: the socket's value; this direction's fields.
-    let (key, bytes, packets) = unsafe {
+    let key = unsafe {
         let dir = if egress { &mut (*st).tx } else { &mut (*st).rx };
-        let taken = (dir.bytes, dir.packets);
-        (dir.bytes, dir.packets, dir.flushed) = (0, 0, now());
-        ((*st).flow, taken.0, taken.1)
+        dir.flushed = now();
+        (*st).flow
     };
     if packets == 0 && bytes == 0 {
         return;

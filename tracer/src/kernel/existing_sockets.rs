@@ -133,7 +133,6 @@ fn adopt_one(map: &mut SkStorage<MapData, SocketState>, pidfd: &OwnedFd, fd: i32
             flow,
             // SAFETY: an all-zero header is "unset".
             owner: unsafe { std::mem::zeroed() },
-            _pad2: 0,
             tx: Default::default(),
             rx: Default::default(),
         },
