@@ -144,33 +144,45 @@ fn top_sorts_the_miner_first_by_suspicion_and_shows_its_evidence() {
     let _sessions = Sessions(vec![busy, miner]);
 
     let tmux = Tmux::start("top", &dir, &format!("--socket {}", socket.display()));
-    // By CPU (the default), the two-process ordinary tree comes before the
-    // miner (other work on the host may come before both).
-    let screen = tmux.wait_for(Duration::from_secs(20), "the busy tree above the miner", |s| {
-        let row = |pid| s.lines().position(|l| names(l, pid));
-        let miner_row = s.lines().find(|l| names(l, miner)).unwrap_or_default();
-        matches!((row(busy), row(miner)), (Some(b), Some(m)) if b < m) && miner_row.contains("crypto_mining")
-    });
-    assert!(screen.contains("sort: cpu"), "{screen}");
-    let totals = screen.lines().nth(1).unwrap_or_default();
-    assert!(totals.contains("crypto_mining") && totals.contains("tree"), "the category totals: {screen}");
+    // Each wait holds out for the whole view: a capture can be taken while
+    // the screen is being redrawn. By CPU (the default), the two-process
+    // ordinary tree comes before the miner (other work on the host may
+    // come before both).
+    tmux.wait_for(
+        Duration::from_secs(20),
+        "sorted by cpu, the busy tree above the miner, and the category totals",
+        |s| {
+            let row = |pid| s.lines().position(|l| names(l, pid));
+            let miner_row = s.lines().find(|l| names(l, miner)).unwrap_or_default();
+            let totals = s.lines().nth(1).unwrap_or_default();
+            matches!((row(busy), row(miner)), (Some(b), Some(m)) if b < m)
+                && miner_row.contains("crypto_mining")
+                && s.contains("sort: cpu")
+                && totals.contains("crypto_mining")
+                && totals.contains("tree")
+        },
+    );
 
     tmux.keys("s");
-    let screen = tmux.wait_for(Duration::from_secs(5), "the miner on top by suspicion", |s| {
-        s.contains("sort: suspicion") && names(top_row(s), miner)
+    tmux.wait_for(Duration::from_secs(5), "the miner on top by suspicion, with its verdict and alert", |s| {
+        let row = top_row(s);
+        s.contains("sort: suspicion")
+            && names(row, miner)
+            && row.contains("crypto_mining")
+            && row.contains('!')
     });
-    let row = top_row(&screen);
-    assert!(row.contains("crypto_mining") && row.contains('!'), "the miner's verdict and alert: {screen}");
 
     tmux.keys("Enter");
-    let screen = tmux.wait_for(Duration::from_secs(5), "the miner's evidence", |s| {
-        s.contains(&format!("tree {miner}")) && s.contains("mining-protocol")
-    });
-    assert!(screen.contains("xmrig"), "what was seen: {screen}");
-    assert!(screen.contains("ALERT"), "{screen}");
-    assert!(
-        screen.lines().any(|l| names(l, miner) && l.contains("mining-protocol") && l.contains("4.0")),
-        "which process, the indicator and its weight on one line: {screen}"
+    // The verdict's lines can be drawn before the evidence rows are.
+    tmux.wait_for(
+        Duration::from_secs(5),
+        "the miner's verdict (ALERT), what was seen (xmrig), and the process, the indicator and its weight on one line",
+        |s| {
+            s.contains(&format!("tree {miner}"))
+                && s.contains("ALERT")
+                && s.contains("xmrig")
+                && s.lines().any(|l| names(l, miner) && l.contains("mining-protocol") && l.contains("4.0"))
+        },
     );
 
     tmux.keys("Escape");
