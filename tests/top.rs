@@ -216,3 +216,35 @@ fn top_with_no_service_traces_the_host_itself() {
     assert!(!std::path::Path::new(&own).exists(), "{own} is removed when top ends");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Its terminal closing under it (the tmux server killed, as an ssh session
+/// drops) ends the view: it neither lingers nor spins on the dead terminal.
+#[test]
+fn top_ends_when_its_terminal_goes_away() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("top-hangup");
+    let socket = dir.join("api.sock");
+    let tracer = Tracer::start(&["--api", socket.to_str().unwrap(), "--activity-interval", "1s"]);
+    let tmux = Tmux::start("top-hangup", &dir, &format!("--socket {}", socket.display()));
+    tmux.wait_for(Duration::from_secs(20), "the table", |s| s.contains("SCOPE") && s.contains("KEY"));
+    let top = tmux.top_pid();
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{top}/stat")).ok().and_then(|s| {
+            let after = s.rsplit_once(") ")?.1;
+            after.chars().next()
+        })
+    };
+    while matches!(state(), Some(s) if s != 'Z') {
+        if Instant::now() >= deadline {
+            let cpu = std::fs::read_to_string(format!("/proc/{top}/stat")).unwrap_or_default();
+            // SAFETY: ending the process this test started, before failing.
+            unsafe { libc::kill(top as i32, libc::SIGKILL) };
+            panic!("tracer top (pid {top}) still runs 10 s after its terminal went away: {cpu}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(tracer);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,6 +8,7 @@ pub mod ui;
 
 use std::{
     io::IsTerminal as _,
+    os::fd::{AsRawFd, RawFd},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -288,6 +289,13 @@ pub fn run(args: &TopArgs) -> Result<()> {
     }
     let mut feed = source::Feed::open(&args.socket, args.interval)?;
     let mut app = App::new(feed.describe(), feed.first_phase());
+    // Keys come from stdin, or from the controlling terminal where stdin is
+    // not one (as crossterm reads them).
+    let input: Box<dyn AsRawFd> = if std::io::stdin().is_terminal() {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open("/dev/tty")?)
+    };
     let result = source::with_terminal(&mut feed, |terminal, feed| {
         let mut next = Instant::now();
         while !app.quit && !SIGNALLED.load(Ordering::SeqCst) {
@@ -297,16 +305,46 @@ pub fn run(args: &TopArgs) -> Result<()> {
             }
             feed.poll(&mut app)?;
             terminal.draw(|f| ui::draw(f, &app))?;
-            if event::poll(Duration::from_millis(100))?
-                && let Event::Key(key) = event::read()?
-            {
-                app.key(key);
+            match terminal_input(input.as_raw_fd(), Duration::from_millis(100)) {
+                Input::Gone => break,
+                Input::Idle => {}
+                Input::Ready => {
+                    if event::poll(Duration::ZERO)?
+                        && let Event::Key(key) = event::read()?
+                    {
+                        app.key(key);
+                    }
+                }
             }
         }
         Ok(())
     });
     feed.stop();
     result
+}
+
+/// What the terminal has for the view.
+enum Input {
+    Ready,
+    Idle,
+    /// Hung up (its tmux, ssh or window closed): nothing will come again.
+    Gone,
+}
+
+/// Waits up to `timeout` for input on the terminal. Its own poll, not
+/// crossterm's: on a terminal that hung up, crossterm's read loop spins
+/// (reads of 0 bytes) and never returns, a core burnt by a view no one sees.
+fn terminal_input(tty: RawFd, timeout: Duration) -> Input {
+    let mut fd = libc::pollfd { fd: tty, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd of our own, for the call's duration.
+    let n = unsafe { libc::poll(&mut fd, 1, timeout.as_millis() as libc::c_int) };
+    match n {
+        ..0 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => Input::Idle,
+        ..0 => Input::Gone,
+        0 => Input::Idle,
+        _ if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 => Input::Gone,
+        _ => Input::Ready,
+    }
 }
 
 /// `--once`: the first state with activity in it, as text.
