@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::Value;
 
@@ -291,11 +291,10 @@ pub fn run(args: &TopArgs) -> Result<()> {
     let mut app = App::new(feed.describe(), feed.first_phase());
     // Keys come from stdin, or from the controlling terminal where stdin is
     // not one (as crossterm reads them).
-    let input: Box<dyn AsRawFd> = if std::io::stdin().is_terminal() {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open("/dev/tty")?)
-    };
+    let tty = (!std::io::stdin().is_terminal())
+        .then(|| std::fs::File::open("/dev/tty").context("opening /dev/tty for the keys"))
+        .transpose()?;
+    let input = tty.as_ref().map_or(libc::STDIN_FILENO, AsRawFd::as_raw_fd);
     let result = source::with_terminal(&mut feed, |terminal, feed| {
         let mut next = Instant::now();
         while !app.quit && !SIGNALLED.load(Ordering::SeqCst) {
@@ -305,7 +304,7 @@ pub fn run(args: &TopArgs) -> Result<()> {
             }
             feed.poll(&mut app)?;
             terminal.draw(|f| ui::draw(f, &app))?;
-            match terminal_input(input.as_raw_fd(), Duration::from_millis(100)) {
+            match terminal_input(input, Duration::from_millis(100)) {
                 Input::Gone => break,
                 Input::Idle => {}
                 Input::Ready => {
