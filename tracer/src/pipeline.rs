@@ -30,8 +30,8 @@ use crate::{
         escape::bytes_to_string,
         record::{
             Body, ConnectView, ContainerView, DnsView, ExecView, ExitView, FileOpenView, FirstBytesView,
-            ForkView, GpuBody, HealthView, ListenView, ParentView, ProcessView, Record, SCHEMA_VERSION,
-            TreeView, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
+            ForkView, GpuBody, HealthView, ListenView, ParentView, ProcessEntry, ProcessView, Record,
+            SCHEMA_VERSION, TreeView, errno_name, protocol_name, rfc3339_nanos, socket_type_name,
         },
         sink::{Meta, Outgoing, SinkSpec, Sinks},
     },
@@ -162,7 +162,9 @@ pub struct Pipeline {
     first_messages: first_message::FirstMessages<SendContext>,
     /// Files written under a temporary name, until the name they are
     /// renamed to is known (see process/temp_files.rs).
-    temp_files: crate::process::temp_files::Pending<ProcessView>,
+    temp_files: crate::process::temp_files::Pending<ProcessEntry>,
+    /// Per thread, the process view of its last record (see `view`).
+    views: HashMap<u32, ProcessEntry>,
 }
 
 /// What the first send of a connection carried besides its bytes.
@@ -202,6 +204,7 @@ impl Pipeline {
             names: NameCache::default(),
             first_messages: Default::default(),
             temp_files: Default::default(),
+            views: HashMap::new(),
             executables: None,
             exe_reported: HashMap::new(),
             reports: 0,
@@ -273,7 +276,7 @@ impl Pipeline {
         }
     }
 
-    fn emit(&mut self, mono_ns: u64, process: Option<ProcessView>, body: Body) -> Result<()> {
+    fn emit(&mut self, mono_ns: u64, process: Option<ProcessEntry>, body: Body) -> Result<()> {
         let record = Record {
             schema: SCHEMA_VERSION,
             kind: body.kind(),
@@ -283,7 +286,12 @@ impl Pipeline {
             process,
             body,
         };
-        let line = serde_json::to_vec(&record)?;
+        let line = record.to_line()?;
+        debug_assert_eq!(
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&serde_json::to_vec(&record)?),
+            "a record's line is what serde writes"
+        );
         // The classifier reads the record as written, exactly as replay
         // will read it from a capture.
         let classify = match (&record.body, self.classifier.as_ref()) {
@@ -307,7 +315,7 @@ impl Pipeline {
     }
 
     /// The process view of a record's process, parents from the table.
-    fn view(&mut self, h: &Header) -> ProcessView {
+    fn view(&mut self, h: &Header) -> ProcessEntry {
         let kernel_path = self.cgroups.path(h.cgroup_id).map(str::to_owned);
         let p = self.table.resolve(h);
         // The kernel's view (a process moved between cgroups follows),
@@ -326,7 +334,23 @@ impl Pipeline {
         // Borrowed again, not copied: the view copies what it writes.
         let p = self.table.get(h.tgid).expect("resolved above");
         let parents = self.table.ancestors(h.tgid);
-        ProcessView::new(p, h.pid, &parents, cgroup_path)
+        // The thread's last view, while it still describes the process.
+        if let Some(last) = self.views.get(&h.pid)
+            && last.describes(p, h.pid, &parents, cgroup_path.as_deref())
+        {
+            debug_assert_eq!(
+                serde_json::to_string(&**last).ok(),
+                serde_json::to_string(&ProcessView::new(p, h.pid, &parents, cgroup_path)).ok(),
+                "a kept view is the one that would be made now"
+            );
+            return last.clone();
+        }
+        let entry = ProcessEntry::shared(ProcessView::new(p, h.pid, &parents, cgroup_path));
+        if self.views.len() >= VIEWS_KEPT {
+            self.views.clear();
+        }
+        self.views.insert(h.pid, entry.clone());
+        entry
     }
 
     /// The process view for a tgid outside any kernel record (activity).
@@ -371,7 +395,7 @@ impl Pipeline {
         let activity = self.gpu_activity(kernel, Some(tgid), interval_s)?;
         let now = Clock::now_mono_ns();
         for (pid, view) in activity {
-            let process = self.view_of_tgid(pid);
+            let process = self.view_of_tgid(pid).map(ProcessEntry::from);
             self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
         }
         kernel.forget_gpu_process(tgid);
@@ -442,7 +466,7 @@ impl Pipeline {
                 format: h.format,
                 escaped: escaped.into_iter().collect(),
             });
-            self.emit(now, Some(process.clone()), body)?;
+            self.emit(now, Some(process.clone().into()), body)?;
         }
         Ok(())
     }
@@ -540,11 +564,11 @@ impl Pipeline {
                     self.emit_held_files(now, &process, tgid, &found.model_files, &found.data_files)?;
                 }
             }
-            self.emit(now, Some(process), Body::Activity(activity))?;
+            self.emit(now, Some(process.into()), Body::Activity(activity))?;
         }
         self.emit_temp_files(now, false)?;
         for (pid, view) in gpu {
-            let process = self.view_of_tgid(pid);
+            let process = self.view_of_tgid(pid).map(ProcessEntry::from);
             self.emit(now, process, Body::Gpu(GpuBody::Activity(view)))?;
         }
         for (sid, r) in trees {
@@ -721,7 +745,7 @@ impl Pipeline {
                 continue;
             }
             let now = Clock::now_mono_ns();
-            self.emit(now, Some(process), Body::Executable((*e).clone()))?;
+            self.emit(now, Some(process.into()), Body::Executable((*e).clone()))?;
         }
         Ok(())
     }
@@ -1136,6 +1160,10 @@ impl Pipeline {
 /// Processes looked at for the first time per activity interval when not
 /// busy (their maps and descriptors, see emit_activity).
 const FIRST_LOOKS_PER_INTERVAL: usize = 64;
+
+/// Threads whose last process view is kept; past this many, all are let go
+/// and made again as records come.
+const VIEWS_KEPT: usize = 4096;
 
 /// How often the event loop collects what its worker finished.
 const BACKGROUND_POLL: Duration = Duration::from_millis(250);

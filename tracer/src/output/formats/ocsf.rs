@@ -179,7 +179,7 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
                         "modified_time",
                         at(e, &["mtime"]).and_then(Json::as_i64).map(|s| Json::from(s * 1000)),
                     );
-                    put(m, "is_deleted", bool_at(e, &["deleted"]).filter(|d| *d).map(|d| Json::from(d)));
+                    put(m, "is_deleted", bool_at(e, &["deleted"]).filter(|d| *d).map(Json::from));
                     put(m, "hashes", str_at(e, &["sha256"]).map(sha256));
                 }
                 put(&mut out, "file", Some(f));
