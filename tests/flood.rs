@@ -168,7 +168,7 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
     let port = udp.local_addr().unwrap().port();
     let me = std::process::id();
     // 256 KiB hold about 2000 connect records: the flood is ~50 times that.
-    let tracer = Tracer::start(&["--pid", &me.to_string(), "--ring-buffer-kib", "256"]);
+    let tracer = Tracer::start_keeping_stderr(&["--pid", &me.to_string(), "--ring-buffer-kib", "256"]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let pids = Arc::new(Mutex::new(HashSet::new()));
@@ -182,7 +182,7 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
     let made_execs = join(execs);
     assert_eq!(made_connects, 6 * CONNECTS_PER_THREAD);
     assert_eq!(made_execs, 2 * EXECS_PER_THREAD);
-    let records = tracer.stop();
+    let (records, stderr) = tracer.stop_with_stderr();
 
     let pids = pids.lock().unwrap().clone();
     let child = |r: &Value| r["process"]["pid"].as_u64().is_some_and(|p| pids.contains(&(p as u32)));
@@ -209,6 +209,9 @@ fn flood_beyond_the_ring_buffer_is_accounted_exactly_per_kind() {
         eprintln!("{kind}: generated {made}, read {read}, dropped {}", dropped(kind));
     }
     assert!(dropped("connect") > 0, "the flood must overflow the ring: {health}");
+    // Told on stderr too, not only in the health records.
+    let told = format!("{} records dropped by the kernel (", health["dropped_total"]);
+    assert!(stderr.contains(&told), "stderr does not say `{told}…`: {stderr}");
     for (kind, made, read) in rows {
         assert_eq!(read + dropped(kind), made, "{kind}: read + dropped = generated; {health}");
     }

@@ -63,11 +63,23 @@ pub struct Tracer {
     pub seen: Vec<Value>,
     /// From spawn to the `started` health record.
     pub ready_after: Duration,
+    /// What it wrote to stderr, where `start_keeping_stderr` started it.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Tracer {
     /// Starts `tracer run <args>` and waits until its programs are attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::spawn(args, false)
+    }
+
+    /// `start`, keeping what the tracer writes to stderr (passed on to the
+    /// test's own) for `stop_with_stderr`.
+    pub fn start_keeping_stderr(args: &[&str]) -> Self {
+        Self::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], keep_stderr: bool) -> Self {
         require_root();
         let spawned = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
@@ -79,10 +91,22 @@ impl Tracer {
             })
             .args(args)
             .stdout(Stdio::piped())
+            .stderr(if keep_stderr { Stdio::piped() } else { Stdio::inherit() })
             .stdin(Stdio::null())
             .spawn()
             .expect("spawning the tracer");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().map(|err| {
+            std::thread::spawn(move || {
+                let mut kept = String::new();
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+                kept
+            })
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -94,7 +118,7 @@ impl Tracer {
                 }
             }
         });
-        let mut tracer = Self { child, lines: rx, seen: Vec::new(), ready_after: Duration::ZERO };
+        let mut tracer = Self { child, lines: rx, seen: Vec::new(), ready_after: Duration::ZERO, stderr };
         tracer.wait_for(READY_TIMEOUT, |r| is_health(r, "started"));
         tracer.ready_after = spawned.elapsed();
         tracer
@@ -156,6 +180,14 @@ impl Tracer {
             std::thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    /// `stop`, and what the tracer wrote to stderr (it was started with
+    /// `start_keeping_stderr`).
+    pub fn stop_with_stderr(mut self) -> (Vec<Value>, String) {
+        let stderr = self.stderr.take().expect("started with start_keeping_stderr");
+        let records = self.stop();
+        (records, stderr.join().expect("the stderr reader"))
     }
 
     /// SIGINT, then every record up to and including the final health record.

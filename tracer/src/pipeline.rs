@@ -165,6 +165,9 @@ pub struct Pipeline {
     temp_files: crate::process::temp_files::Pending<ProcessEntry>,
     /// Per thread, the process view of its last record (see `view`).
     views: HashMap<u32, ProcessEntry>,
+    /// Records the kernel had dropped when stderr was last told (or last
+    /// looked), and when that was.
+    drops_told: (u64, Instant),
 }
 
 /// What the first send of a connection carried besides its bytes.
@@ -205,6 +208,7 @@ impl Pipeline {
             first_messages: Default::default(),
             temp_files: Default::default(),
             views: HashMap::new(),
+            drops_told: (0, Instant::now()),
             executables: None,
             exe_reported: HashMap::new(),
             reports: 0,
@@ -1028,6 +1032,44 @@ impl Pipeline {
 
     /// The periodic health record. Also the moment to catch up with GPU
     /// drivers loaded after start.
+    /// Records dropped since stderr was last told, on stderr, at most every
+    /// `DROPS_TOLD_EVERY`: the health records count them, but an operator
+    /// watching the terminal or the journal should not have to look there
+    /// to learn that records are being lost.
+    fn tell_of_drops(&mut self, kernel: &Kernel) -> Result<()> {
+        let (told, at) = self.drops_told;
+        if at.elapsed() < DROPS_TOLD_EVERY {
+            return Ok(());
+        }
+        let counters = kernel.counters()?;
+        let total = counters.dropped_total();
+        if total > told {
+            eprintln!(
+                "tracer: the kernel dropped {} records in the last {} s (ring buffer full; {total} in all: \
+                 {}); a larger --ring-buffer-kib or a filter (--pid, --cgroup) keeps up",
+                total - told,
+                at.elapsed().as_secs(),
+                by_kind(&counters.dropped)
+            );
+        }
+        self.drops_told = (total, Instant::now());
+        Ok(())
+    }
+
+    /// At exit: what was lost in all, if anything.
+    fn tell_of_losses_at_exit(&self, kernel: &Kernel) {
+        let Ok(counters) = kernel.counters() else { return };
+        let unread: u64 = self.stats.unread_at_shutdown.values().sum();
+        if counters.dropped_total() > 0 || unread > 0 {
+            eprintln!(
+                "tracer: {} records dropped by the kernel ({}), {unread} left unread at shutdown; \
+                 the final health record has the counts",
+                counters.dropped_total(),
+                by_kind(&counters.dropped)
+            );
+        }
+    }
+
     fn tick_health(&mut self, kernel: &mut Kernel) -> Result<()> {
         let new = self.gpu.add_new(devices::discover());
         if let Err(e) = kernel.add_gpu_devices(&new) {
@@ -1164,6 +1206,16 @@ const FIRST_LOOKS_PER_INTERVAL: usize = 64;
 /// Threads whose last process view is kept; past this many, all are let go
 /// and made again as records come.
 const VIEWS_KEPT: usize = 4096;
+
+/// Drop counts by kind, the non-zero ones: `exec 80, connect 3`.
+fn by_kind(counts: &HashMap<&'static str, u64>) -> String {
+    let mut kinds: Vec<_> = counts.iter().filter(|(_, n)| **n > 0).collect();
+    kinds.sort();
+    kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// How often, at most, stderr is told of records dropped.
+const DROPS_TOLD_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the event loop collects what its worker finished.
 const BACKGROUND_POLL: Duration = Duration::from_millis(250);
@@ -1359,7 +1411,10 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                 .drain(ring.get_mut(), &mut kernel, Instant::now() + DRAIN_TURN)
                 .and_then(|_| pipeline.sinks.flush()),
             _ = health.tick() => pipeline.tick_health(&mut kernel),
-            _ = background.tick() => pipeline.collect_finished(false).and_then(|()| pipeline.sinks.flush()),
+            _ = background.tick() => pipeline
+                .collect_finished(false)
+                .and_then(|()| pipeline.tell_of_drops(&kernel))
+                .and_then(|()| pipeline.sinks.flush()),
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
             _ = sighup.recv() => {
                 pipeline.reload_rules();
@@ -1401,7 +1456,9 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
         pipeline.count_unread(&mut ring);
         pipeline.collect_finished(true)?;
         pipeline.emit_activity(&mut kernel)?;
-        pipeline.emit_health(&kernel, "final")
+        pipeline.emit_health(&kernel, "final")?;
+        pipeline.tell_of_losses_at_exit(&kernel);
+        Ok(())
     })();
     let finished = pipeline.sinks.finish(args.shutdown_grace);
     kernel.detach();
