@@ -39,7 +39,7 @@ impl<'a> Obj<'a> {
 
     /// The last member named `key`; objects are small, so a scan beats a search.
     fn find(&self, key: &str) -> Option<usize> {
-        self.0.iter().rposition(|(k, _)| k == key)
+        self.0.iter().rposition(|(k, _)| same_key(k, key))
     }
 
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
@@ -59,6 +59,11 @@ impl<'a> Obj<'a> {
     pub fn slot(&mut self, key: impl Into<Cow<'a, str>>) -> &mut Json<'a> {
         let key = key.into();
         let i = self.find(&key).unwrap_or_else(|| {
+            // Mapped objects have a few to a dozen members: room for eight
+            // at once, not four, then eight, then sixteen.
+            if self.0.capacity() == 0 {
+                self.0.reserve_exact(8);
+            }
             self.0.push((key, Json::Null));
             self.0.len() - 1
         });
@@ -77,6 +82,14 @@ impl<'a> Obj<'a> {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
+}
+
+/// Key equality, compared by length and first byte before the bytes: the
+/// keys of one object mostly differ there, and a call to memcmp for each
+/// member scanned cost more than the scan.
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 impl<'a> Json<'a> {
@@ -298,7 +311,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut m = Obj::new();
+        let mut m = Obj(Vec::with_capacity(8));
         while let Some(Key(k)) = map.next_key()? {
             m.0.push((k, map.next_value()?));
         }
