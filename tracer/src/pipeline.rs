@@ -1030,8 +1030,6 @@ impl Pipeline {
         }
     }
 
-    /// The periodic health record. Also the moment to catch up with GPU
-    /// drivers loaded after start.
     /// Records dropped since stderr was last told, on stderr, at most every
     /// `DROPS_TOLD_EVERY`: the health records count them, but an operator
     /// watching the terminal or the journal should not have to look there
@@ -1070,6 +1068,8 @@ impl Pipeline {
         }
     }
 
+    /// The periodic health record. Also the moment to catch up with GPU
+    /// drivers loaded after start.
     fn tick_health(&mut self, kernel: &mut Kernel) -> Result<()> {
         let new = self.gpu.add_new(devices::discover());
         if let Err(e) = kernel.add_gpu_devices(&new) {

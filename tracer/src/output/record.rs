@@ -39,14 +39,16 @@ impl Record<'_> {
             return serde_json::to_vec(self);
         };
         let mut out = Vec::with_capacity(process.len() + 512);
-        for (key, value) in
-            [("{\"schema\":", self.schema), (",\"kind\":", self.kind), (",\"host\":", self.host)]
-        {
+        let strings = [
+            ("{\"schema\":", self.schema),
+            (",\"kind\":", self.kind),
+            (",\"host\":", self.host),
+            (",\"time\":", self.time.as_str()),
+        ];
+        for (key, value) in strings {
             out.extend_from_slice(key.as_bytes());
             serde_json::to_writer(&mut out, value)?;
         }
-        out.extend_from_slice(b",\"time\":");
-        serde_json::to_writer(&mut out, &self.time)?;
         out.extend_from_slice(b",\"mono_ns\":");
         serde_json::to_writer(&mut out, &self.mono_ns)?;
         out.extend_from_slice(b",\"process\":");
