@@ -269,6 +269,11 @@ pub struct ExitEvent {
     /// `task->exit_code` as wait(2) encodes it: status << 8 | signal.
     pub exit_code: u32,
     pub _pad: u32,
+    /// CPU time and waits of the process on the CPU it ended on, taken
+    /// from that CPU's slot (which is freed) rather than moved to
+    /// `PROC_STATS`: an ended process costs no table entry there.
+    pub cpu_ns: u64,
+    pub waits: u64,
 }
 
 #[repr(C)]

@@ -40,7 +40,8 @@ static SYSCALL_COUNTS: LruPerCpuHashMap<u64, u64> = LruPerCpuHashMap::with_max_e
 #[map]
 static CPU_SLOTS_MAP: PerCpuArray<CpuSlots> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per thread, its `se.sum_exec_runtime` when last charged.
+/// Per thread, its `se.sum_exec_runtime` when last charged: for the raw
+/// switch program, and for tasks outside the fair class.
 #[map]
 static LAST_RUNTIME: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
 
@@ -103,7 +104,7 @@ fn fair_class<const BTF: bool>(task: u64) -> bool {
 }
 
 /// An exiting task was charged by the exit hook: its last switches are
-/// charged from the per-thread table that hook left.
+/// charged from where that charge ended.
 #[inline(always)]
 fn exiting<const BTF: bool>(task: u64) -> bool {
     load::<u32, BTF>(task, config().kernel.task_flags).is_none_or(|f| f & PF_EXITING != 0)
@@ -122,18 +123,71 @@ fn charge_slice(prev: u64, waits: bool) -> Option<()> {
     if !should_trace(tgid) {
         return None;
     }
-    if exiting::<true>(prev) || !fair_class::<true>(prev) {
+    if !fair_class::<true>(prev) {
         return try_switch(waits);
     }
     let k = &config().kernel;
     let runtime: u64 = load_btf(prev, k.task_sum_exec_runtime)?;
     let picked: u64 = load_btf(prev, k.task_prev_sum_exec_runtime)?;
-    add_cpu_here(tgid, runtime.saturating_sub(picked), waits)
+    // An exiting thread's first switch after its exit hook is charged from
+    // where that charge ended, not from its last pick: the hook's figure
+    // lags (a short-lived process's whole run may be after it), and a pick
+    // since then would leave the time between the two uncharged.
+    let since = if exiting::<true>(prev) { exit_charged(pid_tgid as u32).unwrap_or(picked) } else { picked };
+    add_cpu_here(tgid, runtime.saturating_sub(since), waits)
+}
+
+/// A thread this CPU charged at its exit hook (see `charge_current_slice`),
+/// with its runtime then. Its next switch is on this CPU: a running task
+/// moves to another only after it is switched out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExitCharge {
+    tid: u32,
+    _pad: u32,
+    runtime: u64,
+}
+
+#[map]
+static EXIT_CHARGES: PerCpuArray<ExitCharge> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where the exit hook's charge of thread `tid` on this CPU ended, taken.
+#[inline(always)]
+fn exit_charged(tid: u32) -> Option<u64> {
+    let c = EXIT_CHARGES.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value; nothing else runs on this CPU meanwhile.
+    unsafe {
+        if (*c).tid != tid {
+            return None;
+        }
+        (*c).tid = 0;
+        Some((*c).runtime)
+    }
+}
+
+/// Takes this CPU's slot of `tgid` (its time, which leaves the slot free),
+/// for the process's exit record to carry.
+#[inline(always)]
+pub fn take_slot(tgid: u32) -> (u64, u64) {
+    let Some(c) = CPU_SLOTS_MAP.get_ptr_mut(0) else { return (0, 0) };
+    // SAFETY: this CPU's values; nothing else runs on this CPU meanwhile.
+    unsafe {
+        for i in 0..CPU_SLOTS {
+            let slot = &mut (*c).slots[i];
+            if slot.tgid == tgid {
+                let taken = (slot.cpu_ns, slot.waits);
+                *slot = CpuSlot::default();
+                return taken;
+            }
+        }
+    }
+    (0, 0)
 }
 
 /// Charges a switch on this CPU: in the CPU's slot for the process when it
-/// has one (a per-CPU array, no hashing), else in a slot taken from the
-/// process that had it longest ago, whose time moves to `PROC_STATS`.
+/// has one (a per-CPU array, no hashing), else in a free slot, else in one
+/// taken from the process that had it longest ago, whose time moves to
+/// `PROC_STATS`.
 #[inline(always)]
 fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
     if ns == 0 && !waits {
@@ -142,6 +196,7 @@ fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
     let Some(c) = CPU_SLOTS_MAP.get_ptr_mut(0) else { return add_cpu(tgid, ns, waits) };
     // SAFETY: this CPU's value; nothing else runs on this CPU meanwhile.
     unsafe {
+        let mut free = CPU_SLOTS;
         for i in 0..CPU_SLOTS {
             let slot = &mut (*c).slots[i];
             if slot.tgid == tgid {
@@ -149,9 +204,17 @@ fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
                 slot.waits += waits as u64;
                 return Some(());
             }
+            if slot.tgid == 0 && free == CPU_SLOTS {
+                free = i;
+            }
         }
-        let i = (*c).next as usize % CPU_SLOTS;
-        (*c).next = (*c).next.wrapping_add(1);
+        let i = if free < CPU_SLOTS {
+            free
+        } else {
+            let i = (*c).next as usize % CPU_SLOTS;
+            (*c).next = (*c).next.wrapping_add(1);
+            i
+        };
         let old = (*c).slots[i];
         (*c).slots[i] = CpuSlot { tgid, _pad: 0, cpu_ns: ns, waits: waits as u64 };
         if old.tgid != 0 && (old.cpu_ns != 0 || old.waits != 0) {
@@ -244,25 +307,32 @@ pub fn count_hugetlb_mmap() -> Option<()> {
 /// Charges the current thread's CPU time now (at exit, so the process's
 /// final account includes its last run; the scheduler's figure may lag by
 /// up to a tick, which the thread's last switch then adds). With the BTF
-/// switch program, a fair-class thread is charged its slice so far, and the
-/// per-thread table then holds what was charged: the switches of an
-/// exiting thread are charged from it.
+/// switch program, a fair-class thread is charged its slice so far in this
+/// CPU's slot, and `EXIT_CHARGES` tells its next switch where this charge
+/// ended.
 #[inline(always)]
-pub fn charge_current_slice() -> Option<()> {
+pub fn charge_current_slice() {
     let task = current_task();
     if !crate::common::control(control::SLICE_CPU) || !fair_class::<false>(task) {
-        return try_switch(false);
+        let _ = try_switch(false);
+        return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !should_trace(tgid) {
-        return None;
+        return;
     }
     let k = &config().kernel;
-    let runtime: u64 = read_field(task, k.task_sum_exec_runtime)?;
-    let picked: u64 = read_field(task, k.task_prev_sum_exec_runtime)?;
-    upsert!(LAST_RUNTIME, table::LAST_RUNTIME, &(pid_tgid as u32), &runtime);
-    add_cpu(tgid, runtime.saturating_sub(picked), false)
+    let (Some(runtime), Some(picked)) = (
+        read_field::<u64>(task, k.task_sum_exec_runtime),
+        read_field::<u64>(task, k.task_prev_sum_exec_runtime),
+    ) else {
+        return;
+    };
+    let Some(c) = EXIT_CHARGES.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's value; nothing else runs on this CPU meanwhile.
+    unsafe { *c = ExitCharge { tid: pid_tgid as u32, _pad: 0, runtime } };
+    let _ = add_cpu_here(tgid, runtime.saturating_sub(picked), false);
 }
 
 /// Charges the current thread's CPU time since it was last charged, from the

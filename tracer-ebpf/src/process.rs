@@ -134,9 +134,6 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exit(ctx: &TracePointContext) {
-    // Whatever CPU this thread used since it was switched in is charged now,
-    // before user space reads the account.
-    let _ = crate::ledger::charge_current_slice();
     let cfg = config();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -146,18 +143,31 @@ fn try_exit(ctx: &TracePointContext) {
         // the process.
         None => pid_tgid as u32 == tgid,
     };
+    // Whatever CPU this thread used since it was switched in is charged now,
+    // before user space reads the account.
+    crate::ledger::charge_current_slice();
     if !group_dead || !should_trace(tgid) {
         return;
     }
     if cfg.filter_tgids != 0 {
         let _ = TRACED_TGIDS.remove(&tgid);
     }
+    write_exit_record();
+}
+
+/// The process.exit record of the current task, the last of its process.
+/// It carries the process's time in this CPU's slot, which it frees: an
+/// ended process then costs no table entry for it.
+#[inline(always)]
+fn write_exit_record() {
     let Some(mut entry) = reserve::<ExitEvent>(EventKind::Exit) else { return };
     // SAFETY: reservation sized for ExitEvent; all fields written.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut event.header, EventKind::Exit);
-    event.exit_code = read_field::<i32>(current_task(), cfg.kernel.task_exit_code).unwrap_or(0) as u32;
+    event.exit_code = read_field::<i32>(current_task(), config().kernel.task_exit_code).unwrap_or(0) as u32;
     event._pad = 0;
+    // Taken only now, with the record certain to be written.
+    (event.cpu_ns, event.waits) = crate::ledger::take_slot(event.header.tgid);
     crate::common::submit(entry);
 }
 

@@ -833,7 +833,8 @@ impl Pipeline {
                 let process = self.view(&h);
                 self.emit(h.ktime_ns, Some(process), Body::Fork(ForkView { child_pid, child_entity_id }))
             }
-            EventBody::Exit { exit_code } => {
+            EventBody::Exit { exit_code, cpu_ns, waits } => {
+                kernel.carry_exit_share(h.tgid, cpu_ns, waits);
                 let result = if wanted {
                     let process = self.view(&h);
                     let mut exit = ExitView::from_raw(exit_code);

@@ -82,6 +82,10 @@ pub enum Body {
     },
     Exit {
         exit_code: u32,
+        /// CPU time and waits on the CPU the process ended on, which the
+        /// record carries (see `Kernel::carry_exit_share`).
+        cpu_ns: u64,
+        waits: u64,
     },
     Connect(Connect),
     /// First ioctl of the process on a GPU device.
@@ -245,7 +249,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::Exit => {
             let raw: ExitEvent = read(bytes, raw_kind)?;
-            Ok(Event { header: header(&raw.header, kind), body: Body::Exit { exit_code: raw.exit_code } })
+            Ok(Event {
+                header: header(&raw.header, kind),
+                body: Body::Exit { exit_code: raw.exit_code, cpu_ns: raw.cpu_ns, waits: raw.waits },
+            })
         }
         EventKind::Dns => {
             let raw: DnsEvent = read(bytes, raw_kind)?;

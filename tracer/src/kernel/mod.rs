@@ -312,6 +312,9 @@ pub struct Kernel {
     removed: [u64; table::COUNT as usize],
     traced_tgids: BatchReader,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
+    /// CPU time exit records carried for their processes (which the kernel
+    /// then holds nowhere), added to theirs until they are forgotten.
+    carried: HashMap<u32, tracer_common::CpuSlot>,
     cpu_slots: PerCpuArray<MapData, tracer_common::CpuSlots>,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
@@ -506,6 +509,7 @@ impl Kernel {
             map_memory: MapMemory::of_this_process(),
             lru,
             removed: [0; table::COUNT as usize],
+            carried: HashMap::new(),
             traced_tgids: reader(&ebpf, "TRACED_TGIDS")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             cpu_slots: take_map(&mut ebpf, "CPU_SLOTS_MAP")?,
@@ -539,7 +543,6 @@ impl Kernel {
     pub fn syscall_hooks(&self) -> usize {
         self.attach.iter().filter(|a| a.attached && a.syscall_level).count()
     }
-
 
     /// Each attached program's (name, runs, run time ns) from the kernel's
     /// own statistics; all zero unless `kernel.bpf_stats_enabled` is 1.
@@ -643,10 +646,21 @@ impl Kernel {
                 out.insert(pod::<u32>(k), sum_proc_stats(per_cpu.map(pod::<ProcStats>)));
             })
             .context("reading PROC_STATS")?;
-        for slot in self.cpu_slots()? {
-            add_slot(out.entry(slot.tgid).or_default(), &slot);
+        for slot in self.cpu_slots()?.iter().chain(self.carried.values()) {
+            add_slot(out.entry(slot.tgid).or_default(), slot);
         }
         Ok(out)
+    }
+
+    /// The CPU time and waits an exit record carried: the process's time on
+    /// the CPU it ended on, taken from that CPU's slot so that an ended
+    /// process never costs a table entry.
+    pub fn carry_exit_share(&mut self, tgid: u32, cpu_ns: u64, waits: u64) {
+        if cpu_ns != 0 || waits != 0 {
+            let c = self.carried.entry(tgid).or_insert(tracer_common::CpuSlot { tgid, ..Default::default() });
+            c.cpu_ns += cpu_ns;
+            c.waits += waits;
+        }
     }
 
     /// The CPU time the context-switch program holds per CPU, not yet in
@@ -659,8 +673,9 @@ impl Kernel {
     /// One process's cumulative counters (for its final account at exit).
     pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
         let mut stats = self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()));
-        for slot in self.cpu_slots().unwrap_or_default().into_iter().filter(|s| s.tgid == tgid) {
-            add_slot(stats.get_or_insert_with(ProcStats::default), &slot);
+        let slots = self.cpu_slots().unwrap_or_default();
+        for slot in slots.iter().chain(self.carried.get(&tgid)).filter(|s| s.tgid == tgid) {
+            add_slot(stats.get_or_insert_with(ProcStats::default), slot);
         }
         stats
     }
@@ -706,6 +721,7 @@ impl Kernel {
             |table: u32, r: Result<(), aya::maps::MapError>| removed[table as usize] += u64::from(r.is_ok());
         for tgid in tgids {
             count(table::PROC_STATS, self.proc_stats.remove(tgid));
+            self.carried.remove(tgid);
         }
         for (tgid, nr) in keys.syscalls {
             count(
@@ -870,7 +886,8 @@ where
     T::try_from(map).with_context(|| format!("map {name}"))
 }
 
-/// Time a CPU's slot holds for a process, not yet in PROC_STATS.
+/// Time a CPU's slot holds for a process, not yet in PROC_STATS (or an exit
+/// record carried).
 fn add_slot(stats: &mut ProcStats, slot: &tracer_common::CpuSlot) {
     stats.cpu_ns += slot.cpu_ns;
     stats.waits += slot.waits;
