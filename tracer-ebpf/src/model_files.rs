@@ -13,7 +13,9 @@
 //! a temporary name (safetensors saves to `.tmpXXXXXX` and renames it into
 //! place) is reported with where it is — its inode, device and ancestor
 //! directories — so that user space can find the name it ends up with.
-//! Other files cost a few kernel reads.
+//! Other files cost a few kernel reads, and none while they are among the
+//! last eight such files of the CPU (a file renamed to a model's name is
+//! seen again once it has left them).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -52,6 +54,33 @@ static MODEL_READS: LruHashMap<ReadKey, u8> = LruHashMap::with_max_entries(4096,
 /// The file this CPU last looked at for a read, by (tgid, inode).
 #[map]
 static LAST_READ: PerCpuArray<ReadKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last files this CPU found not to be model files (by inode, whoever
+/// read them): every new process reads the same large libraries, and
+/// looking at their names again cost a table lookup and six kernel reads.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NotModels {
+    inodes: [u64; NOT_MODELS],
+    next: u32,
+    _pad: u32,
+}
+
+const NOT_MODELS: usize = 8;
+
+#[map]
+static RECENT_NOT_MODELS: PerCpuArray<NotModels> = PerCpuArray::with_max_entries(1, 0);
+
+/// What looking at an inode's name found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Looked {
+    /// A model file, reported.
+    Reported,
+    /// Not a model file (not a regular file, or not a model's name).
+    NotModel,
+    /// Not this task's evidence (a kernel thread, or a process not traced).
+    Skipped,
+}
 
 /// Longest suffix below, and the suffixes (see files_watch.rs).
 const TAIL: usize = 16;
@@ -138,20 +167,32 @@ fn on_read<const BTF: bool>(mapping: u64) -> Option<()> {
         }
         *last = key;
     }
+    let recent = RECENT_NOT_MODELS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot.
+    if unsafe { (*recent).inodes.contains(&inode) } {
+        return None;
+    }
     // SAFETY: presence check only.
     if unsafe { MODEL_READS.get(&key) }.is_some() {
         return None;
     }
-    if on_inode(inode, O_RDONLY)? {
-        insert_new!(MODEL_READS, table::MODEL_READS, &key, &1);
+    match on_inode(inode, O_RDONLY)? {
+        Looked::Reported => insert_new!(MODEL_READS, table::MODEL_READS, &key, &1),
+        // SAFETY: this CPU's slot.
+        Looked::NotModel => unsafe {
+            let i = (*recent).next as usize % NOT_MODELS;
+            (*recent).inodes[i] = inode;
+            (*recent).next = (*recent).next.wrapping_add(1);
+        },
+        Looked::Skipped => {}
     }
     Some(())
 }
 
 /// Reports `inode` as opened with `access` if its name is a model file's:
-/// whether it was, none when it could not tell or not report.
+/// what it found, none when it could not tell or not report.
 #[inline(always)]
-fn on_inode(inode: u64, access: u32) -> Option<bool> {
+fn on_inode(inode: u64, access: u32) -> Option<Looked> {
     let k = &config().kernel;
     if k.dentry_name == NO_OFFSET || k.dentry_alias == NO_OFFSET {
         return None;
@@ -160,11 +201,11 @@ fn on_inode(inode: u64, access: u32) -> Option<bool> {
     // writes are its evidence.
     let flags: u32 = read_field(current_task(), k.task_flags)?;
     if flags & PF_KTHREAD != 0 || !should_trace((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return Some(false);
+        return Some(Looked::Skipped);
     }
     let mode: u16 = read_field(inode, k.inode_mode)?;
     if mode & S_IFMT != S_IFREG {
-        return Some(false);
+        return Some(Looked::NotModel);
     }
     // inode->i_dentry.first is the alias's d_u.d_alias node.
     let alias: u64 = read_field(inode, k.inode_dentries)?;
@@ -190,7 +231,7 @@ fn on_inode(inode: u64, access: u32) -> Option<bool> {
                 temp_written(inode, dentry, name);
             }
         }
-        return Some(false);
+        return Some(Looked::NotModel);
     }
     let mut entry = reserve::<FileOpenEvent>(EventKind::FileOpen)?;
     // SAFETY: reservation sized for FileOpenEvent; the fields user space
@@ -204,7 +245,7 @@ fn on_inode(inode: u64, access: u32) -> Option<bool> {
     event.path_len = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut event.path) }
         .map_or(0, |s| s.len() as u32);
     crate::common::submit(entry);
-    Some(true)
+    Some(Looked::Reported)
 }
 
 /// Reports a temporarily named file first written, with where it is.
