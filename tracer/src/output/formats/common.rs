@@ -94,7 +94,10 @@ fn put_in<'a>(root: &mut Obj<'a>, mut keys: impl Iterator<Item = &'a str>, value
 pub(super) fn strip_nulls<'a>(v: &'a Json) -> Option<Json<'a>> {
     Some(match v {
         Json::Null => return None,
-        Json::Object(m) => Json::Object(m.iter().filter_map(|(k, v)| Some((k, strip_nulls(v)?))).collect()),
+        // Members pushed as they are: `sort` resolves a duplicate key.
+        Json::Object(m) => Json::Object(Obj::from_members(
+            m.iter().filter_map(|(k, v)| Some((k.into(), strip_nulls(v)?))).collect(),
+        )),
         Json::Array(a) => Json::Array(a.iter().filter_map(strip_nulls).collect()),
         Json::String(s) => Json::from(s.as_ref()),
         Json::Bool(b) => Json::Bool(*b),

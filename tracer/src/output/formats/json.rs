@@ -70,6 +70,12 @@ impl<'a> Obj<'a> {
         &mut self.0[i].1
     }
 
+    /// An object of `members` as read: a duplicate key is kept, and
+    /// `Json::sort` resolves it to the last value, as reading does.
+    pub fn from_members(members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
+        Self(members)
+    }
+
     pub fn remove(&mut self, key: &str) {
         self.0.retain(|(k, _)| k != key);
     }
@@ -174,6 +180,76 @@ impl<'a> Json<'a> {
             _ => {}
         }
     }
+}
+
+impl Json<'_> {
+    /// Appends the compact JSON text of this value, as serde_json writes it
+    /// (members in the order they are in: `sort` first for Value's order).
+    /// Straight into the buffer, and a string needing no escape (nearly
+    /// all) is copied whole, found so eight bytes at a time, where
+    /// serde_json's writer looks up each byte.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Null => out.extend_from_slice(b"null"),
+            Self::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            // Numbers as serde_json formats them (itoa, ryu); a Vec never fails.
+            Self::Number(n) => serde_json::to_writer(&mut *out, n).expect("writing to memory"),
+            Self::String(s) => write_str(out, s),
+            Self::Array(a) => {
+                out.push(b'[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(b']');
+            }
+            Self::Object(m) => {
+                out.push(b'{');
+                for (i, (k, v)) in m.0.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, k);
+                    out.push(b':');
+                    v.write_json(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// `s` as a JSON string: copied whole between quotes when nothing in it
+/// needs an escape, else through serde_json's escaping.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(&mut *out, s).expect("writing to memory");
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether `b` holds a byte JSON escapes: a control character, `"` or `\`
+/// (serde_json escapes those only). Eight bytes at a time: a byte below
+/// 0x20 or equal to one of the two sets its lane's top bit in `found`.
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes(c.try_into().expect("eight bytes"));
+        let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+        if below_space | zero_in(v ^ (ONES * b'"' as u64)) | zero_in(v ^ (ONES * b'\\' as u64)) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 impl<'a> From<&'a str> for Json<'a> {
@@ -356,7 +432,8 @@ mod tests {
     use super::*;
 
     /// Read, sorted and written as Value reads and writes it: key order,
-    /// the last of duplicate keys, numbers, escapes.
+    /// the last of duplicate keys, numbers, escapes; `write_json` writes
+    /// what serde_json does.
     #[test]
     fn round_trips_as_value_does() {
         for text in [
@@ -373,6 +450,16 @@ mod tests {
                 serde_json::to_string(&value).unwrap(),
                 "{text}"
             );
+        }
+        for text in [
+            r#"{"b": 1, "a": [true, null, -2, 3.5, 1e300, -0], "a": {"z": "\u00e9\n\"", "y": {}}}"#,
+            r#"["x\/y", "\ud83d\ude00", "tab\there", "0123456\"89", "01234567\\", "\u001f", "\u007f", "ok é"]"#,
+        ] {
+            let mut ours: Json = serde_json::from_str(text).unwrap();
+            ours.sort();
+            let mut written = Vec::new();
+            ours.write_json(&mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&ours).unwrap(), "{text}");
         }
         let borrowed: Json = serde_json::from_str(r#"{"k": "v"}"#).unwrap();
         assert!(matches!(borrowed.get("k"), Some(Json::String(Cow::Borrowed("v")))));

@@ -100,7 +100,9 @@ pub fn write(format: Format, native: &[u8], mut out: impl io::Write) -> serde_js
     let record: Json = serde_json::from_str(text)?;
     let mut event = map(&record);
     event.sort();
-    serde_json::to_writer(out, &event)
+    let mut text = Vec::with_capacity(native.len() * 2);
+    event.write_json(&mut text);
+    out.write_all(&text).map_err(serde_json::Error::io)
 }
 
 /// One native record held as a Value, in `format`, as a Value (what the
