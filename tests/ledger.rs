@@ -101,6 +101,44 @@ fn cpu_time_and_bytes_are_attributed_to_the_child() {
 
 const GETPPIDS: u64 = 500;
 
+/// A process that lives for under a millisecond: the scheduler has often
+/// not counted any of its run when its exit hook fires, so its account
+/// depends on the switches after it. Summed over many, the exit accounts
+/// match the kernel's own.
+#[test]
+fn short_lived_processes_have_their_whole_cpu_time_at_exit() {
+    let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
+    let tracer = Tracer::start(&["--activity-interval", "1h"]);
+    let (path, argv0) = (c"/bin/true", c"true");
+    let argv = [argv0.as_ptr(), std::ptr::null()];
+    let (mut pids, mut kernel_ms) = (Vec::new(), 0.0);
+    for _ in 0..40 {
+        // SAFETY: execv with NUL-terminated strings made before the fork.
+        let pid = fork_child(|| unsafe {
+            libc::execv(path.as_ptr(), argv.as_ptr());
+            127
+        });
+        let (status, ms) = wait_rusage(pid);
+        assert_eq!(status, 0);
+        kernel_ms += ms;
+        pids.push(pid);
+    }
+    let records = tracer.stop();
+    let traced_ms: f64 = pids
+        .iter()
+        .map(|pid| {
+            let exits = of_kind(&records, "process.exit", *pid);
+            assert_eq!(exits.len(), 1, "pid {pid}");
+            exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap()
+        })
+        .sum();
+    eprintln!("40 short-lived processes' CPU: traced {traced_ms:.2} ms, kernel rusage {kernel_ms:.2} ms");
+    assert!(
+        (traced_ms - kernel_ms).abs() <= kernel_ms * 0.25,
+        "traced {traced_ms} ms against the kernel's {kernel_ms} ms"
+    );
+}
+
 #[test]
 fn a_session_rolls_up_into_one_tree_account() {
     let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());

@@ -72,7 +72,7 @@ const NOT_MODELS: usize = 8;
 static RECENT_NOT_MODELS: PerCpuArray<NotModels> = PerCpuArray::with_max_entries(1, 0);
 
 /// What looking at an inode's name found.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Looked {
     /// A model file, reported.
     Reported,

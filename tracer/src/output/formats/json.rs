@@ -236,7 +236,7 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Whether `b` holds a byte JSON escapes: a control character, `"` or `\`
 /// (serde_json escapes those only). Eight bytes at a time: a byte below
-/// 0x20 or equal to one of the two sets its lane's top bit in `found`.
+/// 0x20, or equal to one of the two, sets its lane's top bit.
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
