@@ -139,6 +139,65 @@ fn short_lived_processes_have_their_whole_cpu_time_at_exit() {
     );
 }
 
+/// More processes than a CPU keeps slots for (four), taking turns on one
+/// CPU: their slots are given away again and again. That time goes through
+/// the CPU's log of evicted slots, not into the per-process table (one
+/// insert each), and still adds up to what the kernel's rusage says.
+#[test]
+fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
+    const PROCESSES: usize = 8;
+    let mut tracer = Tracer::start(&["--activity-interval", "1h", "--health-interval", "1s"]);
+    let pids: Vec<u32> = (0..PROCESSES)
+        .map(|_| {
+            fork_child(|| {
+                // SAFETY: syscalls on this process only.
+                unsafe {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut one);
+                    if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
+                        return 2;
+                    }
+                    // 30 bursts of 2 ms, a sleep between: each wakes into
+                    // a CPU the others took turns on meanwhile.
+                    for round in 1..=30 {
+                        burn_cpu(2 * round);
+                        libc::usleep(500);
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    let mut kernel_ms = Vec::new();
+    for pid in &pids {
+        let (status, ms) = wait_rusage(*pid);
+        assert_eq!(status, 0);
+        kernel_ms.push(ms);
+    }
+    // A health record written after every one of them ended: the table
+    // still holds whatever was put there for them (it is emptied at the
+    // next activity report, an hour away).
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let ended_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let health = tracer.wait_for(std::time::Duration::from_secs(10), |r| {
+        support::is_health(r, "running") && r["mono_ns"].as_u64().is_some_and(|t| t > ended_ns)
+    });
+    let records = tracer.stop();
+    for (pid, kernel_ms) in pids.iter().zip(&kernel_ms) {
+        let exits = of_kind(&records, "process.exit", *pid);
+        assert_eq!(exits.len(), 1, "pid {pid}");
+        let traced_ms = exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap();
+        eprintln!("pid {pid}: traced {traced_ms:.1} ms, kernel rusage {kernel_ms:.1} ms");
+        assert!((traced_ms - kernel_ms).abs() <= kernel_ms * 0.10, "pid {pid}: {traced_ms} vs {kernel_ms}");
+    }
+    let table = health["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap();
+    eprintln!("per-process table entries after {PROCESSES} processes took turns: {table}");
+    assert!(table < PROCESSES as u64, "{table} entries: the evicted slots went to the table");
+}
+
 #[test]
 fn a_session_rolls_up_into_one_tree_account() {
     let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());

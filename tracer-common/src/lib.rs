@@ -834,10 +834,12 @@ pub mod socket_flags {
     pub const FIRST_DATAGRAM_IN: u32 = 64;
 }
 
-/// CPU time charged on one CPU to a process and not yet moved to
-/// `PROC_STATS`: the context-switch program keeps the few processes a CPU
-/// switches between in a per-CPU array, so most switches touch no hash
-/// table. User space adds these to `PROC_STATS` when it reads it.
+/// CPU time charged on one CPU to a process and not yet collected: the
+/// context-switch program keeps the few processes a CPU switches between in
+/// a per-CPU array, so most switches touch no hash table. A slot given to
+/// another process is logged in `EVICTED_SLOTS` for user space (or, when
+/// that CPU's log is full, added to `PROC_STATS`); user space adds the
+/// slots still held to what it reads of both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuSlot {
@@ -857,6 +859,27 @@ pub struct CpuSlots {
     /// The slot the next process takes (round robin).
     pub next: u32,
     pub _pad: u32,
+}
+
+/// Entries in each CPU's log of slots it gave to another process
+/// (`EVICTED_SLOTS` holds CPU n's from `n * EVICTED_PER_CPU`); a power of
+/// two, so an entry's place is a mask. User space empties the logs at
+/// every snapshot and every exit record, so a CPU needs room for what it
+/// evicts between two of those.
+pub const EVICTED_PER_CPU: u32 = 1024;
+
+/// One CPU's place in its log of evicted slots (`EVICTED_HEADS[cpu]`): the
+/// kernel advances `written` after the entry is in place, user space
+/// advances `taken` after it has read up to there. A full log
+/// (`written - taken == EVICTED_PER_CPU`) sends the slot to `PROC_STATS`
+/// instead, so nothing is lost. Each on its own cache line: CPUs write
+/// their own only.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictedHead {
+    pub written: u64,
+    pub taken: u64,
+    pub _pad: [u64; 6],
 }
 
 /// A setsid(2) that succeeded; the header is the caller.
@@ -959,4 +982,6 @@ mod pod {
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for SocketState {}
     unsafe impl aya::Pod for CpuSlots {}
+    unsafe impl aya::Pod for CpuSlot {}
+    unsafe impl aya::Pod for EvictedHead {}
 }

@@ -6,17 +6,20 @@
 //! they skip building a perf record per event. Nothing here writes to the
 //! ring buffer but setsid.
 
+use core::sync::atomic::{Ordering, compiler_fence};
+
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    bindings::BPF_F_MMAPABLE,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::{
         BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
     },
 };
 use tracer_common::{
-    CPU_SLOTS, CpuSlot, CpuSlots, EventKind, FlowKey, FlowStats, NO_OFFSET, ProcStats, SetSidEvent,
-    config_flags, control, counter, table,
+    CPU_SLOTS, CpuSlot, CpuSlots, EVICTED_PER_CPU, EventKind, EvictedHead, FlowKey, FlowStats, NO_OFFSET,
+    ProcStats, SetSidEvent, config_flags, control, counter, table,
 };
 
 use crate::{
@@ -39,6 +42,17 @@ static SYSCALL_COUNTS: LruPerCpuHashMap<u64, u64> = LruPerCpuHashMap::with_max_e
 /// them there since they took the slot (see `CpuSlots`).
 #[map]
 static CPU_SLOTS_MAP: PerCpuArray<CpuSlots> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's log of the slots it gave to another process, which user
+/// space maps and empties (see `EvictedHead`): moving a slot out costs two
+/// array writes where adding it to `PROC_STATS` cost a hash lookup, and an
+/// LRU insert for a process not yet there (every short-lived one). Both
+/// are sized by the possible CPUs at load.
+#[map]
+static EVICTED_SLOTS: Array<CpuSlot> = Array::with_max_entries(EVICTED_PER_CPU, BPF_F_MMAPABLE);
+
+#[map]
+static EVICTED_HEADS: Array<EvictedHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Per thread, its `se.sum_exec_runtime` when last charged: for the raw
 /// switch program, and for tasks outside the fair class.
@@ -217,11 +231,39 @@ fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
         };
         let old = (*c).slots[i];
         (*c).slots[i] = CpuSlot { tgid, _pad: 0, cpu_ns: ns, waits: waits as u64 };
-        if old.tgid != 0 && (old.cpu_ns != 0 || old.waits != 0) {
+        if old.tgid != 0 && (old.cpu_ns != 0 || old.waits != 0) && !log_evicted(&old) {
             flush_slot(&old);
         }
     }
     Some(())
+}
+
+/// Appends a slot this CPU gave away to its log; false when the log is
+/// full (or not sized for this CPU), for the caller to keep it elsewhere.
+#[inline(always)]
+fn log_evicted(old: &CpuSlot) -> bool {
+    // SAFETY: a helper with no arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(head) = EVICTED_HEADS.get_ptr_mut(cpu) else { return false };
+    // SAFETY: this CPU's head and entries: only this CPU writes them (with
+    // nothing else running on it meanwhile) and user space reads them;
+    // user space writes only `taken`, read once here.
+    unsafe {
+        let written = (*head).written;
+        let taken = core::ptr::read_volatile(&(*head).taken);
+        if written.wrapping_sub(taken) >= u64::from(EVICTED_PER_CPU) {
+            return false;
+        }
+        let at = cpu.wrapping_mul(EVICTED_PER_CPU) + (written as u32 & (EVICTED_PER_CPU - 1));
+        let Some(entry) = EVICTED_SLOTS.get_ptr_mut(at) else { return false };
+        *entry = *old;
+        // The entry before the count that shows it: x86 keeps stores in
+        // order (the tracer is built and tested for x86_64; a weaker CPU
+        // would need a release store here).
+        compiler_fence(Ordering::Release);
+        core::ptr::write_volatile(&mut (*head).written, written + 1);
+    }
+    true
 }
 
 #[inline(always)]

@@ -1412,10 +1412,14 @@ async fn run_async(args: RunArgs, record: bool) -> Result<()> {
                 .drain(ring.get_mut(), &mut kernel, Instant::now() + DRAIN_TURN)
                 .and_then(|_| pipeline.sinks.flush()),
             _ = health.tick() => pipeline.tick_health(&mut kernel),
-            _ = background.tick() => pipeline
-                .collect_finished(false)
-                .and_then(|()| pipeline.tell_of_drops(&kernel))
-                .and_then(|()| pipeline.sinks.flush()),
+            _ = background.tick() => {
+                // 250 ms: a CPU's log of evicted slots fills only past 4 000 a second.
+                kernel.collect_evicted();
+                pipeline
+                    .collect_finished(false)
+                    .and_then(|()| pipeline.tell_of_drops(&kernel))
+                    .and_then(|()| pipeline.sinks.flush())
+            }
             _ = activity.tick() => pipeline.emit_activity(&mut kernel).and_then(|()| pipeline.sinks.flush()),
             _ = sighup.recv() => {
                 pipeline.reload_rules();

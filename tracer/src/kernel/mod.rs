@@ -5,6 +5,7 @@
 mod batch;
 pub mod btf;
 pub mod events;
+mod evicted;
 pub mod existing_sockets;
 pub mod tracefs;
 
@@ -25,7 +26,10 @@ use tracer_common::{
     config_flags, control, counter, table,
 };
 
-use self::batch::{BatchReader, pod};
+use self::{
+    batch::{BatchReader, pod},
+    evicted::EvictedLog,
+};
 
 use crate::gpu::devices::GpuDevice;
 
@@ -312,10 +316,12 @@ pub struct Kernel {
     removed: [u64; table::COUNT as usize],
     traced_tgids: BatchReader,
     proc_stats: PerCpuHashMap<MapData, u32, ProcStats>,
-    /// CPU time exit records carried for their processes (which the kernel
-    /// then holds nowhere), added to theirs until they are forgotten.
+    /// CPU time the kernel holds nowhere any more: carried by exit records,
+    /// or logged as a CPU gave a process's slot to another. Added to the
+    /// processes' own until they are forgotten.
     carried: HashMap<u32, tracer_common::CpuSlot>,
     cpu_slots: PerCpuArray<MapData, tracer_common::CpuSlots>,
+    evicted: EvictedLog,
     syscall_counts: PerCpuHashMap<MapData, u64, u64>,
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     pub attach: Vec<AttachStatus>,
@@ -390,9 +396,12 @@ impl Kernel {
             kernel: kernel_offsets,
             tp,
         };
+        let cpu_ids = possible_cpu_ids();
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .map_max_entries("EVICTED_HEADS", cpu_ids)
+            .map_max_entries("EVICTED_SLOTS", cpu_ids * tracer_common::EVICTED_PER_CPU)
             .load(PROGRAMS)
             .context("loading the tracer's eBPF object")?;
 
@@ -513,6 +522,7 @@ impl Kernel {
             traced_tgids: reader(&ebpf, "TRACED_TGIDS")?,
             proc_stats: take_map(&mut ebpf, "PROC_STATS")?,
             cpu_slots: take_map(&mut ebpf, "CPU_SLOTS_MAP")?,
+            evicted: EvictedLog::map(&ebpf, cpu_ids)?,
             syscall_counts: take_map(&mut ebpf, "SYSCALL_COUNTS")?,
             flows: take_map(&mut ebpf, "FLOWS")?,
             ebpf: Some(ebpf),
@@ -636,10 +646,11 @@ impl Kernel {
 
     /// Cumulative per-process counters, summed over CPUs.
     ///
-    /// PROC_STATS is read before the per-CPU slots: time that moves from a
-    /// slot to the table between the two reads is missing from this
-    /// snapshot (the next one has it), never counted twice.
-    pub fn proc_snapshot(&self) -> Result<HashMap<u32, ProcStats>> {
+    /// PROC_STATS and the eviction logs are read before the per-CPU slots:
+    /// time that moves out of a slot between the reads is missing from
+    /// this snapshot (the next one has it), never counted twice.
+    pub fn proc_snapshot(&mut self) -> Result<HashMap<u32, ProcStats>> {
+        self.collect_evicted();
         let mut out = HashMap::new();
         self.lru[table::PROC_STATS as usize]
             .for_each(|k, per_cpu| {
@@ -656,11 +667,16 @@ impl Kernel {
     /// the CPU it ended on, taken from that CPU's slot so that an ended
     /// process never costs a table entry.
     pub fn carry_exit_share(&mut self, tgid: u32, cpu_ns: u64, waits: u64) {
-        if cpu_ns != 0 || waits != 0 {
-            let c = self.carried.entry(tgid).or_insert(tracer_common::CpuSlot { tgid, ..Default::default() });
-            c.cpu_ns += cpu_ns;
-            c.waits += waits;
-        }
+        carry(&mut self.carried, &tracer_common::CpuSlot { tgid, _pad: 0, cpu_ns, waits });
+    }
+
+    /// Empties the CPUs' logs of slots given to other processes into
+    /// `carried`. Cheap (no system call): done at every snapshot and exit
+    /// record, and often enough between them that a CPU's log seldom
+    /// fills (a full one sends slots to PROC_STATS, the slower way).
+    pub fn collect_evicted(&mut self) {
+        let carried = &mut self.carried;
+        self.evicted.drain(|slot| carry(carried, slot));
     }
 
     /// The CPU time the context-switch program holds per CPU, not yet in
@@ -671,7 +687,8 @@ impl Kernel {
     }
 
     /// One process's cumulative counters (for its final account at exit).
-    pub fn proc_stats_of(&self, tgid: u32) -> Option<ProcStats> {
+    pub fn proc_stats_of(&mut self, tgid: u32) -> Option<ProcStats> {
+        self.collect_evicted();
         let mut stats = self.proc_stats.get(&tgid, 0).ok().map(|v| sum_proc_stats(v.iter().copied()));
         let slots = self.cpu_slots().unwrap_or_default();
         for slot in slots.iter().chain(self.carried.get(&tgid)).filter(|s| s.tgid == tgid) {
@@ -840,6 +857,15 @@ impl MapMemory {
     }
 }
 
+/// One past the highest CPU id the kernel may ever bring online (its
+/// `nr_cpu_ids`): what arrays indexed by CPU id are sized by.
+fn possible_cpu_ids() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|t| t.trim().rsplit([',', '-']).next()?.parse::<u32>().ok())
+        .map_or(1, |last| last + 1)
+}
+
 /// CPUs the kernel may ever bring online (/sys/devices/system/cpu/possible,
 /// "0-63"): what per-CPU maps are sized by.
 pub fn possible_cpus() -> u32 {
@@ -884,6 +910,17 @@ where
 {
     let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+/// Adds time the kernel no longer holds to its process's.
+fn carry(carried: &mut HashMap<u32, tracer_common::CpuSlot>, slot: &tracer_common::CpuSlot) {
+    if slot.tgid != 0 && (slot.cpu_ns != 0 || slot.waits != 0) {
+        let c = carried
+            .entry(slot.tgid)
+            .or_insert(tracer_common::CpuSlot { tgid: slot.tgid, ..Default::default() });
+        c.cpu_ns += slot.cpu_ns;
+        c.waits += slot.waits;
+    }
 }
 
 /// Time a CPU's slot holds for a process, not yet in PROC_STATS (or an exit
