@@ -452,6 +452,51 @@ fn rotation_under_load_and_sighup_lose_and_duplicate_nothing() {
 /// SIGHUP reopens the file at its path: without it, nothing would create
 /// a new `events.jsonl` here (no size limit), and records would go on into
 /// the moved file.
+/// ECS and OCSF written live (a thread's process part made once and kept
+/// for its next records) are, line for line, what converting the native
+/// file afterwards gives (each record read whole).
+#[test]
+fn live_ecs_and_ocsf_are_the_native_records_converted() {
+    use tracer::output::formats::{Format, write};
+    let dir = scratch("formats");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let tracer = Tracer::start(&[
+        "--activity-interval",
+        "1s",
+        "--sink",
+        "-",
+        "--sink",
+        &path("native.jsonl"),
+        "--sink",
+        &format!("{};format=ecs", path("ecs.jsonl")),
+        "--sink",
+        &format!("{};format=ocsf", path("ocsf.jsonl")),
+    ]);
+    spawn_marked("formats-test", 5);
+    // One thread's connects: records that share its process.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        drop(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    tracer.stop();
+    let lines = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(name)).unwrap().lines().map(str::to_owned).collect()
+    };
+    let native = lines("native.jsonl");
+    let connects = native.iter().filter(|l| l.contains("\"kind\":\"network.connect\"")).count();
+    assert!(connects >= 20, "{connects} connect records");
+    for (format, name) in [(Format::Ecs, "ecs.jsonl"), (Format::Ocsf, "ocsf.jsonl")] {
+        let live = lines(name);
+        assert_eq!(live.len(), native.len(), "{format}");
+        for (n, l) in native.iter().zip(&live) {
+            let mut converted = Vec::new();
+            write(format, n.as_bytes(), &mut converted).unwrap();
+            assert_eq!(l, &String::from_utf8(converted).unwrap(), "{format} of {n}");
+        }
+    }
+}
+
 #[test]
 fn sighup_reopens_the_file_at_its_path() {
     let dir = scratch("sighup");

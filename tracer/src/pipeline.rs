@@ -290,7 +290,7 @@ impl Pipeline {
             process,
             body,
         };
-        let line = record.to_line()?;
+        let (line, shared_process) = record.to_line_sharing()?;
         debug_assert_eq!(
             String::from_utf8_lossy(&line),
             String::from_utf8_lossy(&serde_json::to_vec(&record)?),
@@ -305,7 +305,7 @@ impl Pipeline {
         };
         let value = if classify { Some(serde_json::to_value(&record)?) } else { None };
         let meta = Meta { kind: record.kind, time: &record.time, host: record.host, alert: false };
-        self.sinks.write(Outgoing::new(meta, &line))?;
+        self.sinks.write(Outgoing::new(meta, &line).with_shared_process(shared_process.as_ref()))?;
         if let (Some(classifier), Some(value), true) = (self.classifier.as_mut(), value.as_ref(), classify) {
             for written in classifier.observe(value) {
                 let line = serde_json::to_vec(&written)?;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use serde::Serialize;
 
-use super::escape::bytes_to_string;
+use super::{escape::bytes_to_string, formats::SharedProcess};
 use crate::{
     kernel::{AttachStatus, KernelCounters},
     process::Process,
@@ -35,8 +35,14 @@ impl Record<'_> {
     /// thread carries the same process, and writing it (escaping every
     /// string) was a third of a record's cost.
     pub fn to_line(&self) -> serde_json::Result<Vec<u8>> {
-        let Some(process) = self.process.as_ref().and_then(ProcessEntry::json) else {
-            return serde_json::to_vec(self);
+        Ok(self.to_line_sharing()?.0)
+    }
+
+    /// `to_line`, and where the shared text of the record's process is in
+    /// it (for `formats::write_shared`).
+    pub fn to_line_sharing(&self) -> serde_json::Result<(Vec<u8>, Option<SharedProcess>)> {
+        let Some(process) = self.process.as_ref().and_then(|p| p.json.clone()) else {
+            return Ok((serde_json::to_vec(self)?, None));
         };
         let mut out = Vec::with_capacity(process.len() + 512);
         let strings = [
@@ -51,15 +57,17 @@ impl Record<'_> {
         }
         out.extend_from_slice(b",\"mono_ns\":");
         serde_json::to_writer(&mut out, &self.mono_ns)?;
+        let start = out.len();
         out.extend_from_slice(b",\"process\":");
-        out.extend_from_slice(process);
+        out.extend_from_slice(&process);
+        let span = start..out.len();
         // The body is flattened into the record: written alone it is
         // `{"connect":{…}}`; its opening brace becomes the comma before its
         // member, its closing one closes the record.
         let body = out.len();
         serde_json::to_writer(&mut out, &self.body)?;
         out[body] = b',';
-        Ok(out)
+        Ok((out, Some(SharedProcess { span, text: process })))
     }
 }
 
@@ -77,10 +85,6 @@ impl ProcessEntry {
     pub fn shared(view: ProcessView) -> Self {
         let json = serde_json::to_vec(&view).ok().map(Rc::from);
         Self { view: Rc::new(view), json }
-    }
-
-    fn json(&self) -> Option<&[u8]> {
-        self.json.as_deref()
     }
 }
 

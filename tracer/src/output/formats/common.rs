@@ -102,6 +102,7 @@ pub(super) fn strip_nulls<'a>(v: &'a Json) -> Option<Json<'a>> {
         Json::String(s) => Json::from(s.as_ref()),
         Json::Bool(b) => Json::Bool(*b),
         Json::Number(n) => Json::Number(n.clone()),
+        Json::Written(t) => Json::Written(t.clone()),
     })
 }
 

@@ -8,7 +8,7 @@
 //! host's point of view (ingress/egress), as ECS asks of host-based sources.
 
 use super::{
-    ECS_VERSION,
+    ECS_VERSION, ProcessPart,
     common::{
         alerting_category, array_at, at, attack_for, basename, body, bool_at, command_line, dirname,
         exit_code, extension, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64,
@@ -17,14 +17,34 @@ use super::{
     json::{Json, Obj},
 };
 
-pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
+/// What the record's process `p` gives the event: `process.*`,
+/// `container.id` and `tracer.process.*`. The same for every kind but a
+/// fork (whose child comes from `fork`, the record's body).
+pub(super) fn process_part<'a>(kind: &str, p: &'a Json, fork: &'a Json) -> ProcessPart<'a> {
+    let mut out = Obj::new();
+    if kind == "process.fork" {
+        self::fork(&mut out, p, fork);
+    } else {
+        self::process(&mut out, p);
+    }
+    ProcessPart { members: out, in_container: false }
+}
+
+/// Kinds whose process part is the same: only a fork's is its own.
+pub(super) fn part_role(kind: &str) -> Option<u8> {
+    (kind != "process.fork").then_some(0)
+}
+
+/// Everything of the event but its process part (written merged with it,
+/// this winning where both have a value: see `Json::write_merged`).
+pub(super) fn convert<'a>(record: &'a Json, _part: &ProcessPart) -> Obj<'a> {
     let mut out = Obj::new();
     put(&mut out, "ecs.version", Some(Json::from(ECS_VERSION)));
     put(&mut out, "event.module", Some(Json::from("tracer")));
     if !record.is_object() {
         put(&mut out, "event.kind", Some(Json::from("event")));
         put(&mut out, "tracer.original", strip_nulls(record));
-        return Json::Object(out);
+        return out;
     }
     let kind = str_at(record, &["kind"]).unwrap_or_default();
     let c = categorize(kind, record);
@@ -44,13 +64,6 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
     for (key, value) in body(record) {
         put_at(&mut out, &["tracer", key], strip_nulls(value));
     }
-    let process = at(record, &["process"]).filter(|p| p.is_object());
-    match (kind, process) {
-        ("process.fork", Some(p)) => fork(&mut out, p, at(record, &["fork"]).unwrap_or(&Json::Null)),
-        (_, Some(p)) => self::process(&mut out, p),
-        _ => {}
-    }
-
     let b = |name: &str| at(record, &[name]).unwrap_or(&Json::Null);
     match kind {
         "process.exit" => {
@@ -101,7 +114,7 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
         "classification" => classification(&mut out, b("classification")),
         _ => {}
     }
-    Json::Object(out)
+    out
 }
 
 /// ECS categorization of one native record.

@@ -24,6 +24,9 @@ pub enum Json<'a> {
     String(Cow<'a, str>),
     Array(Vec<Json<'a>>),
     Object(Obj<'a>),
+    /// JSON text already written, copied out as it is: the leaves of a
+    /// kept process part (`Obj::into_written`), never made by reading.
+    Written(Box<str>),
 }
 
 /// An object's members. Reading appends them as they come (a duplicate key
@@ -165,17 +168,7 @@ impl<'a> Json<'a> {
     /// keeps them), each key once with the last value read, for writing.
     pub fn sort(&mut self) {
         match self {
-            Self::Object(m) => {
-                m.0.sort_by(|(a, _), (b, _)| a.cmp(b));
-                m.0.dedup_by(|later, kept| {
-                    let same = later.0 == kept.0;
-                    if same {
-                        std::mem::swap(&mut later.1, &mut kept.1);
-                    }
-                    same
-                });
-                m.0.iter_mut().for_each(|(_, v)| v.sort());
-            }
+            Self::Object(m) => m.sort(),
             Self::Array(a) => a.iter_mut().for_each(Self::sort),
             _ => {}
         }
@@ -195,6 +188,7 @@ impl Json<'_> {
             // Numbers as serde_json formats them (itoa, ryu); a Vec never fails.
             Self::Number(n) => serde_json::to_writer(&mut *out, n).expect("writing to memory"),
             Self::String(s) => write_str(out, s),
+            Self::Written(t) => out.extend_from_slice(t.as_bytes()),
             Self::Array(a) => {
                 out.push(b'[');
                 for (i, v) in a.iter().enumerate() {
@@ -218,6 +212,73 @@ impl Json<'_> {
                 out.push(b'}');
             }
         }
+    }
+}
+
+impl Obj<'_> {
+    /// `Json::sort` of this object.
+    pub fn sort(&mut self) {
+        self.0.sort_by(|(a, _), (b, _)| a.cmp(b));
+        self.0.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        self.0.iter_mut().for_each(|(_, v)| v.sort());
+    }
+
+    /// Appends this object merged with `under`, both sorted (`Json::sort`):
+    /// members of either in key order; where both have a key, two objects
+    /// are merged the same way and otherwise this one's value is written.
+    /// What putting every value of `under` first and this one's after would
+    /// have made, without building it.
+    pub fn write_merged(&self, under: &Obj, out: &mut Vec<u8>) {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let (a, b) = (&self.0, &under.0);
+        let (mut i, mut j) = (0, 0);
+        out.push(b'{');
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+                (Some(_), None) => Less,
+                _ => Greater,
+            };
+            let ((key, value), below) = match order {
+                Less => (&a[i], None),
+                Greater => (&b[j], None),
+                Equal => (&a[i], Some(&b[j].1)),
+            };
+            if i + j > 0 {
+                out.push(b',');
+            }
+            i += usize::from(order != Greater);
+            j += usize::from(order != Less);
+            write_str(out, key);
+            out.push(b':');
+            match (value, below) {
+                (Json::Object(m), Some(Json::Object(u))) => m.write_merged(u, out),
+                _ => value.write_json(out),
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// The same members, owned, every value but an object already written
+    /// (`Json::Written`): what is kept to be written many times is
+    /// escaped once.
+    pub fn into_written(self) -> Obj<'static> {
+        let written = |v: Json| match v {
+            Json::Object(m) => Json::Object(m.into_written()),
+            Json::Written(t) => Json::Written(t),
+            leaf => {
+                let mut text = Vec::new();
+                leaf.write_json(&mut text);
+                Json::Written(String::from_utf8(text).expect("JSON text is UTF-8").into())
+            }
+        };
+        Obj(self.0.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), written(v))).collect())
     }
 }
 
@@ -317,6 +378,9 @@ impl Serialize for Json<'_> {
                 let mut map = s.serialize_map(Some(m.0.len()))?;
                 m.iter().try_for_each(|(k, v)| map.serialize_entry(k, v))?;
                 map.end()
+            }
+            Self::Written(t) => {
+                serde_json::from_str::<serde_json::Value>(t).map_err(serde::ser::Error::custom)?.serialize(s)
             }
         }
     }

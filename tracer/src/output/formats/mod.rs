@@ -36,9 +36,10 @@ mod ocsf;
 
 pub(crate) use common::epoch_ms;
 
-use std::{fmt, io, str::FromStr};
+use std::{fmt, io, ops::Range, rc::Rc, str::FromStr};
 
-use json::Json;
+use common::{at, str_at};
+use json::{Json, Obj};
 
 /// The ECS release whose field names and categorization values are used.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -87,22 +88,148 @@ impl FromStr for Format {
     }
 }
 
+/// What a record's process gives its event, apart from the rest: made once
+/// for the many records of one process (see `write_shared`).
+#[derive(Default)]
+pub(super) struct ProcessPart<'a> {
+    /// Sorted (`Json::sort`) before the event is written.
+    pub members: Obj<'a>,
+    /// The process is in a container (OCSF's container profile).
+    pub in_container: bool,
+}
+
+/// One schema's mapping, in its two halves.
+struct Mapping {
+    /// The part from the record's process, given the kind and the body of
+    /// a fork.
+    part: for<'a> fn(&str, &'a Json<'a>, &'a Json<'a>) -> ProcessPart<'a>,
+    /// Kinds with the same part have the same role; none where the part
+    /// depends on the body.
+    role: fn(&str) -> Option<u8>,
+    /// Everything else, given the part.
+    rest: for<'a> fn(&'a Json<'a>, &ProcessPart) -> Obj<'a>,
+}
+
+fn mapping(format: Format) -> Option<Mapping> {
+    match format {
+        Format::Native => None,
+        Format::Ecs => Some(Mapping { part: ecs::process_part, role: ecs::part_role, rest: ecs::convert }),
+        Format::Ocsf => {
+            Some(Mapping { part: ocsf::process_part, role: ocsf::part_role, rest: ocsf::convert })
+        }
+    }
+}
+
 /// Writes one native record, the JSON text the tracer wrote, in `format`.
 /// Any JSON maps to an event; text that is not JSON is an error.
 pub fn write(format: Format, native: &[u8], mut out: impl io::Write) -> serde_json::Result<()> {
-    let map = match format {
-        Format::Native => return out.write_all(native).map_err(serde_json::Error::io),
-        Format::Ecs => ecs::convert,
-        Format::Ocsf => ocsf::convert,
+    let Some(m) = mapping(format) else { return out.write_all(native).map_err(serde_json::Error::io) };
+    let record = read(native)?;
+    let kind = str_at(&record, &["kind"]).unwrap_or_default();
+    let mut part = match at(&record, &["process"]).filter(|p| p.is_object()) {
+        Some(p) => (m.part)(kind, p, at(&record, &["fork"]).unwrap_or(&Json::Null)),
+        None => ProcessPart::default(),
     };
-    // Checked as UTF-8 in one pass, not string by string.
-    let text = std::str::from_utf8(native).map_err(serde::de::Error::custom)?;
-    let record: Json = serde_json::from_str(text)?;
-    let mut event = map(&record);
+    part.members.sort();
+    write_event(&m, &record, &part, native.len(), out)
+}
+
+/// A record's process as `Record::to_line` wrote it: the bytes of
+/// `,"process":…` in the line, and the text shared by the records of one
+/// thread that they copy.
+pub struct SharedProcess {
+    pub span: Range<usize>,
+    pub text: Rc<[u8]>,
+}
+
+/// `write` for a record whose process text is shared: the event's part
+/// from that process is made once and kept in `parts`, and only the rest
+/// of the line is read. The same event, byte for byte; a connect storm's
+/// records were mostly their process.
+pub fn write_shared(
+    format: Format,
+    native: &[u8],
+    process: &SharedProcess,
+    parts: &mut PartCache,
+    out: impl io::Write,
+) -> serde_json::Result<()> {
+    let Some(m) = mapping(format) else { return write(format, native, out) };
+    let Some(cut) = native.get(..process.span.start).zip(native.get(process.span.end..)) else {
+        return write(format, native, out);
+    };
+    let mut rest = Vec::with_capacity(cut.0.len() + cut.1.len());
+    rest.extend_from_slice(cut.0);
+    rest.extend_from_slice(cut.1);
+    let record = read(&rest)?;
+    let kind = str_at(&record, &["kind"]).unwrap_or_default();
+    let Some(role) = (m.role)(kind) else { return write(format, native, out) };
+    let part = parts.get_or_make(format, role, &process.text, |text| {
+        let (p, no_fork) = (read(text)?, Json::Null);
+        let mut part = (m.part)(kind, &p, &no_fork);
+        part.members.sort();
+        Ok(ProcessPart { members: part.members.into_written(), in_container: part.in_container })
+    })?;
+    write_event(&m, &record, part, native.len(), out)
+}
+
+/// Native JSON text, checked as UTF-8 in one pass, not string by string.
+fn read(native: &[u8]) -> serde_json::Result<Json<'_>> {
+    serde_json::from_str(std::str::from_utf8(native).map_err(serde::de::Error::custom)?)
+}
+
+fn write_event(
+    m: &Mapping,
+    record: &Json,
+    part: &ProcessPart,
+    native_len: usize,
+    mut out: impl io::Write,
+) -> serde_json::Result<()> {
+    let mut event = (m.rest)(record, part);
     event.sort();
-    let mut text = Vec::with_capacity(native.len() * 2);
-    event.write_json(&mut text);
+    let mut text = Vec::with_capacity(native_len * 2);
+    event.write_merged(&part.members, &mut text);
     out.write_all(&text).map_err(serde_json::Error::io)
+}
+
+/// The process parts of the processes whose records were written last, by
+/// the shared text they came from (held, so the pointer stays theirs).
+#[derive(Default)]
+pub struct PartCache {
+    parts: Vec<(Rc<[u8]>, Format, u8, ProcessPart<'static>)>,
+    next: usize,
+}
+
+impl PartCache {
+    /// Processes whose parts are kept; a connect storm or a busy server has
+    /// a few threads writing at once.
+    const KEPT: usize = 32;
+
+    fn get_or_make(
+        &mut self,
+        format: Format,
+        role: u8,
+        text: &Rc<[u8]>,
+        make: impl FnOnce(&[u8]) -> serde_json::Result<ProcessPart<'static>>,
+    ) -> serde_json::Result<&ProcessPart<'static>> {
+        let found =
+            self.parts.iter().position(|(t, f, r, _)| Rc::ptr_eq(t, text) && *f == format && *r == role);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let entry = (text.clone(), format, role, make(text)?);
+                if self.parts.len() < Self::KEPT {
+                    self.parts.push(entry);
+                    self.parts.len() - 1
+                } else {
+                    let i = self.next;
+                    self.next = (self.next + 1) % Self::KEPT;
+                    self.parts[i] = entry;
+                    i
+                }
+            }
+        };
+        Ok(&self.parts[i].3)
+    }
 }
 
 /// One native record held as a Value, in `format`, as a Value (what the
@@ -269,6 +396,78 @@ mod tests {
         }
     }
 
+    /// `native` as the tracer writes a record whose process text is shared:
+    /// the process a member of its own (last here), and where it is.
+    fn shared_line(native: &Value) -> Option<(Vec<u8>, SharedProcess)> {
+        let mut rest = native.as_object()?.clone();
+        let process = rest.remove("process")?;
+        let mut line = serde_json::to_vec(&rest).unwrap();
+        line.pop();
+        let start = line.len();
+        line.extend_from_slice(if rest.is_empty() { b"\"process\":" } else { b",\"process\":" });
+        let text: Rc<[u8]> = serde_json::to_vec(&process).unwrap().into();
+        line.extend_from_slice(&text);
+        let span = start..line.len();
+        line.push(b'}');
+        Some((line, SharedProcess { span, text }))
+    }
+
+    /// The process part made once and kept gives the same bytes as the
+    /// whole record read, first and second time, whatever kind came before:
+    /// one process text shared by records of every kind, as one thread's
+    /// records share it (a part kept for one kind must not serve another
+    /// whose part differs).
+    #[test]
+    fn a_shared_process_gives_the_same_event() {
+        let mut parts = PartCache::default();
+        let one_process = fixture("process.exec.native.json")["process"].clone();
+        let text: Rc<[u8]> = serde_json::to_vec(&one_process).unwrap().into();
+        for round in 0..2 {
+            for format in [Format::Ecs, Format::Ocsf] {
+                for kind in KINDS {
+                    let mut native = fixture(&format!("{kind}.native.json"));
+                    if native.get("process").is_none() {
+                        continue;
+                    }
+                    native["process"] = one_process.clone();
+                    let Some((line, mut process)) = shared_line(&native) else { continue };
+                    process.text = text.clone();
+                    let (mut whole, mut shared) = (Vec::new(), Vec::new());
+                    write(format, &line, &mut whole).unwrap();
+                    write_shared(format, &line, &process, &mut parts, &mut shared).unwrap();
+                    assert_eq!(
+                        String::from_utf8(shared).unwrap(),
+                        String::from_utf8(whole).unwrap(),
+                        "{kind} {format} round {round}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Merging on write is putting the lower object's values first and the
+    /// upper's after: objects merge, the upper's value wins otherwise.
+    #[test]
+    fn merged_objects_are_written_as_one() {
+        let read = |t: &'static str| {
+            let mut j: Json = serde_json::from_str(t).unwrap();
+            j.sort();
+            j
+        };
+        let upper = read(r#"{"b": {"y": 2, "z": {"q": 1}}, "d": 4, "a": 1, "e": {"k": 1}}"#);
+        let lower = read(r#"{"b": {"x": 1, "y": 9, "z": 3}, "c": [1], "e": 5, "0": {}}"#);
+        let (Json::Object(u), Json::Object(l)) = (&upper, &lower) else { unreachable!() };
+        let mut out = Vec::new();
+        u.write_merged(l, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"0":{},"a":1,"b":{"x":1,"y":2,"z":{"q":1}},"c":[1],"d":4,"e":{"k":1}}"#
+        );
+        let mut out = Vec::new();
+        Obj::new().write_merged(&Obj::new(), &mut out);
+        assert_eq!(out, b"{}");
+    }
+
     /// Text that is not JSON is an error, never an event.
     #[test]
     fn text_that_is_not_json_is_an_error() {
@@ -323,8 +522,15 @@ mod tests {
                                "time": "yesterday", "connect": [], "dns": {"questions": [null, 1]},
                                "classification": {"evidence": "none", "confidence": "high"}}));
         }
+        let mut parts = PartCache::default();
         for input in &inputs {
             for format in [Format::Ecs, Format::Ocsf] {
+                if let Some((line, process)) = shared_line(input) {
+                    let (mut whole, mut shared) = (Vec::new(), Vec::new());
+                    write(format, &line, &mut whole).unwrap();
+                    write_shared(format, &line, &process, &mut parts, &mut shared).unwrap();
+                    assert_eq!(shared, whole, "{format} of {input}, its process shared");
+                }
                 let out = convert(format, input);
                 assert!(out.is_object(), "{format} of {input}: {out}");
                 let version =

@@ -16,7 +16,7 @@
 //! with their content under `unmapped`.
 
 use super::{
-    OCSF_VERSION,
+    OCSF_VERSION, ProcessPart,
     common::{
         alerting_category, array_at, at, attack_for, basename, body, bool_at, command_line, dirname,
         epoch_ms, exit_code, f64_at, ip_version, map_objects, object, put, put_at, some_str, some_u64,
@@ -83,14 +83,36 @@ fn class_of(kind: &str, record: &Json) -> Class {
     }
 }
 
-pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
+/// What the record's process `p` gives the event: `process`,
+/// `actor.process` and `unmapped.tracer.process.*`, which depend on the
+/// kind (see `part_role`) and, for a fork, on `fork`, the record's body.
+pub(super) fn process_part<'a>(kind: &str, p: &'a Json, fork: &'a Json) -> ProcessPart<'a> {
+    let mut out = Obj::new();
+    processes(&mut out, kind, p, fork);
+    ProcessPart { members: out, in_container: some_str(str_at(p, &["container_id"])).is_some() }
+}
+
+/// Kinds whose process part is the same: exec, exit, and all the others
+/// but a fork, whose part is its own.
+pub(super) fn part_role(kind: &str) -> Option<u8> {
+    match kind {
+        "process.fork" => None,
+        "process.exec" => Some(1),
+        "process.exit" => Some(2),
+        _ => Some(0),
+    }
+}
+
+/// Everything of the event but its process part (written merged with it,
+/// this winning where both have a value: see `Json::write_merged`).
+pub(super) fn convert<'a>(record: &'a Json, part: &ProcessPart) -> Obj<'a> {
     let kind = str_at(record, &["kind"]).unwrap_or_default();
     let c = class_of(kind, record);
     let mut out = Obj::new();
     header(&mut out, &c, kind);
     if !record.is_object() {
         put(&mut out, "unmapped.tracer.original", strip_nulls(record));
-        return Json::Object(out);
+        return out;
     }
     put(&mut out, "metadata.event_code", (!kind.is_empty()).then(|| Json::from(kind)));
     let time = str_at(record, &["time"]);
@@ -107,10 +129,6 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
     for (key, value) in body(record) {
         put_at(&mut out, &["unmapped", "tracer", key], strip_nulls(value));
     }
-    if let Some(p) = at(record, &["process"]).filter(|p| p.is_object()) {
-        processes(&mut out, kind, p, at(record, &["fork"]).unwrap_or(&Json::Null));
-    }
-
     let b = |name: &str| at(record, &[name]).unwrap_or(&Json::Null);
     match kind {
         "process.exit" => put(&mut out, "exit_code", some_u64(exit_code(b("exit")))),
@@ -190,14 +208,14 @@ pub(super) fn convert<'a>(record: &'a Json) -> Json<'a> {
     }
 
     let mut profiles = Vec::new();
-    if out.contains_key("device") || out.contains_key("actor") {
+    if out.contains_key("device") || out.contains_key("actor") || part.members.contains_key("actor") {
         profiles.push("host");
     }
-    if some_str(str_at(record, &["process", "container_id"])).is_some() {
+    if part.in_container {
         profiles.push("container");
     }
     put(&mut out, "metadata.profiles", strings(&profiles));
-    Json::Object(out)
+    out
 }
 
 /// Classification, severity and metadata every event has.

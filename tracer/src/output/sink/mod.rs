@@ -207,12 +207,22 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub struct Outgoing<'a> {
     pub meta: Meta<'a>,
     native: &'a [u8],
+    /// Where the line's process is, when its text is shared with other
+    /// records (`Record::to_line_sharing`).
+    process: Option<&'a formats::SharedProcess>,
     converted: [Option<Vec<u8>>; 2],
 }
 
 impl<'a> Outgoing<'a> {
     pub fn new(meta: Meta<'a>, native: &'a [u8]) -> Self {
-        Self { meta, native, converted: [None, None] }
+        Self { meta, native, process: None, converted: [None, None] }
+    }
+
+    /// A record whose process text other records share: converted, its
+    /// process part is made once for all of them.
+    pub fn with_shared_process(mut self, process: Option<&'a formats::SharedProcess>) -> Self {
+        self.process = process;
+        self
     }
 
     /// A record that exists only as a JSON value (classifications, the
@@ -224,11 +234,15 @@ impl<'a> Outgoing<'a> {
     }
 
     /// Makes the record in `format`, once, from its native line.
-    fn convert(&mut self, format: Format) -> Result<()> {
+    fn convert(&mut self, format: Format, parts: &mut formats::PartCache) -> Result<()> {
         let Some(slot) = Self::slot(format) else { return Ok(()) };
         if self.converted[slot].is_none() {
             let mut line = Vec::with_capacity(2 * self.native.len());
-            formats::write(format, self.native, &mut line).context("re-reading a record")?;
+            match self.process {
+                Some(process) => formats::write_shared(format, self.native, process, parts, &mut line),
+                None => formats::write(format, self.native, &mut line),
+            }
+            .context("re-reading a record")?;
             self.converted[slot] = Some(line);
         }
         Ok(())
@@ -255,6 +269,8 @@ impl<'a> Outgoing<'a> {
 #[derive(Default)]
 pub struct Sinks {
     sinks: Vec<Configured>,
+    /// Process parts of converted events, kept across records.
+    parts: formats::PartCache,
 }
 
 impl Sinks {
@@ -318,7 +334,7 @@ impl Sinks {
                 lock(&c.stats).lost("sink_failed", 1);
                 continue;
             }
-            if let Err(e) = out.convert(c.format) {
+            if let Err(e) = out.convert(c.format, &mut self.parts) {
                 let mut stats = lock(&c.stats);
                 stats.error(format!("{e:#}"));
                 stats.lost("format_error", 1);
