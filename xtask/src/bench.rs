@@ -323,10 +323,13 @@ impl ProgramCosts {
             let (mut ns_m, mut runs_m) = (ns.clone(), runs.clone());
             let (ns_med, runs_med) = (median(&mut ns_m), median(&mut runs_m));
             let budget = crate::bpf_stats::budget_ns(name);
-            // A program that ran a few hundred times in a round ran cold
-            // (caches and branch predictors filled by the workload): its
-            // figure is not its steady cost, and is marked so.
-            let verdict = match (ns_med <= budget as f64, runs_med >= COLD_BELOW_RUNS) {
+            // A program on a hot path that ran a few hundred times in a
+            // round ran cold (caches and branch predictors filled by the
+            // workload): its figure is not its steady cost, and is marked
+            // so. Event programs (connect, exec) are held to theirs however
+            // often they ran.
+            let steady = runs_med >= COLD_BELOW_RUNS || budget > 100;
+            let verdict = match (ns_med <= budget as f64, steady) {
                 (true, _) => "within",
                 (false, true) => "OVER",
                 (false, false) => "over, few runs (cold)",
