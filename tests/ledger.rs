@@ -198,6 +198,68 @@ fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
     assert!(table < PROCESSES as u64, "{table} entries: the evicted slots went to the table");
 }
 
+/// The same, switching far faster than user space empties the CPU's log
+/// (every few hundred microseconds, not every 250 ms): a full log sends
+/// the slots to the per-process table instead, and the time still adds up.
+#[test]
+fn cpu_time_adds_up_when_the_cpus_log_of_slots_is_full() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
+    const PROCESSES: usize = 8;
+    let mut tracer = Tracer::start(&["--activity-interval", "1h", "--health-interval", "1s"]);
+    let pids: Vec<u32> = (0..PROCESSES)
+        .map(|_| {
+            fork_child(|| {
+                // SAFETY: syscalls on this process only.
+                unsafe {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut one);
+                    if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
+                        return 2;
+                    }
+                    // Each yield hands the CPU to one of the other seven,
+                    // whose slot was given away meanwhile.
+                    for _ in 0..20_000 {
+                        libc::sched_yield();
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    let mut kernel_ms = Vec::new();
+    for pid in &pids {
+        let (status, ms) = wait_rusage(*pid);
+        assert_eq!(status, 0);
+        kernel_ms.push(ms);
+    }
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let ended_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+    let health = tracer.wait_for(std::time::Duration::from_secs(10), |r| {
+        support::is_health(r, "running") && r["mono_ns"].as_u64().is_some_and(|t| t > ended_ns)
+    });
+    let records = tracer.stop();
+    let (traced_total, kernel_total): (f64, f64) = pids
+        .iter()
+        .zip(&kernel_ms)
+        .map(|(pid, kernel_ms)| {
+            let exits = of_kind(&records, "process.exit", *pid);
+            assert_eq!(exits.len(), 1, "pid {pid}");
+            (exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap(), *kernel_ms)
+        })
+        .fold((0.0, 0.0), |(a, b), (t, k)| (a + t, b + k));
+    let table = health["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap();
+    eprintln!(
+        "{PROCESSES} processes yielding to each other: traced {traced_total:.1} ms, rusage {kernel_total:.1} ms; {table} table entries"
+    );
+    assert!(
+        (traced_total - kernel_total).abs() <= kernel_total * 0.10,
+        "traced {traced_total} ms against the kernel's {kernel_total} ms"
+    );
+    assert!(table >= PROCESSES as u64, "{table} entries: the log never filled, so this tested nothing");
+}
+
 #[test]
 fn a_session_rolls_up_into_one_tree_account() {
     let _beside = ALONE.read().unwrap_or_else(|e| e.into_inner());
