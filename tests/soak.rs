@@ -87,6 +87,7 @@ fn pid_churn_keeps_the_tables_bounded() {
     assert!(table(&h, "classifier_processes") <= alive + 100, "{}", h["tables"]);
     assert!(table(&h, "classifier_scopes") <= alive + 100, "{}", h["tables"]);
     assert!(table(&h, "kernel_proc_stats") <= 2 * alive + 100, "{}", h["tables"]);
+    assert!(table(&h, "cpu_time_carried") <= 2 * alive + 100, "{}", h["tables"]);
     assert!(table(&h, "dns_names") <= 1000, "{}", h["tables"]);
     // The kernel's tables follow the living too, and nothing was evicted:
     // a few thousand processes fit in every table.

@@ -1144,7 +1144,11 @@ impl Pipeline {
             gpu_devices: self.gpu.describe_devices(),
             nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
-            tables: self.tables(),
+            tables: {
+                let mut tables = self.tables();
+                tables.insert("cpu_time_carried", kernel.cpu_time_carried());
+                tables
+            },
             programs_attached: programs.attached,
             programs_failed: programs.failed,
             programs_skipped: programs.skipped,

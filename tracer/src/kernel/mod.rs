@@ -670,6 +670,11 @@ impl Kernel {
         carry(&mut self.carried, &tracer_common::CpuSlot { tgid, _pad: 0, cpu_ns, waits });
     }
 
+    /// Processes whose CPU time is carried here (see `carried`), for health.
+    pub fn cpu_time_carried(&self) -> usize {
+        self.carried.len()
+    }
+
     /// Empties the CPUs' logs of slots given to other processes into
     /// `carried`. Cheap (no system call): done at every snapshot and exit
     /// record, and often enough between them that a CPU's log seldom
