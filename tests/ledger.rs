@@ -139,16 +139,13 @@ fn short_lived_processes_have_their_whole_cpu_time_at_exit() {
     );
 }
 
-/// More processes than a CPU keeps slots for (four), taking turns on one
-/// CPU: their slots are given away again and again. That time goes through
-/// the CPU's log of evicted slots, not into the per-process table (one
-/// insert each), and still adds up to what the kernel's rusage says.
-#[test]
-fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
-    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
-    const PROCESSES: usize = 8;
+/// Eight processes pinned to CPU 0, each running `work`, under a tracer
+/// with no activity report (which would empty the per-process table) for
+/// an hour. Each one's CPU time at exit, traced and by rusage, and the
+/// per-process table's size in a health record written after all ended.
+fn eight_on_one_cpu(work: fn()) -> (Vec<(f64, f64)>, u64) {
     let mut tracer = Tracer::start(&["--activity-interval", "1h", "--health-interval", "1s"]);
-    let pids: Vec<u32> = (0..PROCESSES)
+    let pids: Vec<u32> = (0..8)
         .map(|_| {
             fork_child(|| {
                 // SAFETY: syscalls on this process only.
@@ -158,26 +155,20 @@ fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
                     if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
                         return 2;
                     }
-                    // 30 bursts of 2 ms, a sleep between: each wakes into
-                    // a CPU the others took turns on meanwhile.
-                    for round in 1..=30 {
-                        burn_cpu(2 * round);
-                        libc::usleep(500);
-                    }
                 }
+                work();
                 0
             })
         })
         .collect();
-    let mut kernel_ms = Vec::new();
-    for pid in &pids {
-        let (status, ms) = wait_rusage(*pid);
-        assert_eq!(status, 0);
-        kernel_ms.push(ms);
-    }
-    // A health record written after every one of them ended: the table
-    // still holds whatever was put there for them (it is emptied at the
-    // next activity report, an hour away).
+    let kernel_ms: Vec<f64> = pids
+        .iter()
+        .map(|pid| {
+            let (status, ms) = wait_rusage(*pid);
+            assert_eq!(status, 0);
+            ms
+        })
+        .collect();
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
@@ -186,16 +177,40 @@ fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
         support::is_health(r, "running") && r["mono_ns"].as_u64().is_some_and(|t| t > ended_ns)
     });
     let records = tracer.stop();
-    for (pid, kernel_ms) in pids.iter().zip(&kernel_ms) {
-        let exits = of_kind(&records, "process.exit", *pid);
-        assert_eq!(exits.len(), 1, "pid {pid}");
-        let traced_ms = exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap();
-        eprintln!("pid {pid}: traced {traced_ms:.1} ms, kernel rusage {kernel_ms:.1} ms");
-        assert!((traced_ms - kernel_ms).abs() <= kernel_ms * 0.10, "pid {pid}: {traced_ms} vs {kernel_ms}");
+    let accounts = pids
+        .iter()
+        .zip(kernel_ms)
+        .map(|(pid, kernel_ms)| {
+            let exits = of_kind(&records, "process.exit", *pid);
+            assert_eq!(exits.len(), 1, "pid {pid}");
+            (exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap(), kernel_ms)
+        })
+        .collect();
+    (accounts, health["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap())
+}
+
+/// More processes than a CPU keeps slots for (four), taking turns on one
+/// CPU: their slots are given away again and again. That time goes through
+/// the CPU's log of evicted slots, not into the per-process table (one
+/// insert each), and still adds up to what the kernel's rusage says.
+#[test]
+fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
+    // 30 bursts of 2 ms, a sleep between: each wakes into a CPU the others
+    // took turns on meanwhile.
+    let (accounts, table) = eight_on_one_cpu(|| {
+        for round in 1..=30 {
+            burn_cpu(2 * round);
+            // SAFETY: a plain syscall.
+            unsafe { libc::usleep(500) };
+        }
+    });
+    for (traced_ms, kernel_ms) in &accounts {
+        eprintln!("traced {traced_ms:.1} ms, kernel rusage {kernel_ms:.1} ms");
+        assert!((traced_ms - kernel_ms).abs() <= kernel_ms * 0.10, "{traced_ms} vs {kernel_ms}");
     }
-    let table = health["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap();
-    eprintln!("per-process table entries after {PROCESSES} processes took turns: {table}");
-    assert!(table < PROCESSES as u64, "{table} entries: the evicted slots went to the table");
+    eprintln!("per-process table entries after 8 processes took turns: {table}");
+    assert!(table < 8, "{table} entries: the evicted slots went to the table");
 }
 
 /// The same, switching far faster than user space empties the CPU's log
@@ -204,60 +219,20 @@ fn processes_taking_turns_on_one_cpu_keep_their_cpu_time() {
 #[test]
 fn cpu_time_adds_up_when_the_cpus_log_of_slots_is_full() {
     let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
-    const PROCESSES: usize = 8;
-    let mut tracer = Tracer::start(&["--activity-interval", "1h", "--health-interval", "1s"]);
-    let pids: Vec<u32> = (0..PROCESSES)
-        .map(|_| {
-            fork_child(|| {
-                // SAFETY: syscalls on this process only.
-                unsafe {
-                    let mut one: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(0, &mut one);
-                    if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
-                        return 2;
-                    }
-                    // Each yield hands the CPU to one of the other seven,
-                    // whose slot was given away meanwhile.
-                    for _ in 0..20_000 {
-                        libc::sched_yield();
-                    }
-                }
-                0
-            })
-        })
-        .collect();
-    let mut kernel_ms = Vec::new();
-    for pid in &pids {
-        let (status, ms) = wait_rusage(*pid);
-        assert_eq!(status, 0);
-        kernel_ms.push(ms);
-    }
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let ended_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
-    let health = tracer.wait_for(std::time::Duration::from_secs(10), |r| {
-        support::is_health(r, "running") && r["mono_ns"].as_u64().is_some_and(|t| t > ended_ns)
+    // Each yield hands the CPU to one of the other seven, whose slot was
+    // given away meanwhile.
+    let (accounts, table) = eight_on_one_cpu(|| {
+        for _ in 0..20_000 {
+            // SAFETY: a plain syscall.
+            unsafe { libc::sched_yield() };
+        }
     });
-    let records = tracer.stop();
-    let (traced_total, kernel_total): (f64, f64) = pids
-        .iter()
-        .zip(&kernel_ms)
-        .map(|(pid, kernel_ms)| {
-            let exits = of_kind(&records, "process.exit", *pid);
-            assert_eq!(exits.len(), 1, "pid {pid}");
-            (exits[0]["exit"]["account"]["cpu_ms"].as_f64().unwrap(), *kernel_ms)
-        })
-        .fold((0.0, 0.0), |(a, b), (t, k)| (a + t, b + k));
-    let table = health["health"]["kernel_tables"]["proc_stats"].as_u64().unwrap();
+    let (traced, kernel) = accounts.iter().fold((0.0, 0.0), |(a, b), (t, k)| (a + t, b + k));
     eprintln!(
-        "{PROCESSES} processes yielding to each other: traced {traced_total:.1} ms, rusage {kernel_total:.1} ms; {table} table entries"
+        "8 processes yielding to each other: traced {traced:.1} ms, rusage {kernel:.1} ms; {table} table entries"
     );
-    assert!(
-        (traced_total - kernel_total).abs() <= kernel_total * 0.10,
-        "traced {traced_total} ms against the kernel's {kernel_total} ms"
-    );
-    assert!(table >= PROCESSES as u64, "{table} entries: the log never filled, so this tested nothing");
+    assert!((traced - kernel).abs() <= kernel * 0.10, "traced {traced} ms against the kernel's {kernel} ms");
+    assert!(table >= 8, "{table} entries: the log never filled, so this tested nothing");
 }
 
 #[test]
