@@ -864,8 +864,8 @@ pub struct CpuSlots {
 /// Entries in each CPU's log of slots it gave to another process
 /// (`EVICTED_SLOTS` holds CPU n's from `n * EVICTED_PER_CPU`); a power of
 /// two, so an entry's place is a mask. User space empties the logs at
-/// every snapshot and every exit record, so a CPU needs room for what it
-/// evicts between two of those.
+/// every snapshot, every exit record and every 250 ms, so a CPU needs room
+/// for what it evicts between two of those.
 pub const EVICTED_PER_CPU: u32 = 1024;
 
 /// One CPU's place in its log of evicted slots (`EVICTED_HEADS[cpu]`): the

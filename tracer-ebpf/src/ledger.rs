@@ -200,8 +200,8 @@ pub fn take_slot(tgid: u32) -> (u64, u64) {
 
 /// Charges a switch on this CPU: in the CPU's slot for the process when it
 /// has one (a per-CPU array, no hashing), else in a free slot, else in one
-/// taken from the process that had it longest ago, whose time moves to
-/// `PROC_STATS`.
+/// taken from the process that had it longest ago, whose time goes to the
+/// CPU's log of evicted slots (`PROC_STATS` when the log is full).
 #[inline(always)]
 fn add_cpu_here(tgid: u32, ns: u64, waits: bool) -> Option<()> {
     if ns == 0 && !waits {

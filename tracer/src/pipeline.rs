@@ -290,7 +290,7 @@ impl Pipeline {
             process,
             body,
         };
-        let (line, shared_process) = record.to_line_sharing()?;
+        let (line, shared_process) = record.to_line()?;
         debug_assert_eq!(
             String::from_utf8_lossy(&line),
             String::from_utf8_lossy(&serde_json::to_vec(&record)?),
@@ -1079,7 +1079,7 @@ impl Pipeline {
         self.emit_health(kernel, "running")
     }
 
-    fn tables(&self) -> BTreeMap<&'static str, usize> {
+    fn tables(&self, kernel: &Kernel) -> BTreeMap<&'static str, usize> {
         let (scopes, processes) = self.classifier.as_ref().map_or((0, 0), Classifier::tables);
         let (proc_keys, syscall_keys, flow_keys) = self.ledger.keys();
         BTreeMap::from([
@@ -1095,6 +1095,7 @@ impl Pipeline {
             ("kernel_proc_stats", proc_keys),
             ("kernel_syscall_counts", syscall_keys),
             ("kernel_flows", flow_keys),
+            ("cpu_time_carried", kernel.cpu_time_carried()),
         ])
     }
 
@@ -1144,11 +1145,7 @@ impl Pipeline {
             gpu_devices: self.gpu.describe_devices(),
             nvml: self.nvml_status.clone(),
             process_table_size: self.table.len(),
-            tables: {
-                let mut tables = self.tables();
-                tables.insert("cpu_time_carried", kernel.cpu_time_carried());
-                tables
-            },
+            tables: self.tables(kernel),
             programs_attached: programs.attached,
             programs_failed: programs.failed,
             programs_skipped: programs.skipped,

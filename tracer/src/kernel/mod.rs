@@ -684,8 +684,7 @@ impl Kernel {
         self.evicted.drain(|slot| carry(carried, slot));
     }
 
-    /// The CPU time the context-switch program holds per CPU, not yet in
-    /// PROC_STATS.
+    /// The CPU time the context-switch program holds in each CPU's slots.
     fn cpu_slots(&self) -> Result<Vec<tracer_common::CpuSlot>> {
         let per_cpu = self.cpu_slots.get(&0, 0).context("reading CPU_SLOTS_MAP")?;
         Ok(per_cpu.iter().flat_map(|c| c.slots).filter(|s| s.tgid != 0).collect())
@@ -862,31 +861,29 @@ impl MapMemory {
     }
 }
 
+/// The CPU id ranges the kernel may ever bring online
+/// (/sys/devices/system/cpu/possible, "0-63" or "0,2-5"), first and last.
+fn possible_cpu_ranges() -> Vec<(u32, u32)> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    text.trim()
+        .split(',')
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => r.parse().ok().map(|n| (n, n)),
+        })
+        .filter(|(a, b)| a <= b)
+        .collect()
+}
+
 /// One past the highest CPU id the kernel may ever bring online (its
 /// `nr_cpu_ids`): what arrays indexed by CPU id are sized by.
 fn possible_cpu_ids() -> u32 {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|t| t.trim().rsplit([',', '-']).next()?.parse::<u32>().ok())
-        .map_or(1, |last| last + 1)
+    possible_cpu_ranges().iter().map(|(_, last)| last + 1).max().unwrap_or(1)
 }
 
-/// CPUs the kernel may ever bring online (/sys/devices/system/cpu/possible,
-/// "0-63"): what per-CPU maps are sized by.
+/// CPUs the kernel may ever bring online: what per-CPU maps are sized by.
 pub fn possible_cpus() -> u32 {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .map(|t| {
-            t.trim()
-                .split(',')
-                .filter_map(|r| match r.split_once('-') {
-                    Some((a, b)) => Some(b.parse::<u32>().ok()? - a.parse::<u32>().ok()? + 1),
-                    None => r.parse::<u32>().ok().map(|_| 1),
-                })
-                .sum()
-        })
-        .filter(|&n: &u32| n > 0)
-        .unwrap_or(1)
+    possible_cpu_ranges().iter().map(|(first, last)| last - first + 1).sum::<u32>().max(1)
 }
 
 /// Occupancy and evictions of the kernel tables, for health.
@@ -928,8 +925,7 @@ fn carry(carried: &mut HashMap<u32, tracer_common::CpuSlot>, slot: &tracer_commo
     }
 }
 
-/// Time a CPU's slot holds for a process, not yet in PROC_STATS (or an exit
-/// record carried).
+/// Adds a slot's time (held by a CPU, or carried) to its process's counters.
 fn add_slot(stats: &mut ProcStats, slot: &tracer_common::CpuSlot) {
     stats.cpu_ns += slot.cpu_ns;
     stats.waits += slot.waits;

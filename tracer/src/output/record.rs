@@ -33,14 +33,9 @@ impl Record<'_> {
     /// process whose text is already written is copied in, not written
     /// again: on a busy connection or a connect storm every record of a
     /// thread carries the same process, and writing it (escaping every
-    /// string) was a third of a record's cost.
-    pub fn to_line(&self) -> serde_json::Result<Vec<u8>> {
-        Ok(self.to_line_sharing()?.0)
-    }
-
-    /// `to_line`, and where the shared text of the record's process is in
-    /// it (for `formats::write_shared`).
-    pub fn to_line_sharing(&self) -> serde_json::Result<(Vec<u8>, Option<SharedProcess>)> {
+    /// string) was a third of a record's cost. With it, where that shared
+    /// text is in the line (for `formats::write_shared`).
+    pub fn to_line(&self) -> serde_json::Result<(Vec<u8>, Option<SharedProcess>)> {
         let Some(process) = self.process.as_ref().and_then(|p| p.json.clone()) else {
             return Ok((serde_json::to_vec(self)?, None));
         };

@@ -199,18 +199,8 @@ impl Json<'_> {
                 }
                 out.push(b']');
             }
-            Self::Object(m) => {
-                out.push(b'{');
-                for (i, (k, v)) in m.0.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_str(out, k);
-                    out.push(b':');
-                    v.write_json(out);
-                }
-                out.push(b'}');
-            }
+            // Merged with nothing: the members as they are.
+            Self::Object(m) => m.write_merged(&Obj::new(), out),
         }
     }
 }

@@ -208,7 +208,7 @@ pub struct Outgoing<'a> {
     pub meta: Meta<'a>,
     native: &'a [u8],
     /// Where the line's process is, when its text is shared with other
-    /// records (`Record::to_line_sharing`).
+    /// records (`Record::to_line`).
     process: Option<&'a formats::SharedProcess>,
     converted: [Option<Vec<u8>>; 2],
 }
