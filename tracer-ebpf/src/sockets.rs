@@ -431,7 +431,7 @@ fn headers(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
             Some(tcp_segment(ctx, l4, &h))
         }
         IPPROTO_UDP => Some(udp_segment(ctx, l4)),
-        _ => Some((l4, Segment { seq: None, syn: false, len: 0, ends: false }, 0)),
+        _ => Some((l4, Segment::datagram(0), 0)),
     }
 }
 
@@ -465,7 +465,7 @@ fn headers_direct(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
         // SAFETY: 14 bytes at `at` are within the packet, checked above.
         IPPROTO_TCP => Some(tcp_segment(ctx, l4, unsafe { &*(at as *const [u8; 14]) })),
         IPPROTO_UDP => Some(udp_segment(ctx, l4)),
-        _ => Some((l4, Segment { seq: None, syn: false, len: 0, ends: false }, 0)),
+        _ => Some((l4, Segment::datagram(0), 0)),
     }
 }
 
@@ -474,7 +474,8 @@ fn headers_direct(ctx: &SkBuffContext) -> Option<(Transport, Segment, u32)> {
 fn tcp_segment(ctx: &SkBuffContext, l4: Transport, h: &[u8; 14]) -> (Transport, Segment, u32) {
     let data = l4.at + ((h[12] >> 4) as u32) * 4;
     let seg = Segment {
-        seq: Some(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
+        tcp: true,
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
         syn: h[13] & TCP_SYN != 0,
         len: ctx.len().saturating_sub(data),
         ends: h[13] & (TCP_FIN | TCP_RST) != 0,
@@ -485,7 +486,7 @@ fn tcp_segment(ctx: &SkBuffContext, l4: Transport, h: &[u8; 14]) -> (Transport, 
 #[inline(always)]
 fn udp_segment(ctx: &SkBuffContext, l4: Transport) -> (Transport, Segment, u32) {
     let data = l4.at + 8;
-    (l4, Segment { seq: None, syn: false, len: ctx.len().saturating_sub(data), ends: false }, data)
+    (l4, Segment::datagram(ctx.len().saturating_sub(data)), data)
 }
 
 /// Every packet of a full socket is counted to its owner; one of a socket
@@ -506,10 +507,8 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if seg.len == 0 && !seg.ends {
         return None;
     }
-    let full = traffic::full_socket(sk.cast());
-    if full.is_null() {
-        return None;
-    }
+    // A socket with state is a full one (`state_for_packet`).
+    let full = sk.cast();
     let st = traffic::state_for_packet(full)?;
     // Before the count: a packet that also ends the connection flushes it,
     // and the peer must be known by then.
@@ -552,7 +551,7 @@ fn on_packet(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     if l4.protocol != IPPROTO_TCP || t.pending & wanted == 0 {
         return None;
     }
-    let seq = seg.seq?;
+    let seq = seg.seq;
     let len = seg.len;
     // Where this packet's bytes start in the stream: a retransmission
     // starts before what was reported and is skipped; a hole ends it.

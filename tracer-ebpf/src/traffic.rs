@@ -123,15 +123,22 @@ fn create(sk: *mut c_void, init: *mut SocketState) -> *mut SocketState {
     st
 }
 
-/// The state of a packet's socket, created without an owner when the
-/// socket has none yet: bytes that arrive before the owner is known (a
-/// request queued before accept) are kept for it.
+/// The state of a packet's socket `sk` (the packet's own pointer, which
+/// may be a request or time-wait socket: the storage helper takes any
+/// socket and has state only for full ones, so the common case, a socket
+/// with state, costs one helper call), created without an owner when a
+/// full socket has none yet: bytes that arrive before the owner is known
+/// (a request queued before accept) are kept for it.
 #[inline(always)]
 pub fn state_for_packet(sk: *mut c_void) -> Option<*mut SocketState> {
     if let Some(st) = state_of(sk) {
         return Some(st);
     }
-    let p = create(sk, new_state(NO_OWNER, 0));
+    let full = full_socket(sk);
+    if full.is_null() {
+        return None;
+    }
+    let p = create(full, new_state(NO_OWNER, 0));
     (!p.is_null()).then_some(p)
 }
 
@@ -225,12 +232,25 @@ pub fn accepted(st: *mut SocketState) {
 }
 
 /// What one packet of a full socket carries: its payload's stream position
-/// (TCP) and length, and whether it ends the connection.
+/// (TCP) and length, and whether it ends the connection. Every field is
+/// set for every packet (no `Option`): the verifier of older kernels
+/// rejects a read of a stack slot left unwritten on some path, and LLVM
+/// may load an `Option`'s payload before testing it.
 pub struct Segment {
-    pub seq: Option<u32>,
+    pub tcp: bool,
+    /// TCP's sequence number; 0 otherwise.
+    pub seq: u32,
     pub syn: bool,
     pub len: u32,
     pub ends: bool,
+}
+
+impl Segment {
+    /// A packet that is not TCP: no stream position, and no end.
+    #[inline(always)]
+    pub fn datagram(len: u32) -> Self {
+        Self { tcp: false, seq: 0, syn: false, len, ends: false }
+    }
 }
 
 /// The full socket of a packet's `skb->sk`, if it has one.
@@ -265,10 +285,11 @@ pub fn count_packet(sk: *mut c_void, st: *mut SocketState, seg: &Segment, egress
     // SAFETY: the socket's value.
     unsafe {
         let (dir, seq_flag) = if egress { (&mut (*st).tx, flags::TX_SEQ) } else { (&mut (*st).rx, flags::RX_SEQ) };
-        let Some(seq) = seg.seq else {
+        if !seg.tcp {
             flush(st, egress, seg.len as u64, 1);
             return;
-        };
+        }
+        let seq = seg.seq;
         // A SYN's sequence number is not a byte.
         let start = if seg.syn { seq.wrapping_add(1) } else { seq };
         let end = start.wrapping_add(seg.len);
