@@ -16,7 +16,10 @@
 //! 6. Each kernel program's cost from the kernel's own statistics, per
 //!    workload, against its budget. The statistics time every program run,
 //!    so they are on only in rounds of their own (shown beside the others,
-//!    which gives their own cost too) and in the connect storm.
+//!    which gives their own cost too) and in the connect storm. Under
+//!    nginx, programs that do nothing on the same packet and switch hooks
+//!    have rounds of their own: the floor the statistics put under every
+//!    figure.
 //!
 //! Runs alternate configurations (A B C D, B C D A, …) so drift on a noisy
 //! machine hits them all alike; medians are printed with their spread.
@@ -253,6 +256,9 @@ enum Config {
     Bpftrace,
     DefaultStats,
     SyscallsStats,
+    /// Programs that do nothing on the tracer's packet and switch hooks:
+    /// what the statistics measure for no work (`empty_programs`).
+    EmptyStats,
 }
 
 impl Config {
@@ -264,11 +270,12 @@ impl Config {
             Self::Bpftrace => "bpftrace raw_syscalls @[pid] = count()",
             Self::DefaultStats => "tracer (default), bpf_stats on",
             Self::SyscallsStats => "tracer --syscalls, bpf_stats on",
+            Self::EmptyStats => "empty programs on the packet and switch hooks, bpf_stats on",
         }
     }
 
     fn stats(self) -> bool {
-        matches!(self, Self::DefaultStats | Self::SyscallsStats)
+        matches!(self, Self::DefaultStats | Self::SyscallsStats | Self::EmptyStats)
     }
 }
 
@@ -280,8 +287,14 @@ const LOOP_CONFIGS: [Config; 6] = [
     Config::DefaultStats,
     Config::SyscallsStats,
 ];
-const WEB_CONFIGS: [Config; 5] =
-    [Config::Untraced, Config::TracedDefault, Config::TracedSyscalls, Config::DefaultStats, Config::SyscallsStats];
+const WEB_CONFIGS: [Config; 6] = [
+    Config::Untraced,
+    Config::TracedDefault,
+    Config::TracedSyscalls,
+    Config::DefaultStats,
+    Config::SyscallsStats,
+    Config::EmptyStats,
+];
 const CHURN_CONFIGS: [Config; 3] = [Config::Untraced, Config::TracedDefault, Config::DefaultStats];
 
 /// `median (min–max)` of a sample.
@@ -330,13 +343,15 @@ impl ProgramCosts {
             // often they ran.
             let steady = runs_med >= COLD_BELOW_RUNS || budget > 100;
             let verdict = match (ns_med <= budget as f64, steady) {
-                (true, _) => "within",
-                (false, true) => "OVER",
-                (false, false) => "over, few runs (cold)",
+                (true, _) => format!("{budget} ns: within"),
+                (false, true) => format!("{budget} ns: OVER"),
+                (false, false) => format!("{budget} ns: over, few runs (cold)"),
             };
+            // The bench's own empty programs are the floor, held to nothing.
+            let verdict = if name.starts_with("empty_") { "- (the floor)".to_string() } else { verdict };
             writeln!(
                 report,
-                "| {name} | {runs_med:.0} | {} | {:.2} | {budget} ns: {verdict} |",
+                "| {name} | {runs_med:.0} | {} | {:.2} | {verdict} |",
                 spread(ns, 0),
                 ns_med * runs_med / 1e6
             )?;
@@ -349,6 +364,8 @@ enum Running {
     None,
     Tracer(Tracer, Option<crate::bpf_stats::Enabled>),
     Bpftrace(Bpftrace),
+    /// Held by this process, so their statistics are read from its fds.
+    Empty(crate::empty_programs::EmptyPrograms, Option<crate::bpf_stats::Enabled>),
 }
 
 fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
@@ -361,12 +378,19 @@ fn start(config: Config, opts: &Options, out: &Path) -> Result<Running> {
             Running::Tracer(Tracer::start(&opts.tracer, out, syscalls)?, stats)
         }
         Config::Bpftrace => Running::Bpftrace(Bpftrace::start()?),
+        Config::EmptyStats => Running::Empty(crate::empty_programs::EmptyPrograms::attach()?, stats),
     })
 }
 
 fn stop(r: Running) -> Result<()> {
     match r {
         Running::None => Ok(()),
+        Running::Empty(programs, stats) => {
+            // Detached before the statistics go off.
+            drop(programs);
+            drop(stats);
+            Ok(())
+        }
         Running::Tracer(t, _stats) => t.stop().map(|_| ()),
         Running::Bpftrace(b) => b.stop(),
     }
@@ -415,13 +439,13 @@ fn alternate(
             let before = pid.map(cpu_seconds).unwrap_or(0.0);
             let t0 = Instant::now();
             let v = measure()?;
-            if let Some(pid) = pid {
-                if configs[i] == Config::TracedDefault {
-                    cost.sample(pid, before, t0.elapsed().as_secs_f64());
-                }
-                if configs[i].stats() {
-                    r.programs[i].sample(pid);
-                }
+            if let (Some(pid), Config::TracedDefault) = (pid, configs[i]) {
+                cost.sample(pid, before, t0.elapsed().as_secs_f64());
+            }
+            // The programs' holder: the tracer, or this process for the empty ones.
+            let holder = if matches!(running, Running::Empty(..)) { Some(std::process::id()) } else { pid };
+            if let (Some(holder), true) = (holder, configs[i].stats()) {
+                r.programs[i].sample(holder);
             }
             stop(running)?;
             r.values[i].push(v);
@@ -436,6 +460,8 @@ fn program_tables(configs: &[Config], rounds: Rounds, what: &str, programs: &mut
         match c {
             Config::DefaultStats => programs.push((format!("{what}, default hooks"), p)),
             Config::SyscallsStats => programs.push((format!("{what}, --syscalls"), p)),
+            Config::EmptyStats => programs
+                .push((format!("{what}, empty programs on the same hooks (the statistics' floor)"), p)),
             _ => {}
         }
     }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bpf_stats;
+mod empty_programs;
 mod eval;
 mod fuzz;
 mod gpu_check;
