@@ -413,9 +413,12 @@ fn events(stream: &UnixStream, shared: &Shared, request: &Request) -> Result<()>
     };
     let mut out = std::io::BufWriter::new(stream);
     write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n")?;
-    let line_out = |out: &mut std::io::BufWriter<&UnixStream>, line: &[u8]| -> Result<()> {
-        crate::output::formats::write(format, line, &mut *out)?;
-        out.write_all(b"\n")?;
+    let mut event = Vec::new();
+    let mut line_out = |out: &mut std::io::BufWriter<&UnixStream>, line: &[u8]| -> Result<()> {
+        event.clear();
+        crate::output::formats::write(format, line, &mut event)?;
+        event.push(b'\n');
+        out.write_all(&event)?;
         Ok(())
     };
     for line in &recent {

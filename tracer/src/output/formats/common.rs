@@ -103,6 +103,7 @@ pub(super) fn strip_nulls<'a>(v: &'a Json) -> Option<Json<'a>> {
         Json::Bool(b) => Json::Bool(*b),
         Json::Number(n) => Json::Number(n.clone()),
         Json::Written(t) => Json::Written(t.clone()),
+        Json::Kept(k) => Json::Kept(k.clone()),
     })
 }
 

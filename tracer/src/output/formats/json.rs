@@ -27,6 +27,9 @@ pub enum Json<'a> {
     /// JSON text already written, copied out as it is: the leaves of a
     /// kept process part (`Obj::into_written`), never made by reading.
     Written(Box<str>),
+    /// An object of a kept process part: its members, for another object
+    /// to merge into, and its text, copied out whole where none does.
+    Kept(Box<(Obj<'static>, Box<str>)>),
 }
 
 /// An object's members. Reading appends them as they come (a duplicate key
@@ -164,6 +167,15 @@ impl<'a> Json<'a> {
         matches!(self, Self::Object(_))
     }
 
+    /// The members of an object, kept or not, for merging.
+    fn members(&self) -> Option<&Obj<'_>> {
+        match self {
+            Self::Object(m) => Some(m),
+            Self::Kept(k) => Some(&k.0),
+            _ => None,
+        }
+    }
+
     /// Every object's members in key order (byte order, as Value's BTreeMap
     /// keeps them), each key once with the last value read, for writing.
     pub fn sort(&mut self) {
@@ -189,6 +201,7 @@ impl Json<'_> {
             Self::Number(n) => serde_json::to_writer(&mut *out, n).expect("writing to memory"),
             Self::String(s) => write_str(out, s),
             Self::Written(t) => out.extend_from_slice(t.as_bytes()),
+            Self::Kept(k) => out.extend_from_slice(k.1.as_bytes()),
             Self::Array(a) => {
                 out.push(b'[');
                 for (i, v) in a.iter().enumerate() {
@@ -247,25 +260,33 @@ impl Obj<'_> {
             j += usize::from(order != Less);
             write_str(out, key);
             out.push(b':');
-            match (value, below) {
-                (Json::Object(m), Some(Json::Object(u))) => m.write_merged(u, out),
+            match (value.members(), below.and_then(Json::members)) {
+                (Some(m), Some(u)) => m.write_merged(u, out),
                 _ => value.write_json(out),
             }
         }
         out.push(b'}');
     }
 
-    /// The same members, owned, every value but an object already written
-    /// (`Json::Written`): what is kept to be written many times is
-    /// escaped once.
+    /// The same members, owned, every value already written: leaves as
+    /// `Json::Written`, objects as `Json::Kept` (with their members, for
+    /// merging): what is kept to be written many times is escaped once.
     pub fn into_written(self) -> Obj<'static> {
-        let written = |v: Json| match v {
-            Json::Object(m) => Json::Object(m.into_written()),
-            Json::Written(t) => Json::Written(t),
-            leaf => {
-                let mut text = Vec::new();
-                leaf.write_json(&mut text);
-                Json::Written(String::from_utf8(text).expect("JSON text is UTF-8").into())
+        let written = |v: Json| -> Json<'static> {
+            match v {
+                Json::Object(m) => {
+                    let m = m.into_written();
+                    let mut text = Vec::new();
+                    m.write_merged(&Obj::new(), &mut text);
+                    Json::Kept(Box::new((m, String::from_utf8(text).expect("JSON text is UTF-8").into())))
+                }
+                Json::Written(t) => Json::Written(t),
+                Json::Kept(k) => Json::Kept(k),
+                leaf => {
+                    let mut text = Vec::new();
+                    leaf.write_json(&mut text);
+                    Json::Written(String::from_utf8(text).expect("JSON text is UTF-8").into())
+                }
             }
         };
         Obj(self.0.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), written(v))).collect())
@@ -273,34 +294,70 @@ impl Obj<'_> {
 }
 
 /// `s` as a JSON string: copied whole between quotes when nothing in it
-/// needs an escape, else through serde_json's escaping.
+/// needs an escape, else through serde_json's escaping. An event writes
+/// some sixty strings, most of them keys of a few bytes: those are copied
+/// with two overlapping word stores, not a call to memcpy each.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
+    let b = s.as_bytes();
+    if needs_escape(b) {
         serde_json::to_writer(&mut *out, s).expect("writing to memory");
-    } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        return;
+    }
+    let (len, n) = (out.len(), b.len());
+    out.reserve(n + 2);
+    // SAFETY: `n + 2` bytes were reserved past `len`; every byte up to the
+    // new length is written before it is set, and the word stores fall
+    // within the first `n` bytes after the opening quote.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        dst.write(b'"');
+        let body = dst.add(1);
+        match n {
+            8..=16 => {
+                let (head, tail) = (
+                    b.as_ptr().cast::<u64>().read_unaligned(),
+                    b.as_ptr().add(n - 8).cast::<u64>().read_unaligned(),
+                );
+                body.cast::<u64>().write_unaligned(head);
+                body.add(n - 8).cast::<u64>().write_unaligned(tail);
+            }
+            4..=7 => {
+                let (head, tail) = (
+                    b.as_ptr().cast::<u32>().read_unaligned(),
+                    b.as_ptr().add(n - 4).cast::<u32>().read_unaligned(),
+                );
+                body.cast::<u32>().write_unaligned(head);
+                body.add(n - 4).cast::<u32>().write_unaligned(tail);
+            }
+            _ => std::ptr::copy_nonoverlapping(b.as_ptr(), body, n),
+        }
+        body.add(n).write(b'"');
+        out.set_len(len + n + 2);
     }
 }
 
 /// Whether `b` holds a byte JSON escapes: a control character, `"` or `\`
 /// (serde_json escapes those only). Eight bytes at a time: a byte below
-/// 0x20, or equal to one of the two, sets its lane's top bit.
+/// 0x20, or equal to one of the two, sets its lane's top bit. The tail is
+/// the string's last eight bytes again, and a string of four to seven (most
+/// keys) its first and last four: loads that overlap test some bytes twice,
+/// where a byte loop cost more than the rest of the writing.
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_ne_bytes(c.try_into().expect("eight bytes"));
+    let escapes = |v: u64| {
         let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
-        if below_space | zero_in(v ^ (ONES * b'"' as u64)) | zero_in(v ^ (ONES * b'\\' as u64)) != 0 {
-            return true;
-        }
+        below_space | zero_in(v ^ (ONES * b'"' as u64)) | zero_in(v ^ (ONES * b'\\' as u64)) != 0
+    };
+    let at8 = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+    let at4 = |i: usize| u64::from(u32::from_ne_bytes(b[i..i + 4].try_into().expect("four bytes")));
+    let n = b.len();
+    match n {
+        8.. => (0..n / 8).any(|c| escapes(at8(c * 8))) || (!n.is_multiple_of(8) && escapes(at8(n - 8))),
+        4..=7 => escapes(at4(0) | at4(n - 4) << 32),
+        _ => b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\'),
     }
-    chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 impl<'a> From<&'a str> for Json<'a> {
@@ -372,6 +429,7 @@ impl Serialize for Json<'_> {
             Self::Written(t) => {
                 serde_json::from_str::<serde_json::Value>(t).map_err(serde::ser::Error::custom)?.serialize(s)
             }
+            Self::Kept(k) => Self::Object(k.0.clone()).serialize(s),
         }
     }
 }
@@ -515,6 +573,49 @@ mod tests {
             ours.write_json(&mut written);
             assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&ours).unwrap(), "{text}");
         }
+        let borrowed: Json = serde_json::from_str(r#"{"k": "v"}"#).unwrap();
+        assert!(matches!(borrowed.get("k"), Some(Json::String(Cow::Borrowed("v")))));
+    }
+
+    /// The word-at-a-time test finds every byte that needs an escape at
+    /// every position of strings of every length up to three words, and
+    /// none in strings without one (bytes just beside the escaped ranges).
+    #[test]
+    fn escapes_are_found_at_every_position() {
+        let bytewise = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for len in 0..=24 {
+            for fill in [b' ', b'a', b'!', b'#', b'[', b']', 0x7f, 0xff] {
+                let clean = vec![fill; len];
+                assert!(!needs_escape(&clean), "{len} × {fill:#x}");
+                for at in 0..len {
+                    for bad in (0..0x20).chain([b'"', b'\\']) {
+                        let mut b = clean.clone();
+                        b[at] = bad;
+                        assert_eq!(needs_escape(&b), bytewise(&b), "{len} × {fill:#x}, {bad:#x} at {at}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strings of every length a word copy covers, and either side of it,
+    /// written as serde_json writes them, after whatever came before.
+    #[test]
+    fn strings_of_every_length_are_written_as_serde_json_writes_them() {
+        let text: String = "abcdefghijklmnopqrstuvwxyz0123456789éü-_/.:".chars().cycle().take(60).collect();
+        for len in 0..=40 {
+            let s: String = text.chars().take(len).collect();
+            for with in ["", "\"", "\n"] {
+                let s = format!("{s}{with}");
+                let mut out = b"[1,".to_vec();
+                write_str(&mut out, &s);
+                assert_eq!(out, format!("[1,{}", serde_json::to_string(&s).unwrap()).into_bytes(), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_borrowed_string_stays_borrowed() {
         let borrowed: Json = serde_json::from_str(r#"{"k": "v"}"#).unwrap();
         assert!(matches!(borrowed.get("k"), Some(Json::String(Cow::Borrowed("v")))));
     }

@@ -36,7 +36,7 @@ mod ocsf;
 
 pub(crate) use common::epoch_ms;
 
-use std::{fmt, io, ops::Range, rc::Rc, str::FromStr};
+use std::{fmt, ops::Range, rc::Rc, str::FromStr};
 
 use common::{at, str_at};
 use json::{Json, Obj};
@@ -120,10 +120,15 @@ fn mapping(format: Format) -> Option<Mapping> {
     }
 }
 
-/// Writes one native record, the JSON text the tracer wrote, in `format`.
-/// Any JSON maps to an event; text that is not JSON is an error.
-pub fn write(format: Format, native: &[u8], mut out: impl io::Write) -> serde_json::Result<()> {
-    let Some(m) = mapping(format) else { return out.write_all(native).map_err(serde_json::Error::io) };
+/// Appends one native record, the JSON text the tracer wrote, in `format`
+/// to `out` (written straight into it: an event was made in a buffer of
+/// its own and copied). Any JSON maps to an event; text that is not JSON
+/// is an error, and leaves `out` as it was.
+pub fn write(format: Format, native: &[u8], out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let Some(m) = mapping(format) else {
+        out.extend_from_slice(native);
+        return Ok(());
+    };
     let record = read(native)?;
     let kind = str_at(&record, &["kind"]).unwrap_or_default();
     let mut part = match at(&record, &["process"]).filter(|p| p.is_object()) {
@@ -151,7 +156,7 @@ pub fn write_shared(
     native: &[u8],
     process: &SharedProcess,
     parts: &mut PartCache,
-    out: impl io::Write,
+    out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     let Some(m) = mapping(format) else { return write(format, native, out) };
     let Some(cut) = native.get(..process.span.start).zip(native.get(process.span.end..)) else {
@@ -182,13 +187,13 @@ fn write_event(
     record: &Json,
     part: &ProcessPart,
     native_len: usize,
-    mut out: impl io::Write,
+    out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     let mut event = (m.rest)(record, part);
     event.sort();
-    let mut text = Vec::with_capacity(native_len * 2);
-    event.write_merged(&part.members, &mut text);
-    out.write_all(&text).map_err(serde_json::Error::io)
+    out.reserve(native_len * 2);
+    event.write_merged(&part.members, out);
+    Ok(())
 }
 
 /// The process parts of the processes whose records were written last, by
@@ -473,7 +478,7 @@ mod tests {
     fn text_that_is_not_json_is_an_error() {
         for bad in [&b"{\"kind\": "[..], b"", b"{\"kind\": \"\xff\"}", b"{} {}"] {
             for format in [Format::Ecs, Format::Ocsf] {
-                let err = write(format, bad, Vec::new()).unwrap_err();
+                let err = write(format, bad, &mut Vec::new()).unwrap_err();
                 assert!(!err.to_string().is_empty(), "{format} of {bad:?}");
             }
         }
