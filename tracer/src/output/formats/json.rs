@@ -313,26 +313,28 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
         dst.write(b'"');
         let body = dst.add(1);
         match n {
-            8..=16 => {
-                let (head, tail) = (
-                    b.as_ptr().cast::<u64>().read_unaligned(),
-                    b.as_ptr().add(n - 8).cast::<u64>().read_unaligned(),
-                );
-                body.cast::<u64>().write_unaligned(head);
-                body.add(n - 8).cast::<u64>().write_unaligned(tail);
-            }
-            4..=7 => {
-                let (head, tail) = (
-                    b.as_ptr().cast::<u32>().read_unaligned(),
-                    b.as_ptr().add(n - 4).cast::<u32>().read_unaligned(),
-                );
-                body.cast::<u32>().write_unaligned(head);
-                body.add(n - 4).cast::<u32>().write_unaligned(tail);
-            }
+            8..=16 => copy_by_two_words::<u64>(b.as_ptr(), body, n),
+            4..=7 => copy_by_two_words::<u32>(b.as_ptr(), body, n),
             _ => std::ptr::copy_nonoverlapping(b.as_ptr(), body, n),
         }
         body.add(n).write(b'"');
         out.set_len(len + n + 2);
+    }
+}
+
+/// Copies `n` bytes, one to two words of `W`, as two words that overlap:
+/// the first and the last.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `n` bytes, `n` at least one `W`.
+#[inline(always)]
+unsafe fn copy_by_two_words<W: Copy>(src: *const u8, dst: *mut u8, n: usize) {
+    let w = size_of::<W>();
+    // SAFETY: both words lie within the `n` bytes, as the caller promises.
+    unsafe {
+        let (head, tail) = (src.cast::<W>().read_unaligned(), src.add(n - w).cast::<W>().read_unaligned());
+        dst.cast::<W>().write_unaligned(head);
+        dst.add(n - w).cast::<W>().write_unaligned(tail);
     }
 }
 
