@@ -223,6 +223,13 @@ fn main() -> Result<()> {
         }
         Task::Schemas { ecs, ocsf } => schemas::run(&ecs, &ocsf, &root.join("tests/fixtures/schemas")),
         Task::VmGuest { tracer } => {
+            // A guest that hangs says so and powers off, well before the
+            // host gives up on it; the steps above the line show where.
+            std::thread::spawn(|| {
+                std::thread::sleep(vm::GUEST_WATCHDOG);
+                eprintln!("vm-guest: stuck for {} s", vm::GUEST_WATCHDOG.as_secs());
+                std::process::exit(vm::GUEST_STUCK);
+            });
             print!("{}", vm::workload::run_traced(&tracer)?);
             Ok(())
         }

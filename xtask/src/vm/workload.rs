@@ -213,14 +213,18 @@ pub fn run_traced(tracer: &Path) -> Result<String> {
         }
         records.push_str(&line);
     }
+    // Each step on stderr (a guest's console): a run that hangs shows where.
+    eprintln!("workload: the tracer started");
     workload.stdin.take().expect("piped").write_all(b"go\n")?;
     let status = workload.wait()?;
+    eprintln!("workload: done ({status})");
     // One more activity interval, so the last steps' counters are drained.
     std::thread::sleep(Duration::from_secs(3));
     // SAFETY: signalling our own child.
     unsafe { kill(tracer.id() as i32, 2) };
     out.read_to_string(&mut records)?;
     let tracer_status = tracer.wait()?;
+    eprintln!("workload: the tracer stopped ({tracer_status})");
     if !status.success() {
         bail!("the workload failed: {status}");
     }
