@@ -101,7 +101,9 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut fetcher = kernels::Fetcher::new(&opts.work.join("kernels"));
     for series in &opts.kernels {
         let row = match fetcher.fetch(series) {
-            Ok(kernel) => boot_again_if_stuck(opts, series.name, &kernel, &initrd, &expected),
+            Ok(kernel) => boot_again_if_stuck(&opts.work.join(format!("run-{}", series.name)), || {
+                boot(opts, series.name, &kernel, &initrd, &expected)
+            }),
             Err(e) => Row {
                 kernel: series.name.into(),
                 release: "?".into(),
@@ -134,22 +136,15 @@ pub fn run(opts: &Options) -> Result<()> {
 /// booted once more: software emulation on a loaded 2-core host has hung
 /// once in many boots with nothing in the tracer's records to show for it.
 /// The row says so, and the first boot's console is kept beside the
-/// second's; any other failure stands as it is.
-fn boot_again_if_stuck(
-    opts: &Options,
-    name: &str,
-    kernel: &kernels::Kernel,
-    initrd: &Path,
-    expected: &std::collections::BTreeMap<String, usize>,
-) -> Row {
-    let first = boot(opts, name, kernel, initrd, expected);
+/// second's (in `dir`, the boot's folder); any other failure stands as it is.
+fn boot_again_if_stuck(dir: &Path, boot: impl Fn() -> Row) -> Row {
+    let first = boot();
     let hung =
         |e: &str| e.contains("did not finish within") || e.contains(&format!("exit Some(\"{GUEST_STUCK}\")"));
     let Some(error) = first.error.clone().filter(|e| hung(e)) else { return first };
-    let dir = opts.work.join(format!("run-{name}"));
     let kept = dir.join("console-first-boot.txt");
     let _ = std::fs::rename(dir.join("console.txt"), &kept);
-    let mut second = boot(opts, name, kernel, initrd, expected);
+    let mut second = boot();
     second.seconds += first.seconds;
     second.booted_again = Some(format!("{error} (console: {})", kept.display()));
     second
